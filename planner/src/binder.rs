@@ -1,0 +1,616 @@
+//! The binder: statements + catalog → source definitions, stream plans,
+//! pull plans and insert rows.
+//!
+//! Queries are planned by DataFusion's SQL planner against placeholder
+//! tables that carry each source's schema, then analyzed (type coercion).
+//! Continuous queries are lowered from that logical plan into a
+//! [`StreamPlan`]; pull queries keep the logical plan.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
+use datafusion::catalog::empty::EmptyTable;
+use datafusion::common::{ScalarValue, TableReference};
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::logical_expr::{Expr, FetchType, LogicalPlan};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    self, visit_relations, Ident, Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, UnaryOperator, Value,
+};
+
+use crate::catalog::{Catalog, Column, Format, SourceDef, SourceKind, ROWOFFSET, ROWPARTITION, ROWTIME};
+use crate::error::{PlanError, Result};
+use crate::parser::{object_name, ColumnSpec, PropValue, Props};
+use crate::plan::{AggCall, AggFunc, PullPlan, StreamOp, StreamPlan};
+use crate::types::SqlType;
+
+/// Properties accepted in `WITH (…)`; others are an error.
+const KNOWN_PROPS: &[&str] = &[
+    "KAFKA_TOPIC",
+    "VALUE_FORMAT",
+    "KEY_FORMAT",
+    "FORMAT",
+    "PARTITIONS",
+    "REPLICAS",
+    "TIMESTAMP",
+    "TIMESTAMP_FORMAT",
+    "RETENTION_MS",
+    "WRAP_SINGLE_VALUE",
+    "VALUE_DELIMITER",
+    "KEY_DELIMITER",
+];
+
+fn prop<'a>(props: &'a Props, name: &str) -> Option<&'a PropValue> {
+    props.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+fn check_props(props: &Props) -> Result<()> {
+    let unknown: Vec<&str> = props
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !KNOWN_PROPS.contains(n))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(PlanError::Invalid(format!("Invalid config variable(s) in the WITH clause: {}", unknown.join(","))))
+    }
+}
+
+fn partitions_prop(props: &Props) -> Result<Option<u32>> {
+    match prop(props, "PARTITIONS") {
+        None => Ok(None),
+        Some(v) => v
+            .as_text()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1024).contains(n))
+            .map(Some)
+            .ok_or_else(|| PlanError::Invalid(format!("invalid PARTITIONS {}: expected a number from 1 to 1024", v))),
+    }
+}
+
+/// Key and value formats from `FORMAT`, `KEY_FORMAT`, `VALUE_FORMAT`.
+fn formats(props: &Props, default_key: Format, default_value: Option<Format>) -> Result<(Format, Format)> {
+    let both = prop(props, "FORMAT").map(|v| Format::parse(&v.as_text())).transpose()?;
+    let key = prop(props, "KEY_FORMAT").map(|v| Format::parse(&v.as_text())).transpose()?;
+    let value = prop(props, "VALUE_FORMAT").map(|v| Format::parse(&v.as_text())).transpose()?;
+    if both.is_some() && (key.is_some() || value.is_some()) {
+        return Err(PlanError::Invalid(
+            "Cannot supply both 'FORMAT' and 'KEY_FORMAT' or 'VALUE_FORMAT' properties".into(),
+        ));
+    }
+    let key = key.or(both).unwrap_or(default_key);
+    let value = value.or(both).or(default_value).unwrap_or(Format::Json);
+    Ok((key, value))
+}
+
+fn check_key_format(name: &str, key_format: Format, columns: &[Column]) -> Result<()> {
+    let keys: Vec<&str> = columns.iter().filter(|c| c.key).map(|c| c.name.as_str()).collect();
+    if key_format == Format::Kafka && keys.len() > 1 {
+        return Err(PlanError::Invalid(format!(
+            "The 'KAFKA' format only supports a single field. Got: [{}] for the key of {name}; use KEY_FORMAT='JSON'",
+            keys.join(", ")
+        )));
+    }
+    if key_format == Format::None && !keys.is_empty() {
+        return Err(PlanError::Invalid(format!("The 'NONE' format can only be used when no columns are defined. Got: {}", keys.join(", "))));
+    }
+    Ok(())
+}
+
+fn reserved(name: &str) -> bool {
+    [ROWTIME, ROWPARTITION, ROWOFFSET, "WINDOWSTART", "WINDOWEND"].contains(&name)
+}
+
+/// `CREATE STREAM|TABLE name (…) WITH (…)`.
+pub fn plan_create_source(kind: SourceKind, name: &str, specs: &[ColumnSpec], props: &Props) -> Result<SourceDef> {
+    check_props(props)?;
+    if specs.is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "The statement does not define any columns: {} {name} needs a column list",
+            kind.noun().to_uppercase()
+        )));
+    }
+    let mut columns = Vec::with_capacity(specs.len());
+    let mut seen = BTreeSet::new();
+    for spec in specs {
+        if reserved(&spec.name) {
+            return Err(PlanError::Invalid(format!("'{}' is a reserved column name.", spec.name)));
+        }
+        if !seen.insert(spec.name.clone()) {
+            return Err(PlanError::Invalid(format!("Duplicate column names: {}", spec.name)));
+        }
+        match (kind, spec.key, spec.primary) {
+            (SourceKind::Stream, true, true) => {
+                return Err(PlanError::Invalid(format!(
+                    "Column `{}` is a 'PRIMARY KEY' column: please use 'KEY' for streams.",
+                    spec.name
+                )))
+            }
+            (SourceKind::Table, true, false) => {
+                return Err(PlanError::Invalid(format!(
+                    "Column `{}` is a 'KEY' column: please use 'PRIMARY KEY' for tables.",
+                    spec.name
+                )))
+            }
+            _ => {}
+        }
+        columns.push(Column { name: spec.name.clone(), ty: SqlType::from_ast(&spec.data_type)?, key: spec.key });
+    }
+    if kind == SourceKind::Table && !columns.iter().any(|c| c.key) {
+        return Err(PlanError::Invalid("Tables require a PRIMARY KEY. Please define the PRIMARY KEY.".into()));
+    }
+    // Key columns first, each group in declaration order.
+    columns.sort_by_key(|c| !c.key);
+    let (key_format, value_format) = formats(props, Format::Kafka, None)?;
+    let key_format = if columns.iter().any(|c| c.key) { key_format } else { Format::None };
+    check_key_format(name, key_format, &columns)?;
+    let timestamp_column = timestamp_prop(props, &columns)?;
+    Ok(SourceDef {
+        name: name.to_string(),
+        kind,
+        topic: prop(props, "KAFKA_TOPIC").map_or_else(|| name.to_string(), PropValue::as_text),
+        partitions: partitions_prop(props)?.unwrap_or(1),
+        key_format,
+        value_format,
+        timestamp_column,
+        columns,
+        query_id: None,
+    })
+}
+
+fn timestamp_prop(props: &Props, columns: &[Column]) -> Result<Option<String>> {
+    let Some(v) = prop(props, "TIMESTAMP") else { return Ok(None) };
+    let text = v.as_text();
+    let col = columns
+        .iter()
+        .find(|c| c.name == text)
+        .or_else(|| columns.iter().find(|c| c.name == text.to_ascii_uppercase()))
+        .ok_or_else(|| PlanError::Invalid(format!("The TIMESTAMP column set in the WITH clause does not exist in the schema: '{text}'")))?;
+    if !matches!(col.ty, SqlType::Bigint | SqlType::Timestamp) {
+        return Err(PlanError::Type(format!(
+            "Timestamp column, `{}`, should be of type BIGINT or TIMESTAMP, but is {}",
+            col.name, col.ty
+        )));
+    }
+    Ok(Some(col.name.clone()))
+}
+
+/// The sources a query reads, in order of appearance.
+fn referenced_sources<'c>(catalog: &'c Catalog, query: &Query) -> Result<Vec<&'c SourceDef>> {
+    let mut names: Vec<String> = Vec::new();
+    let mut err = None;
+    let _ = visit_relations(query, |name| {
+        match object_name(name) {
+            Ok(n) => {
+                if !names.contains(&n) {
+                    names.push(n)
+                }
+            }
+            Err(e) => err = Some(e),
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    names.iter().map(|n| catalog.source(n)).collect()
+}
+
+fn planning_context(sources: &[&SourceDef]) -> Result<SessionContext> {
+    let mut cfg = SessionConfig::new();
+    cfg.options_mut().sql_parser.enable_ident_normalization = false;
+    cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
+    let ctx = SessionContext::new_with_config(cfg);
+    for s in sources {
+        ctx.register_table(TableReference::bare(s.name.as_str()), Arc::new(EmptyTable::new(s.batch_schema())))?;
+    }
+    Ok(ctx)
+}
+
+/// ksqlDB's projection rules: `*` is the declared columns (no
+/// pseudo-columns), and an unnamed expression is called `KSQL_COL_<n>`.
+fn rewrite_projection(query: &mut Query, sources: &[&SourceDef]) -> Result<()> {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Err(PlanError::Unsupported("only SELECT queries are supported here".into()));
+    };
+    let mut aliases: Vec<(String, String)> = Vec::new(); // alias → source name
+    for twj in &select.from {
+        if let ast::TableFactor::Table { name, alias, .. } = &twj.relation {
+            let source = object_name(name)?;
+            if let Some(a) = alias {
+                aliases.push((a.name.value.clone(), source.clone()));
+            }
+            aliases.push((source.clone(), source));
+        }
+    }
+    let mut generated = 0usize;
+    let mut out = Vec::with_capacity(select.projection.len());
+    for item in std::mem::take(&mut select.projection) {
+        match item {
+            SelectItem::Wildcard(_) => {
+                for s in sources {
+                    out.extend(s.columns.iter().map(|c| SelectItem::UnnamedExpr(ast::Expr::Identifier(quoted(&c.name)))));
+                }
+            }
+            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
+                let qualifier = object_name(&name)?;
+                let source = aliases
+                    .iter()
+                    .find(|(a, _)| *a == qualifier)
+                    .and_then(|(_, s)| sources.iter().find(|d| d.name == *s))
+                    .ok_or_else(|| PlanError::NotFound { kind: "source", name: qualifier.clone() })?;
+                out.extend(source.columns.iter().map(|c| {
+                    SelectItem::UnnamedExpr(ast::Expr::CompoundIdentifier(vec![quoted(&qualifier), quoted(&c.name)]))
+                }));
+            }
+            SelectItem::UnnamedExpr(expr) => match expr {
+                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => out.push(SelectItem::UnnamedExpr(expr)),
+                other => {
+                    out.push(SelectItem::ExprWithAlias { expr: other, alias: quoted(&format!("KSQL_COL_{generated}")) });
+                    generated += 1;
+                }
+            },
+            other => out.push(other),
+        }
+    }
+    select.projection = out;
+    Ok(())
+}
+
+fn quoted(name: &str) -> Ident {
+    Ident::with_quote('"', name)
+}
+
+/// Plans a query with DataFusion: logical plan, analyzed.
+fn logical_plan(query: &Query, sources: &[&SourceDef]) -> Result<LogicalPlan> {
+    let mut query = query.clone();
+    rewrite_projection(&mut query, sources)?;
+    let ctx = planning_context(sources)?;
+    let state = ctx.state();
+    let stmt = DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query))));
+    // Resolving placeholder tables does no I/O: the future completes at once.
+    let plan = futures::executor::block_on(state.statement_to_plan(stmt))?;
+    Ok(state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})?)
+}
+
+/// A continuous query (`CREATE … AS SELECT` or a push query).
+pub fn plan_stream(catalog: &Catalog, query: &Query) -> Result<StreamPlan> {
+    let sources = referenced_sources(catalog, query)?;
+    let [source] = sources.as_slice() else {
+        return Err(PlanError::Unsupported(if sources.is_empty() {
+            "a continuous query needs a FROM clause".into()
+        } else {
+            "joins are not supported yet".into()
+        }));
+    };
+    let plan = logical_plan(query, &sources)?;
+    let mut limit = None;
+    let mut body = &plan;
+    if let LogicalPlan::Limit(l) = &plan {
+        match l.get_fetch_type()? {
+            FetchType::Literal(n) => limit = n,
+            FetchType::UnsupportedExpr => return Err(PlanError::Unsupported("LIMIT must be a number".into())),
+        }
+        body = l.input.as_ref();
+    }
+    let mut ops = Vec::new();
+    let mut keys: Vec<bool> = source.columns.iter().map(|c| c.key).chain([false; 3]).collect();
+    lower(body, &mut ops, &mut keys)?;
+    let output_schema = Arc::new(Schema::new(body.schema().as_arrow().fields().clone()));
+    let key_columns = keys.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
+    let is_table = ops.iter().any(|op| matches!(op, StreamOp::Aggregate { .. }));
+    Ok(StreamPlan { source: (*source).clone(), ops, output_schema, key_columns, is_table, limit })
+}
+
+/// Lowers a logical plan into stream operators, tracking which columns of
+/// each step's output are key columns.
+fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> Result<()> {
+    match plan {
+        LogicalPlan::TableScan(_) => Ok(()),
+        LogicalPlan::SubqueryAlias(a) => lower(&a.input, ops, keys),
+        LogicalPlan::Filter(f) => {
+            lower(&f.input, ops, keys)?;
+            if ops.iter().any(|op| matches!(op, StreamOp::Aggregate { .. })) && !f.predicate.column_refs().is_empty() {
+                // HAVING: fine, evaluated on aggregate output.
+            }
+            ops.push(StreamOp::Filter { predicate: f.predicate.clone(), input_schema: Arc::clone(f.input.schema()) });
+            Ok(())
+        }
+        LogicalPlan::Projection(p) => {
+            lower(&p.input, ops, keys)?;
+            let input_schema = p.input.schema();
+            let new_keys = p
+                .expr
+                .iter()
+                .map(|e| match strip_alias(e) {
+                    Expr::Column(c) => input_schema.index_of_column(c).map(|i| keys.get(i).copied().unwrap_or(false)).unwrap_or(false),
+                    _ => false,
+                })
+                .collect();
+            *keys = new_keys;
+            ops.push(StreamOp::Project {
+                exprs: p.expr.clone(),
+                input_schema: Arc::clone(input_schema),
+                output_schema: Arc::clone(&p.schema),
+            });
+            Ok(())
+        }
+        LogicalPlan::Aggregate(a) => {
+            lower(&a.input, ops, keys)?;
+            if ops.iter().any(|op| matches!(op, StreamOp::Aggregate { .. })) {
+                return Err(PlanError::Unsupported("nested aggregations are not supported".into()));
+            }
+            if a.group_expr.is_empty() {
+                return Err(PlanError::Unsupported(
+                    "aggregations without GROUP BY are not supported in continuous queries".into(),
+                ));
+            }
+            let aggs = a.aggr_expr.iter().map(agg_call).collect::<Result<Vec<_>>>()?;
+            *keys = (0..a.group_expr.len()).map(|_| true).chain(aggs.iter().map(|_| false)).collect();
+            ops.push(StreamOp::Aggregate {
+                group: a.group_expr.clone(),
+                aggs,
+                input_schema: Arc::clone(a.input.schema()),
+                output_schema: Arc::clone(&a.schema),
+            });
+            Ok(())
+        }
+        LogicalPlan::Sort(_) => Err(PlanError::Unsupported("ORDER BY is not supported in continuous queries".into())),
+        LogicalPlan::Join(_) => Err(PlanError::Unsupported("joins are not supported yet".into())),
+        LogicalPlan::Limit(_) => Err(PlanError::Unsupported("LIMIT is only allowed at the end of a push query".into())),
+        LogicalPlan::Distinct(_) => Err(PlanError::Unsupported("SELECT DISTINCT is not supported in continuous queries".into())),
+        other => Err(PlanError::Unsupported(format!(
+            "{} is not supported in continuous queries",
+            other.display().to_string().split(':').next().unwrap_or("this plan")
+        ))),
+    }
+}
+
+fn strip_alias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => strip_alias(&a.expr),
+        other => other,
+    }
+}
+
+fn agg_call(e: &Expr) -> Result<AggCall> {
+    let Expr::AggregateFunction(f) = strip_alias(e) else {
+        return Err(PlanError::Unsupported(format!("aggregate {e} is not supported")));
+    };
+    if f.params.distinct || f.params.filter.is_some() || !f.params.order_by.is_empty() {
+        return Err(PlanError::Unsupported(format!("aggregate {e} is not supported yet")));
+    }
+    let func = match f.func.name() {
+        "count" => AggFunc::Count,
+        "sum" => AggFunc::Sum,
+        "avg" => AggFunc::Avg,
+        "min" => AggFunc::Min,
+        "max" => AggFunc::Max,
+        other => return Err(PlanError::Unsupported(format!("aggregate function {} is not supported yet", other.to_uppercase()))),
+    };
+    let arg = match f.params.args.as_slice() {
+        [Expr::Literal(v, _)] if func == AggFunc::Count && !v.is_null() => None,
+        [arg] => Some(arg.clone()),
+        _ => return Err(PlanError::Unsupported(format!("{e}: expected one argument"))),
+    };
+    Ok(AggCall { func, arg })
+}
+
+/// `CREATE STREAM|TABLE name WITH (…) AS SELECT …`: the sink's definition
+/// and the plan that fills it.
+pub fn plan_create_as_select(
+    catalog: &Catalog,
+    kind: SourceKind,
+    name: &str,
+    props: &Props,
+    query: &Query,
+    query_id: &str,
+) -> Result<(SourceDef, StreamPlan)> {
+    check_props(props)?;
+    let plan = plan_stream(catalog, query)?;
+    if plan.limit.is_some() {
+        return Err(PlanError::Invalid("LIMIT is not supported in persistent queries".into()));
+    }
+    match (kind, plan.is_table || plan.source.kind == SourceKind::Table) {
+        (SourceKind::Table, false) => {
+            return Err(PlanError::Invalid(
+                "Invalid result type. Your SELECT query produces a STREAM. Please use CREATE STREAM AS SELECT statement instead.".into(),
+            ))
+        }
+        (SourceKind::Stream, true) => {
+            return Err(PlanError::Invalid(
+                "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.".into(),
+            ))
+        }
+        _ => {}
+    }
+    if plan.source.kind == SourceKind::Table {
+        return Err(PlanError::Unsupported("queries over tables are not supported yet".into()));
+    }
+    let mut columns = Vec::with_capacity(plan.output_schema.fields().len());
+    for (i, f) in plan.output_schema.fields().iter().enumerate() {
+        if reserved(f.name()) {
+            return Err(PlanError::Invalid(format!("'{}' is a reserved column name; give the expression an alias", f.name())));
+        }
+        columns.push(Column { name: f.name().clone(), ty: SqlType::from_arrow(f.data_type())?, key: plan.key_columns.contains(&i) });
+    }
+    let source_keys: Vec<&str> = plan.source.key_columns().map(|c| c.name.as_str()).collect();
+    let expected_keys = match plan.ops.iter().find_map(|op| match op {
+        StreamOp::Aggregate { group, .. } => Some(group.len()),
+        _ => None,
+    }) {
+        Some(n) => n,
+        None => source_keys.len(),
+    };
+    if plan.key_columns.len() < expected_keys {
+        return Err(PlanError::Invalid(if plan.is_table {
+            format!("Key missing from projection (ie, SELECT). The query used to build `{name}` must include the grouping expressions in its projection (eg, SELECT <grouping expressions>...).")
+        } else {
+            format!("Key missing from projection (ie, SELECT). The query used to build `{name}` must include the key columns {} in its projection (eg, SELECT {}...).", source_keys.join(", "), source_keys.join(", "))
+        }));
+    }
+    // Key columns first, as in every Brook source.
+    let mut order: Vec<usize> = (0..columns.len()).collect();
+    order.sort_by_key(|i| !columns[*i].key);
+    if order.iter().enumerate().any(|(a, b)| a != *b) {
+        // Keep the plan's column order; the sink maps columns by name.
+    }
+    let mut sorted = columns.clone();
+    sorted.sort_by_key(|c| !c.key);
+    let (key_format, value_format) = formats(props, plan.source.key_format, Some(plan.source.value_format))?;
+    let key_format = if plan.key_columns.is_empty() { Format::None } else if key_format == Format::None { Format::Kafka } else { key_format };
+    check_key_format(name, key_format, &sorted)?;
+    let def = SourceDef {
+        name: name.to_string(),
+        kind,
+        columns: sorted,
+        topic: prop(props, "KAFKA_TOPIC").map_or_else(|| name.to_string(), PropValue::as_text),
+        partitions: partitions_prop(props)?.unwrap_or(plan.source.partitions),
+        key_format,
+        value_format,
+        timestamp_column: timestamp_prop(props, &columns)?,
+        query_id: Some(query_id.to_string()),
+    };
+    Ok((def, plan))
+}
+
+/// A pull query: any SELECT DataFusion can run over the sources' current
+/// contents.
+pub fn plan_pull(catalog: &Catalog, query: &Query) -> Result<PullPlan> {
+    let sources = referenced_sources(catalog, query)?;
+    let plan = logical_plan(query, &sources)?;
+    Ok(PullPlan { plan, sources: sources.into_iter().cloned().collect() })
+}
+
+/// A row to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InsertRow {
+    /// `ROWTIME` if given.
+    pub rowtime: Option<i64>,
+    /// One value per declared column of the target, in its order.
+    pub values: Vec<ScalarValue>,
+}
+
+/// `INSERT INTO target [(cols)] VALUES …`.
+pub fn plan_insert(catalog: &Catalog, target: &str, columns: &[String], rows: &[Vec<ast::Expr>]) -> Result<(SourceDef, Vec<InsertRow>)> {
+    let def = catalog.source(target)?.clone();
+    if let Some(q) = &def.query_id {
+        return Err(PlanError::Invalid(format!(
+            "cannot insert into {} \"{}\": it is written by persistent query {q}",
+            def.kind.noun(),
+            def.name
+        )));
+    }
+    let names: Vec<String> = if columns.is_empty() { def.columns.iter().map(|c| c.name.clone()).collect() } else { columns.to_vec() };
+    // Position of each named column in the target (None = ROWTIME).
+    let mut slots = Vec::with_capacity(names.len());
+    for n in &names {
+        if n == ROWTIME {
+            slots.push(None);
+        } else {
+            let i = def.columns.iter().position(|c| c.name == *n).ok_or_else(|| {
+                PlanError::NotFound { kind: "column", name: format!("{n}\" of {} \"{}", def.kind.noun(), def.name) }
+            })?;
+            if slots.contains(&Some(i)) {
+                return Err(PlanError::Invalid(format!("column \"{n}\" specified more than once")));
+            }
+            slots.push(Some(i));
+        }
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.len() != slots.len() {
+            return Err(PlanError::Invalid(format!(
+                "INSERT has {} expressions but {} target columns",
+                row.len(),
+                slots.len()
+            )));
+        }
+        let mut values: Vec<ScalarValue> = def
+            .columns
+            .iter()
+            .map(|c| ScalarValue::try_from(&c.ty.arrow()))
+            .collect::<std::result::Result<_, _>>()?;
+        let mut rowtime = None;
+        for (slot, expr) in slots.iter().zip(row) {
+            match slot {
+                None => {
+                    let v = literal(expr, SqlType::Bigint, ROWTIME)?;
+                    rowtime = match v {
+                        ScalarValue::Int64(v) => v,
+                        _ => None,
+                    };
+                }
+                Some(i) => values[*i] = literal(expr, def.columns[*i].ty, &def.columns[*i].name)?,
+            }
+        }
+        if def.kind == SourceKind::Table {
+            let missing: Vec<&str> = def
+                .columns
+                .iter()
+                .zip(&values)
+                .filter(|(c, v)| c.key && v.is_null())
+                .map(|(c, _)| c.name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                return Err(PlanError::Invalid(format!(
+                    "Failed to insert values into '{}'. Value for primary key column(s) {} is required for tables",
+                    def.name,
+                    missing.join(", ")
+                )));
+            }
+        }
+        out.push(InsertRow { rowtime, values });
+    }
+    Ok((def, out))
+}
+
+/// Converts a literal expression to a value of the column's type.
+fn literal(expr: &ast::Expr, ty: SqlType, column: &str) -> Result<ScalarValue> {
+    let mismatch = |found: &str| {
+        PlanError::Type(format!("column \"{column}\" is of type {ty} but expression is of type {found}"))
+    };
+    let (negative, inner) = match expr {
+        ast::Expr::UnaryOp { op: UnaryOperator::Minus, expr } => (true, expr.as_ref()),
+        ast::Expr::UnaryOp { op: UnaryOperator::Plus, expr } => (false, expr.as_ref()),
+        other => (false, other),
+    };
+    let ast::Expr::Value(v) = inner else {
+        return Err(PlanError::Unsupported(format!("only literal values are supported in INSERT VALUES, found {expr}")));
+    };
+    let out_of_range = |n: &str| PlanError::Type(format!("value {n} is out of range for column \"{column}\" of type {ty}"));
+    match &v.value {
+        Value::Null if !negative => ScalarValue::try_from(&ty.arrow()).map_err(PlanError::from),
+        Value::Number(n, _) => {
+            let text = if negative { format!("-{n}") } else { n.clone() };
+            let is_integer = !text.contains(['.', 'e', 'E']);
+            match ty {
+                SqlType::Int if is_integer => text.parse::<i32>().map(|i| ScalarValue::Int32(Some(i))).map_err(|_| out_of_range(&text)),
+                SqlType::Bigint if is_integer => text.parse::<i64>().map(|i| ScalarValue::Int64(Some(i))).map_err(|_| out_of_range(&text)),
+                SqlType::Timestamp if is_integer => text
+                    .parse::<i64>()
+                    .map(|i| ScalarValue::TimestampMillisecond(Some(i), None))
+                    .map_err(|_| out_of_range(&text)),
+                SqlType::Double => text.parse::<f64>().map(|f| ScalarValue::Float64(Some(f))).map_err(|_| out_of_range(&text)),
+                SqlType::Int | SqlType::Bigint | SqlType::Timestamp => Err(mismatch("DOUBLE")),
+                _ => Err(mismatch(if is_integer { "INTEGER" } else { "DOUBLE" })),
+            }
+        }
+        Value::SingleQuotedString(s) if !negative => match ty {
+            SqlType::String => Ok(ScalarValue::Utf8(Some(s.clone()))),
+            SqlType::Timestamp => ScalarValue::Utf8(Some(s.clone()))
+                .cast_to(&DataType::Timestamp(TimeUnit::Millisecond, None))
+                .map_err(|_| PlanError::Type(format!("invalid TIMESTAMP value '{s}' for column \"{column}\""))),
+            _ => Err(mismatch("STRING")),
+        },
+        Value::Boolean(b) if !negative => match ty {
+            SqlType::Boolean => Ok(ScalarValue::Boolean(Some(*b))),
+            _ => Err(mismatch("BOOLEAN")),
+        },
+        _ => Err(PlanError::Unsupported(format!("unsupported value {expr} in INSERT VALUES"))),
+    }
+}

@@ -1,0 +1,190 @@
+//! The catalog model: streams, tables and persistent queries.
+//!
+//! This is plain data. The server persists the DDL that built it as a
+//! command log and replays it at start; the planner reads it to bind names.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PlanError, Result};
+use crate::types::SqlType;
+
+/// Pseudo-column: the record's event time in ms.
+pub const ROWTIME: &str = "ROWTIME";
+/// Pseudo-column: the record's partition.
+pub const ROWPARTITION: &str = "ROWPARTITION";
+/// Pseudo-column: the record's offset in its partition.
+pub const ROWOFFSET: &str = "ROWOFFSET";
+/// Number of pseudo-columns that follow the declared columns in a source's
+/// batch schema.
+pub const PSEUDO_COLUMNS: usize = 3;
+
+/// Stream (append-only) or table (changelog keyed by its primary key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceKind {
+    /// `CREATE STREAM`
+    Stream,
+    /// `CREATE TABLE`
+    Table,
+}
+
+impl SourceKind {
+    /// `stream` or `table`, as error messages say it.
+    pub fn noun(self) -> &'static str {
+        match self {
+            SourceKind::Stream => "stream",
+            SourceKind::Table => "table",
+        }
+    }
+}
+
+/// Serialization format of keys or values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Format {
+    /// A JSON object of the columns (or a bare value for one unwrapped column).
+    Json,
+    /// Comma-separated text.
+    Delimited,
+    /// Kafka's primitive serializers: big-endian integers and doubles, UTF-8 strings.
+    Kafka,
+    /// No bytes (no key columns).
+    None,
+}
+
+impl Format {
+    /// Parses a format name as given in `WITH (…)`.
+    pub fn parse(s: &str) -> Result<Format> {
+        Ok(match s.to_ascii_uppercase().as_str() {
+            "JSON" => Format::Json,
+            "DELIMITED" => Format::Delimited,
+            "KAFKA" => Format::Kafka,
+            "NONE" => Format::None,
+            "AVRO" | "PROTOBUF" | "PROTOBUF_NOSR" | "JSON_SR" => {
+                return Err(PlanError::Unsupported(format!("format {s} is not supported yet")))
+            }
+            _ => return Err(PlanError::Invalid(format!("unknown format: {s}"))),
+        })
+    }
+
+    /// The format's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "JSON",
+            Format::Delimited => "DELIMITED",
+            Format::Kafka => "KAFKA",
+            Format::None => "NONE",
+        }
+    }
+}
+
+/// A declared column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// Name, as stored (unquoted names are upper-cased).
+    pub name: String,
+    /// Type.
+    pub ty: SqlType,
+    /// Part of the key (`KEY` for streams, `PRIMARY KEY` for tables).
+    pub key: bool,
+}
+
+/// A stream or a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceDef {
+    /// Name (upper-cased unless quoted).
+    pub name: String,
+    /// Stream or table.
+    pub kind: SourceKind,
+    /// Key columns first, then value columns, in declaration order.
+    pub columns: Vec<Column>,
+    /// The topic holding its records.
+    pub topic: String,
+    /// Partitions of the topic.
+    pub partitions: u32,
+    /// Format of record keys.
+    pub key_format: Format,
+    /// Format of record values.
+    pub value_format: Format,
+    /// A column whose value is the event time instead of the record's timestamp.
+    pub timestamp_column: Option<String>,
+    /// The persistent query writing this source, if it was created `AS SELECT`.
+    pub query_id: Option<String>,
+}
+
+impl SourceDef {
+    /// The key columns.
+    pub fn key_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| c.key)
+    }
+
+    /// The value columns.
+    pub fn value_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| !c.key)
+    }
+
+    /// A column by name.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The Arrow schema of the source's batches: declared columns, then
+    /// `ROWTIME`, `ROWPARTITION`, `ROWOFFSET`.
+    pub fn batch_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.arrow(), true))
+            .collect();
+        fields.push(Field::new(ROWTIME, DataType::Int64, false));
+        fields.push(Field::new(ROWPARTITION, DataType::Int32, false));
+        fields.push(Field::new(ROWOFFSET, DataType::Int64, false));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The Arrow schema of the declared columns only (pull results, sinks).
+    pub fn row_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.arrow(), true))
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// A persistent query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryDef {
+    /// Id like `CTAS_TOTALS_3`.
+    pub id: String,
+    /// The statement text that created it.
+    pub sql: String,
+    /// The source it writes.
+    pub sink: String,
+    /// The sources it reads.
+    pub sources: Vec<String>,
+}
+
+/// All streams, tables and persistent queries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Streams and tables by name.
+    pub sources: BTreeMap<String, SourceDef>,
+    /// Persistent queries by id.
+    pub queries: BTreeMap<String, QueryDef>,
+}
+
+impl Catalog {
+    /// A source by name, or a "does not exist" error.
+    pub fn source(&self, name: &str) -> Result<&SourceDef> {
+        self.sources.get(name).ok_or_else(|| PlanError::NotFound { kind: "stream or table", name: name.to_string() })
+    }
+
+    /// Queries reading `source`.
+    pub fn readers_of(&self, source: &str) -> Vec<&QueryDef> {
+        self.queries.values().filter(|q| q.sources.iter().any(|s| s == source)).collect()
+    }
+}

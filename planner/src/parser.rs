@@ -1,0 +1,583 @@
+//! The ksqlDB dialect: sqlparser's tokenizer and expression/query parser,
+//! plus Brook's own parsing of the statements sqlparser does not know
+//! (`CREATE STREAM`, `… EMIT CHANGES`, `SHOW STREAMS`, `TERMINATE`, …).
+//!
+//! Identifiers follow ksqlDB: unquoted names are upper-cased, quoted names
+//! (`"x"` or `` `x` ``) keep their case. This is done once, on the tokens.
+
+use std::fmt;
+
+use datafusion::sql::sqlparser::ast::{
+    self, CopySource, CopyTarget, DataType, Expr, ObjectName, Query, SetExpr, TableObject, Value,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+
+use crate::catalog::SourceKind;
+use crate::error::{PlanError, Result};
+
+/// How deep parentheses and sub-expressions may nest before parsing stops
+/// with an error (instead of overflowing the stack).
+const RECURSION_LIMIT: usize = 64;
+
+/// A parsed statement and the text it came from.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The statement.
+    pub statement: Statement,
+    /// Its source text, without the terminating `;`.
+    pub sql: String,
+}
+
+/// A literal value in a `WITH (…)` property list or `SET`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PropValue {
+    /// `'text'`
+    String(String),
+    /// `42`
+    Number(String),
+    /// `true`
+    Bool(bool),
+}
+
+impl fmt::Display for PropValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PropValue::String(s) => write!(f, "'{}'", s.replace('\'', "''")),
+            PropValue::Number(n) => f.write_str(n),
+            PropValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl PropValue {
+    /// The value as text, without quotes.
+    pub fn as_text(&self) -> String {
+        match self {
+            PropValue::String(s) | PropValue::Number(s) => s.clone(),
+            PropValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// `WITH (NAME=value, …)`, names upper-cased.
+pub type Props = Vec<(String, PropValue)>;
+
+/// A column in `CREATE STREAM|TABLE name (…)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSpec {
+    /// Name (normalized).
+    pub name: String,
+    /// Declared type.
+    pub data_type: DataType,
+    /// `KEY` or `PRIMARY KEY`.
+    pub key: bool,
+    /// `PRIMARY KEY` was written (tables); `KEY` otherwise.
+    pub primary: bool,
+}
+
+/// What `EMIT` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// `EMIT CHANGES`: a push query.
+    Changes,
+    /// `EMIT FINAL`: a push query emitting closed windows only.
+    Final,
+}
+
+/// `SHOW …` / `LIST …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowWhat {
+    /// `SHOW STREAMS`
+    Streams,
+    /// `SHOW TABLES`
+    Tables,
+    /// `SHOW QUERIES`
+    Queries,
+    /// `SHOW TOPICS`
+    Topics,
+    /// `SHOW PROPERTIES`
+    Properties,
+}
+
+/// A Brook statement.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// `CREATE [OR REPLACE] STREAM|TABLE [IF NOT EXISTS] name (cols) [WITH (…)]`
+    CreateSource {
+        /// Stream or table.
+        kind: SourceKind,
+        /// Name.
+        name: String,
+        /// `IF NOT EXISTS`
+        if_not_exists: bool,
+        /// `OR REPLACE`
+        or_replace: bool,
+        /// Declared columns.
+        columns: Vec<ColumnSpec>,
+        /// `WITH (…)`
+        props: Props,
+    },
+    /// `CREATE STREAM|TABLE name [WITH (…)] AS SELECT …`
+    CreateAsSelect {
+        /// Stream or table.
+        kind: SourceKind,
+        /// Name.
+        name: String,
+        /// `IF NOT EXISTS`
+        if_not_exists: bool,
+        /// `OR REPLACE`
+        or_replace: bool,
+        /// `WITH (…)`
+        props: Props,
+        /// The query (its `EMIT CHANGES`, if written, is dropped).
+        query: Box<Query>,
+    },
+    /// `INSERT INTO name [(cols)] VALUES (…), …`
+    InsertValues {
+        /// Target stream or table.
+        target: String,
+        /// Column list, empty for all columns in order.
+        columns: Vec<String>,
+        /// Rows of expressions.
+        rows: Vec<Vec<Expr>>,
+    },
+    /// `SELECT …`: push with `EMIT CHANGES`, pull otherwise.
+    Select {
+        /// The query, without `EMIT`.
+        query: Box<Query>,
+        /// `EMIT CHANGES` / `EMIT FINAL`.
+        emit: Option<Emit>,
+    },
+    /// `COPY (SELECT …) TO STDOUT`
+    CopyTo {
+        /// The query, without `EMIT`.
+        query: Box<Query>,
+        /// `EMIT CHANGES` / `EMIT FINAL`.
+        emit: Option<Emit>,
+    },
+    /// `SHOW|LIST STREAMS|TABLES|QUERIES|TOPICS|PROPERTIES [EXTENDED]`
+    Show {
+        /// What to list.
+        what: ShowWhat,
+        /// `EXTENDED`
+        extended: bool,
+    },
+    /// `DESCRIBE [EXTENDED] name`
+    Describe {
+        /// Name.
+        name: String,
+        /// `EXTENDED`
+        extended: bool,
+    },
+    /// `DROP STREAM|TABLE [IF EXISTS] name [DELETE TOPIC]`
+    Drop {
+        /// Stream or table.
+        kind: SourceKind,
+        /// Name.
+        name: String,
+        /// `IF EXISTS`
+        if_exists: bool,
+        /// `DELETE TOPIC`
+        delete_topic: bool,
+    },
+    /// `TERMINATE id` / `TERMINATE ALL`
+    Terminate {
+        /// The query id, or `None` for `ALL`.
+        id: Option<String>,
+    },
+    /// `FLUSH`: wait until every persistent query has processed everything
+    /// appended before.
+    Flush,
+    /// `SET 'name' = 'value'`
+    Set {
+        /// Property name.
+        name: String,
+        /// Value.
+        value: String,
+    },
+    /// `UNSET 'name'`
+    Unset {
+        /// Property name.
+        name: String,
+    },
+}
+
+/// Parses a script of `;`-separated statements.
+pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| PlanError::Syntax(format!("syntax error: {e}")))?;
+    let line_starts = line_starts(sql);
+    let mut out = Vec::new();
+    let mut current: Vec<TokenWithSpan> = Vec::new();
+    for t in tokens.into_iter().chain(std::iter::once(TokenWithSpan::wrap(Token::SemiColon))) {
+        if t.token == Token::SemiColon {
+            let meaningful = current.iter().any(|t| !matches!(t.token, Token::Whitespace(_)));
+            if meaningful {
+                let text = span_text(sql, &line_starts, &current);
+                let statement = parse_one(std::mem::take(&mut current))?;
+                out.push(Parsed { statement, sql: text });
+            }
+            current.clear();
+        } else {
+            current.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses exactly one statement.
+pub fn parse_statement(sql: &str) -> Result<Parsed> {
+    let mut all = parse(sql)?;
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        0 => Err(PlanError::Syntax("syntax error: empty statement".into())),
+        n => Err(PlanError::Syntax(format!("syntax error: expected one statement, found {n}"))),
+    }
+}
+
+fn line_starts(sql: &str) -> Vec<usize> {
+    std::iter::once(0).chain(sql.match_indices('\n').map(|(i, _)| i + 1)).collect()
+}
+
+fn byte_pos(sql: &str, line_starts: &[usize], loc: Location) -> Option<usize> {
+    let start = *line_starts.get((loc.line as usize).checked_sub(1)?)?;
+    let col = (loc.column as usize).checked_sub(1)?;
+    let rest = &sql[start..];
+    Some(start + rest.char_indices().nth(col).map_or(rest.len(), |(i, _)| i))
+}
+
+fn span_text(sql: &str, line_starts: &[usize], tokens: &[TokenWithSpan]) -> String {
+    let meaningful: Vec<&TokenWithSpan> = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
+    let (Some(first), Some(last)) = (meaningful.first(), meaningful.last()) else {
+        return String::new();
+    };
+    match (byte_pos(sql, line_starts, first.span.start), byte_pos(sql, line_starts, last.span.end)) {
+        (Some(a), Some(b)) if a <= b => sql[a..b].trim().to_string(),
+        _ => tokens.iter().map(|t| t.token.to_string()).collect::<String>().trim().to_string(),
+    }
+}
+
+fn is_word(t: &Token, w: &str) -> bool {
+    matches!(t, Token::Word(word) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(w))
+}
+
+fn syntax(e: ParserError) -> PlanError {
+    let msg = e.to_string();
+    let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg).to_string();
+    PlanError::Syntax(format!("syntax error: {msg}"))
+}
+
+/// Upper-cases unquoted words (ksqlDB identifiers), removes `EMIT CHANGES`
+/// / `EMIT FINAL`, and returns what it removed.
+fn normalize_tokens(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Option<Emit>) {
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut emit = None;
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        if is_word(&t.token, "EMIT") {
+            let next = tokens[i + 1..].iter().position(|t| !matches!(t.token, Token::Whitespace(_)));
+            if let Some(n) = next.map(|n| n + i + 1) {
+                if is_word(&tokens[n].token, "CHANGES") || is_word(&tokens[n].token, "FINAL") {
+                    emit = Some(if is_word(&tokens[n].token, "CHANGES") { Emit::Changes } else { Emit::Final });
+                    i = n + 1;
+                    continue;
+                }
+            }
+        }
+        let mut t = t.clone();
+        if let Token::Word(w) = &mut t.token {
+            if w.quote_style.is_none() {
+                w.value = w.value.to_ascii_uppercase();
+            } else if w.quote_style == Some('`') {
+                // ksqlDB quotes identifiers with backticks; treat them as "…".
+                w.quote_style = Some('"');
+            }
+        }
+        out.push(t);
+        i += 1;
+    }
+    (out, emit)
+}
+
+fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    let (tokens, emit) = normalize_tokens(tokens);
+    let dialect = GenericDialect {};
+    let mut p = Parser::new(&dialect).with_recursion_limit(RECURSION_LIMIT).with_tokens_with_locations(tokens);
+    let first = p.peek_token().token;
+    let stmt = if is_word(&first, "CREATE") {
+        parse_create(&mut p)?
+    } else if is_word(&first, "SELECT") || is_word(&first, "WITH") || first == Token::LParen {
+        let query = p.parse_query().map_err(syntax)?;
+        Statement::Select { query, emit }
+    } else if is_word(&first, "INSERT") {
+        parse_insert(&mut p)?
+    } else if is_word(&first, "COPY") {
+        parse_copy(&mut p, emit)?
+    } else if is_word(&first, "SHOW") || is_word(&first, "LIST") {
+        p.next_token();
+        parse_show(&mut p)?
+    } else if is_word(&first, "DESCRIBE") {
+        p.next_token();
+        let extended = p.parse_keyword(Keyword::EXTENDED);
+        Statement::Describe { name: parse_name(&mut p)?, extended }
+    } else if is_word(&first, "DROP") {
+        parse_drop(&mut p)?
+    } else if is_word(&first, "TERMINATE") {
+        p.next_token();
+        if p.parse_keyword(Keyword::ALL) {
+            Statement::Terminate { id: None }
+        } else {
+            Statement::Terminate { id: Some(parse_name(&mut p)?) }
+        }
+    } else if is_word(&first, "FLUSH") {
+        p.next_token();
+        Statement::Flush
+    } else if is_word(&first, "SET") {
+        p.next_token();
+        let name = p.parse_literal_string().map_err(syntax)?;
+        p.expect_token(&Token::Eq).map_err(syntax)?;
+        let value = p.parse_literal_string().map_err(syntax)?;
+        Statement::Set { name, value }
+    } else if is_word(&first, "UNSET") {
+        p.next_token();
+        Statement::Unset { name: p.parse_literal_string().map_err(syntax)? }
+    } else {
+        return Err(syntax(p.expected::<()>("a statement", p.peek_token()).unwrap_err()));
+    };
+    if emit.is_some() && !matches!(stmt, Statement::Select { .. } | Statement::CopyTo { .. } | Statement::CreateAsSelect { .. }) {
+        return Err(PlanError::Syntax("syntax error: EMIT is only allowed at the end of a SELECT".into()));
+    }
+    let next = p.peek_token();
+    if next.token != Token::EOF {
+        return Err(syntax(p.expected::<()>("end of statement", next).unwrap_err()));
+    }
+    Ok(stmt)
+}
+
+fn parse_name(p: &mut Parser) -> Result<String> {
+    let name = p.parse_object_name(false).map_err(syntax)?;
+    object_name(&name)
+}
+
+/// The single-part name of an object.
+pub fn object_name(name: &ObjectName) -> Result<String> {
+    match name.0.as_slice() {
+        [part] => part
+            .as_ident()
+            .map(|i| i.value.clone())
+            .ok_or_else(|| PlanError::Syntax(format!("syntax error: invalid name {name}"))),
+        _ => Err(PlanError::Unsupported(format!("qualified names such as {name} are not supported"))),
+    }
+}
+
+fn parse_source_kind(p: &mut Parser) -> Result<SourceKind> {
+    let t = p.next_token();
+    if is_word(&t.token, "STREAM") {
+        Ok(SourceKind::Stream)
+    } else if is_word(&t.token, "TABLE") {
+        Ok(SourceKind::Table)
+    } else {
+        Err(syntax(p.expected::<()>("STREAM or TABLE", t).unwrap_err()))
+    }
+}
+
+fn parse_create(p: &mut Parser) -> Result<Statement> {
+    p.next_token(); // CREATE
+    let or_replace = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+    let _source = p.parse_keyword(Keyword::SOURCE);
+    let kind = parse_source_kind(p)?;
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parse_name(p)?;
+    let mut columns = Vec::new();
+    if p.consume_token(&Token::LParen) {
+        columns = p.parse_comma_separated(parse_column_spec).map_err(syntax)?;
+        p.expect_token(&Token::RParen).map_err(syntax)?;
+    }
+    let props = if p.parse_keyword(Keyword::WITH) { parse_props(p)? } else { Vec::new() };
+    if p.parse_keyword(Keyword::AS) {
+        if !columns.is_empty() {
+            return Err(PlanError::Syntax(
+                "syntax error: a column list is not allowed with AS SELECT".into(),
+            ));
+        }
+        let query = p.parse_query().map_err(syntax)?;
+        return Ok(Statement::CreateAsSelect { kind, name, if_not_exists, or_replace, props, query });
+    }
+    Ok(Statement::CreateSource { kind, name, if_not_exists, or_replace, columns, props })
+}
+
+fn parse_column_spec(p: &mut Parser) -> Result<ColumnSpec, ParserError> {
+    let name = p.parse_identifier()?.value;
+    let data_type = p.parse_data_type()?;
+    let (key, primary) = if p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
+        (true, true)
+    } else if p.parse_keyword(Keyword::KEY) {
+        (true, false)
+    } else {
+        (false, false)
+    };
+    Ok(ColumnSpec { name, data_type, key, primary })
+}
+
+fn parse_props(p: &mut Parser) -> Result<Props> {
+    p.expect_token(&Token::LParen).map_err(syntax)?;
+    let props = p
+        .parse_comma_separated(|p| {
+            let name = p.parse_identifier()?.value.to_ascii_uppercase();
+            p.expect_token(&Token::Eq)?;
+            let t = p.next_token();
+            let value = match t.token {
+                Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => PropValue::String(s),
+                Token::Number(n, _) => PropValue::Number(n),
+                Token::Word(w) if w.value.eq_ignore_ascii_case("TRUE") => PropValue::Bool(true),
+                Token::Word(w) if w.value.eq_ignore_ascii_case("FALSE") => PropValue::Bool(false),
+                _ => return p.expected("a literal value", t),
+            };
+            Ok((name, value))
+        })
+        .map_err(syntax)?;
+    p.expect_token(&Token::RParen).map_err(syntax)?;
+    Ok(props)
+}
+
+fn parse_insert(p: &mut Parser) -> Result<Statement> {
+    let stmt = p.parse_statement().map_err(syntax)?;
+    let ast::Statement::Insert(insert) = stmt else {
+        return Err(PlanError::Internal("INSERT did not parse as an insert".into()));
+    };
+    let TableObject::TableName(table) = &insert.table else {
+        return Err(PlanError::Unsupported("INSERT into a table function is not supported".into()));
+    };
+    let target = object_name(table)?;
+    let columns = insert.columns.iter().map(object_name).collect::<Result<Vec<_>>>()?;
+    let Some(source) = insert.source else {
+        return Err(PlanError::Syntax("syntax error: INSERT needs VALUES".into()));
+    };
+    match *source.body {
+        SetExpr::Values(values) => Ok(Statement::InsertValues {
+            target,
+            columns,
+            rows: values.rows.into_iter().map(|r| r.content).collect(),
+        }),
+        _ => Err(PlanError::Unsupported("INSERT INTO … SELECT is not supported yet".into())),
+    }
+}
+
+fn parse_copy(p: &mut Parser, emit: Option<Emit>) -> Result<Statement> {
+    let stmt = p.parse_statement().map_err(syntax)?;
+    match stmt {
+        ast::Statement::Copy { source: CopySource::Query(query), to: true, target: CopyTarget::Stdout, .. } => {
+            Ok(Statement::CopyTo { query, emit })
+        }
+        _ => Err(PlanError::Unsupported("only COPY (SELECT …) TO STDOUT is supported".into())),
+    }
+}
+
+fn parse_show(p: &mut Parser) -> Result<Statement> {
+    let t = p.next_token();
+    let what = match &t.token {
+        w if is_word(w, "STREAMS") => ShowWhat::Streams,
+        w if is_word(w, "TABLES") => ShowWhat::Tables,
+        w if is_word(w, "QUERIES") => ShowWhat::Queries,
+        w if is_word(w, "TOPICS") => ShowWhat::Topics,
+        w if is_word(w, "PROPERTIES") => ShowWhat::Properties,
+        _ => return Err(syntax(p.expected::<()>("STREAMS, TABLES, QUERIES, TOPICS or PROPERTIES", t).unwrap_err())),
+    };
+    let extended = p.parse_keyword(Keyword::EXTENDED);
+    Ok(Statement::Show { what, extended })
+}
+
+fn parse_drop(p: &mut Parser) -> Result<Statement> {
+    p.next_token(); // DROP
+    let kind = parse_source_kind(p)?;
+    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let name = parse_name(p)?;
+    let delete_topic = {
+        let t = p.peek_token();
+        if is_word(&t.token, "DELETE") {
+            p.next_token();
+            let t = p.next_token();
+            if !is_word(&t.token, "TOPIC") {
+                return Err(syntax(p.expected::<()>("TOPIC", t).unwrap_err()));
+            }
+            true
+        } else {
+            false
+        }
+    };
+    Ok(Statement::Drop { kind, name, if_exists, delete_topic })
+}
+
+/// Reads an integer literal, e.g. a `LIMIT`.
+pub fn literal_u64(e: &Expr) -> Option<u64> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Statement {
+        parse_statement(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).statement
+    }
+
+    #[test]
+    fn create_stream_with_props() {
+        let s = one("create stream pageviews (user_id INT KEY, url STRING, `Ms` BIGINT) WITH (kafka_topic='pv', value_format='JSON', partitions=2);");
+        let Statement::CreateSource { kind, name, columns, props, .. } = s else { panic!("{s:?}") };
+        assert_eq!(kind, SourceKind::Stream);
+        assert_eq!(name, "PAGEVIEWS");
+        assert_eq!(columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["USER_ID", "URL", "Ms"]);
+        assert!(columns[0].key && !columns[1].key);
+        assert_eq!(props[0], ("KAFKA_TOPIC".into(), PropValue::String("pv".into())));
+        assert_eq!(props[2], ("PARTITIONS".into(), PropValue::Number("2".into())));
+    }
+
+    #[test]
+    fn create_table_as_select_and_push() {
+        let s = one("CREATE TABLE t AS SELECT user_id, COUNT(*) AS n FROM pageviews GROUP BY user_id EMIT CHANGES");
+        assert!(matches!(s, Statement::CreateAsSelect { kind: SourceKind::Table, .. }));
+        let s = one("SELECT * FROM t EMIT CHANGES LIMIT 3");
+        let Statement::Select { query, emit } = s else { panic!() };
+        assert_eq!(emit, Some(Emit::Changes));
+        assert_eq!(query.to_string(), "SELECT * FROM T LIMIT 3");
+        let s = one("COPY (SELECT * FROM t EMIT CHANGES) TO STDOUT");
+        assert!(matches!(s, Statement::CopyTo { emit: Some(Emit::Changes), .. }));
+    }
+
+    #[test]
+    fn script_splits_and_keeps_text() {
+        let all = parse("SHOW STREAMS;\n  INSERT INTO s (a) VALUES ('x;y');  FLUSH;").unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1].sql, "INSERT INTO s (a) VALUES ('x;y')");
+        assert!(matches!(all[2].statement, Statement::Flush));
+    }
+
+    #[test]
+    fn errors_carry_a_position() {
+        let e = parse("SELECT * FROM t WHERE").unwrap_err().to_string();
+        assert!(e.starts_with("syntax error"), "{e}");
+        let e = parse("CREATE STREAM s (a INT) WITH (x=)").unwrap_err().to_string();
+        assert!(e.contains("Line: 1, Column: 33"), "{e}");
+        let e = parse("BOGUS stuff").unwrap_err().to_string();
+        assert!(e.contains("Column: 1"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let sql = format!("SELECT {}1{} FROM t", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(parse(&sql).is_err());
+    }
+}

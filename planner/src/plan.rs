@@ -1,0 +1,134 @@
+//! `StreamPlan`: the contract between planner and executor.
+//!
+//! A stream plan is a linear pipeline over one source: filters, projections
+//! and at most one grouped aggregation, each carrying analyzed DataFusion
+//! logical expressions and the schema they are evaluated against. (Joins and
+//! windows extend it in later work.) It is rebuilt from the statement text
+//! at start, so it is not serialized.
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DFSchemaRef;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use std::fmt;
+
+use crate::catalog::SourceDef;
+
+/// An aggregate function Brook maintains incrementally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggFunc {
+    /// `COUNT(x)` (non-null x) or `COUNT(*)`.
+    Count,
+    /// `SUM(x)`
+    Sum,
+    /// `AVG(x)`
+    Avg,
+    /// `MIN(x)`
+    Min,
+    /// `MAX(x)`
+    Max,
+}
+
+/// One aggregate call of a [`StreamOp::Aggregate`].
+#[derive(Debug, Clone)]
+pub struct AggCall {
+    /// The function.
+    pub func: AggFunc,
+    /// Its argument; `None` for `COUNT(*)`.
+    pub arg: Option<Expr>,
+}
+
+/// One step of a stream pipeline.
+#[derive(Debug, Clone)]
+pub enum StreamOp {
+    /// Keep rows where the predicate is true.
+    Filter {
+        /// Boolean expression.
+        predicate: Expr,
+        /// Schema of the rows it sees.
+        input_schema: DFSchemaRef,
+    },
+    /// Compute new columns.
+    Project {
+        /// One expression per output column.
+        exprs: Vec<Expr>,
+        /// Schema of the rows it sees.
+        input_schema: DFSchemaRef,
+        /// Schema of the rows it produces.
+        output_schema: DFSchemaRef,
+    },
+    /// Grouped aggregation; output is group columns then aggregates.
+    Aggregate {
+        /// Grouping expressions.
+        group: Vec<Expr>,
+        /// Aggregate calls.
+        aggs: Vec<AggCall>,
+        /// Schema of the rows it sees.
+        input_schema: DFSchemaRef,
+        /// Schema of the rows it produces.
+        output_schema: DFSchemaRef,
+    },
+}
+
+/// A continuous query over one source.
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    /// The source read.
+    pub source: SourceDef,
+    /// Operators, in order.
+    pub ops: Vec<StreamOp>,
+    /// Schema of the output rows.
+    pub output_schema: SchemaRef,
+    /// Output columns that form the key (group columns, or the source key
+    /// passed through).
+    pub key_columns: Vec<usize>,
+    /// The output is a table (it aggregates): changes are upserts by key.
+    pub is_table: bool,
+    /// `LIMIT n` of a push query.
+    pub limit: Option<usize>,
+}
+
+impl StreamPlan {
+    /// Index of the aggregation step, if any.
+    pub fn aggregate_index(&self) -> Option<usize> {
+        self.ops.iter().position(|op| matches!(op, StreamOp::Aggregate { .. }))
+    }
+}
+
+impl fmt::Display for StreamPlan {
+    /// `EXPLAIN`-style rendering, one operator per line, sink first.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.output_schema.fields().iter().map(|f| f.name().clone()).collect();
+        writeln!(f, "StreamSink: columns=[{}] key={:?} table={}", names.join(", "), self.key_columns, self.is_table)?;
+        let mut depth = 1;
+        for op in self.ops.iter().rev() {
+            let pad = "  ".repeat(depth);
+            match op {
+                StreamOp::Filter { predicate, .. } => writeln!(f, "{pad}StreamFilter: {predicate}")?,
+                StreamOp::Project { exprs, .. } => {
+                    let e: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+                    writeln!(f, "{pad}StreamProject: {}", e.join(", "))?
+                }
+                StreamOp::Aggregate { group, aggs, .. } => {
+                    let g: Vec<String> = group.iter().map(|e| e.to_string()).collect();
+                    let a: Vec<String> = aggs
+                        .iter()
+                        .map(|a| format!("{:?}({})", a.func, a.arg.as_ref().map_or("*".into(), |e| e.to_string())))
+                        .collect();
+                    writeln!(f, "{pad}StreamAggregate: group=[{}] aggs=[{}]", g.join(", "), a.join(", "))?
+                }
+            }
+            depth += 1;
+        }
+        write!(f, "{}StreamSource: {}", "  ".repeat(depth), self.source.name)
+    }
+}
+
+/// A pull query: a DataFusion plan over sources scanned as tables.
+#[derive(Debug, Clone)]
+pub struct PullPlan {
+    /// Analyzed logical plan; its table scans name catalog sources and use
+    /// placeholder (empty) tables that the executor replaces with data.
+    pub plan: LogicalPlan,
+    /// The sources it reads.
+    pub sources: Vec<SourceDef>,
+}

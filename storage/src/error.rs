@@ -1,0 +1,71 @@
+use std::path::PathBuf;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An I/O call failed; nothing was acknowledged.
+    #[error("could not {action} \"{}\": {source}", path.display())]
+    Io {
+        /// What was being done (`open`, `write`, `fsync`, …).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bytes on disk fail their checksum or framing outside the active tail.
+    #[error("corrupt log segment \"{}\" at byte {position}: {reason}", path.display())]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position of the bad batch.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The topic does not exist.
+    #[error("topic \"{0}\" does not exist")]
+    TopicNotFound(String),
+    /// The topic exists already.
+    #[error("topic \"{0}\" already exists")]
+    TopicExists(String),
+    /// The partition number is out of range.
+    #[error("partition {partition} of topic \"{topic}\" does not exist")]
+    PartitionNotFound {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+    },
+    /// A partition stopped taking writes after a failed write or fsync.
+    #[error("partition {partition} of topic \"{topic}\" is read-only after an earlier write failure")]
+    PartitionFailed {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// A record or batch is too large to frame.
+    #[error("record batch too large: {0} bytes")]
+    TooLarge(usize),
+    /// The sled database failed.
+    #[error("state store error: {0}")]
+    Sled(#[from] sled::Error),
+    /// Metadata could not be encoded or decoded.
+    #[error("invalid metadata in \"{}\": {reason}", path.display())]
+    Metadata {
+        /// The metadata file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Result alias of the storage layer.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StorageError {
+    let path = path.into();
+    move |source| StorageError::Io { action, path, source }
+}

@@ -1,0 +1,31 @@
+//! Brook's storage layer: bytes in, bytes out.
+//!
+//! Everything Brook keeps on disk lives behind this crate, which knows nothing
+//! of SQL, Arrow or plans.
+//!
+//! - [`LogStore`] is the source of truth: named topics, each with N
+//!   partitions, each an append-only sequence of [`Record`]s kept in segment
+//!   files. Record batches are framed with their length and a CRC32C, and an
+//!   append returns only once its batch is durable (`fsync`). On open, a torn
+//!   tail in the active segment is cut back to the last valid batch and
+//!   reported; damage in an older segment is an error, never dropped silently.
+//! - [`StateStore`] is an ordered key-value store for derived data (query
+//!   state, source offsets, materialized rows). Its [`StateStore::commit`]
+//!   applies one [`WriteBatch`] atomically and durably: the unit of an epoch.
+//!   [`SledStateStore`] backs it on disk, [`MemoryStateStore`] in memory.
+//! - [`CatalogStore`] is the ordered command log of DDL that succeeded,
+//!   replayed at start to rebuild the catalog.
+//!
+//! Layers, lowest first: `log::record` (framing) → `log::segment` →
+//! `log` (partitions, topics) → `state` and `catalog` (sled).
+#![warn(missing_docs)]
+
+mod catalog;
+mod error;
+pub mod log;
+mod state;
+
+pub use catalog::CatalogStore;
+pub use error::{Result, StorageError};
+pub use log::{FlushPolicy, LogStore, Record, StoredRecord};
+pub use state::{MemoryStateStore, SledStateStore, StateStore, WriteBatch};

@@ -1,0 +1,169 @@
+//! The state store: an ordered key-value store for derived data, written in
+//! atomic, durable batches (one per epoch).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::error::Result;
+
+/// Writes applied together: `None` deletes the key.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    /// Key → new value (or deletion), in the order given.
+    pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.push((key.into(), Some(value.into())));
+    }
+    /// Deletes `key`.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.writes.push((key.into(), None));
+    }
+    /// Whether nothing is written.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// Ordered key-value store for derived state.
+pub trait StateStore: Send + Sync {
+    /// Reads one key.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// All pairs whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Applies the batch atomically; when this returns it is durable (for
+    /// persistent backends): all of it survives a crash, or none of it.
+    fn commit(&self, batch: WriteBatch) -> Result<()>;
+    /// Deletes every key starting with `prefix`, durably.
+    fn delete_prefix(&self, prefix: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (k, _) in self.scan_prefix(prefix)? {
+            batch.delete(k);
+        }
+        self.commit(batch)
+    }
+}
+
+/// [`StateStore`] on a sled tree.
+pub struct SledStateStore {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl SledStateStore {
+    /// Opens the `state` tree of a sled database.
+    pub fn open(db: &sled::Db) -> Result<SledStateStore> {
+        Ok(SledStateStore { db: db.clone(), tree: db.open_tree("state")? })
+    }
+
+    /// Opens a sled database at `path`.
+    pub fn open_db(path: &Path) -> Result<sled::Db> {
+        Ok(sled::Config::new().path(path).open()?)
+    }
+}
+
+impl StateStore for SledStateStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn commit(&self, batch: WriteBatch) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for (k, v) in batch.writes {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        self.tree.apply_batch(b)?;
+        // sled makes writes durable only on flush.
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// [`StateStore`] in memory, for transient queries and tests.
+#[derive(Default)]
+pub struct MemoryStateStore {
+    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl StateStore for MemoryStateStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.map.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned())
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn commit(&self, batch: WriteBatch) -> Result<()> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, v) in batch.writes {
+            match v {
+                Some(v) => map.insert(k, v),
+                None => map.remove(&k),
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conformance(store: &dyn StateStore) {
+        let mut b = WriteBatch::default();
+        b.put(b"a/1".to_vec(), b"x".to_vec());
+        b.put(b"a/2".to_vec(), b"y".to_vec());
+        b.put(b"b/1".to_vec(), b"z".to_vec());
+        store.commit(b).unwrap();
+        assert_eq!(store.get(b"a/1").unwrap(), Some(b"x".to_vec()));
+        let mut b = WriteBatch::default();
+        b.delete(b"a/1".to_vec());
+        b.put(b"a/3".to_vec(), b"w".to_vec());
+        store.commit(b).unwrap();
+        let keys: Vec<_> = store.scan_prefix(b"a/").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
+        store.delete_prefix(b"a/").unwrap();
+        assert!(store.scan_prefix(b"a/").unwrap().is_empty());
+        assert_eq!(store.get(b"b/1").unwrap(), Some(b"z".to_vec()));
+    }
+
+    #[test]
+    fn memory_conforms() {
+        conformance(&MemoryStateStore::default());
+    }
+
+    #[test]
+    fn sled_conforms_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = SledStateStore::open_db(dir.path()).unwrap();
+            conformance(&SledStateStore::open(&db).unwrap());
+        }
+        let db = SledStateStore::open_db(dir.path()).unwrap();
+        let store = SledStateStore::open(&db).unwrap();
+        assert_eq!(store.get(b"b/1").unwrap(), Some(b"z".to_vec()));
+    }
+}
