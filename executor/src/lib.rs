@@ -1,1 +1,28 @@
-//! placeholder
+//! Brook's executor: incremental dataflows over the log.
+//!
+//! It runs what the planner plans: persistent queries (tokio tasks that read
+//! a source topic in epochs, push change batches through a pipeline, and
+//! commit state, source offsets and their sink output atomically), push
+//! queries (transient pipelines streaming rows to one client), and pull
+//! queries (DataFusion over a snapshot of a source's current rows).
+//!
+//! Main types: [`Engine`] (start here), [`ChangeBatch`] (an Arrow batch
+//! plus a weight and event time per row), [`Pipeline`] (compiled
+//! operators), [`Datum`] (a serializable scalar for state).
+//!
+//! Layers, lowest first: `datum` and `format` (values and bytes) →
+//! `codec` (records ↔ change batches) → `pipeline` (operators) → `engine`.
+//! It knows nothing of SQL text or wire protocols: it takes plans.
+#![warn(missing_docs)]
+
+mod codec;
+mod datum;
+mod engine;
+mod error;
+mod format;
+mod pipeline;
+
+pub use datum::Datum;
+pub use engine::{Engine, PushStream};
+pub use error::{ExecError, Result};
+pub use pipeline::{ChangeBatch, Pipeline};

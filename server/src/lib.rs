@@ -1,1 +1,68 @@
-//! placeholder
+//! Brook's server: sessions, front ends, catalog persistence, recovery.
+//!
+//! A [`Brook`] is one instance over a data directory: it opens the engine,
+//! replays the catalog's command log, and resumes persistent queries. A
+//! [`Session`] turns SQL text into [`Output`]s (command results, rows, or a
+//! live change stream). The front ends are thin: [`pg`] speaks the Postgres
+//! wire protocol, [`http`] ksqlDB's REST API. Errors become SQLSTATEs and
+//! HTTP statuses in one place, [`error`].
+//!
+//! Start with [`serve`], which binds both listeners for a [`Config`].
+
+pub mod error;
+pub mod http;
+pub mod pg;
+pub mod render;
+mod session;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use error::{Result, ServerError};
+pub use session::{split_statements, Brook, Output, Session};
+
+/// Where Brook keeps its data and listens.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// pgwire address (`None`: no pgwire listener).
+    pub pg_listen: Option<SocketAddr>,
+    /// HTTP address (`None`: no HTTP listener).
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// A running server: the instance and the addresses actually bound.
+pub struct Running {
+    /// The instance.
+    pub brook: Arc<Brook>,
+    /// Bound pgwire address.
+    pub pg_addr: Option<SocketAddr>,
+    /// Bound HTTP address.
+    pub http_addr: Option<SocketAddr>,
+}
+
+/// Opens the data directory and starts the listeners in the background.
+pub async fn serve(config: &Config) -> Result<Running> {
+    let brook = Brook::open(&config.data_dir).await?;
+    let mut running = Running { brook: Arc::clone(&brook), pg_addr: None, http_addr: None };
+    if let Some(addr) = config.pg_listen {
+        let listener = pg::bind(addr).await?;
+        running.pg_addr = listener.local_addr().ok();
+        tokio::spawn(pg::serve(Arc::clone(&brook), listener));
+    }
+    if let Some(addr) = config.http_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Listen { addr: addr.to_string(), source })?;
+        running.http_addr = listener.local_addr().ok();
+        let app = http::router(Arc::clone(&brook));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        });
+    }
+    Ok(running)
+}

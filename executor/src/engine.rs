@@ -1,0 +1,510 @@
+//! The engine: storage handles, running persistent queries, push
+//! subscriptions, pull queries, INSERT and FLUSH.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use brook_planner::binder::InsertRow;
+use brook_planner::catalog::{SourceDef, SourceKind};
+use brook_planner::plan::{PullPlan, StreamPlan};
+use brook_storage::{
+    CatalogStore, FlushPolicy, LogStore, MemoryStateStore, Record, SledStateStore, StateStore, StorageError, WriteBatch,
+};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::{provider_as_source, MemTable};
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::codec::{decode_batch, decode_rows, encode_rows, encode_sink, MvRow};
+use crate::datum::Datum;
+use crate::error::{ExecError, Result};
+use crate::pipeline::{rows_to_batch, Pipeline};
+
+/// Records read per partition per epoch.
+const EPOCH_RECORDS: usize = 1000;
+
+/// Progress of a persistent query, published after each committed epoch.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Next source offset per partition.
+    offsets: Vec<u64>,
+    /// Set when the query failed and stopped.
+    failed: Option<String>,
+}
+
+struct RunningQuery {
+    source_topic: String,
+    progress: watch::Receiver<Progress>,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// A committed epoch's checkpoint, kept under `q/<id>/meta`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    epoch: u64,
+    /// Next source offset per partition.
+    offsets: Vec<u64>,
+    /// The epoch's sink records per partition, with the offset the first
+    /// must get (the outbox). Written to the log after the commit; on
+    /// recovery, a partition whose log ends at `base` is written again.
+    outbox: Vec<OutboxPart>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OutboxPart {
+    partition: u32,
+    base: u64,
+    records: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>,
+}
+
+/// Rows streamed to a push-query client.
+pub struct PushStream {
+    /// Schema of the rows.
+    pub schema: SchemaRef,
+    /// Rows as they are produced; ends at LIMIT or on error.
+    pub rows: mpsc::Receiver<Result<Vec<ScalarValue>>>,
+}
+
+/// Brook's engine: one per data directory.
+pub struct Engine {
+    log: LogStore,
+    state: Arc<dyn StateStore>,
+    catalog: CatalogStore,
+    appended: watch::Sender<u64>,
+    queries: Mutex<HashMap<String, RunningQuery>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn query_prefix(id: &str) -> Vec<u8> {
+    format!("q/{id}/").into_bytes()
+}
+
+fn mv_prefix(table: &str) -> Vec<u8> {
+    format!("mv/{table}/").into_bytes()
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| ExecError::Internal(e.to_string()))
+}
+
+impl Engine {
+    /// Opens the engine's storage under `data_dir` (`log/` and `meta/`).
+    pub fn open(data_dir: &Path) -> Result<Arc<Engine>> {
+        let log = LogStore::open(data_dir.join("log"), FlushPolicy::Always)?;
+        for r in log.recovery_reports() {
+            tracing::warn!(topic = %r.topic, partition = r.partition, file = %r.file.display(),
+                position = r.position, bytes_dropped = r.bytes_dropped, "log tail recovered");
+        }
+        let db = SledStateStore::open_db(&data_dir.join("meta"))?;
+        let state: Arc<dyn StateStore> = Arc::new(SledStateStore::open(&db)?);
+        let catalog = CatalogStore::open(&db)?;
+        let (appended, _) = watch::channel(0);
+        Ok(Arc::new(Engine { log, state, catalog, appended, queries: Mutex::new(HashMap::new()) }))
+    }
+
+    /// The catalog command log.
+    pub fn catalog_store(&self) -> &CatalogStore {
+        &self.catalog
+    }
+
+    /// The log store.
+    pub fn log(&self) -> &LogStore {
+        &self.log
+    }
+
+    fn notify_appended(&self) {
+        self.appended.send_modify(|v| *v += 1);
+    }
+
+    /// Creates the topic of a source unless it exists. Returns whether it
+    /// was created.
+    pub fn ensure_topic(&self, def: &SourceDef) -> Result<bool> {
+        if self.log.topic_exists(&def.topic) {
+            return Ok(false);
+        }
+        self.log.create_topic(&def.topic, def.partitions)?;
+        Ok(true)
+    }
+
+    /// Partitions of an existing topic, if it exists.
+    pub fn topic_partitions(&self, topic: &str) -> Option<u32> {
+        self.log.partitions(topic).ok()
+    }
+
+    /// Deletes a topic.
+    pub fn delete_topic(&self, topic: &str) -> Result<()> {
+        match self.log.delete_topic(topic) {
+            Ok(()) | Err(StorageError::TopicNotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Appends rows to a source's topic; returns once they are durable.
+    pub fn insert(&self, def: &SourceDef, rows: &[InsertRow]) -> Result<usize> {
+        let rows: Vec<(Option<i64>, Vec<ScalarValue>)> = rows.iter().map(|r| (r.rowtime, r.values.clone())).collect();
+        let encoded = encode_rows(def, &rows, now_ms())?;
+        let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+        for (p, r) in encoded {
+            by_partition.entry(p).or_default().push(r);
+        }
+        for (p, records) in by_partition {
+            self.log.append(&def.topic, p, &records)?;
+        }
+        self.notify_appended();
+        Ok(rows.len())
+    }
+
+    /// Starts (or resumes from its checkpoint) a persistent query writing `sink`.
+    pub fn start_query(self: &Arc<Self>, id: &str, plan: StreamPlan, sink: SourceDef) -> Result<()> {
+        let mut queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+        if queries.contains_key(id) {
+            return Err(ExecError::Internal(format!("query {id} is already running")));
+        }
+        let partitions = self.log.partitions(&plan.source.topic)?;
+        let (stop, stop_rx) = watch::channel(false);
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let engine = Arc::clone(self);
+        let qid = id.to_string();
+        let source_topic = plan.source.topic.clone();
+        let handle = tokio::spawn(async move {
+            let result = engine.run_query(&qid, plan, sink, partitions, stop_rx, &progress_tx).await;
+            if let Err(e) = result {
+                tracing::error!(query_id = %qid, error = %e, "persistent query failed");
+                progress_tx.send_modify(|p| p.failed = Some(e.to_string()));
+            }
+        });
+        queries.insert(id.to_string(), RunningQuery { source_topic, progress, stop, handle });
+        Ok(())
+    }
+
+    /// Stops a persistent query and deletes its state.
+    pub async fn terminate_query(&self, id: &str) -> Result<()> {
+        let q = self.queries.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let q = q.ok_or_else(|| ExecError::QueryNotFound(id.to_string()))?;
+        let _ = q.stop.send(true);
+        let _ = q.handle.await;
+        self.state.delete_prefix(&query_prefix(id))?;
+        Ok(())
+    }
+
+    /// Deletes the materialized rows of a table.
+    pub fn drop_materialization(&self, table: &str) -> Result<()> {
+        Ok(self.state.delete_prefix(&mv_prefix(table))?)
+    }
+
+    /// Ids of running persistent queries and whether each has failed.
+    pub fn query_status(&self) -> BTreeMap<String, Option<String>> {
+        let queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+        queries.iter().map(|(id, q)| (id.clone(), q.progress.borrow().failed.clone())).collect()
+    }
+
+    /// Stops every query (their state stays for the next start).
+    pub async fn shutdown(&self) {
+        let queries: Vec<RunningQuery> = {
+            let mut q = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+            q.drain().map(|(_, v)| v).collect()
+        };
+        for q in &queries {
+            let _ = q.stop.send(true);
+        }
+        for q in queries {
+            let _ = q.handle.await;
+        }
+    }
+
+    /// Waits until every persistent query has processed everything appended
+    /// before the call, including what queries upstream of it produce.
+    pub async fn flush(&self) -> Result<()> {
+        loop {
+            let version = *self.appended.borrow();
+            let waits: Vec<(String, watch::Receiver<Progress>, Vec<u64>)> = {
+                let queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+                let mut w = Vec::with_capacity(queries.len());
+                for (id, q) in queries.iter() {
+                    let target = self.log.end_offsets(&q.source_topic)?;
+                    w.push((id.clone(), q.progress.clone(), target));
+                }
+                w
+            };
+            for (id, mut progress, target) in waits {
+                loop {
+                    {
+                        let p = progress.borrow_and_update();
+                        if let Some(reason) = &p.failed {
+                            return Err(ExecError::QueryFailed { id, reason: reason.clone() });
+                        }
+                        if p.offsets.len() == target.len() && p.offsets.iter().zip(&target).all(|(a, b)| a >= b) {
+                            break;
+                        }
+                    }
+                    if progress.changed().await.is_err() {
+                        break; // the query was terminated
+                    }
+                }
+            }
+            if *self.appended.borrow() == version {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn run_query(
+        &self,
+        id: &str,
+        plan: StreamPlan,
+        sink: SourceDef,
+        partitions: u32,
+        mut stop: watch::Receiver<bool>,
+        progress: &watch::Sender<Progress>,
+    ) -> Result<()> {
+        let meta_key = [query_prefix(id), b"meta".to_vec()].concat();
+        let mut cp: Checkpoint = match self.state.get(&meta_key)? {
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|e| ExecError::Internal(format!("unreadable checkpoint of {id}: {e}")))?,
+            None => Checkpoint { epoch: 0, offsets: vec![0; partitions as usize], outbox: vec![] },
+        };
+        if cp.offsets.len() != partitions as usize {
+            return Err(ExecError::Internal(format!("checkpoint of {id} has {} partitions, topic has {partitions}", cp.offsets.len())));
+        }
+        self.write_outbox(id, &sink, &cp.outbox)?;
+        progress.send_modify(|p| p.offsets = cp.offsets.clone());
+        let mut pipeline = Pipeline::new(&plan, [query_prefix(id), b"a/".to_vec()].concat())?;
+        let schema = plan.source.batch_schema();
+        let mut appended = self.appended.subscribe();
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            appended.borrow_and_update();
+            let mut records = Vec::new();
+            for p in 0..partitions {
+                records.extend(self.log.read(&plan.source.topic, p, cp.offsets[p as usize], EPOCH_RECORDS)?);
+            }
+            if records.is_empty() {
+                tokio::select! {
+                    _ = appended.changed() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            // One epoch: process, commit state + offsets + outbox atomically, then write the sink.
+            let mut offsets = cp.offsets.clone();
+            for r in &records {
+                offsets[r.partition as usize] = offsets[r.partition as usize].max(r.offset + 1);
+            }
+            let input = decode_batch(&plan.source, &schema, &records)?;
+            let output = pipeline.process(input, self.state.as_ref())?;
+            let sink_records = encode_sink(&sink, &output)?;
+            let mut batch = WriteBatch::default();
+            pipeline.drain_state(&mut batch)?;
+            let mut outbox: BTreeMap<u32, OutboxPart> = BTreeMap::new();
+            for r in sink_records {
+                let part = match outbox.entry(r.partition) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let base = self.log.end_offset(&sink.topic, r.partition)?;
+                        e.insert(OutboxPart { partition: r.partition, base, records: Vec::new() })
+                    }
+                };
+                if let (Some(mv), Some(key)) = (r.mv, &r.record.key) {
+                    let k = [mv_prefix(&sink.name), key.clone()].concat();
+                    match mv {
+                        Some(row) => batch.put(k, json(&row)?),
+                        None => batch.delete(k),
+                    }
+                }
+                part.records.push((r.record.timestamp, r.record.key, r.record.value));
+            }
+            cp = Checkpoint { epoch: cp.epoch + 1, offsets, outbox: outbox.into_values().collect() };
+            batch.put(meta_key.clone(), json(&cp)?);
+            let state = Arc::clone(&self.state);
+            tokio::task::spawn_blocking(move || state.commit(batch))
+                .await
+                .map_err(|e| ExecError::Internal(e.to_string()))??;
+            self.write_outbox(id, &sink, &cp.outbox)?;
+            progress.send_modify(|p| p.offsets = cp.offsets.clone());
+        }
+    }
+
+    /// Writes a committed epoch's sink records unless they are in the log
+    /// already. The query is the only writer of its sink topic, so the
+    /// partition's end offset tells which.
+    fn write_outbox(&self, id: &str, sink: &SourceDef, outbox: &[OutboxPart]) -> Result<()> {
+        let mut wrote = false;
+        for part in outbox {
+            let end = self.log.end_offset(&sink.topic, part.partition)?;
+            let n = part.records.len() as u64;
+            if end == part.base {
+                let records: Vec<Record> = part
+                    .records
+                    .iter()
+                    .map(|(timestamp, key, value)| Record { timestamp: *timestamp, key: key.clone(), value: value.clone(), headers: vec![] })
+                    .collect();
+                self.log.append(&sink.topic, part.partition, &records)?;
+                wrote = true;
+            } else if end != part.base + n {
+                return Err(ExecError::Internal(format!(
+                    "sink {} partition {} of query {id} ends at {end}, expected {} or {}",
+                    sink.topic, part.partition, part.base, part.base + n
+                )));
+            }
+        }
+        if wrote {
+            self.notify_appended();
+        }
+        Ok(())
+    }
+
+    /// Starts a push query: a transient dataflow streaming rows until LIMIT
+    /// or until the receiver is dropped.
+    pub fn push(self: &Arc<Self>, plan: StreamPlan, from_beginning: bool) -> Result<PushStream> {
+        let partitions = self.log.partitions(&plan.source.topic)?;
+        let mut offsets: Vec<u64> =
+            if from_beginning { vec![0; partitions as usize] } else { self.log.end_offsets(&plan.source.topic)? };
+        let (tx, rx) = mpsc::channel(1024);
+        let engine = Arc::clone(self);
+        let out_schema = Arc::clone(&plan.output_schema);
+        tokio::spawn(async move {
+            let state = MemoryStateStore::default();
+            let run = async {
+                let mut pipeline = Pipeline::new(&plan, b"a/".to_vec())?;
+                let schema = plan.source.batch_schema();
+                let mut appended = engine.appended.subscribe();
+                let mut sent = 0usize;
+                if plan.limit == Some(0) {
+                    return Ok(());
+                }
+                loop {
+                    appended.borrow_and_update();
+                    let mut records = Vec::new();
+                    for p in 0..partitions {
+                        records.extend(engine.log.read(&plan.source.topic, p, offsets[p as usize], EPOCH_RECORDS)?);
+                    }
+                    if records.is_empty() {
+                        tokio::select! {
+                            r = appended.changed() => if r.is_err() { return Ok(()) },
+                            _ = tx.closed() => return Ok(()),
+                        }
+                        continue;
+                    }
+                    for r in &records {
+                        offsets[r.partition as usize] = offsets[r.partition as usize].max(r.offset + 1);
+                    }
+                    let out = pipeline.process(decode_batch(&plan.source, &schema, &records)?, &state)?;
+                    let mut wb = WriteBatch::default();
+                    pipeline.drain_state(&mut wb)?;
+                    state.commit(wb)?;
+                    for i in 0..out.len() {
+                        if out.weights[i] <= 0 {
+                            continue;
+                        }
+                        if tx.send(Ok(out.row(i)?)).await.is_err() {
+                            return Ok(());
+                        }
+                        sent += 1;
+                        if plan.limit.is_some_and(|l| sent >= l) {
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            let result: Result<()> = run.await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(PushStream { schema: out_schema, rows: rx })
+    }
+
+    /// Runs a pull query over the current contents of its sources.
+    pub async fn pull(&self, plan: PullPlan) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut tables: HashMap<String, Arc<MemTable>> = HashMap::new();
+        for def in &plan.sources {
+            let schema = def.batch_schema();
+            let rows = self.scan_source(def)?;
+            let batch = rows_to_batch(&schema, &rows)?;
+            tables.insert(def.name.clone(), Arc::new(MemTable::try_new(schema, vec![vec![batch]])?));
+        }
+        let plan = plan
+            .plan
+            .transform_up_with_subqueries(|node| {
+                if let LogicalPlan::TableScan(mut scan) = node {
+                    if let Some(t) = tables.get(scan.table_name.table()) {
+                        scan.source = provider_as_source(Arc::clone(t) as _);
+                        return Ok(Transformed::yes(LogicalPlan::TableScan(scan)));
+                    }
+                    return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+                }
+                Ok(Transformed::no(node))
+            })?
+            .data;
+        let mut cfg = SessionConfig::new();
+        cfg.options_mut().sql_parser.enable_ident_normalization = false;
+        let ctx = SessionContext::new_with_config(cfg);
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+        Ok((schema, batches))
+    }
+
+    /// Current rows of a source, with its batch schema's pseudo-columns:
+    /// materialized rows for tables written by a query, the latest value per
+    /// key for other tables, every record for streams.
+    fn scan_source(&self, def: &SourceDef) -> Result<Vec<Vec<ScalarValue>>> {
+        let mut out = Vec::new();
+        let to_row = |values: &[Datum], rowtime: i64, partition: i32, offset: i64| -> Result<Vec<ScalarValue>> {
+            let mut row = Vec::with_capacity(values.len() + 3);
+            for (d, c) in values.iter().zip(&def.columns) {
+                row.push(d.to_scalar(&c.ty.arrow())?);
+            }
+            row.extend([ScalarValue::Int64(Some(rowtime)), ScalarValue::Int32(Some(partition)), ScalarValue::Int64(Some(offset))]);
+            Ok(row)
+        };
+        if def.kind == SourceKind::Table && def.query_id.is_some() {
+            for (_, v) in self.state.scan_prefix(&mv_prefix(&def.name))? {
+                let row: MvRow = serde_json::from_slice(&v).map_err(|e| ExecError::Internal(format!("unreadable row: {e}")))?;
+                out.push(to_row(&row.values, row.rowtime, 0, -1)?);
+            }
+            return Ok(out);
+        }
+        let partitions = self.log.partitions(&def.topic)?;
+        let mut latest: BTreeMap<Option<Vec<u8>>, Option<Vec<ScalarValue>>> = BTreeMap::new();
+        for p in 0..partitions {
+            let mut from = 0;
+            loop {
+                let records = self.log.read(&def.topic, p, from, 10_000)?;
+                let Some(last) = records.last() else { break };
+                from = last.offset + 1;
+                if def.kind == SourceKind::Table {
+                    for r in &records {
+                        if r.record.value.is_none() {
+                            latest.insert(r.record.key.clone(), None);
+                        }
+                    }
+                }
+                let (rows, _) = decode_rows(def, &records);
+                for (values, rowtime, r) in rows {
+                    let row = to_row(&values, rowtime, r.partition as i32, r.offset as i64)?;
+                    if def.kind == SourceKind::Table {
+                        latest.insert(r.record.key.clone(), Some(row));
+                    } else {
+                        out.push(row);
+                    }
+                }
+            }
+        }
+        out.extend(latest.into_values().flatten());
+        Ok(out)
+    }
+}

@@ -1,0 +1,42 @@
+use brook_planner::PlanError;
+use brook_storage::StorageError;
+
+/// Errors of the executor.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The storage layer failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Planning failed (while rebuilding a plan).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// DataFusion failed evaluating an expression or a pull query.
+    #[error("{0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Arrow failed building or slicing a batch.
+    #[error("{0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// A value could not be serialized for its format.
+    #[error("{0}")]
+    Serialization(String),
+    /// A persistent query failed and stopped.
+    #[error("persistent query {id} failed: {reason}")]
+    QueryFailed {
+        /// The query id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A persistent query does not exist.
+    #[error("query \"{0}\" does not exist")]
+    QueryNotFound(String),
+    /// The engine is shutting down.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// A broken invariant: this is a bug.
+    #[error("internal error: {0} (this is a bug)")]
+    Internal(String),
+}
+
+/// Result alias of the executor.
+pub type Result<T, E = ExecError> = std::result::Result<T, E>;

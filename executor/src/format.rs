@@ -1,0 +1,281 @@
+//! Serialization of keys and values: JSON, DELIMITED, KAFKA, NONE.
+//!
+//! Columns travel as [`Datum`]s; TIMESTAMP is milliseconds since the epoch.
+
+use brook_planner::catalog::{Column, Format};
+use brook_planner::types::SqlType;
+use serde_json::Value as Json;
+
+use crate::datum::Datum;
+use crate::error::{ExecError, Result};
+
+fn ser(msg: impl Into<String>) -> ExecError {
+    ExecError::Serialization(msg.into())
+}
+
+/// Encodes the given columns (all key columns or all value columns) in a format.
+/// Returns `None` when there is nothing to write (no columns, format NONE).
+pub fn encode(format: Format, columns: &[&Column], values: &[&Datum]) -> Result<Option<Vec<u8>>> {
+    if columns.is_empty() || format == Format::None {
+        return Ok(None);
+    }
+    match format {
+        Format::Json => {
+            let json = if columns.len() == 1 && is_key_like(columns) {
+                datum_to_json(values[0])
+            } else {
+                let mut map = serde_json::Map::with_capacity(columns.len());
+                for (c, v) in columns.iter().zip(values) {
+                    map.insert(c.name.clone(), datum_to_json(v));
+                }
+                Json::Object(map)
+            };
+            Ok(Some(serde_json::to_vec(&json).map_err(|e| ser(e.to_string()))?))
+        }
+        Format::Delimited => {
+            let fields: Vec<String> = values.iter().map(|v| delimited_field(v)).collect();
+            Ok(Some(fields.join(",").into_bytes()))
+        }
+        Format::Kafka => {
+            let [c] = columns else {
+                return Err(ser("the KAFKA format supports a single column only"));
+            };
+            kafka_encode(c.ty, values[0])
+        }
+        Format::None => Ok(None),
+    }
+}
+
+/// Key columns in JSON are written unwrapped when there is one (ksqlDB).
+fn is_key_like(columns: &[&Column]) -> bool {
+    columns.iter().all(|c| c.key)
+}
+
+/// Decodes bytes into one datum per column.
+pub fn decode(format: Format, columns: &[&Column], bytes: Option<&[u8]>) -> Result<Vec<Datum>> {
+    if columns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(bytes) = bytes else {
+        return Ok(vec![Datum::Null; columns.len()]);
+    };
+    match format {
+        Format::Json => {
+            let json: Json = serde_json::from_slice(bytes).map_err(|e| ser(format!("invalid JSON: {e}")))?;
+            match json {
+                Json::Object(map) if !(columns.len() == 1 && is_key_like(columns)) => columns
+                    .iter()
+                    .map(|c| {
+                        let v = map
+                            .get(&c.name)
+                            .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(&c.name)).map(|(_, v)| v));
+                        v.map_or(Ok(Datum::Null), |v| json_to_datum(v, c))
+                    })
+                    .collect(),
+                other if columns.len() == 1 => Ok(vec![json_to_datum(&other, columns[0])?]),
+                _ => Err(ser("expected a JSON object")),
+            }
+        }
+        Format::Delimited => {
+            let text = std::str::from_utf8(bytes).map_err(|_| ser("DELIMITED value is not UTF-8"))?;
+            let fields = split_delimited(text);
+            if fields.len() != columns.len() {
+                return Err(ser(format!("expected {} DELIMITED fields, found {}", columns.len(), fields.len())));
+            }
+            columns
+                .iter()
+                .zip(fields)
+                .map(|(c, f)| match f {
+                    None => Ok(Datum::Null),
+                    Some(s) => parse_text(&s, c),
+                })
+                .collect()
+        }
+        Format::Kafka => {
+            let [c] = columns else {
+                return Err(ser("the KAFKA format supports a single column only"));
+            };
+            Ok(vec![kafka_decode(c.ty, bytes)?])
+        }
+        Format::None => Ok(vec![Datum::Null; columns.len()]),
+    }
+}
+
+fn datum_to_json(d: &Datum) -> Json {
+    match d {
+        Datum::Null => Json::Null,
+        Datum::Bool(b) => Json::Bool(*b),
+        Datum::Int(i) => Json::from(*i),
+        Datum::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Datum::Str(s) => Json::String(s.clone()),
+    }
+}
+
+fn json_to_datum(v: &Json, c: &Column) -> Result<Datum> {
+    let bad = || ser(format!("cannot read {v} as {} for column {}", c.ty, c.name));
+    Ok(match (v, c.ty) {
+        (Json::Null, _) => Datum::Null,
+        (Json::Bool(b), SqlType::Boolean) => Datum::Bool(*b),
+        (Json::Number(n), SqlType::Int | SqlType::Bigint | SqlType::Timestamp) => {
+            let i = n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)).ok_or_else(bad)?;
+            if c.ty == SqlType::Int && i32::try_from(i).is_err() {
+                return Err(bad());
+            }
+            Datum::Int(i)
+        }
+        (Json::Number(n), SqlType::Double) => Datum::Float(n.as_f64().ok_or_else(bad)?),
+        (Json::String(s), SqlType::String) => Datum::Str(s.clone()),
+        (Json::String(s), _) => parse_text(s, c)?,
+        (other, SqlType::String) => Datum::Str(other.to_string()),
+        _ => return Err(bad()),
+    })
+}
+
+/// Parses a textual field as the column's type.
+pub fn parse_text(s: &str, c: &Column) -> Result<Datum> {
+    let bad = || ser(format!("cannot read '{s}' as {} for column {}", c.ty, c.name));
+    let t = s.trim();
+    Ok(match c.ty {
+        SqlType::String => Datum::Str(s.to_string()),
+        SqlType::Boolean => match t.to_ascii_lowercase().as_str() {
+            "true" => Datum::Bool(true),
+            "false" => Datum::Bool(false),
+            _ => return Err(bad()),
+        },
+        SqlType::Int => Datum::Int(i64::from(t.parse::<i32>().map_err(|_| bad())?)),
+        SqlType::Bigint => Datum::Int(t.parse::<i64>().map_err(|_| bad())?),
+        SqlType::Double => Datum::Float(t.parse::<f64>().map_err(|_| bad())?),
+        SqlType::Timestamp => match t.parse::<i64>() {
+            Ok(ms) => Datum::Int(ms),
+            Err(_) => {
+                let v = datafusion::common::ScalarValue::Utf8(Some(t.to_string()))
+                    .cast_to(&SqlType::Timestamp.arrow())
+                    .map_err(|_| bad())?;
+                Datum::from_scalar(&v)?
+            }
+        },
+    })
+}
+
+fn delimited_field(d: &Datum) -> String {
+    match d {
+        Datum::Null => String::new(),
+        Datum::Bool(b) => b.to_string(),
+        Datum::Int(i) => i.to_string(),
+        Datum::Float(f) => f.to_string(),
+        Datum::Str(s) if s.contains([',', '"', '\n']) || s.is_empty() => format!("\"{}\"", s.replace('"', "\"\"")),
+        Datum::Str(s) => s.clone(),
+    }
+}
+
+/// Splits a CSV line; an empty unquoted field is NULL.
+fn split_delimited(text: &str) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' if quoted => quoted = false,
+            '"' if cur.is_empty() => {
+                quoted = true;
+                was_quoted = true;
+            }
+            ',' if !quoted => {
+                out.push(if cur.is_empty() && !was_quoted { None } else { Some(std::mem::take(&mut cur)) });
+                was_quoted = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    out.push(if cur.is_empty() && !was_quoted { None } else { Some(cur) });
+    out
+}
+
+fn kafka_encode(ty: SqlType, d: &Datum) -> Result<Option<Vec<u8>>> {
+    Ok(match (ty, d) {
+        (_, Datum::Null) => None,
+        (SqlType::Int, Datum::Int(i)) => Some(i32::try_from(*i).map_err(|_| ser("INT out of range"))?.to_be_bytes().to_vec()),
+        (SqlType::Bigint | SqlType::Timestamp, Datum::Int(i)) => Some(i.to_be_bytes().to_vec()),
+        (SqlType::Double, Datum::Float(f)) => Some(f.to_be_bytes().to_vec()),
+        (SqlType::Double, Datum::Int(i)) => Some((*i as f64).to_be_bytes().to_vec()),
+        (SqlType::String, Datum::Str(s)) => Some(s.as_bytes().to_vec()),
+        (ty, _) => return Err(ser(format!("the KAFKA format does not support {ty}"))),
+    })
+}
+
+fn kafka_decode(ty: SqlType, b: &[u8]) -> Result<Datum> {
+    let size = |n: usize| if b.len() == n { Ok(()) } else { Err(ser(format!("expected {n} bytes for KAFKA {ty}, found {}", b.len()))) };
+    Ok(match ty {
+        SqlType::Int => {
+            size(4)?;
+            Datum::Int(i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+        }
+        SqlType::Bigint | SqlType::Timestamp => {
+            size(8)?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            Datum::Int(i64::from_be_bytes(a))
+        }
+        SqlType::Double => {
+            size(8)?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            Datum::Float(f64::from_be_bytes(a))
+        }
+        SqlType::String => Datum::Str(String::from_utf8(b.to_vec()).map_err(|_| ser("KAFKA STRING is not UTF-8"))?),
+        SqlType::Boolean => return Err(ser("the KAFKA format does not support BOOLEAN")),
+    })
+}
+
+/// Stable partitioner: FNV-1a of the key bytes; null keys go to partition 0.
+pub fn partition_for(key: Option<&[u8]>, partitions: u32) -> u32 {
+    let Some(key) = key else { return 0 };
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % partitions.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, ty: SqlType, key: bool) -> Column {
+        Column { name: name.into(), ty, key }
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        let cols = [col("A", SqlType::Int, false), col("B", SqlType::String, false), col("C", SqlType::Double, false)];
+        let refs: Vec<&Column> = cols.iter().collect();
+        let vals = [Datum::Int(3), Datum::Str("x,\"y\"".into()), Datum::Null];
+        let vrefs: Vec<&Datum> = vals.iter().collect();
+        for f in [Format::Json, Format::Delimited] {
+            let bytes = encode(f, &refs, &vrefs).unwrap();
+            assert_eq!(decode(f, &refs, bytes.as_deref()).unwrap(), vals, "{f:?}");
+        }
+        let key = [col("K", SqlType::Bigint, true)];
+        let krefs: Vec<&Column> = key.iter().collect();
+        let bytes = encode(Format::Kafka, &krefs, &[&Datum::Int(-7)]).unwrap();
+        assert_eq!(bytes.as_deref(), Some(&(-7i64).to_be_bytes()[..]));
+        assert_eq!(decode(Format::Kafka, &krefs, bytes.as_deref()).unwrap(), vec![Datum::Int(-7)]);
+    }
+
+    #[test]
+    fn json_is_lenient_like_ksqldb() {
+        let cols = [col("USER_ID", SqlType::Int, false), col("NAME", SqlType::String, false)];
+        let refs: Vec<&Column> = cols.iter().collect();
+        let got = decode(Format::Json, &refs, Some(br#"{"user_id": "5", "Name": 12}"#)).unwrap();
+        assert_eq!(got, vec![Datum::Int(5), Datum::Str("12".into())]);
+        assert!(decode(Format::Json, &refs, Some(b"{not json")).is_err());
+        assert!(decode(Format::Json, &refs, Some(br#"{"USER_ID": 1e20}"#)).is_err());
+    }
+}

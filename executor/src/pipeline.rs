@@ -1,0 +1,357 @@
+//! Change batches and the operators of a stream pipeline.
+//!
+//! Filters and projections are DataFusion physical expressions evaluated on
+//! whole Arrow batches. The grouped aggregation walks its input row by row
+//! (each input change is applied and its output emitted before the next,
+//! which is ksqlDB's per-record emission) and keeps accumulators that
+//! support retraction in the state store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use brook_planner::plan::{AggFunc, StreamOp, StreamPlan};
+use brook_storage::{StateStore, WriteBatch};
+use datafusion::arrow::array::{new_empty_array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::execution_props::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
+use serde::{Deserialize, Serialize};
+
+use crate::datum::Datum;
+use crate::error::{ExecError, Result};
+
+/// Rows with a weight each (+1 insert, −1 retraction) and an event time.
+#[derive(Debug, Clone)]
+pub struct ChangeBatch {
+    /// The rows.
+    pub batch: RecordBatch,
+    /// One weight per row.
+    pub weights: Vec<i64>,
+    /// One event time (ms) per row.
+    pub rowtimes: Vec<i64>,
+}
+
+impl ChangeBatch {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+
+    /// The row at `i` as scalars.
+    pub fn row(&self, i: usize) -> Result<Vec<ScalarValue>> {
+        self.batch.columns().iter().map(|c| Ok(ScalarValue::try_from_array(c, i)?)).collect()
+    }
+}
+
+/// Builds a batch of the given schema from rows of scalars.
+pub fn rows_to_batch(schema: &SchemaRef, rows: &[Vec<ScalarValue>]) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (i, field) in schema.fields().iter().enumerate() {
+        let array = if rows.is_empty() {
+            new_empty_array(field.data_type())
+        } else {
+            let values = rows.iter().map(|r| coerce(&r[i], field.data_type()));
+            ScalarValue::iter_to_array(values.collect::<Result<Vec<_>>>()?)?
+        };
+        columns.push(array);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+    Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
+}
+
+fn coerce(v: &ScalarValue, ty: &DataType) -> Result<ScalarValue> {
+    if v.data_type() == *ty {
+        Ok(v.clone())
+    } else {
+        Ok(v.cast_to(ty)?)
+    }
+}
+
+type PhysExpr = Arc<dyn PhysicalExpr>;
+
+fn physical(e: &Expr, schema: &datafusion::common::DFSchema) -> Result<PhysExpr> {
+    Ok(create_physical_expr(e, schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())?)
+}
+
+enum Step {
+    Filter(PhysExpr),
+    Project { exprs: Vec<PhysExpr>, schema: SchemaRef },
+    Aggregate(AggregateOp),
+}
+
+/// A compiled stream pipeline.
+pub struct Pipeline {
+    steps: Vec<Step>,
+}
+
+impl Pipeline {
+    /// Compiles a plan; `state_prefix` namespaces the aggregation state.
+    pub fn new(plan: &StreamPlan, state_prefix: Vec<u8>) -> Result<Pipeline> {
+        let mut steps = Vec::with_capacity(plan.ops.len());
+        for op in &plan.ops {
+            steps.push(match op {
+                StreamOp::Filter { predicate, input_schema } => Step::Filter(physical(predicate, input_schema)?),
+                StreamOp::Project { exprs, input_schema, output_schema } => Step::Project {
+                    exprs: exprs.iter().map(|e| physical(e, input_schema)).collect::<Result<_>>()?,
+                    schema: Arc::new(output_schema.as_arrow().clone()),
+                },
+                StreamOp::Aggregate { group, aggs, input_schema, output_schema } => Step::Aggregate(AggregateOp {
+                    group: group.iter().map(|e| physical(e, input_schema)).collect::<Result<_>>()?,
+                    funcs: aggs.iter().map(|a| a.func).collect(),
+                    args: aggs
+                        .iter()
+                        .map(|a| a.arg.as_ref().map(|e| physical(e, input_schema)).transpose())
+                        .collect::<Result<_>>()?,
+                    schema: Arc::new(output_schema.as_arrow().clone()),
+                    prefix: state_prefix.clone(),
+                    cache: HashMap::new(),
+                }),
+            });
+        }
+        Ok(Pipeline { steps })
+    }
+
+    /// Pushes a batch of changes through every step.
+    pub fn process(&mut self, mut input: ChangeBatch, state: &dyn StateStore) -> Result<ChangeBatch> {
+        for step in &mut self.steps {
+            if input.is_empty() {
+                break;
+            }
+            input = match step {
+                Step::Filter(pred) => {
+                    let mask = pred.evaluate(&input.batch)?.into_array(input.len())?;
+                    let mask = mask
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| ExecError::Internal("filter predicate is not boolean".into()))?;
+                    // NULL counts as false.
+                    let mask: BooleanArray = mask.iter().map(|b| Some(b == Some(true))).collect();
+                    let keep: Vec<bool> = mask.iter().map(|b| b == Some(true)).collect();
+                    ChangeBatch {
+                        batch: filter_record_batch(&input.batch, &mask)?,
+                        weights: input.weights.iter().zip(&keep).filter(|(_, k)| **k).map(|(w, _)| *w).collect(),
+                        rowtimes: input.rowtimes.iter().zip(&keep).filter(|(_, k)| **k).map(|(t, _)| *t).collect(),
+                    }
+                }
+                Step::Project { exprs, schema } => {
+                    let n = input.len();
+                    let columns = exprs
+                        .iter()
+                        .map(|e| Ok(e.evaluate(&input.batch)?.into_array(n)?))
+                        .collect::<Result<Vec<_>>>()?;
+                    let options = RecordBatchOptions::new().with_row_count(Some(n));
+                    ChangeBatch {
+                        batch: RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?,
+                        weights: input.weights,
+                        rowtimes: input.rowtimes,
+                    }
+                }
+                Step::Aggregate(agg) => agg.process(&input, state)?,
+            };
+        }
+        Ok(input)
+    }
+
+    /// Adds the epoch's state changes to `batch` and forgets them.
+    pub fn drain_state(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        for step in &mut self.steps {
+            if let Step::Aggregate(agg) = step {
+                agg.drain(batch)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Acc {
+    Count(i64),
+    Sum { int: i64, float: f64, n: i64 },
+    Avg { sum: f64, n: i64 },
+    /// Multiset of values with their multiplicities, sorted.
+    MinMax(Vec<(Datum, i64)>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GroupState {
+    /// Sum of the weights of the group's rows.
+    rows: i64,
+    accs: Vec<Acc>,
+}
+
+struct AggregateOp {
+    group: Vec<PhysExpr>,
+    funcs: Vec<AggFunc>,
+    args: Vec<Option<PhysExpr>>,
+    schema: SchemaRef,
+    prefix: Vec<u8>,
+    /// Groups touched this epoch: key → (state, dirty). `None` = deleted.
+    cache: HashMap<Vec<u8>, Option<GroupState>>,
+}
+
+impl AggregateOp {
+    fn state_key(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(key);
+        k
+    }
+
+    fn load(&mut self, key: &[u8], state: &dyn StateStore) -> Result<Option<GroupState>> {
+        if let Some(s) = self.cache.get(key) {
+            return Ok(s.clone());
+        }
+        let stored = state.get(&self.state_key(key))?;
+        stored
+            .map(|b| serde_json::from_slice(&b).map_err(|e| ExecError::Internal(format!("unreadable aggregate state: {e}"))))
+            .transpose()
+    }
+
+    fn process(&mut self, input: &ChangeBatch, state: &dyn StateStore) -> Result<ChangeBatch> {
+        let n = input.len();
+        let group_cols = self
+            .group
+            .iter()
+            .map(|e| Ok(e.evaluate(&input.batch)?.into_array(n)?))
+            .collect::<Result<Vec<_>>>()?;
+        let arg_cols = self
+            .args
+            .iter()
+            .map(|a| a.as_ref().map(|e| Ok::<_, ExecError>(e.evaluate(&input.batch)?.into_array(n)?)).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        let mut out_rows = Vec::new();
+        let mut out_weights = Vec::new();
+        let mut out_times = Vec::new();
+        for row in 0..n {
+            let weight = input.weights[row];
+            let group: Vec<ScalarValue> =
+                group_cols.iter().map(|c| ScalarValue::try_from_array(c, row)).collect::<Result<_, _>>()?;
+            let group_datums = group.iter().map(Datum::from_scalar).collect::<Result<Vec<_>>>()?;
+            let key = serde_json::to_vec(&group_datums).map_err(|e| ExecError::Internal(e.to_string()))?;
+            let old = self.load(&key, state)?;
+            let mut new = old.clone().unwrap_or_else(|| GroupState {
+                rows: 0,
+                accs: self.funcs.iter().map(|f| new_acc(*f)).collect(),
+            });
+            new.rows += weight;
+            for (i, func) in self.funcs.iter().enumerate() {
+                let arg = match &arg_cols[i] {
+                    Some(col) => Some(Datum::from_scalar(&ScalarValue::try_from_array(col, row)?)?),
+                    None => None,
+                };
+                update_acc(*func, &mut new.accs[i], arg.as_ref(), weight);
+            }
+            if let Some(old) = &old {
+                out_rows.push(self.output_row(&group, old)?);
+                out_weights.push(-1);
+                out_times.push(input.rowtimes[row]);
+            }
+            let new = if new.rows > 0 { Some(new) } else { None };
+            if let Some(new) = &new {
+                out_rows.push(self.output_row(&group, new)?);
+                out_weights.push(1);
+                out_times.push(input.rowtimes[row]);
+            }
+            self.cache.insert(key, new);
+        }
+        Ok(ChangeBatch { batch: rows_to_batch(&self.schema, &out_rows)?, weights: out_weights, rowtimes: out_times })
+    }
+
+    fn output_row(&self, group: &[ScalarValue], s: &GroupState) -> Result<Vec<ScalarValue>> {
+        let mut row = group.to_vec();
+        for (i, acc) in s.accs.iter().enumerate() {
+            let ty = self.schema.field(group.len() + i).data_type();
+            let d = acc_output(self.funcs[i], acc, ty);
+            row.push(d.to_scalar(ty)?);
+        }
+        Ok(row)
+    }
+
+    fn drain(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        for (key, s) in std::mem::take(&mut self.cache) {
+            let k = self.state_key(&key);
+            match s {
+                Some(s) => batch.put(k, serde_json::to_vec(&s).map_err(|e| ExecError::Internal(e.to_string()))?),
+                None => batch.delete(k),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn new_acc(f: AggFunc) -> Acc {
+    match f {
+        AggFunc::Count => Acc::Count(0),
+        AggFunc::Sum => Acc::Sum { int: 0, float: 0.0, n: 0 },
+        AggFunc::Avg => Acc::Avg { sum: 0.0, n: 0 },
+        AggFunc::Min | AggFunc::Max => Acc::MinMax(Vec::new()),
+    }
+}
+
+/// Applies one value with a weight; `arg` is `None` for `COUNT(*)`.
+fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
+    let value = match arg {
+        None => None,
+        Some(d) if d.is_null() => return, // aggregates skip NULLs
+        Some(d) => Some(d),
+    };
+    match acc {
+        Acc::Count(c) => *c += weight,
+        Acc::Sum { int, float, n } => {
+            match value {
+                Some(Datum::Int(i)) => *int = int.wrapping_add(i.wrapping_mul(weight)),
+                Some(Datum::Float(x)) => *float += x * weight as f64,
+                _ => {}
+            }
+            *n += weight;
+        }
+        Acc::Avg { sum, n } => {
+            match value {
+                Some(Datum::Int(i)) => *sum += (*i as f64) * weight as f64,
+                Some(Datum::Float(x)) => *sum += x * weight as f64,
+                _ => {}
+            }
+            *n += weight;
+        }
+        Acc::MinMax(set) => {
+            if let Some(v) = value {
+                match set.binary_search_by(|(d, _)| d.cmp(v)) {
+                    Ok(i) => {
+                        set[i].1 += weight;
+                        if set[i].1 <= 0 {
+                            set.remove(i);
+                        }
+                    }
+                    Err(i) if weight > 0 => set.insert(i, (v.clone(), weight)),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+    let _ = f;
+}
+
+fn acc_output(f: AggFunc, acc: &Acc, ty: &DataType) -> Datum {
+    match acc {
+        Acc::Count(c) => Datum::Int(*c),
+        Acc::Sum { n, .. } if *n <= 0 => Datum::Null,
+        Acc::Sum { int, float, .. } => match ty {
+            DataType::Float32 | DataType::Float64 => Datum::Float(*float + *int as f64),
+            _ => Datum::Int(*int),
+        },
+        Acc::Avg { n, .. } if *n <= 0 => Datum::Null,
+        Acc::Avg { sum, n } => Datum::Float(sum / *n as f64),
+        Acc::MinMax(set) => {
+            let pick = if f == AggFunc::Min { set.first() } else { set.last() };
+            pick.map_or(Datum::Null, |(d, _)| d.clone())
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The one place where errors become SQLSTATEs, HTTP statuses and stable codes.
+
+use axum::http::StatusCode;
+use brook_executor::ExecError;
+use brook_planner::PlanError;
+use brook_storage::StorageError;
+
+/// Errors of the server layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Parsing, binding or planning failed.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Execution failed.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A catalog command could not be encoded or decoded.
+    #[error("invalid catalog command {seq}: {reason}")]
+    Catalog {
+        /// Its sequence number.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The request is malformed (HTTP body, property, …).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A listener could not be bound.
+    #[error("could not listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias of the server.
+pub type Result<T, E = ServerError> = std::result::Result<T, E>;
+
+impl ServerError {
+    /// The SQLSTATE reported over pgwire.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            ServerError::Plan(e) => match e {
+                PlanError::Syntax(_) => "42601",
+                PlanError::NotFound { kind, .. } if kind.contains("column") => "42703",
+                PlanError::NotFound { kind, .. } if kind.contains("query") => "42704",
+                PlanError::NotFound { .. } => "42P01",
+                PlanError::AlreadyExists { .. } => "42P07",
+                PlanError::Type(_) => "42804",
+                PlanError::Invalid(_) => "42P16",
+                PlanError::Unsupported(_) => "0A000",
+                PlanError::InUse(_) => "2BP01",
+                PlanError::DataFusion(_) => "42000",
+                PlanError::Internal(_) => "XX000",
+            },
+            ServerError::Exec(e) => match e {
+                ExecError::Storage(s) => storage_state(s),
+                ExecError::Plan(_) => "42000",
+                ExecError::DataFusion(_) | ExecError::Arrow(_) => "22000",
+                ExecError::Serialization(_) => "22P02",
+                ExecError::QueryFailed { .. } => "XX000",
+                ExecError::QueryNotFound(_) => "42704",
+                ExecError::ShuttingDown => "57P01",
+                ExecError::Internal(_) => "XX000",
+            },
+            ServerError::Storage(s) => storage_state(s),
+            ServerError::Catalog { .. } => "XX001",
+            ServerError::BadRequest(_) => "08P01",
+            ServerError::Listen { .. } => "58000",
+        }
+    }
+
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServerError::Plan(PlanError::Syntax(_)) => "syntax_error",
+            ServerError::Plan(PlanError::NotFound { .. }) => "not_found",
+            ServerError::Plan(PlanError::AlreadyExists { .. }) => "already_exists",
+            ServerError::Plan(PlanError::Type(_)) => "type_mismatch",
+            ServerError::Plan(PlanError::Unsupported(_)) => "unsupported",
+            ServerError::Plan(_) => "invalid_statement",
+            ServerError::Exec(ExecError::QueryNotFound(_)) => "not_found",
+            ServerError::Exec(_) => "execution_error",
+            ServerError::Storage(_) => "storage_error",
+            ServerError::Catalog { .. } => "catalog_corrupt",
+            ServerError::BadRequest(_) => "bad_request",
+            ServerError::Listen { .. } => "listen_failed",
+        }
+    }
+
+    /// The HTTP status of the error.
+    pub fn http_status(&self) -> StatusCode {
+        match &self.sqlstate()[..2] {
+            "42" | "0A" | "22" | "2B" | "08" => StatusCode::BAD_REQUEST,
+            "57" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// ksqlDB's numeric `error_code` for the HTTP API.
+    pub fn ksql_error_code(&self) -> u32 {
+        if self.http_status() == StatusCode::BAD_REQUEST {
+            40001
+        } else {
+            50000
+        }
+    }
+}
+
+fn storage_state(e: &StorageError) -> &'static str {
+    match e {
+        StorageError::Io { source, .. } if source.raw_os_error() == Some(28) => "53100",
+        StorageError::Io { .. } => "58030",
+        StorageError::Corrupt { .. } => "XX001",
+        StorageError::TopicNotFound(_) => "42P01",
+        StorageError::TopicExists(_) => "42P07",
+        StorageError::PartitionNotFound { .. } => "42P01",
+        StorageError::PartitionFailed { .. } => "58030",
+        StorageError::TooLarge(_) => "54000",
+        StorageError::Sled(_) => "58030",
+        StorageError::Metadata { .. } => "42602",
+    }
+}

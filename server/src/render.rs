@@ -1,0 +1,41 @@
+//! Values as text (pgwire, REPL) and as JSON (HTTP API).
+
+use brook_executor::Datum;
+use brook_planner::types::SqlType;
+use datafusion::arrow::array::Array;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::common::ScalarValue;
+
+/// A cell as text; `None` for NULL.
+pub fn cell_text(array: &dyn Array, row: usize) -> Option<String> {
+    if array.is_null(row) {
+        return None;
+    }
+    array_value_to_string(array, row).ok()
+}
+
+/// A scalar as text; `None` for NULL.
+pub fn scalar_text(v: &ScalarValue) -> Option<String> {
+    if v.is_null() {
+        return None;
+    }
+    v.to_array().ok().and_then(|a| cell_text(&a, 0))
+}
+
+/// A scalar as JSON.
+pub fn scalar_json(v: &ScalarValue) -> serde_json::Value {
+    match Datum::from_scalar(v) {
+        Ok(Datum::Null) => serde_json::Value::Null,
+        Ok(Datum::Bool(b)) => b.into(),
+        Ok(Datum::Int(i)) => i.into(),
+        Ok(Datum::Float(f)) => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into),
+        Ok(Datum::Str(s)) => s.into(),
+        Err(_) => scalar_text(v).map_or(serde_json::Value::Null, Into::into),
+    }
+}
+
+/// ksqlDB's name of a column type.
+pub fn type_name(t: &DataType) -> String {
+    SqlType::from_arrow(t).map_or_else(|_| t.to_string(), |t| t.to_string())
+}

@@ -1,0 +1,526 @@
+//! `Brook` (one per data directory: engine + catalog) and `Session` (one
+//! per client: SQL text in, outputs out).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use brook_executor::{Engine, PushStream};
+use brook_planner::binder::{plan_create_as_select, plan_create_source, plan_insert, plan_pull, plan_stream};
+use brook_planner::catalog::{Catalog, QueryDef, SourceDef, SourceKind};
+use brook_planner::parser::{self, Emit, Parsed, ShowWhat, Statement};
+use brook_planner::PlanError;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ServerError};
+
+/// What a statement produced.
+pub enum Output {
+    /// A statement that changes something: a Postgres command tag and a
+    /// ksqlDB-style status message.
+    Command {
+        /// e.g. `CREATE STREAM`, `INSERT 0 3`.
+        tag: String,
+        /// e.g. `Stream created`.
+        message: String,
+        /// The persistent query started, if any.
+        query_id: Option<String>,
+    },
+    /// A finite result (pull query, SHOW, DESCRIBE).
+    Rows {
+        /// Column names and types.
+        schema: SchemaRef,
+        /// The rows.
+        batches: Vec<RecordBatch>,
+        /// Asked for as `COPY … TO STDOUT`.
+        copy: bool,
+    },
+    /// A push query's rows as they happen.
+    Stream {
+        /// The rows.
+        stream: PushStream,
+        /// Asked for as `COPY … TO STDOUT`.
+        copy: bool,
+    },
+    /// Entities of a `SHOW`/`DESCRIBE` statement, for the HTTP API's shapes.
+    Listing {
+        /// The same content as rows.
+        schema: SchemaRef,
+        /// The rows.
+        batches: Vec<RecordBatch>,
+        /// ksqlDB's JSON entity for `/ksql`.
+        entity: serde_json::Value,
+    },
+}
+
+/// A persisted catalog command: the text of a DDL statement that succeeded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CatalogCommand {
+    sql: String,
+}
+
+/// One Brook instance: engine and catalog over a data directory.
+pub struct Brook {
+    engine: Arc<Engine>,
+    catalog: RwLock<Catalog>,
+    ddl: tokio::sync::Mutex<()>,
+}
+
+impl Brook {
+    /// Opens a data directory: storage, then the catalog replayed from its
+    /// command log, then the persistent queries resumed from their checkpoints.
+    pub async fn open(data_dir: &Path) -> Result<Arc<Brook>> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            ServerError::Storage(brook_storage::StorageError::Io { action: "create directory", path: data_dir.into(), source: e })
+        })?;
+        let engine = Engine::open(data_dir)?;
+        let mut catalog = Catalog::default();
+        for (seq, bytes) in engine.catalog_store().entries()? {
+            let bad = |reason: String| ServerError::Catalog { seq, reason };
+            let cmd: CatalogCommand = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+            let parsed = parser::parse_statement(&cmd.sql).map_err(|e| bad(e.to_string()))?;
+            apply_ddl(&mut catalog, &parsed, seq).map_err(|e| bad(e.to_string()))?;
+        }
+        for def in catalog.sources.values() {
+            engine.ensure_topic(def)?;
+        }
+        let brook = Arc::new(Brook { engine, catalog: RwLock::new(catalog), ddl: tokio::sync::Mutex::new(()) });
+        let queries: Vec<QueryDef> = brook.catalog().queries.values().cloned().collect();
+        for q in queries {
+            brook.start_query(&q)?;
+        }
+        Ok(brook)
+    }
+
+    fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A snapshot of the catalog.
+    pub fn catalog_snapshot(&self) -> Catalog {
+        self.catalog().clone()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    fn start_query(&self, q: &QueryDef) -> Result<()> {
+        let catalog = self.catalog().clone();
+        let parsed = parser::parse_statement(&q.sql)?;
+        let Statement::CreateAsSelect { kind, name, props, query, .. } = &parsed.statement else {
+            return Err(PlanError::Internal(format!("query {} is not CREATE … AS SELECT", q.id)).into());
+        };
+        let mut without_sink = catalog.clone();
+        without_sink.sources.remove(name);
+        let (_, plan) = plan_create_as_select(&without_sink, *kind, name, props, query, &q.id)?;
+        let sink = catalog.source(&q.sink)?.clone();
+        self.engine.start_query(&q.id, plan, sink)?;
+        Ok(())
+    }
+
+    /// A new session.
+    pub fn session(self: &Arc<Self>) -> Session {
+        Session { brook: Arc::clone(self), properties: BTreeMap::new() }
+    }
+
+    /// Stops every persistent query (state stays for the next open).
+    pub async fn shutdown(&self) {
+        self.engine.shutdown().await;
+    }
+}
+
+/// Applies a DDL statement to a catalog (no side effects elsewhere).
+fn apply_ddl(catalog: &mut Catalog, parsed: &Parsed, seq: u64) -> Result<()> {
+    match &parsed.statement {
+        Statement::CreateSource { kind, name, columns, props, .. } => {
+            let def = plan_create_source(*kind, name, columns, props)?;
+            catalog.sources.insert(name.clone(), def);
+        }
+        Statement::CreateAsSelect { kind, name, props, query, .. } => {
+            let id = query_id(*kind, name, seq);
+            let (def, plan) = plan_create_as_select(catalog, *kind, name, props, query, &id)?;
+            catalog.queries.insert(
+                id.clone(),
+                QueryDef { id, sql: parsed.sql.clone(), sink: name.clone(), sources: vec![plan.source.name.clone()] },
+            );
+            catalog.sources.insert(name.clone(), def);
+        }
+        Statement::Drop { name, .. } => {
+            if let Some(def) = catalog.sources.remove(name) {
+                if let Some(q) = def.query_id {
+                    catalog.queries.remove(&q);
+                }
+            }
+        }
+        Statement::Terminate { id: Some(id) } => {
+            catalog.queries.remove(id);
+        }
+        Statement::Terminate { id: None } => catalog.queries.clear(),
+        _ => return Err(PlanError::Internal("not a DDL statement".into()).into()),
+    }
+    Ok(())
+}
+
+fn query_id(kind: SourceKind, name: &str, seq: u64) -> String {
+    let prefix = if kind == SourceKind::Table { "CTAS" } else { "CSAS" };
+    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    format!("{prefix}_{clean}_{seq}")
+}
+
+/// Splits a script into statements and says which are queries (SELECT or
+/// COPY), for clients that route them differently.
+pub fn split_statements(sql: &str) -> Result<Vec<(String, bool)>> {
+    Ok(parser::parse(sql)?
+        .into_iter()
+        .map(|p| {
+            let is_query = matches!(p.statement, Statement::Select { .. } | Statement::CopyTo { .. });
+            (p.sql, is_query)
+        })
+        .collect())
+}
+
+/// A client's session: its properties and the statements it runs.
+pub struct Session {
+    brook: Arc<Brook>,
+    properties: BTreeMap<String, String>,
+}
+
+impl Session {
+    /// Sets a session property (`SET 'auto.offset.reset' = 'earliest'`).
+    pub fn set_property(&mut self, name: &str, value: &str) {
+        self.properties.insert(name.to_string(), value.to_string());
+    }
+
+    /// Runs a script; stops at the first error.
+    pub async fn execute(&mut self, sql: &str) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        for parsed in parser::parse(sql)? {
+            out.push(self.execute_parsed(parsed).await?);
+        }
+        Ok(out)
+    }
+
+    /// Parses a script into statements without running them.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Parsed>> {
+        Ok(parser::parse(sql)?)
+    }
+
+    fn from_beginning(&self) -> bool {
+        self.properties.get("auto.offset.reset").is_some_and(|v| v.eq_ignore_ascii_case("earliest"))
+    }
+
+    /// Runs one parsed statement.
+    pub async fn execute_parsed(&mut self, parsed: Parsed) -> Result<Output> {
+        let brook = Arc::clone(&self.brook);
+        match &parsed.statement {
+            Statement::CreateSource { .. }
+            | Statement::CreateAsSelect { .. }
+            | Statement::Drop { .. }
+            | Statement::Terminate { .. } => brook.execute_ddl(parsed).await,
+            Statement::InsertValues { target, columns, rows } => {
+                let (def, rows) = plan_insert(&brook.catalog(), target, columns, rows)?;
+                let n = brook.engine.insert(&def, &rows)?;
+                Ok(Output::Command { tag: format!("INSERT 0 {n}"), message: format!("Inserted {n} row(s)"), query_id: None })
+            }
+            Statement::Select { query, emit } => self.run_query(query, *emit, false).await,
+            Statement::CopyTo { query, emit } => self.run_query(query, *emit, true).await,
+            Statement::Flush => {
+                brook.engine.flush().await?;
+                Ok(Output::Command { tag: "FLUSH".into(), message: "Flushed".into(), query_id: None })
+            }
+            Statement::Set { name, value } => {
+                self.properties.insert(name.clone(), value.clone());
+                Ok(Output::Command { tag: "SET".into(), message: format!("Successfully changed local property '{name}' to '{value}'."), query_id: None })
+            }
+            Statement::Unset { name } => {
+                self.properties.remove(name);
+                Ok(Output::Command { tag: "UNSET".into(), message: format!("Successfully unset local property '{name}'."), query_id: None })
+            }
+            Statement::Show { what, .. } => Ok(self.show(*what, &parsed.sql)),
+            Statement::Describe { name, .. } => self.describe(name, &parsed.sql),
+        }
+    }
+
+    async fn run_query(&self, query: &datafusion::sql::sqlparser::ast::Query, emit: Option<Emit>, copy: bool) -> Result<Output> {
+        let catalog = self.brook.catalog().clone();
+        if emit.is_some() {
+            let plan = plan_stream(&catalog, query)?;
+            let stream = self.brook.engine.push(plan, self.from_beginning())?;
+            Ok(Output::Stream { stream, copy })
+        } else {
+            let plan = plan_pull(&catalog, query)?;
+            let (schema, batches) = self.brook.engine.pull(plan).await?;
+            Ok(Output::Rows { schema, batches, copy })
+        }
+    }
+
+    fn show(&self, what: ShowWhat, sql: &str) -> Output {
+        let catalog = self.brook.catalog();
+        match what {
+            ShowWhat::Streams | ShowWhat::Tables => {
+                let kind = if what == ShowWhat::Streams { SourceKind::Stream } else { SourceKind::Table };
+                let defs: Vec<&SourceDef> = catalog.sources.values().filter(|d| d.kind == kind).collect();
+                let title = if kind == SourceKind::Stream { "Stream Name" } else { "Table Name" };
+                let rows: Vec<Vec<String>> = defs
+                    .iter()
+                    .map(|d| vec![d.name.clone(), d.topic.clone(), d.key_format.name().into(), d.value_format.name().into(), "false".into()])
+                    .collect();
+                let list: Vec<serde_json::Value> = defs
+                    .iter()
+                    .map(|d| serde_json::json!({
+                        "type": if kind == SourceKind::Stream { "STREAM" } else { "TABLE" },
+                        "name": d.name, "topic": d.topic, "keyFormat": d.key_format.name(),
+                        "valueFormat": d.value_format.name(), "isWindowed": false,
+                    }))
+                    .collect();
+                let key = if kind == SourceKind::Stream { "streams" } else { "tables" };
+                listing(
+                    &[title, "Kafka Topic", "Key Format", "Value Format", "Windowed"],
+                    rows,
+                    serde_json::json!({"@type": key, "statementText": sql, key: list, "warnings": []}),
+                )
+            }
+            ShowWhat::Queries => {
+                let status = self.brook.engine.query_status();
+                let mut rows = Vec::new();
+                let mut list = Vec::new();
+                for q in catalog.queries.values() {
+                    let state = match status.get(&q.id) {
+                        Some(None) => "RUNNING",
+                        Some(Some(_)) => "ERROR",
+                        None => "NOT_RUNNING",
+                    };
+                    let topic = catalog.sources.get(&q.sink).map_or(String::new(), |s| s.topic.clone());
+                    rows.push(vec![q.id.clone(), "PERSISTENT".into(), state.into(), q.sink.clone(), topic.clone(), q.sql.clone()]);
+                    list.push(serde_json::json!({
+                        "queryString": q.sql, "sinks": [q.sink], "sinkKafkaTopics": [topic], "id": q.id,
+                        "statusCount": {state: 1}, "queryType": "PERSISTENT", "state": state,
+                    }));
+                }
+                listing(
+                    &["Query ID", "Query Type", "Status", "Sink Name", "Sink Kafka Topic", "Query String"],
+                    rows,
+                    serde_json::json!({"@type": "queries", "statementText": sql, "queries": list, "warnings": []}),
+                )
+            }
+            ShowWhat::Topics => {
+                let topics = self.brook.engine.log().topics();
+                let rows = topics.iter().map(|(n, p)| vec![n.clone(), p.to_string()]).collect();
+                let list: Vec<serde_json::Value> = topics
+                    .iter()
+                    .map(|(n, p)| serde_json::json!({"name": n, "replicaInfo": vec![1; *p as usize]}))
+                    .collect();
+                listing(
+                    &["Kafka Topic", "Partitions"],
+                    rows,
+                    serde_json::json!({"@type": "kafka_topics", "statementText": sql, "topics": list, "warnings": []}),
+                )
+            }
+            ShowWhat::Properties => {
+                let rows: Vec<Vec<String>> = self.properties.iter().map(|(k, v)| vec![k.clone(), "SESSION".into(), v.clone()]).collect();
+                let list: Vec<serde_json::Value> = self
+                    .properties
+                    .iter()
+                    .map(|(k, v)| serde_json::json!({"name": k, "scope": "SESSION", "value": v}))
+                    .collect();
+                listing(
+                    &["Property", "Scope", "Value"],
+                    rows,
+                    serde_json::json!({"@type": "properties", "statementText": sql, "properties": list, "overwrittenProperties": [], "defaultProperties": [], "warnings": []}),
+                )
+            }
+        }
+    }
+
+    fn describe(&self, name: &str, sql: &str) -> Result<Output> {
+        let catalog = self.brook.catalog();
+        let def = catalog.source(name)?;
+        let mut rows = Vec::new();
+        let mut fields = Vec::new();
+        for c in &def.columns {
+            let key = match (c.key, def.kind) {
+                (true, SourceKind::Stream) => " (key)",
+                (true, SourceKind::Table) => " (primary key)",
+                _ => "",
+            };
+            rows.push(vec![c.name.clone(), format!("{}{key}", c.ty)]);
+            let mut f = serde_json::json!({"name": c.name, "schema": {"type": c.ty.to_string(), "fields": null, "memberSchema": null}});
+            if c.key {
+                f["type"] = "KEY".into();
+            }
+            fields.push(f);
+        }
+        let kind = if def.kind == SourceKind::Stream { "STREAM" } else { "TABLE" };
+        let readers: Vec<&str> = catalog.readers_of(&def.name).iter().map(|q| q.id.as_str()).collect();
+        let entity = serde_json::json!({
+            "@type": "sourceDescription", "statementText": sql,
+            "sourceDescription": {
+                "name": def.name, "type": kind, "fields": fields, "topic": def.topic,
+                "keyFormat": def.key_format.name(), "valueFormat": def.value_format.name(),
+                "partitions": def.partitions, "replication": 1, "timestamp": def.timestamp_column.clone().unwrap_or_default(),
+                "windowType": "", "statement": "", "readQueries": readers,
+                "writeQueries": def.query_id.iter().collect::<Vec<_>>(), "extended": false,
+            },
+            "warnings": [],
+        });
+        Ok(listing(&["Field", "Type"], rows, entity))
+    }
+}
+
+impl Brook {
+    /// Runs a DDL statement: validate against a copy of the catalog, do the
+    /// side effects, persist the command, then publish the new catalog.
+    async fn execute_ddl(self: &Arc<Self>, parsed: Parsed) -> Result<Output> {
+        let _guard = self.ddl.lock().await;
+        let catalog = self.catalog().clone();
+        let seq = self.engine.catalog_store().next_seq()?;
+        let output = match &parsed.statement {
+            Statement::CreateSource { kind, name, if_not_exists, .. }
+            | Statement::CreateAsSelect { kind, name, if_not_exists, .. } => {
+                if let Some(existing) = catalog.sources.get(name) {
+                    if *if_not_exists {
+                        return Ok(Output::Command {
+                            tag: format!("CREATE {}", kind.noun().to_uppercase()),
+                            message: format!("A {} named {name} already exists; nothing was changed.", existing.kind.noun()),
+                            query_id: None,
+                        });
+                    }
+                    return Err(PlanError::AlreadyExists { kind: existing.kind.noun(), name: name.clone() }.into());
+                }
+                let mut next = catalog.clone();
+                apply_ddl(&mut next, &parsed, seq)?;
+                let def = next.source(name)?.clone();
+                if let Some(p) = self.engine.topic_partitions(&def.topic) {
+                    if p != def.partitions && matches!(parsed.statement, Statement::CreateSource { .. }) {
+                        let wants = parsed_has_partitions(&parsed);
+                        if wants {
+                            return Err(PlanError::Invalid(format!(
+                                "A Kafka topic with the name '{}' already exists, with different partition count: {p} (wanted {})",
+                                def.topic, def.partitions
+                            ))
+                            .into());
+                        }
+                    }
+                }
+                let mut def = def;
+                if let Some(p) = self.engine.topic_partitions(&def.topic) {
+                    def.partitions = p;
+                    next.sources.insert(def.name.clone(), def.clone());
+                }
+                self.engine.ensure_topic(&def)?;
+                self.persist(seq, &parsed.sql)?;
+                let query = def.query_id.clone();
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                match &query {
+                    Some(id) => {
+                        let q = self.catalog().queries.get(id).cloned();
+                        if let Some(q) = q {
+                            self.start_query(&q)?;
+                        }
+                        Output::Command { tag: format!("CREATE {}", kind.noun().to_uppercase()), message: format!("Created query with ID {id}"), query_id: query }
+                    }
+                    None => Output::Command {
+                        tag: format!("CREATE {}", kind.noun().to_uppercase()),
+                        message: format!("{} created", if *kind == SourceKind::Stream { "Stream" } else { "Table" }),
+                        query_id: None,
+                    },
+                }
+            }
+            Statement::Drop { kind, name, if_exists, delete_topic } => {
+                let Some(def) = catalog.sources.get(name) else {
+                    if *if_exists {
+                        return Ok(Output::Command { tag: format!("DROP {}", kind.noun().to_uppercase()), message: format!("Source {name} does not exist."), query_id: None });
+                    }
+                    return Err(PlanError::NotFound { kind: kind.noun(), name: name.clone() }.into());
+                };
+                if def.kind != *kind {
+                    return Err(PlanError::Invalid(format!(
+                        "Incompatible data source type is {}, but statement was DROP {}",
+                        def.kind.noun().to_uppercase(),
+                        kind.noun().to_uppercase()
+                    ))
+                    .into());
+                }
+                let readers: Vec<String> = catalog.readers_of(name).iter().map(|q| q.id.clone()).collect();
+                if !readers.is_empty() {
+                    return Err(PlanError::InUse(format!(
+                        "Cannot drop {name}.\nThe following queries read from this source: [{}].\nYou need to terminate them before dropping {name}.",
+                        readers.join(", ")
+                    ))
+                    .into());
+                }
+                let def = def.clone();
+                self.persist(seq, &parsed.sql)?;
+                let mut next = catalog.clone();
+                apply_ddl(&mut next, &parsed, seq)?;
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                if let Some(q) = &def.query_id {
+                    match self.engine.terminate_query(q).await {
+                        Ok(()) | Err(brook_executor::ExecError::QueryNotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                self.engine.drop_materialization(&def.name)?;
+                if *delete_topic {
+                    self.engine.delete_topic(&def.topic)?;
+                }
+                Output::Command { tag: format!("DROP {}", kind.noun().to_uppercase()), message: format!("Source `{name}` (topic: {}) was dropped.", def.topic), query_id: None }
+            }
+            Statement::Terminate { id } => {
+                let ids: Vec<String> = match id {
+                    Some(id) => {
+                        if !catalog.queries.contains_key(id) {
+                            return Err(PlanError::NotFound { kind: "query", name: id.clone() }.into());
+                        }
+                        vec![id.clone()]
+                    }
+                    None => catalog.queries.keys().cloned().collect(),
+                };
+                self.persist(seq, &parsed.sql)?;
+                let mut next = catalog.clone();
+                apply_ddl(&mut next, &parsed, seq)?;
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                for q in &ids {
+                    match self.engine.terminate_query(q).await {
+                        Ok(()) | Err(brook_executor::ExecError::QueryNotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Output::Command { tag: "TERMINATE".into(), message: "Query terminated.".into(), query_id: None }
+            }
+            _ => return Err(PlanError::Internal("not a DDL statement".into()).into()),
+        };
+        Ok(output)
+    }
+
+    fn persist(&self, seq: u64, sql: &str) -> Result<()> {
+        let cmd = serde_json::to_vec(&CatalogCommand { sql: sql.to_string() })
+            .map_err(|e| ServerError::Catalog { seq, reason: e.to_string() })?;
+        self.engine.catalog_store().append(seq, &cmd)?;
+        Ok(())
+    }
+}
+
+fn parsed_has_partitions(parsed: &Parsed) -> bool {
+    match &parsed.statement {
+        Statement::CreateSource { props, .. } => props.iter().any(|(n, _)| n == "PARTITIONS"),
+        _ => false,
+    }
+}
+
+fn listing(columns: &[&str], rows: Vec<Vec<String>>, entity: serde_json::Value) -> Output {
+    let schema: SchemaRef =
+        Arc::new(Schema::new(columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>()));
+    let arrays: Vec<ArrayRef> = (0..columns.len())
+        .map(|i| Arc::new(StringArray::from(rows.iter().map(|r| Some(r[i].clone())).collect::<Vec<_>>())) as ArrayRef)
+        .collect();
+    let batches = match RecordBatch::try_new(Arc::clone(&schema), arrays) {
+        Ok(b) => vec![b],
+        Err(_) => Vec::new(),
+    };
+    Output::Listing { schema, batches, entity }
+}
