@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 use datafusion::catalog::empty::EmptyTable;
-use datafusion::common::{ScalarValue, TableReference};
+use datafusion::common::{DataFusionError, ScalarValue, SchemaError, TableReference};
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::{Expr, FetchType, LogicalPlan};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -273,8 +273,23 @@ fn logical_plan(query: &Query, sources: &[&SourceDef]) -> Result<LogicalPlan> {
     let state = ctx.state();
     let stmt = DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query))));
     // Resolving placeholder tables does no I/O: the future completes at once.
-    let plan = futures::executor::block_on(state.statement_to_plan(stmt))?;
-    Ok(state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})?)
+    let plan = futures::executor::block_on(state.statement_to_plan(stmt)).map_err(plan_error)?;
+    state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).map_err(plan_error)
+}
+
+/// DataFusion's planning errors in Brook's words where we know them.
+fn plan_error(e: DataFusionError) -> PlanError {
+    match e.find_root() {
+        DataFusionError::SchemaError(inner, _) => match inner.as_ref() {
+            SchemaError::FieldNotFound { field, .. } => PlanError::NotFound { kind: "column", name: field.name.clone() },
+            SchemaError::AmbiguousReference { field } => {
+                PlanError::Invalid(format!("column reference \"{}\" is ambiguous", field.name))
+            }
+            _ => PlanError::DataFusion(e),
+        },
+        DataFusionError::Plan(msg) => PlanError::Invalid(msg.clone()),
+        _ => PlanError::DataFusion(e),
+    }
 }
 
 /// A continuous query (`CREATE … AS SELECT` or a push query).

@@ -174,7 +174,8 @@ async fn query_stream(State(brook): State<Arc<Brook>>, headers: HeaderMap, body:
     }
     let parsed = statements.remove(0);
     let content_type = if json_array { "application/json" } else { "application/vnd.ksqlapi.delimited.v1" };
-    let query_id = format!("transient_{}", std::process::id());
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let query_id = format!("transient_{}", NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     match session.execute_parsed(parsed).await {
         Ok(Output::Rows { schema, batches, .. } | Output::Listing { schema, batches, .. }) => {
             let mut items = vec![header_json(&query_id, &schema)];

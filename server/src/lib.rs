@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::{Result, ServerError};
-pub use session::{split_statements, Brook, Output, Session};
+pub use session::{split_statements, Brook, Output, Session, StatementKind};
 
 /// Where Brook keeps its data and listens.
 #[derive(Debug, Clone)]

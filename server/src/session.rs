@@ -171,14 +171,32 @@ fn query_id(kind: SourceKind, name: &str, seq: u64) -> String {
     format!("{prefix}_{clean}_{seq}")
 }
 
-/// Splits a script into statements and says which are queries (SELECT or
-/// COPY), for clients that route them differently.
-pub fn split_statements(sql: &str) -> Result<Vec<(String, bool)>> {
+/// How a client should route a statement of a script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatementKind {
+    /// `SELECT` or `COPY`: a query endpoint.
+    Query,
+    /// `SET 'name' = 'value'`: a client-side property.
+    Set(String, String),
+    /// `UNSET 'name'`.
+    Unset(String),
+    /// Anything else: the statement endpoint.
+    Other,
+}
+
+/// Splits a script into statements and says how each is routed, for
+/// clients that talk to a remote server.
+pub fn split_statements(sql: &str) -> Result<Vec<(String, StatementKind)>> {
     Ok(parser::parse(sql)?
         .into_iter()
         .map(|p| {
-            let is_query = matches!(p.statement, Statement::Select { .. } | Statement::CopyTo { .. });
-            (p.sql, is_query)
+            let kind = match p.statement {
+                Statement::Select { .. } | Statement::CopyTo { .. } => StatementKind::Query,
+                Statement::Set { name, value } => StatementKind::Set(name, value),
+                Statement::Unset { name } => StatementKind::Unset(name),
+                _ => StatementKind::Other,
+            };
+            (p.sql, kind)
         })
         .collect())
 }
