@@ -122,10 +122,9 @@ impl Pipeline {
 
     /// Pushes a batch of changes through every step.
     pub fn process(&mut self, mut input: ChangeBatch, state: &dyn StateStore) -> Result<ChangeBatch> {
+        // Every step runs even on an empty batch, so the result always has
+        // the pipeline's output schema.
         for step in &mut self.steps {
-            if input.is_empty() {
-                break;
-            }
             input = match step {
                 Step::Filter(pred) => {
                     let mask = pred.evaluate(&input.batch)?.into_array(input.len())?;
