@@ -19,7 +19,11 @@ use brook_server::Config;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "brook", version, about = "Brook: a streaming SQL database in the family of ksqlDB")]
+#[command(
+    name = "brook",
+    version,
+    about = "Brook: a streaming SQL database in the family of ksqlDB"
+)]
 struct Cli {
     /// Data directory of the embedded or headless server.
     #[arg(long, global = true, default_value = "brook-data")]
@@ -51,15 +55,35 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let headless = matches!(cli.command, Some(Command::Server));
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| if headless { "info".into() } else { "warn".into() });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let config = Config { data_dir: cli.data_dir.clone(), pg_listen: Some(cli.pg_listen), http_listen: Some(cli.http_listen) };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        if headless {
+            "info".into()
+        } else {
+            "warn".into()
+        }
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let config = Config {
+        data_dir: cli.data_dir.clone(),
+        pg_listen: Some(cli.pg_listen),
+        http_listen: Some(cli.http_listen),
+    };
     match cli.command {
         Some(Command::Server) => rt.block_on(run_server(config)),
         Some(Command::Run { file }) => {
-            let script = std::fs::read_to_string(&file).with_context(|| format!("could not read {}", file.display()))?;
-            let config = Config { pg_listen: None, http_listen: None, ..config };
+            let script = std::fs::read_to_string(&file)
+                .with_context(|| format!("could not read {}", file.display()))?;
+            let config = Config {
+                pg_listen: None,
+                http_listen: None,
+                ..config
+            };
             let ok = rt.block_on(async {
                 let running = brook_server::serve(&config).await?;
                 let mut backend = repl::Backend::Embedded(running.brook.session());
@@ -100,8 +124,15 @@ async fn start_embedded(config: Config) -> anyhow::Result<brook_server::Running>
             Ok(r)
         }
         Err(brook_server::ServerError::Listen { addr, source }) => {
-            eprintln!("warning: could not listen on {addr} ({source}); running without network listeners");
-            Ok(brook_server::serve(&Config { pg_listen: None, http_listen: None, ..config }).await?)
+            eprintln!(
+                "warning: could not listen on {addr} ({source}); running without network listeners"
+            );
+            Ok(brook_server::serve(&Config {
+                pg_listen: None,
+                http_listen: None,
+                ..config
+            })
+            .await?)
         }
         Err(e) => Err(e.into()),
     }

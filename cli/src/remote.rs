@@ -17,7 +17,11 @@ pub struct Remote {
 impl Remote {
     /// A client for `url` (e.g. `http://127.0.0.1:8088`).
     pub fn new(url: &str) -> Remote {
-        Remote { base: url.trim_end_matches('/').to_string(), client: reqwest::Client::new(), properties: BTreeMap::new() }
+        Remote {
+            base: url.trim_end_matches('/').to_string(),
+            client: reqwest::Client::new(),
+            properties: BTreeMap::new(),
+        }
     }
 
     /// Runs a statement on `/ksql`; returns its entities.
@@ -32,7 +36,12 @@ impl Remote {
         let ok = resp.status().is_success();
         let body: Value = resp.json().await.context("invalid response from server")?;
         if !ok {
-            return Err(anyhow!("{}", body.get("message").and_then(Value::as_str).unwrap_or("request failed")));
+            return Err(anyhow!(
+                "{}",
+                body.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("request failed")
+            ));
         }
         Ok(body.as_array().cloned().unwrap_or_default())
     }
@@ -40,7 +49,11 @@ impl Remote {
     /// Runs a query on `/query-stream`; calls `on_line` with the header and
     /// then each row as they arrive, until the stream ends or `on_line`
     /// returns false.
-    pub async fn query(&self, sql: &str, mut on_line: impl FnMut(Value) -> bool) -> anyhow::Result<()> {
+    pub async fn query(
+        &self,
+        sql: &str,
+        mut on_line: impl FnMut(Value) -> bool,
+    ) -> anyhow::Result<()> {
         let resp = self
             .client
             .post(format!("{}/query-stream", self.base))
@@ -51,7 +64,12 @@ impl Remote {
             .with_context(|| format!("could not reach {}", self.base))?;
         if !resp.status().is_success() {
             let body: Value = resp.json().await.unwrap_or(Value::Null);
-            return Err(anyhow!("{}", body.get("message").and_then(Value::as_str).unwrap_or("query failed")));
+            return Err(anyhow!(
+                "{}",
+                body.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("query failed")
+            ));
         }
         let mut stream = resp.bytes_stream();
         let mut buf = Vec::new();
@@ -60,7 +78,11 @@ impl Remote {
             while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=nl).collect();
                 let v: Value = serde_json::from_slice(&line).context("invalid row from server")?;
-                if let Some(msg) = v.get("@type").and_then(|_| v.get("message")).and_then(Value::as_str) {
+                if let Some(msg) = v
+                    .get("@type")
+                    .and_then(|_| v.get("message"))
+                    .and_then(Value::as_str)
+                {
                     return Err(anyhow!("{msg}"));
                 }
                 if !on_line(v) {

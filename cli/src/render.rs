@@ -10,9 +10,18 @@ pub fn table(header: &[String], rows: &[Vec<Option<String>>]) -> String {
             }
         }
     }
-    let sep: String = widths.iter().map(|w| format!("+{}", "-".repeat(w + 2))).collect::<String>() + "+\n";
+    let sep: String = widths
+        .iter()
+        .map(|w| format!("+{}", "-".repeat(w + 2)))
+        .collect::<String>()
+        + "+\n";
     let line = |cells: Vec<&str>| -> String {
-        cells.iter().zip(&widths).map(|(c, w)| format!("|{:<w$}", format!(" {c} "), w = w + 2)).collect::<String>() + "|\n"
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("|{:<w$}", format!(" {c} "), w = w + 2))
+            .collect::<String>()
+            + "|\n"
     };
     let mut out = sep.clone();
     out += &line(header.iter().map(String::as_str).collect());
@@ -26,7 +35,10 @@ pub fn table(header: &[String], rows: &[Vec<Option<String>>]) -> String {
 
 /// One live row of a push query.
 pub fn live_row(cells: &[Option<String>]) -> String {
-    let parts: Vec<&str> = cells.iter().map(|c| c.as_deref().unwrap_or("null")).collect();
+    let parts: Vec<&str> = cells
+        .iter()
+        .map(|c| c.as_deref().unwrap_or("null"))
+        .collect();
     format!("| {} |", parts.join(" | "))
 }
 
@@ -34,10 +46,15 @@ pub fn live_row(cells: &[Option<String>]) -> String {
 mod tests {
     #[test]
     fn aligns_columns() {
-        let t = super::table(&["A".into(), "LONGER".into()], &[vec![Some("12345".into()), None]]);
+        let t = super::table(
+            &["A".into(), "LONGER".into()],
+            &[vec![Some("12345".into()), None]],
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[1], "| A     | LONGER |");
         assert_eq!(lines[3], "| 12345 | null   |");
-        assert!(lines.iter().all(|l| l.chars().count() == lines[0].chars().count()));
+        assert!(lines
+            .iter()
+            .all(|l| l.chars().count() == lines[0].chars().count()));
     }
 }

@@ -21,20 +21,30 @@ pub enum Backend {
 /// The interactive loop: statements end with `;` and may span lines.
 pub fn run(rt: &tokio::runtime::Runtime, mut backend: Backend) -> anyhow::Result<()> {
     let mut editor = rustyline::DefaultEditor::new()?;
-    let history = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".brook_history"));
+    let history =
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".brook_history"));
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
     println!("Type SQL statements ending with ';'. Ctrl-C ends a push query; Ctrl-D exits.");
     let mut buffer = String::new();
     loop {
-        let prompt = if buffer.is_empty() { "brook> " } else { "  ...> " };
+        let prompt = if buffer.is_empty() {
+            "brook> "
+        } else {
+            "  ...> "
+        };
         match editor.readline(prompt) {
             Ok(line) => {
                 if buffer.is_empty() && line.trim().is_empty() {
                     continue;
                 }
-                if buffer.is_empty() && matches!(line.trim().to_ascii_lowercase().as_str(), "exit" | "quit" | "\\q") {
+                if buffer.is_empty()
+                    && matches!(
+                        line.trim().to_ascii_lowercase().as_str(),
+                        "exit" | "quit" | "\\q"
+                    )
+                {
                     break;
                 }
                 buffer.push_str(&line);
@@ -76,20 +86,47 @@ async fn run_embedded(session: &mut Session, script: &str) -> anyhow::Result<()>
     for parsed in session.parse(script)? {
         match session.execute_parsed(parsed).await? {
             Output::Command { message, .. } => println!("{message}"),
-            Output::Rows { schema, batches, .. } | Output::Listing { schema, batches, .. } => {
-                let header: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            Output::Rows {
+                schema, batches, ..
+            }
+            | Output::Listing {
+                schema, batches, ..
+            } => {
+                let header: Vec<String> =
+                    schema.fields().iter().map(|f| f.name().clone()).collect();
                 let mut rows = Vec::new();
                 for b in &batches {
                     for r in 0..b.num_rows() {
-                        rows.push(b.columns().iter().map(|c| cell_text(c.as_ref(), r)).collect());
+                        rows.push(
+                            b.columns()
+                                .iter()
+                                .map(|c| cell_text(c.as_ref(), r))
+                                .collect(),
+                        );
                     }
                 }
                 print!("{}", table(&header, &rows));
-                println!("({} row{})", rows.len(), if rows.len() == 1 { "" } else { "s" });
+                println!(
+                    "({} row{})",
+                    rows.len(),
+                    if rows.len() == 1 { "" } else { "s" }
+                );
             }
             Output::Stream { mut stream, .. } => {
-                let header: Vec<String> = stream.schema.fields().iter().map(|f| f.name().clone()).collect();
-                print!("{}", table(&header, &[]).lines().take(3).collect::<Vec<_>>().join("\n"));
+                let header: Vec<String> = stream
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                print!(
+                    "{}",
+                    table(&header, &[])
+                        .lines()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
                 println!();
                 let ctrl_c = tokio::signal::ctrl_c();
                 tokio::pin!(ctrl_c);
@@ -127,8 +164,18 @@ async fn run_remote(remote: &mut Remote, script: &str) -> anyhow::Result<()> {
                 let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let query = remote.query(&sql, |v| {
                     if let Some(names) = v.get("columnNames").and_then(Value::as_array) {
-                        let header: Vec<String> = names.iter().map(|n| n.as_str().unwrap_or_default().to_string()).collect();
-                        println!("{}", table(&header, &[]).lines().take(3).collect::<Vec<_>>().join("\n"));
+                        let header: Vec<String> = names
+                            .iter()
+                            .map(|n| n.as_str().unwrap_or_default().to_string())
+                            .collect();
+                        println!(
+                            "{}",
+                            table(&header, &[])
+                                .lines()
+                                .take(3)
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        );
                     } else if let Some(cells) = v.as_array() {
                         let cells: Vec<Option<String>> = cells.iter().map(json_cell).collect();
                         println!("{}", live_row(&cells));
@@ -159,15 +206,25 @@ fn json_cell(v: &Value) -> Option<String> {
 }
 
 fn print_entity(entity: &Value) {
-    if let Some(msg) = entity.pointer("/commandStatus/message").and_then(Value::as_str) {
+    if let Some(msg) = entity
+        .pointer("/commandStatus/message")
+        .and_then(Value::as_str)
+    {
         println!("{msg}");
         return;
     }
     // Listings: the first array of objects in the entity, as a table.
     let list = entity
         .as_object()
-        .and_then(|o| o.iter().find_map(|(k, v)| (k != "warnings").then(|| v.as_array()).flatten()))
-        .or_else(|| entity.pointer("/sourceDescription/fields").and_then(Value::as_array));
+        .and_then(|o| {
+            o.iter()
+                .find_map(|(k, v)| (k != "warnings").then(|| v.as_array()).flatten())
+        })
+        .or_else(|| {
+            entity
+                .pointer("/sourceDescription/fields")
+                .and_then(Value::as_array)
+        });
     match list {
         Some(items) if items.iter().all(Value::is_object) => {
             let mut header: Vec<String> = Vec::new();
@@ -178,10 +235,20 @@ fn print_entity(entity: &Value) {
                     }
                 }
             }
-            let rows: Vec<Vec<Option<String>>> =
-                items.iter().map(|i| header.iter().map(|h| i.get(h).and_then(json_cell)).collect()).collect();
+            let rows: Vec<Vec<Option<String>>> = items
+                .iter()
+                .map(|i| {
+                    header
+                        .iter()
+                        .map(|h| i.get(h).and_then(json_cell))
+                        .collect()
+                })
+                .collect();
             print!("{}", table(&header, &rows));
         }
-        _ => println!("{}", serde_json::to_string_pretty(entity).unwrap_or_default()),
+        _ => println!(
+            "{}",
+            serde_json::to_string_pretty(entity).unwrap_or_default()
+        ),
     }
 }

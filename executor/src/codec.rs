@@ -12,21 +12,40 @@ use crate::error::{ExecError, Result};
 use crate::format::{decode, encode, partition_for};
 use crate::pipeline::{rows_to_batch, ChangeBatch};
 
-/// Decodes records into rows of the source's declared columns.
-/// Returns the rows (datums in column order), the record's rowtime, and how
-/// many records were skipped as undecodable.
-pub fn decode_rows<'r>(def: &SourceDef, records: &'r [StoredRecord]) -> (Vec<(Vec<Datum>, i64, &'r StoredRecord)>, usize) {
+/// A record decoded into the declared columns of its source.
+pub struct DecodedRow<'r> {
+    /// One datum per declared column, in order.
+    pub values: Vec<Datum>,
+    /// Event time: the timestamp column's value if set, else the record's.
+    pub rowtime: i64,
+    /// The record it came from.
+    pub record: &'r StoredRecord,
+}
+
+/// Decodes records into rows of the source's declared columns; also returns
+/// how many records were skipped as undecodable.
+pub fn decode_rows<'r>(
+    def: &SourceDef,
+    records: &'r [StoredRecord],
+) -> (Vec<DecodedRow<'r>>, usize) {
     let keys: Vec<&Column> = def.key_columns().collect();
     let values: Vec<&Column> = def.value_columns().collect();
-    let ts_index = def.timestamp_column.as_ref().and_then(|t| def.columns.iter().position(|c| &c.name == t));
+    let ts_index = def
+        .timestamp_column
+        .as_ref()
+        .and_then(|t| def.columns.iter().position(|c| &c.name == t));
     let mut out = Vec::with_capacity(records.len());
     let mut skipped = 0;
     for r in records {
         if def.kind == SourceKind::Table && r.record.value.is_none() {
             continue; // tombstone: nothing to show as a row
         }
-        let decoded = decode(def.key_format, &keys, r.record.key.as_deref())
-            .and_then(|k| Ok((k, decode(def.value_format, &values, r.record.value.as_deref())?)));
+        let decoded = decode(def.key_format, &keys, r.record.key.as_deref()).and_then(|k| {
+            Ok((
+                k,
+                decode(def.value_format, &values, r.record.value.as_deref())?,
+            ))
+        });
         match decoded {
             Ok((k, v)) => {
                 let mut k = k.into_iter();
@@ -40,7 +59,11 @@ pub fn decode_rows<'r>(def: &SourceDef, records: &'r [StoredRecord]) -> (Vec<(Ve
                     Some(Datum::Int(t)) => *t,
                     _ => r.record.timestamp,
                 };
-                out.push((row, rowtime, r));
+                out.push(DecodedRow {
+                    values: row,
+                    rowtime,
+                    record: r,
+                });
             }
             Err(e) => {
                 skipped += 1;
@@ -53,22 +76,30 @@ pub fn decode_rows<'r>(def: &SourceDef, records: &'r [StoredRecord]) -> (Vec<(Ve
 
 /// Decodes records into a change batch with the source's batch schema
 /// (declared columns, then ROWTIME, ROWPARTITION, ROWOFFSET).
-pub fn decode_batch(def: &SourceDef, schema: &SchemaRef, records: &[StoredRecord]) -> Result<ChangeBatch> {
+pub fn decode_batch(
+    def: &SourceDef,
+    schema: &SchemaRef,
+    records: &[StoredRecord],
+) -> Result<ChangeBatch> {
     let (rows, _) = decode_rows(def, records);
     let mut scalars = Vec::with_capacity(rows.len());
     let mut rowtimes = Vec::with_capacity(rows.len());
-    for (row, rowtime, r) in &rows {
-        let mut s = Vec::with_capacity(row.len() + 3);
-        for (d, c) in row.iter().zip(&def.columns) {
+    for row in &rows {
+        let mut s = Vec::with_capacity(row.values.len() + 3);
+        for (d, c) in row.values.iter().zip(&def.columns) {
             s.push(d.to_scalar(&c.ty.arrow())?);
         }
-        s.push(ScalarValue::Int64(Some(*rowtime)));
-        s.push(ScalarValue::Int32(Some(r.partition as i32)));
-        s.push(ScalarValue::Int64(Some(r.offset as i64)));
+        s.push(ScalarValue::Int64(Some(row.rowtime)));
+        s.push(ScalarValue::Int32(Some(row.record.partition as i32)));
+        s.push(ScalarValue::Int64(Some(row.record.offset as i64)));
         scalars.push(s);
-        rowtimes.push(*rowtime);
+        rowtimes.push(row.rowtime);
     }
-    Ok(ChangeBatch { batch: rows_to_batch(schema, &scalars)?, weights: vec![1; rows.len()], rowtimes })
+    Ok(ChangeBatch {
+        batch: rows_to_batch(schema, &scalars)?,
+        weights: vec![1; rows.len()],
+        rowtimes,
+    })
 }
 
 /// A row of a materialized table, as kept in the state store.
@@ -98,7 +129,11 @@ pub fn encode_sink(sink: &SourceDef, out: &ChangeBatch) -> Result<Vec<SinkRecord
     let index: Vec<usize> = sink
         .columns
         .iter()
-        .map(|c| schema.index_of(&c.name).map_err(|_| ExecError::Internal(format!("sink column {} missing from output", c.name))))
+        .map(|c| {
+            schema.index_of(&c.name).map_err(|_| {
+                ExecError::Internal(format!("sink column {} missing from output", c.name))
+            })
+        })
         .collect::<Result<_>>()?;
     let keys: Vec<&Column> = sink.key_columns().collect();
     let values: Vec<&Column> = sink.value_columns().collect();
@@ -108,7 +143,13 @@ pub fn encode_sink(sink: &SourceDef, out: &ChangeBatch) -> Result<Vec<SinkRecord
             .iter()
             .map(|c| Datum::from_scalar(&ScalarValue::try_from_array(out.batch.column(*c), i)?))
             .collect::<Result<_>>()?;
-        let key_d: Vec<&Datum> = sink.columns.iter().zip(&row).filter(|(c, _)| c.key).map(|(_, d)| d).collect();
+        let key_d: Vec<&Datum> = sink
+            .columns
+            .iter()
+            .zip(&row)
+            .filter(|(c, _)| c.key)
+            .map(|(_, d)| d)
+            .collect();
         let key = encode(sink.key_format, &keys, &key_d)?;
         rows.push((row, key));
     }
@@ -119,27 +160,63 @@ pub fn encode_sink(sink: &SourceDef, out: &ChangeBatch) -> Result<Vec<SinkRecord
         let rowtime = out.rowtimes[i];
         let partition = partition_for(key.as_deref(), sink.partitions);
         let value_of = |row: &[Datum]| -> Result<Option<Vec<u8>>> {
-            let val_d: Vec<&Datum> = sink.columns.iter().zip(row).filter(|(c, _)| !c.key).map(|(_, d)| d).collect();
+            let val_d: Vec<&Datum> = sink
+                .columns
+                .iter()
+                .zip(row)
+                .filter(|(c, _)| !c.key)
+                .map(|(_, d)| d)
+                .collect();
             encode(sink.value_format, &values, &val_d)
         };
         match (sink.kind, weight > 0) {
             (SourceKind::Stream, true) => {
                 for _ in 0..weight {
-                    let record = Record { timestamp: rowtime, key: key.clone(), value: value_of(row)?, headers: vec![] };
-                    records.push(SinkRecord { partition, record, mv: None });
+                    let record = Record {
+                        timestamp: rowtime,
+                        key: key.clone(),
+                        value: value_of(row)?,
+                        headers: vec![],
+                    };
+                    records.push(SinkRecord {
+                        partition,
+                        record,
+                        mv: None,
+                    });
                 }
             }
             (SourceKind::Stream, false) => {}
             (SourceKind::Table, true) => {
-                let record = Record { timestamp: rowtime, key: key.clone(), value: value_of(row)?, headers: vec![] };
-                let mv = Some(Some(MvRow { values: row.clone(), rowtime }));
-                records.push(SinkRecord { partition, record, mv });
+                let record = Record {
+                    timestamp: rowtime,
+                    key: key.clone(),
+                    value: value_of(row)?,
+                    headers: vec![],
+                };
+                let mv = Some(Some(MvRow {
+                    values: row.clone(),
+                    rowtime,
+                }));
+                records.push(SinkRecord {
+                    partition,
+                    record,
+                    mv,
+                });
             }
             (SourceKind::Table, false) => {
                 let replaced = i + 1 < out.len() && out.weights[i + 1] > 0 && rows[i + 1].1 == *key;
                 if !replaced {
-                    let record = Record { timestamp: rowtime, key: key.clone(), value: None, headers: vec![] };
-                    records.push(SinkRecord { partition, record, mv: Some(None) });
+                    let record = Record {
+                        timestamp: rowtime,
+                        key: key.clone(),
+                        value: None,
+                        headers: vec![],
+                    };
+                    records.push(SinkRecord {
+                        partition,
+                        record,
+                        mv: Some(None),
+                    });
                 }
             }
         }
@@ -148,15 +225,34 @@ pub fn encode_sink(sink: &SourceDef, out: &ChangeBatch) -> Result<Vec<SinkRecord
 }
 
 /// Encodes typed rows for appending to a source's topic.
-pub fn encode_rows(def: &SourceDef, rows: &[(Option<i64>, Vec<ScalarValue>)], now_ms: i64) -> Result<Vec<(u32, Record)>> {
+pub fn encode_rows(
+    def: &SourceDef,
+    rows: &[(Option<i64>, Vec<ScalarValue>)],
+    now_ms: i64,
+) -> Result<Vec<(u32, Record)>> {
     let keys: Vec<&Column> = def.key_columns().collect();
     let values: Vec<&Column> = def.value_columns().collect();
-    let ts_index = def.timestamp_column.as_ref().and_then(|t| def.columns.iter().position(|c| &c.name == t));
+    let ts_index = def
+        .timestamp_column
+        .as_ref()
+        .and_then(|t| def.columns.iter().position(|c| &c.name == t));
     let mut out = Vec::with_capacity(rows.len());
     for (rowtime, row) in rows {
         let datums: Vec<Datum> = row.iter().map(Datum::from_scalar).collect::<Result<_>>()?;
-        let key_d: Vec<&Datum> = def.columns.iter().zip(&datums).filter(|(c, _)| c.key).map(|(_, d)| d).collect();
-        let val_d: Vec<&Datum> = def.columns.iter().zip(&datums).filter(|(c, _)| !c.key).map(|(_, d)| d).collect();
+        let key_d: Vec<&Datum> = def
+            .columns
+            .iter()
+            .zip(&datums)
+            .filter(|(c, _)| c.key)
+            .map(|(_, d)| d)
+            .collect();
+        let val_d: Vec<&Datum> = def
+            .columns
+            .iter()
+            .zip(&datums)
+            .filter(|(c, _)| !c.key)
+            .map(|(_, d)| d)
+            .collect();
         let key = encode(def.key_format, &keys, &key_d)?;
         let value = encode(def.value_format, &values, &val_d)?;
         let timestamp = rowtime
@@ -166,7 +262,15 @@ pub fn encode_rows(def: &SourceDef, rows: &[(Option<i64>, Vec<ScalarValue>)], no
             })
             .unwrap_or(now_ms);
         let partition = partition_for(key.as_deref(), def.partitions);
-        out.push((partition, Record { timestamp, key, value, headers: vec![] }));
+        out.push((
+            partition,
+            Record {
+                timestamp,
+                key,
+                value,
+                headers: vec![],
+            },
+        ));
     }
     Ok(out)
 }

@@ -40,9 +40,9 @@ impl Datum {
             ScalarValue::UInt64(Some(i)) => Datum::Int(i64::try_from(*i).unwrap_or(i64::MAX)),
             ScalarValue::Float32(Some(f)) => Datum::Float(f64::from(*f)),
             ScalarValue::Float64(Some(f)) => Datum::Float(*f),
-            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-                Datum::Str(s.clone())
-            }
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => Datum::Str(s.clone()),
             ScalarValue::TimestampMillisecond(Some(t), _) => Datum::Int(*t),
             ScalarValue::TimestampSecond(Some(t), _) => Datum::Int(t.saturating_mul(1000)),
             ScalarValue::TimestampMicrosecond(Some(t), _) => Datum::Int(t / 1000),
@@ -63,7 +63,9 @@ impl Datum {
         Ok(match (self, ty) {
             (Datum::Null, ty) => ScalarValue::try_from(ty)?,
             (Datum::Bool(b), DataType::Boolean) => ScalarValue::Boolean(Some(*b)),
-            (Datum::Int(i), DataType::Int32) => ScalarValue::Int32(Some(i32::try_from(*i).map_err(|_| bad())?)),
+            (Datum::Int(i), DataType::Int32) => {
+                ScalarValue::Int32(Some(i32::try_from(*i).map_err(|_| bad())?))
+            }
             (Datum::Int(i), DataType::Int64) => ScalarValue::Int64(Some(*i)),
             (Datum::Int(i), DataType::Float64) => ScalarValue::Float64(Some(*i as f64)),
             (Datum::Float(f), DataType::Float64) => ScalarValue::Float64(Some(*f)),
@@ -73,7 +75,10 @@ impl Datum {
             (Datum::Str(s), DataType::Utf8) => ScalarValue::Utf8(Some(s.clone())),
             (Datum::Str(s), DataType::LargeUtf8) => ScalarValue::LargeUtf8(Some(s.clone())),
             (Datum::Str(s), DataType::Utf8View) => ScalarValue::Utf8View(Some(s.clone())),
-            (d, ty) => d.to_scalar(&DataType::Float64).and_then(|v| Ok(v.cast_to(ty)?)).map_err(|_| bad())?,
+            (d, ty) => d
+                .to_scalar(&DataType::Float64)
+                .and_then(|v| Ok(v.cast_to(ty)?))
+                .map_err(|_| bad())?,
         })
     }
 

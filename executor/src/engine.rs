@@ -10,7 +10,8 @@ use brook_planner::binder::InsertRow;
 use brook_planner::catalog::{SourceDef, SourceKind};
 use brook_planner::plan::{PullPlan, StreamPlan};
 use brook_storage::{
-    CatalogStore, FlushPolicy, LogStore, MemoryStateStore, Record, SledStateStore, StateStore, StorageError, WriteBatch,
+    CatalogStore, FlushPolicy, LogStore, MemoryStateStore, Record, SledStateStore, StateStore,
+    StorageError, WriteBatch,
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -63,7 +64,14 @@ struct Checkpoint {
 struct OutboxPart {
     partition: u32,
     base: u64,
-    records: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>,
+    records: Vec<OutboxRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OutboxRecord {
+    timestamp: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
 }
 
 /// Rows streamed to a push-query client.
@@ -84,7 +92,9 @@ pub struct Engine {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn query_prefix(id: &str) -> Vec<u8> {
@@ -111,7 +121,13 @@ impl Engine {
         let state: Arc<dyn StateStore> = Arc::new(SledStateStore::open(&db)?);
         let catalog = CatalogStore::open(&db)?;
         let (appended, _) = watch::channel(0);
-        Ok(Arc::new(Engine { log, state, catalog, appended, queries: Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(Engine {
+            log,
+            state,
+            catalog,
+            appended,
+            queries: Mutex::new(HashMap::new()),
+        }))
     }
 
     /// The catalog command log.
@@ -153,7 +169,8 @@ impl Engine {
 
     /// Appends rows to a source's topic; returns once they are durable.
     pub fn insert(&self, def: &SourceDef, rows: &[InsertRow]) -> Result<usize> {
-        let rows: Vec<(Option<i64>, Vec<ScalarValue>)> = rows.iter().map(|r| (r.rowtime, r.values.clone())).collect();
+        let rows: Vec<(Option<i64>, Vec<ScalarValue>)> =
+            rows.iter().map(|r| (r.rowtime, r.values.clone())).collect();
         let encoded = encode_rows(def, &rows, now_ms())?;
         let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
         for (p, r) in encoded {
@@ -167,10 +184,17 @@ impl Engine {
     }
 
     /// Starts (or resumes from its checkpoint) a persistent query writing `sink`.
-    pub fn start_query(self: &Arc<Self>, id: &str, plan: StreamPlan, sink: SourceDef) -> Result<()> {
+    pub fn start_query(
+        self: &Arc<Self>,
+        id: &str,
+        plan: StreamPlan,
+        sink: SourceDef,
+    ) -> Result<()> {
         let mut queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
         if queries.contains_key(id) {
-            return Err(ExecError::Internal(format!("query {id} is already running")));
+            return Err(ExecError::Internal(format!(
+                "query {id} is already running"
+            )));
         }
         let partitions = self.log.partitions(&plan.source.topic)?;
         let (stop, stop_rx) = watch::channel(false);
@@ -179,19 +203,33 @@ impl Engine {
         let qid = id.to_string();
         let source_topic = plan.source.topic.clone();
         let handle = tokio::spawn(async move {
-            let result = engine.run_query(&qid, plan, sink, partitions, stop_rx, &progress_tx).await;
+            let result = engine
+                .run_query(&qid, plan, sink, partitions, stop_rx, &progress_tx)
+                .await;
             if let Err(e) = result {
                 tracing::error!(query_id = %qid, error = %e, "persistent query failed");
                 progress_tx.send_modify(|p| p.failed = Some(e.to_string()));
             }
         });
-        queries.insert(id.to_string(), RunningQuery { source_topic, progress, stop, handle });
+        queries.insert(
+            id.to_string(),
+            RunningQuery {
+                source_topic,
+                progress,
+                stop,
+                handle,
+            },
+        );
         Ok(())
     }
 
     /// Stops a persistent query and deletes its state.
     pub async fn terminate_query(&self, id: &str) -> Result<()> {
-        let q = self.queries.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let q = self
+            .queries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         let q = q.ok_or_else(|| ExecError::QueryNotFound(id.to_string()))?;
         let _ = q.stop.send(true);
         let _ = q.handle.await;
@@ -207,7 +245,10 @@ impl Engine {
     /// Ids of running persistent queries and whether each has failed.
     pub fn query_status(&self) -> BTreeMap<String, Option<String>> {
         let queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
-        queries.iter().map(|(id, q)| (id.clone(), q.progress.borrow().failed.clone())).collect()
+        queries
+            .iter()
+            .map(|(id, q)| (id.clone(), q.progress.borrow().failed.clone()))
+            .collect()
     }
 
     /// Stops every query (their state stays for the next start).
@@ -243,9 +284,14 @@ impl Engine {
                     {
                         let p = progress.borrow_and_update();
                         if let Some(reason) = &p.failed {
-                            return Err(ExecError::QueryFailed { id, reason: reason.clone() });
+                            return Err(ExecError::QueryFailed {
+                                id,
+                                reason: reason.clone(),
+                            });
                         }
-                        if p.offsets.len() == target.len() && p.offsets.iter().zip(&target).all(|(a, b)| a >= b) {
+                        if p.offsets.len() == target.len()
+                            && p.offsets.iter().zip(&target).all(|(a, b)| a >= b)
+                        {
                             break;
                         }
                     }
@@ -273,10 +319,17 @@ impl Engine {
         let mut cp: Checkpoint = match self.state.get(&meta_key)? {
             Some(b) => serde_json::from_slice(&b)
                 .map_err(|e| ExecError::Internal(format!("unreadable checkpoint of {id}: {e}")))?,
-            None => Checkpoint { epoch: 0, offsets: vec![0; partitions as usize], outbox: vec![] },
+            None => Checkpoint {
+                epoch: 0,
+                offsets: vec![0; partitions as usize],
+                outbox: vec![],
+            },
         };
         if cp.offsets.len() != partitions as usize {
-            return Err(ExecError::Internal(format!("checkpoint of {id} has {} partitions, topic has {partitions}", cp.offsets.len())));
+            return Err(ExecError::Internal(format!(
+                "checkpoint of {id} has {} partitions, topic has {partitions}",
+                cp.offsets.len()
+            )));
         }
         self.write_outbox(id, &sink, &cp.outbox)?;
         progress.send_modify(|p| p.offsets = cp.offsets.clone());
@@ -290,7 +343,12 @@ impl Engine {
             appended.borrow_and_update();
             let mut records = Vec::new();
             for p in 0..partitions {
-                records.extend(self.log.read(&plan.source.topic, p, cp.offsets[p as usize], EPOCH_RECORDS)?);
+                records.extend(self.log.read(
+                    &plan.source.topic,
+                    p,
+                    cp.offsets[p as usize],
+                    EPOCH_RECORDS,
+                )?);
             }
             if records.is_empty() {
                 tokio::select! {
@@ -315,7 +373,11 @@ impl Engine {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
                         let base = self.log.end_offset(&sink.topic, r.partition)?;
-                        e.insert(OutboxPart { partition: r.partition, base, records: Vec::new() })
+                        e.insert(OutboxPart {
+                            partition: r.partition,
+                            base,
+                            records: Vec::new(),
+                        })
                     }
                 };
                 if let (Some(mv), Some(key)) = (r.mv, &r.record.key) {
@@ -325,9 +387,17 @@ impl Engine {
                         None => batch.delete(k),
                     }
                 }
-                part.records.push((r.record.timestamp, r.record.key, r.record.value));
+                part.records.push(OutboxRecord {
+                    timestamp: r.record.timestamp,
+                    key: r.record.key,
+                    value: r.record.value,
+                });
             }
-            cp = Checkpoint { epoch: cp.epoch + 1, offsets, outbox: outbox.into_values().collect() };
+            cp = Checkpoint {
+                epoch: cp.epoch + 1,
+                offsets,
+                outbox: outbox.into_values().collect(),
+            };
             batch.put(meta_key.clone(), json(&cp)?);
             let state = Arc::clone(&self.state);
             tokio::task::spawn_blocking(move || state.commit(batch))
@@ -350,14 +420,22 @@ impl Engine {
                 let records: Vec<Record> = part
                     .records
                     .iter()
-                    .map(|(timestamp, key, value)| Record { timestamp: *timestamp, key: key.clone(), value: value.clone(), headers: vec![] })
+                    .map(|r| Record {
+                        timestamp: r.timestamp,
+                        key: r.key.clone(),
+                        value: r.value.clone(),
+                        headers: vec![],
+                    })
                     .collect();
                 self.log.append(&sink.topic, part.partition, &records)?;
                 wrote = true;
             } else if end != part.base + n {
                 return Err(ExecError::Internal(format!(
                     "sink {} partition {} of query {id} ends at {end}, expected {} or {}",
-                    sink.topic, part.partition, part.base, part.base + n
+                    sink.topic,
+                    part.partition,
+                    part.base,
+                    part.base + n
                 )));
             }
         }
@@ -371,8 +449,11 @@ impl Engine {
     /// or until the receiver is dropped.
     pub fn push(self: &Arc<Self>, plan: StreamPlan, from_beginning: bool) -> Result<PushStream> {
         let partitions = self.log.partitions(&plan.source.topic)?;
-        let mut offsets: Vec<u64> =
-            if from_beginning { vec![0; partitions as usize] } else { self.log.end_offsets(&plan.source.topic)? };
+        let mut offsets: Vec<u64> = if from_beginning {
+            vec![0; partitions as usize]
+        } else {
+            self.log.end_offsets(&plan.source.topic)?
+        };
         let (tx, rx) = mpsc::channel(1024);
         let engine = Arc::clone(self);
         let out_schema = Arc::clone(&plan.output_schema);
@@ -390,7 +471,12 @@ impl Engine {
                     appended.borrow_and_update();
                     let mut records = Vec::new();
                     for p in 0..partitions {
-                        records.extend(engine.log.read(&plan.source.topic, p, offsets[p as usize], EPOCH_RECORDS)?);
+                        records.extend(engine.log.read(
+                            &plan.source.topic,
+                            p,
+                            offsets[p as usize],
+                            EPOCH_RECORDS,
+                        )?);
                     }
                     if records.is_empty() {
                         tokio::select! {
@@ -400,9 +486,11 @@ impl Engine {
                         continue;
                     }
                     for r in &records {
-                        offsets[r.partition as usize] = offsets[r.partition as usize].max(r.offset + 1);
+                        offsets[r.partition as usize] =
+                            offsets[r.partition as usize].max(r.offset + 1);
                     }
-                    let out = pipeline.process(decode_batch(&plan.source, &schema, &records)?, &state)?;
+                    let out =
+                        pipeline.process(decode_batch(&plan.source, &schema, &records)?, &state)?;
                     let mut wb = WriteBatch::default();
                     pipeline.drain_state(&mut wb)?;
                     state.commit(wb)?;
@@ -425,7 +513,10 @@ impl Engine {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        Ok(PushStream { schema: out_schema, rows: rx })
+        Ok(PushStream {
+            schema: out_schema,
+            rows: rx,
+        })
     }
 
     /// Runs a pull query over the current contents of its sources.
@@ -435,7 +526,10 @@ impl Engine {
             let schema = def.batch_schema();
             let rows = self.scan_source(def)?;
             let batch = rows_to_batch(&schema, &rows)?;
-            tables.insert(def.name.clone(), Arc::new(MemTable::try_new(schema, vec![vec![batch]])?));
+            tables.insert(
+                def.name.clone(),
+                Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
+            );
         }
         let plan = plan
             .plan
@@ -463,17 +557,26 @@ impl Engine {
     /// key for other tables, every record for streams.
     fn scan_source(&self, def: &SourceDef) -> Result<Vec<Vec<ScalarValue>>> {
         let mut out = Vec::new();
-        let to_row = |values: &[Datum], rowtime: i64, partition: i32, offset: i64| -> Result<Vec<ScalarValue>> {
+        let to_row = |values: &[Datum],
+                      rowtime: i64,
+                      partition: i32,
+                      offset: i64|
+         -> Result<Vec<ScalarValue>> {
             let mut row = Vec::with_capacity(values.len() + 3);
             for (d, c) in values.iter().zip(&def.columns) {
                 row.push(d.to_scalar(&c.ty.arrow())?);
             }
-            row.extend([ScalarValue::Int64(Some(rowtime)), ScalarValue::Int32(Some(partition)), ScalarValue::Int64(Some(offset))]);
+            row.extend([
+                ScalarValue::Int64(Some(rowtime)),
+                ScalarValue::Int32(Some(partition)),
+                ScalarValue::Int64(Some(offset)),
+            ]);
             Ok(row)
         };
         if def.kind == SourceKind::Table && def.query_id.is_some() {
             for (_, v) in self.state.scan_prefix(&mv_prefix(&def.name))? {
-                let row: MvRow = serde_json::from_slice(&v).map_err(|e| ExecError::Internal(format!("unreadable row: {e}")))?;
+                let row: MvRow = serde_json::from_slice(&v)
+                    .map_err(|e| ExecError::Internal(format!("unreadable row: {e}")))?;
                 out.push(to_row(&row.values, row.rowtime, 0, -1)?);
             }
             return Ok(out);
@@ -494,10 +597,15 @@ impl Engine {
                     }
                 }
                 let (rows, _) = decode_rows(def, &records);
-                for (values, rowtime, r) in rows {
-                    let row = to_row(&values, rowtime, r.partition as i32, r.offset as i64)?;
+                for d in rows {
+                    let row = to_row(
+                        &d.values,
+                        d.rowtime,
+                        d.record.partition as i32,
+                        d.record.offset as i64,
+                    )?;
                     if def.kind == SourceKind::Table {
-                        latest.insert(r.record.key.clone(), Some(row));
+                        latest.insert(d.record.record.key.clone(), Some(row));
                     } else {
                         out.push(row);
                     }

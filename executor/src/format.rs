@@ -30,7 +30,9 @@ pub fn encode(format: Format, columns: &[&Column], values: &[&Datum]) -> Result<
                 }
                 Json::Object(map)
             };
-            Ok(Some(serde_json::to_vec(&json).map_err(|e| ser(e.to_string()))?))
+            Ok(Some(
+                serde_json::to_vec(&json).map_err(|e| ser(e.to_string()))?,
+            ))
         }
         Format::Delimited => {
             let fields: Vec<String> = values.iter().map(|v| delimited_field(v)).collect();
@@ -61,14 +63,17 @@ pub fn decode(format: Format, columns: &[&Column], bytes: Option<&[u8]>) -> Resu
     };
     match format {
         Format::Json => {
-            let json: Json = serde_json::from_slice(bytes).map_err(|e| ser(format!("invalid JSON: {e}")))?;
+            let json: Json =
+                serde_json::from_slice(bytes).map_err(|e| ser(format!("invalid JSON: {e}")))?;
             match json {
                 Json::Object(map) if !(columns.len() == 1 && is_key_like(columns)) => columns
                     .iter()
                     .map(|c| {
-                        let v = map
-                            .get(&c.name)
-                            .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(&c.name)).map(|(_, v)| v));
+                        let v = map.get(&c.name).or_else(|| {
+                            map.iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case(&c.name))
+                                .map(|(_, v)| v)
+                        });
                         v.map_or(Ok(Datum::Null), |v| json_to_datum(v, c))
                     })
                     .collect(),
@@ -77,10 +82,15 @@ pub fn decode(format: Format, columns: &[&Column], bytes: Option<&[u8]>) -> Resu
             }
         }
         Format::Delimited => {
-            let text = std::str::from_utf8(bytes).map_err(|_| ser("DELIMITED value is not UTF-8"))?;
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| ser("DELIMITED value is not UTF-8"))?;
             let fields = split_delimited(text);
             if fields.len() != columns.len() {
-                return Err(ser(format!("expected {} DELIMITED fields, found {}", columns.len(), fields.len())));
+                return Err(ser(format!(
+                    "expected {} DELIMITED fields, found {}",
+                    columns.len(),
+                    fields.len()
+                )));
             }
             columns
                 .iter()
@@ -117,7 +127,10 @@ fn json_to_datum(v: &Json, c: &Column) -> Result<Datum> {
         (Json::Null, _) => Datum::Null,
         (Json::Bool(b), SqlType::Boolean) => Datum::Bool(*b),
         (Json::Number(n), SqlType::Int | SqlType::Bigint | SqlType::Timestamp) => {
-            let i = n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)).ok_or_else(bad)?;
+            let i = n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                .ok_or_else(bad)?;
             if c.ty == SqlType::Int && i32::try_from(i).is_err() {
                 return Err(bad());
             }
@@ -133,7 +146,12 @@ fn json_to_datum(v: &Json, c: &Column) -> Result<Datum> {
 
 /// Parses a textual field as the column's type.
 pub fn parse_text(s: &str, c: &Column) -> Result<Datum> {
-    let bad = || ser(format!("cannot read '{s}' as {} for column {}", c.ty, c.name));
+    let bad = || {
+        ser(format!(
+            "cannot read '{s}' as {} for column {}",
+            c.ty, c.name
+        ))
+    };
     let t = s.trim();
     Ok(match c.ty {
         SqlType::String => Datum::Str(s.to_string()),
@@ -163,7 +181,9 @@ fn delimited_field(d: &Datum) -> String {
         Datum::Bool(b) => b.to_string(),
         Datum::Int(i) => i.to_string(),
         Datum::Float(f) => f.to_string(),
-        Datum::Str(s) if s.contains([',', '"', '\n']) || s.is_empty() => format!("\"{}\"", s.replace('"', "\"\"")),
+        Datum::Str(s) if s.contains([',', '"', '\n']) || s.is_empty() => {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        }
         Datum::Str(s) => s.clone(),
     }
 }
@@ -187,20 +207,33 @@ fn split_delimited(text: &str) -> Vec<Option<String>> {
                 was_quoted = true;
             }
             ',' if !quoted => {
-                out.push(if cur.is_empty() && !was_quoted { None } else { Some(std::mem::take(&mut cur)) });
+                out.push(if cur.is_empty() && !was_quoted {
+                    None
+                } else {
+                    Some(std::mem::take(&mut cur))
+                });
                 was_quoted = false;
             }
             c => cur.push(c),
         }
     }
-    out.push(if cur.is_empty() && !was_quoted { None } else { Some(cur) });
+    out.push(if cur.is_empty() && !was_quoted {
+        None
+    } else {
+        Some(cur)
+    });
     out
 }
 
 fn kafka_encode(ty: SqlType, d: &Datum) -> Result<Option<Vec<u8>>> {
     Ok(match (ty, d) {
         (_, Datum::Null) => None,
-        (SqlType::Int, Datum::Int(i)) => Some(i32::try_from(*i).map_err(|_| ser("INT out of range"))?.to_be_bytes().to_vec()),
+        (SqlType::Int, Datum::Int(i)) => Some(
+            i32::try_from(*i)
+                .map_err(|_| ser("INT out of range"))?
+                .to_be_bytes()
+                .to_vec(),
+        ),
         (SqlType::Bigint | SqlType::Timestamp, Datum::Int(i)) => Some(i.to_be_bytes().to_vec()),
         (SqlType::Double, Datum::Float(f)) => Some(f.to_be_bytes().to_vec()),
         (SqlType::Double, Datum::Int(i)) => Some((*i as f64).to_be_bytes().to_vec()),
@@ -210,7 +243,16 @@ fn kafka_encode(ty: SqlType, d: &Datum) -> Result<Option<Vec<u8>>> {
 }
 
 fn kafka_decode(ty: SqlType, b: &[u8]) -> Result<Datum> {
-    let size = |n: usize| if b.len() == n { Ok(()) } else { Err(ser(format!("expected {n} bytes for KAFKA {ty}, found {}", b.len()))) };
+    let size = |n: usize| {
+        if b.len() == n {
+            Ok(())
+        } else {
+            Err(ser(format!(
+                "expected {n} bytes for KAFKA {ty}, found {}",
+                b.len()
+            )))
+        }
+    };
     Ok(match ty {
         SqlType::Int => {
             size(4)?;
@@ -228,7 +270,9 @@ fn kafka_decode(ty: SqlType, b: &[u8]) -> Result<Datum> {
             a.copy_from_slice(b);
             Datum::Float(f64::from_be_bytes(a))
         }
-        SqlType::String => Datum::Str(String::from_utf8(b.to_vec()).map_err(|_| ser("KAFKA STRING is not UTF-8"))?),
+        SqlType::String => {
+            Datum::Str(String::from_utf8(b.to_vec()).map_err(|_| ser("KAFKA STRING is not UTF-8"))?)
+        }
         SqlType::Boolean => return Err(ser("the KAFKA format does not support BOOLEAN")),
     })
 }
@@ -249,12 +293,20 @@ mod tests {
     use super::*;
 
     fn col(name: &str, ty: SqlType, key: bool) -> Column {
-        Column { name: name.into(), ty, key }
+        Column {
+            name: name.into(),
+            ty,
+            key,
+        }
     }
 
     #[test]
     fn formats_round_trip() {
-        let cols = [col("A", SqlType::Int, false), col("B", SqlType::String, false), col("C", SqlType::Double, false)];
+        let cols = [
+            col("A", SqlType::Int, false),
+            col("B", SqlType::String, false),
+            col("C", SqlType::Double, false),
+        ];
         let refs: Vec<&Column> = cols.iter().collect();
         let vals = [Datum::Int(3), Datum::Str("x,\"y\"".into()), Datum::Null];
         let vrefs: Vec<&Datum> = vals.iter().collect();
@@ -266,14 +318,25 @@ mod tests {
         let krefs: Vec<&Column> = key.iter().collect();
         let bytes = encode(Format::Kafka, &krefs, &[&Datum::Int(-7)]).unwrap();
         assert_eq!(bytes.as_deref(), Some(&(-7i64).to_be_bytes()[..]));
-        assert_eq!(decode(Format::Kafka, &krefs, bytes.as_deref()).unwrap(), vec![Datum::Int(-7)]);
+        assert_eq!(
+            decode(Format::Kafka, &krefs, bytes.as_deref()).unwrap(),
+            vec![Datum::Int(-7)]
+        );
     }
 
     #[test]
     fn json_is_lenient_like_ksqldb() {
-        let cols = [col("USER_ID", SqlType::Int, false), col("NAME", SqlType::String, false)];
+        let cols = [
+            col("USER_ID", SqlType::Int, false),
+            col("NAME", SqlType::String, false),
+        ];
         let refs: Vec<&Column> = cols.iter().collect();
-        let got = decode(Format::Json, &refs, Some(br#"{"user_id": "5", "Name": 12}"#)).unwrap();
+        let got = decode(
+            Format::Json,
+            &refs,
+            Some(br#"{"user_id": "5", "Name": 12}"#),
+        )
+        .unwrap();
         assert_eq!(got, vec![Datum::Int(5), Datum::Str("12".into())]);
         assert!(decode(Format::Json, &refs, Some(b"{not json")).is_err());
         assert!(decode(Format::Json, &refs, Some(br#"{"USER_ID": 1e20}"#)).is_err());

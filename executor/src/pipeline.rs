@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use brook_planner::plan::{AggFunc, StreamOp, StreamPlan};
 use brook_storage::{StateStore, WriteBatch};
-use datafusion::arrow::array::{new_empty_array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{
+    new_empty_array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
+};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
@@ -48,7 +50,11 @@ impl ChangeBatch {
 
     /// The row at `i` as scalars.
     pub fn row(&self, i: usize) -> Result<Vec<ScalarValue>> {
-        self.batch.columns().iter().map(|c| Ok(ScalarValue::try_from_array(c, i)?)).collect()
+        self.batch
+            .columns()
+            .iter()
+            .map(|c| Ok(ScalarValue::try_from_array(c, i)?))
+            .collect()
     }
 }
 
@@ -65,7 +71,11 @@ pub fn rows_to_batch(schema: &SchemaRef, rows: &[Vec<ScalarValue>]) -> Result<Re
         columns.push(array);
     }
     let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-    Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &options,
+    )?)
 }
 
 fn coerce(v: &ScalarValue, ty: &DataType) -> Result<ScalarValue> {
@@ -79,12 +89,20 @@ fn coerce(v: &ScalarValue, ty: &DataType) -> Result<ScalarValue> {
 type PhysExpr = Arc<dyn PhysicalExpr>;
 
 fn physical(e: &Expr, schema: &datafusion::common::DFSchema) -> Result<PhysExpr> {
-    Ok(create_physical_expr(e, schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())?)
+    Ok(create_physical_expr(
+        e,
+        schema,
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    )?)
 }
 
 enum Step {
     Filter(PhysExpr),
-    Project { exprs: Vec<PhysExpr>, schema: SchemaRef },
+    Project {
+        exprs: Vec<PhysExpr>,
+        schema: SchemaRef,
+    },
     Aggregate(AggregateOp),
 }
 
@@ -99,17 +117,40 @@ impl Pipeline {
         let mut steps = Vec::with_capacity(plan.ops.len());
         for op in &plan.ops {
             steps.push(match op {
-                StreamOp::Filter { predicate, input_schema } => Step::Filter(physical(predicate, input_schema)?),
-                StreamOp::Project { exprs, input_schema, output_schema } => Step::Project {
-                    exprs: exprs.iter().map(|e| physical(e, input_schema)).collect::<Result<_>>()?,
+                StreamOp::Filter {
+                    predicate,
+                    input_schema,
+                } => Step::Filter(physical(predicate, input_schema)?),
+                StreamOp::Project {
+                    exprs,
+                    input_schema,
+                    output_schema,
+                } => Step::Project {
+                    exprs: exprs
+                        .iter()
+                        .map(|e| physical(e, input_schema))
+                        .collect::<Result<_>>()?,
                     schema: Arc::new(output_schema.as_arrow().clone()),
                 },
-                StreamOp::Aggregate { group, aggs, input_schema, output_schema } => Step::Aggregate(AggregateOp {
-                    group: group.iter().map(|e| physical(e, input_schema)).collect::<Result<_>>()?,
+                StreamOp::Aggregate {
+                    group,
+                    aggs,
+                    input_schema,
+                    output_schema,
+                } => Step::Aggregate(AggregateOp {
+                    group: group
+                        .iter()
+                        .map(|e| physical(e, input_schema))
+                        .collect::<Result<_>>()?,
                     funcs: aggs.iter().map(|a| a.func).collect(),
                     args: aggs
                         .iter()
-                        .map(|a| a.arg.as_ref().map(|e| physical(e, input_schema)).transpose())
+                        .map(|a| {
+                            a.arg
+                                .as_ref()
+                                .map(|e| physical(e, input_schema))
+                                .transpose()
+                        })
                         .collect::<Result<_>>()?,
                     schema: Arc::new(output_schema.as_arrow().clone()),
                     prefix: state_prefix.clone(),
@@ -121,7 +162,11 @@ impl Pipeline {
     }
 
     /// Pushes a batch of changes through every step.
-    pub fn process(&mut self, mut input: ChangeBatch, state: &dyn StateStore) -> Result<ChangeBatch> {
+    pub fn process(
+        &mut self,
+        mut input: ChangeBatch,
+        state: &dyn StateStore,
+    ) -> Result<ChangeBatch> {
         // Every step runs even on an empty batch, so the result always has
         // the pipeline's output schema.
         for step in &mut self.steps {
@@ -131,14 +176,28 @@ impl Pipeline {
                     let mask = mask
                         .as_any()
                         .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| ExecError::Internal("filter predicate is not boolean".into()))?;
+                        .ok_or_else(|| {
+                            ExecError::Internal("filter predicate is not boolean".into())
+                        })?;
                     // NULL counts as false.
                     let mask: BooleanArray = mask.iter().map(|b| Some(b == Some(true))).collect();
                     let keep: Vec<bool> = mask.iter().map(|b| b == Some(true)).collect();
                     ChangeBatch {
                         batch: filter_record_batch(&input.batch, &mask)?,
-                        weights: input.weights.iter().zip(&keep).filter(|(_, k)| **k).map(|(w, _)| *w).collect(),
-                        rowtimes: input.rowtimes.iter().zip(&keep).filter(|(_, k)| **k).map(|(t, _)| *t).collect(),
+                        weights: input
+                            .weights
+                            .iter()
+                            .zip(&keep)
+                            .filter(|(_, k)| **k)
+                            .map(|(w, _)| *w)
+                            .collect(),
+                        rowtimes: input
+                            .rowtimes
+                            .iter()
+                            .zip(&keep)
+                            .filter(|(_, k)| **k)
+                            .map(|(t, _)| *t)
+                            .collect(),
                     }
                 }
                 Step::Project { exprs, schema } => {
@@ -149,7 +208,11 @@ impl Pipeline {
                         .collect::<Result<Vec<_>>>()?;
                     let options = RecordBatchOptions::new().with_row_count(Some(n));
                     ChangeBatch {
-                        batch: RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?,
+                        batch: RecordBatch::try_new_with_options(
+                            Arc::clone(schema),
+                            columns,
+                            &options,
+                        )?,
                         weights: input.weights,
                         rowtimes: input.rowtimes,
                     }
@@ -174,8 +237,15 @@ impl Pipeline {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Acc {
     Count(i64),
-    Sum { int: i64, float: f64, n: i64 },
-    Avg { sum: f64, n: i64 },
+    Sum {
+        int: i64,
+        float: f64,
+        n: i64,
+    },
+    Avg {
+        sum: f64,
+        n: i64,
+    },
     /// Multiset of values with their multiplicities, sorted.
     MinMax(Vec<(Datum, i64)>),
 }
@@ -210,7 +280,10 @@ impl AggregateOp {
         }
         let stored = state.get(&self.state_key(key))?;
         stored
-            .map(|b| serde_json::from_slice(&b).map_err(|e| ExecError::Internal(format!("unreadable aggregate state: {e}"))))
+            .map(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| ExecError::Internal(format!("unreadable aggregate state: {e}")))
+            })
             .transpose()
     }
 
@@ -224,17 +297,27 @@ impl AggregateOp {
         let arg_cols = self
             .args
             .iter()
-            .map(|a| a.as_ref().map(|e| Ok::<_, ExecError>(e.evaluate(&input.batch)?.into_array(n)?)).transpose())
+            .map(|a| {
+                a.as_ref()
+                    .map(|e| Ok::<_, ExecError>(e.evaluate(&input.batch)?.into_array(n)?))
+                    .transpose()
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut out_rows = Vec::new();
         let mut out_weights = Vec::new();
         let mut out_times = Vec::new();
         for row in 0..n {
             let weight = input.weights[row];
-            let group: Vec<ScalarValue> =
-                group_cols.iter().map(|c| ScalarValue::try_from_array(c, row)).collect::<Result<_, _>>()?;
-            let group_datums = group.iter().map(Datum::from_scalar).collect::<Result<Vec<_>>>()?;
-            let key = serde_json::to_vec(&group_datums).map_err(|e| ExecError::Internal(e.to_string()))?;
+            let group: Vec<ScalarValue> = group_cols
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, row))
+                .collect::<Result<_, _>>()?;
+            let group_datums = group
+                .iter()
+                .map(Datum::from_scalar)
+                .collect::<Result<Vec<_>>>()?;
+            let key = serde_json::to_vec(&group_datums)
+                .map_err(|e| ExecError::Internal(e.to_string()))?;
             let old = self.load(&key, state)?;
             let mut new = old.clone().unwrap_or_else(|| GroupState {
                 rows: 0,
@@ -261,7 +344,11 @@ impl AggregateOp {
             }
             self.cache.insert(key, new);
         }
-        Ok(ChangeBatch { batch: rows_to_batch(&self.schema, &out_rows)?, weights: out_weights, rowtimes: out_times })
+        Ok(ChangeBatch {
+            batch: rows_to_batch(&self.schema, &out_rows)?,
+            weights: out_weights,
+            rowtimes: out_times,
+        })
     }
 
     fn output_row(&self, group: &[ScalarValue], s: &GroupState) -> Result<Vec<ScalarValue>> {
@@ -278,7 +365,10 @@ impl AggregateOp {
         for (key, s) in std::mem::take(&mut self.cache) {
             let k = self.state_key(&key);
             match s {
-                Some(s) => batch.put(k, serde_json::to_vec(&s).map_err(|e| ExecError::Internal(e.to_string()))?),
+                Some(s) => batch.put(
+                    k,
+                    serde_json::to_vec(&s).map_err(|e| ExecError::Internal(e.to_string()))?,
+                ),
                 None => batch.delete(k),
             }
         }
@@ -289,7 +379,11 @@ impl AggregateOp {
 fn new_acc(f: AggFunc) -> Acc {
     match f {
         AggFunc::Count => Acc::Count(0),
-        AggFunc::Sum => Acc::Sum { int: 0, float: 0.0, n: 0 },
+        AggFunc::Sum => Acc::Sum {
+            int: 0,
+            float: 0.0,
+            n: 0,
+        },
         AggFunc::Avg => Acc::Avg { sum: 0.0, n: 0 },
         AggFunc::Min | AggFunc::Max => Acc::MinMax(Vec::new()),
     }
@@ -349,7 +443,11 @@ fn acc_output(f: AggFunc, acc: &Acc, ty: &DataType) -> Datum {
         Acc::Avg { n, .. } if *n <= 0 => Datum::Null,
         Acc::Avg { sum, n } => Datum::Float(sum / *n as f64),
         Acc::MinMax(set) => {
-            let pick = if f == AggFunc::Min { set.first() } else { set.last() };
+            let pick = if f == AggFunc::Min {
+                set.first()
+            } else {
+                set.last()
+            };
             pick.map_or(Datum::Null, |(d, _)| d.clone())
         }
     }

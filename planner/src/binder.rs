@@ -17,10 +17,13 @@ use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::{Expr, FetchType, LogicalPlan};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    self, visit_relations, Ident, Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, UnaryOperator, Value,
+    self, visit_relations, Ident, Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    UnaryOperator, Value,
 };
 
-use crate::catalog::{Catalog, Column, Format, SourceDef, SourceKind, ROWOFFSET, ROWPARTITION, ROWTIME};
+use crate::catalog::{
+    Catalog, Column, Format, SourceDef, SourceKind, ROWOFFSET, ROWPARTITION, ROWTIME,
+};
 use crate::error::{PlanError, Result};
 use crate::parser::{object_name, ColumnSpec, PropValue, Props};
 use crate::plan::{AggCall, AggFunc, PullPlan, StreamOp, StreamPlan};
@@ -55,7 +58,10 @@ fn check_props(props: &Props) -> Result<()> {
     if unknown.is_empty() {
         Ok(())
     } else {
-        Err(PlanError::Invalid(format!("Invalid config variable(s) in the WITH clause: {}", unknown.join(","))))
+        Err(PlanError::Invalid(format!(
+            "Invalid config variable(s) in the WITH clause: {}",
+            unknown.join(",")
+        )))
     }
 }
 
@@ -68,15 +74,30 @@ fn partitions_prop(props: &Props) -> Result<Option<u32>> {
             .ok()
             .filter(|n| (1..=1024).contains(n))
             .map(Some)
-            .ok_or_else(|| PlanError::Invalid(format!("invalid PARTITIONS {}: expected a number from 1 to 1024", v))),
+            .ok_or_else(|| {
+                PlanError::Invalid(format!(
+                    "invalid PARTITIONS {}: expected a number from 1 to 1024",
+                    v
+                ))
+            }),
     }
 }
 
 /// Key and value formats from `FORMAT`, `KEY_FORMAT`, `VALUE_FORMAT`.
-fn formats(props: &Props, default_key: Format, default_value: Option<Format>) -> Result<(Format, Format)> {
-    let both = prop(props, "FORMAT").map(|v| Format::parse(&v.as_text())).transpose()?;
-    let key = prop(props, "KEY_FORMAT").map(|v| Format::parse(&v.as_text())).transpose()?;
-    let value = prop(props, "VALUE_FORMAT").map(|v| Format::parse(&v.as_text())).transpose()?;
+fn formats(
+    props: &Props,
+    default_key: Format,
+    default_value: Option<Format>,
+) -> Result<(Format, Format)> {
+    let both = prop(props, "FORMAT")
+        .map(|v| Format::parse(&v.as_text()))
+        .transpose()?;
+    let key = prop(props, "KEY_FORMAT")
+        .map(|v| Format::parse(&v.as_text()))
+        .transpose()?;
+    let value = prop(props, "VALUE_FORMAT")
+        .map(|v| Format::parse(&v.as_text()))
+        .transpose()?;
     if both.is_some() && (key.is_some() || value.is_some()) {
         return Err(PlanError::Invalid(
             "Cannot supply both 'FORMAT' and 'KEY_FORMAT' or 'VALUE_FORMAT' properties".into(),
@@ -88,7 +109,11 @@ fn formats(props: &Props, default_key: Format, default_value: Option<Format>) ->
 }
 
 fn check_key_format(name: &str, key_format: Format, columns: &[Column]) -> Result<()> {
-    let keys: Vec<&str> = columns.iter().filter(|c| c.key).map(|c| c.name.as_str()).collect();
+    let keys: Vec<&str> = columns
+        .iter()
+        .filter(|c| c.key)
+        .map(|c| c.name.as_str())
+        .collect();
     if key_format == Format::Kafka && keys.len() > 1 {
         return Err(PlanError::Invalid(format!(
             "The 'KAFKA' format only supports a single field. Got: [{}] for the key of {name}; use KEY_FORMAT='JSON'",
@@ -96,7 +121,10 @@ fn check_key_format(name: &str, key_format: Format, columns: &[Column]) -> Resul
         )));
     }
     if key_format == Format::None && !keys.is_empty() {
-        return Err(PlanError::Invalid(format!("The 'NONE' format can only be used when no columns are defined. Got: {}", keys.join(", "))));
+        return Err(PlanError::Invalid(format!(
+            "The 'NONE' format can only be used when no columns are defined. Got: {}",
+            keys.join(", ")
+        )));
     }
     Ok(())
 }
@@ -106,7 +134,12 @@ fn reserved(name: &str) -> bool {
 }
 
 /// `CREATE STREAM|TABLE name (…) WITH (…)`.
-pub fn plan_create_source(kind: SourceKind, name: &str, specs: &[ColumnSpec], props: &Props) -> Result<SourceDef> {
+pub fn plan_create_source(
+    kind: SourceKind,
+    name: &str,
+    specs: &[ColumnSpec],
+    props: &Props,
+) -> Result<SourceDef> {
     check_props(props)?;
     if specs.is_empty() {
         return Err(PlanError::Invalid(format!(
@@ -118,10 +151,16 @@ pub fn plan_create_source(kind: SourceKind, name: &str, specs: &[ColumnSpec], pr
     let mut seen = BTreeSet::new();
     for spec in specs {
         if reserved(&spec.name) {
-            return Err(PlanError::Invalid(format!("'{}' is a reserved column name.", spec.name)));
+            return Err(PlanError::Invalid(format!(
+                "'{}' is a reserved column name.",
+                spec.name
+            )));
         }
         if !seen.insert(spec.name.clone()) {
-            return Err(PlanError::Invalid(format!("Duplicate column names: {}", spec.name)));
+            return Err(PlanError::Invalid(format!(
+                "Duplicate column names: {}",
+                spec.name
+            )));
         }
         match (kind, spec.key, spec.primary) {
             (SourceKind::Stream, true, true) => {
@@ -138,15 +177,25 @@ pub fn plan_create_source(kind: SourceKind, name: &str, specs: &[ColumnSpec], pr
             }
             _ => {}
         }
-        columns.push(Column { name: spec.name.clone(), ty: SqlType::from_ast(&spec.data_type)?, key: spec.key });
+        columns.push(Column {
+            name: spec.name.clone(),
+            ty: SqlType::from_ast(&spec.data_type)?,
+            key: spec.key,
+        });
     }
     if kind == SourceKind::Table && !columns.iter().any(|c| c.key) {
-        return Err(PlanError::Invalid("Tables require a PRIMARY KEY. Please define the PRIMARY KEY.".into()));
+        return Err(PlanError::Invalid(
+            "Tables require a PRIMARY KEY. Please define the PRIMARY KEY.".into(),
+        ));
     }
     // Key columns first, each group in declaration order.
     columns.sort_by_key(|c| !c.key);
     let (key_format, value_format) = formats(props, Format::Kafka, None)?;
-    let key_format = if columns.iter().any(|c| c.key) { key_format } else { Format::None };
+    let key_format = if columns.iter().any(|c| c.key) {
+        key_format
+    } else {
+        Format::None
+    };
     check_key_format(name, key_format, &columns)?;
     let timestamp_column = timestamp_prop(props, &columns)?;
     Ok(SourceDef {
@@ -163,7 +212,9 @@ pub fn plan_create_source(kind: SourceKind, name: &str, specs: &[ColumnSpec], pr
 }
 
 fn timestamp_prop(props: &Props, columns: &[Column]) -> Result<Option<String>> {
-    let Some(v) = prop(props, "TIMESTAMP") else { return Ok(None) };
+    let Some(v) = prop(props, "TIMESTAMP") else {
+        return Ok(None);
+    };
     let text = v.as_text();
     let col = columns
         .iter()
@@ -206,7 +257,10 @@ fn planning_context(sources: &[&SourceDef]) -> Result<SessionContext> {
     cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
     let ctx = SessionContext::new_with_config(cfg);
     for s in sources {
-        ctx.register_table(TableReference::bare(s.name.as_str()), Arc::new(EmptyTable::new(s.batch_schema())))?;
+        ctx.register_table(
+            TableReference::bare(s.name.as_str()),
+            Arc::new(EmptyTable::new(s.batch_schema())),
+        )?;
     }
     Ok(ctx)
 }
@@ -215,7 +269,9 @@ fn planning_context(sources: &[&SourceDef]) -> Result<SessionContext> {
 /// pseudo-columns), and an unnamed expression is called `KSQL_COL_<n>`.
 fn rewrite_projection(query: &mut Query, sources: &[&SourceDef]) -> Result<()> {
     let SetExpr::Select(select) = query.body.as_mut() else {
-        return Err(PlanError::Unsupported("only SELECT queries are supported here".into()));
+        return Err(PlanError::Unsupported(
+            "only SELECT queries are supported here".into(),
+        ));
     };
     let mut aliases: Vec<(String, String)> = Vec::new(); // alias → source name
     for twj in &select.from {
@@ -233,7 +289,11 @@ fn rewrite_projection(query: &mut Query, sources: &[&SourceDef]) -> Result<()> {
         match item {
             SelectItem::Wildcard(_) => {
                 for s in sources {
-                    out.extend(s.columns.iter().map(|c| SelectItem::UnnamedExpr(ast::Expr::Identifier(quoted(&c.name)))));
+                    out.extend(
+                        s.columns.iter().map(|c| {
+                            SelectItem::UnnamedExpr(ast::Expr::Identifier(quoted(&c.name)))
+                        }),
+                    );
                 }
             }
             SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
@@ -242,15 +302,26 @@ fn rewrite_projection(query: &mut Query, sources: &[&SourceDef]) -> Result<()> {
                     .iter()
                     .find(|(a, _)| *a == qualifier)
                     .and_then(|(_, s)| sources.iter().find(|d| d.name == *s))
-                    .ok_or_else(|| PlanError::NotFound { kind: "source", name: qualifier.clone() })?;
+                    .ok_or_else(|| PlanError::NotFound {
+                        kind: "source",
+                        name: qualifier.clone(),
+                    })?;
                 out.extend(source.columns.iter().map(|c| {
-                    SelectItem::UnnamedExpr(ast::Expr::CompoundIdentifier(vec![quoted(&qualifier), quoted(&c.name)]))
+                    SelectItem::UnnamedExpr(ast::Expr::CompoundIdentifier(vec![
+                        quoted(&qualifier),
+                        quoted(&c.name),
+                    ]))
                 }));
             }
             SelectItem::UnnamedExpr(expr) => match expr {
-                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => out.push(SelectItem::UnnamedExpr(expr)),
+                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => {
+                    out.push(SelectItem::UnnamedExpr(expr))
+                }
                 other => {
-                    out.push(SelectItem::ExprWithAlias { expr: other, alias: quoted(&format!("KSQL_COL_{generated}")) });
+                    out.push(SelectItem::ExprWithAlias {
+                        expr: other,
+                        alias: quoted(&format!("KSQL_COL_{generated}")),
+                    });
                     generated += 1;
                 }
             },
@@ -274,14 +345,20 @@ fn logical_plan(query: &Query, sources: &[&SourceDef]) -> Result<LogicalPlan> {
     let stmt = DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query))));
     // Resolving placeholder tables does no I/O: the future completes at once.
     let plan = futures::executor::block_on(state.statement_to_plan(stmt)).map_err(plan_error)?;
-    state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).map_err(plan_error)
+    state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})
+        .map_err(plan_error)
 }
 
 /// DataFusion's planning errors in Brook's words where we know them.
 fn plan_error(e: DataFusionError) -> PlanError {
     match e.find_root() {
         DataFusionError::SchemaError(inner, _) => match inner.as_ref() {
-            SchemaError::FieldNotFound { field, .. } => PlanError::NotFound { kind: "column", name: field.name.clone() },
+            SchemaError::FieldNotFound { field, .. } => PlanError::NotFound {
+                kind: "column",
+                name: field.name.clone(),
+            },
             SchemaError::AmbiguousReference { field } => {
                 PlanError::Invalid(format!("column reference \"{}\" is ambiguous", field.name))
             }
@@ -308,17 +385,38 @@ pub fn plan_stream(catalog: &Catalog, query: &Query) -> Result<StreamPlan> {
     if let LogicalPlan::Limit(l) = &plan {
         match l.get_fetch_type()? {
             FetchType::Literal(n) => limit = n,
-            FetchType::UnsupportedExpr => return Err(PlanError::Unsupported("LIMIT must be a number".into())),
+            FetchType::UnsupportedExpr => {
+                return Err(PlanError::Unsupported("LIMIT must be a number".into()))
+            }
         }
         body = l.input.as_ref();
     }
     let mut ops = Vec::new();
-    let mut keys: Vec<bool> = source.columns.iter().map(|c| c.key).chain([false; 3]).collect();
+    let mut keys: Vec<bool> = source
+        .columns
+        .iter()
+        .map(|c| c.key)
+        .chain([false; 3])
+        .collect();
     lower(body, &mut ops, &mut keys)?;
     let output_schema = Arc::new(Schema::new(body.schema().as_arrow().fields().clone()));
-    let key_columns = keys.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
-    let is_table = ops.iter().any(|op| matches!(op, StreamOp::Aggregate { .. }));
-    Ok(StreamPlan { source: (*source).clone(), ops, output_schema, key_columns, is_table, limit })
+    let key_columns = keys
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| **k)
+        .map(|(i, _)| i)
+        .collect();
+    let is_table = ops
+        .iter()
+        .any(|op| matches!(op, StreamOp::Aggregate { .. }));
+    Ok(StreamPlan {
+        source: (*source).clone(),
+        ops,
+        output_schema,
+        key_columns,
+        is_table,
+        limit,
+    })
 }
 
 /// Lowers a logical plan into stream operators, tracking which columns of
@@ -329,10 +427,17 @@ fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> R
         LogicalPlan::SubqueryAlias(a) => lower(&a.input, ops, keys),
         LogicalPlan::Filter(f) => {
             lower(&f.input, ops, keys)?;
-            if ops.iter().any(|op| matches!(op, StreamOp::Aggregate { .. })) && !f.predicate.column_refs().is_empty() {
+            if ops
+                .iter()
+                .any(|op| matches!(op, StreamOp::Aggregate { .. }))
+                && !f.predicate.column_refs().is_empty()
+            {
                 // HAVING: fine, evaluated on aggregate output.
             }
-            ops.push(StreamOp::Filter { predicate: f.predicate.clone(), input_schema: Arc::clone(f.input.schema()) });
+            ops.push(StreamOp::Filter {
+                predicate: f.predicate.clone(),
+                input_schema: Arc::clone(f.input.schema()),
+            });
             Ok(())
         }
         LogicalPlan::Projection(p) => {
@@ -342,7 +447,10 @@ fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> R
                 .expr
                 .iter()
                 .map(|e| match strip_alias(e) {
-                    Expr::Column(c) => input_schema.index_of_column(c).map(|i| keys.get(i).copied().unwrap_or(false)).unwrap_or(false),
+                    Expr::Column(c) => input_schema
+                        .index_of_column(c)
+                        .map(|i| keys.get(i).copied().unwrap_or(false))
+                        .unwrap_or(false),
                     _ => false,
                 })
                 .collect();
@@ -356,16 +464,28 @@ fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> R
         }
         LogicalPlan::Aggregate(a) => {
             lower(&a.input, ops, keys)?;
-            if ops.iter().any(|op| matches!(op, StreamOp::Aggregate { .. })) {
-                return Err(PlanError::Unsupported("nested aggregations are not supported".into()));
+            if ops
+                .iter()
+                .any(|op| matches!(op, StreamOp::Aggregate { .. }))
+            {
+                return Err(PlanError::Unsupported(
+                    "nested aggregations are not supported".into(),
+                ));
             }
             if a.group_expr.is_empty() {
                 return Err(PlanError::Unsupported(
                     "aggregations without GROUP BY are not supported in continuous queries".into(),
                 ));
             }
-            let aggs = a.aggr_expr.iter().map(agg_call).collect::<Result<Vec<_>>>()?;
-            *keys = (0..a.group_expr.len()).map(|_| true).chain(aggs.iter().map(|_| false)).collect();
+            let aggs = a
+                .aggr_expr
+                .iter()
+                .map(agg_call)
+                .collect::<Result<Vec<_>>>()?;
+            *keys = (0..a.group_expr.len())
+                .map(|_| true)
+                .chain(aggs.iter().map(|_| false))
+                .collect();
             ops.push(StreamOp::Aggregate {
                 group: a.group_expr.clone(),
                 aggs,
@@ -374,13 +494,24 @@ fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> R
             });
             Ok(())
         }
-        LogicalPlan::Sort(_) => Err(PlanError::Unsupported("ORDER BY is not supported in continuous queries".into())),
+        LogicalPlan::Sort(_) => Err(PlanError::Unsupported(
+            "ORDER BY is not supported in continuous queries".into(),
+        )),
         LogicalPlan::Join(_) => Err(PlanError::Unsupported("joins are not supported yet".into())),
-        LogicalPlan::Limit(_) => Err(PlanError::Unsupported("LIMIT is only allowed at the end of a push query".into())),
-        LogicalPlan::Distinct(_) => Err(PlanError::Unsupported("SELECT DISTINCT is not supported in continuous queries".into())),
+        LogicalPlan::Limit(_) => Err(PlanError::Unsupported(
+            "LIMIT is only allowed at the end of a push query".into(),
+        )),
+        LogicalPlan::Distinct(_) => Err(PlanError::Unsupported(
+            "SELECT DISTINCT is not supported in continuous queries".into(),
+        )),
         other => Err(PlanError::Unsupported(format!(
             "{} is not supported in continuous queries",
-            other.display().to_string().split(':').next().unwrap_or("this plan")
+            other
+                .display()
+                .to_string()
+                .split(':')
+                .next()
+                .unwrap_or("this plan")
         ))),
     }
 }
@@ -394,10 +525,14 @@ fn strip_alias(e: &Expr) -> &Expr {
 
 fn agg_call(e: &Expr) -> Result<AggCall> {
     let Expr::AggregateFunction(f) = strip_alias(e) else {
-        return Err(PlanError::Unsupported(format!("aggregate {e} is not supported")));
+        return Err(PlanError::Unsupported(format!(
+            "aggregate {e} is not supported"
+        )));
     };
     if f.params.distinct || f.params.filter.is_some() || !f.params.order_by.is_empty() {
-        return Err(PlanError::Unsupported(format!("aggregate {e} is not supported yet")));
+        return Err(PlanError::Unsupported(format!(
+            "aggregate {e} is not supported yet"
+        )));
     }
     let func = match f.func.name() {
         "count" => AggFunc::Count,
@@ -405,12 +540,21 @@ fn agg_call(e: &Expr) -> Result<AggCall> {
         "avg" => AggFunc::Avg,
         "min" => AggFunc::Min,
         "max" => AggFunc::Max,
-        other => return Err(PlanError::Unsupported(format!("aggregate function {} is not supported yet", other.to_uppercase()))),
+        other => {
+            return Err(PlanError::Unsupported(format!(
+                "aggregate function {} is not supported yet",
+                other.to_uppercase()
+            )))
+        }
     };
     let arg = match f.params.args.as_slice() {
         [Expr::Literal(v, _)] if func == AggFunc::Count && !v.is_null() => None,
         [arg] => Some(arg.clone()),
-        _ => return Err(PlanError::Unsupported(format!("{e}: expected one argument"))),
+        _ => {
+            return Err(PlanError::Unsupported(format!(
+                "{e}: expected one argument"
+            )))
+        }
     };
     Ok(AggCall { func, arg })
 }
@@ -428,7 +572,9 @@ pub fn plan_create_as_select(
     check_props(props)?;
     let plan = plan_stream(catalog, query)?;
     if plan.limit.is_some() {
-        return Err(PlanError::Invalid("LIMIT is not supported in persistent queries".into()));
+        return Err(PlanError::Invalid(
+            "LIMIT is not supported in persistent queries".into(),
+        ));
     }
     match (kind, plan.is_table || plan.source.kind == SourceKind::Table) {
         (SourceKind::Table, false) => {
@@ -444,14 +590,23 @@ pub fn plan_create_as_select(
         _ => {}
     }
     if plan.source.kind == SourceKind::Table {
-        return Err(PlanError::Unsupported("queries over tables are not supported yet".into()));
+        return Err(PlanError::Unsupported(
+            "queries over tables are not supported yet".into(),
+        ));
     }
     let mut columns = Vec::with_capacity(plan.output_schema.fields().len());
     for (i, f) in plan.output_schema.fields().iter().enumerate() {
         if reserved(f.name()) {
-            return Err(PlanError::Invalid(format!("'{}' is a reserved column name; give the expression an alias", f.name())));
+            return Err(PlanError::Invalid(format!(
+                "'{}' is a reserved column name; give the expression an alias",
+                f.name()
+            )));
         }
-        columns.push(Column { name: f.name().clone(), ty: SqlType::from_arrow(f.data_type())?, key: plan.key_columns.contains(&i) });
+        columns.push(Column {
+            name: f.name().clone(),
+            ty: SqlType::from_arrow(f.data_type())?,
+            key: plan.key_columns.contains(&i),
+        });
     }
     let source_keys: Vec<&str> = plan.source.key_columns().map(|c| c.name.as_str()).collect();
     let expected_keys = match plan.ops.iter().find_map(|op| match op {
@@ -476,8 +631,18 @@ pub fn plan_create_as_select(
     }
     let mut sorted = columns.clone();
     sorted.sort_by_key(|c| !c.key);
-    let (key_format, value_format) = formats(props, plan.source.key_format, Some(plan.source.value_format))?;
-    let key_format = if plan.key_columns.is_empty() { Format::None } else if key_format == Format::None { Format::Kafka } else { key_format };
+    let (key_format, value_format) = formats(
+        props,
+        plan.source.key_format,
+        Some(plan.source.value_format),
+    )?;
+    let key_format = if plan.key_columns.is_empty() {
+        Format::None
+    } else if key_format == Format::None {
+        Format::Kafka
+    } else {
+        key_format
+    };
     check_key_format(name, key_format, &sorted)?;
     let def = SourceDef {
         name: name.to_string(),
@@ -498,7 +663,10 @@ pub fn plan_create_as_select(
 pub fn plan_pull(catalog: &Catalog, query: &Query) -> Result<PullPlan> {
     let sources = referenced_sources(catalog, query)?;
     let plan = logical_plan(query, &sources)?;
-    Ok(PullPlan { plan, sources: sources.into_iter().cloned().collect() })
+    Ok(PullPlan {
+        plan,
+        sources: sources.into_iter().cloned().collect(),
+    })
 }
 
 /// A row to insert.
@@ -511,7 +679,12 @@ pub struct InsertRow {
 }
 
 /// `INSERT INTO target [(cols)] VALUES …`.
-pub fn plan_insert(catalog: &Catalog, target: &str, columns: &[String], rows: &[Vec<ast::Expr>]) -> Result<(SourceDef, Vec<InsertRow>)> {
+pub fn plan_insert(
+    catalog: &Catalog,
+    target: &str,
+    columns: &[String],
+    rows: &[Vec<ast::Expr>],
+) -> Result<(SourceDef, Vec<InsertRow>)> {
     let def = catalog.source(target)?.clone();
     if let Some(q) = &def.query_id {
         return Err(PlanError::Invalid(format!(
@@ -520,18 +693,29 @@ pub fn plan_insert(catalog: &Catalog, target: &str, columns: &[String], rows: &[
             def.name
         )));
     }
-    let names: Vec<String> = if columns.is_empty() { def.columns.iter().map(|c| c.name.clone()).collect() } else { columns.to_vec() };
+    let names: Vec<String> = if columns.is_empty() {
+        def.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        columns.to_vec()
+    };
     // Position of each named column in the target (None = ROWTIME).
     let mut slots = Vec::with_capacity(names.len());
     for n in &names {
         if n == ROWTIME {
             slots.push(None);
         } else {
-            let i = def.columns.iter().position(|c| c.name == *n).ok_or_else(|| {
-                PlanError::NotFound { kind: "column", name: format!("{n}\" of {} \"{}", def.kind.noun(), def.name) }
-            })?;
+            let i = def
+                .columns
+                .iter()
+                .position(|c| c.name == *n)
+                .ok_or_else(|| PlanError::NotFound {
+                    kind: "column",
+                    name: format!("{n}\" of {} \"{}", def.kind.noun(), def.name),
+                })?;
             if slots.contains(&Some(i)) {
-                return Err(PlanError::Invalid(format!("column \"{n}\" specified more than once")));
+                return Err(PlanError::Invalid(format!(
+                    "column \"{n}\" specified more than once"
+                )));
             }
             slots.push(Some(i));
         }
@@ -587,30 +771,53 @@ pub fn plan_insert(catalog: &Catalog, target: &str, columns: &[String], rows: &[
 /// Converts a literal expression to a value of the column's type.
 fn literal(expr: &ast::Expr, ty: SqlType, column: &str) -> Result<ScalarValue> {
     let mismatch = |found: &str| {
-        PlanError::Type(format!("column \"{column}\" is of type {ty} but expression is of type {found}"))
+        PlanError::Type(format!(
+            "column \"{column}\" is of type {ty} but expression is of type {found}"
+        ))
     };
     let (negative, inner) = match expr {
-        ast::Expr::UnaryOp { op: UnaryOperator::Minus, expr } => (true, expr.as_ref()),
-        ast::Expr::UnaryOp { op: UnaryOperator::Plus, expr } => (false, expr.as_ref()),
+        ast::Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => (true, expr.as_ref()),
+        ast::Expr::UnaryOp {
+            op: UnaryOperator::Plus,
+            expr,
+        } => (false, expr.as_ref()),
         other => (false, other),
     };
     let ast::Expr::Value(v) = inner else {
-        return Err(PlanError::Unsupported(format!("only literal values are supported in INSERT VALUES, found {expr}")));
+        return Err(PlanError::Unsupported(format!(
+            "only literal values are supported in INSERT VALUES, found {expr}"
+        )));
     };
-    let out_of_range = |n: &str| PlanError::Type(format!("value {n} is out of range for column \"{column}\" of type {ty}"));
+    let out_of_range = |n: &str| {
+        PlanError::Type(format!(
+            "value {n} is out of range for column \"{column}\" of type {ty}"
+        ))
+    };
     match &v.value {
         Value::Null if !negative => ScalarValue::try_from(&ty.arrow()).map_err(PlanError::from),
         Value::Number(n, _) => {
             let text = if negative { format!("-{n}") } else { n.clone() };
             let is_integer = !text.contains(['.', 'e', 'E']);
             match ty {
-                SqlType::Int if is_integer => text.parse::<i32>().map(|i| ScalarValue::Int32(Some(i))).map_err(|_| out_of_range(&text)),
-                SqlType::Bigint if is_integer => text.parse::<i64>().map(|i| ScalarValue::Int64(Some(i))).map_err(|_| out_of_range(&text)),
+                SqlType::Int if is_integer => text
+                    .parse::<i32>()
+                    .map(|i| ScalarValue::Int32(Some(i)))
+                    .map_err(|_| out_of_range(&text)),
+                SqlType::Bigint if is_integer => text
+                    .parse::<i64>()
+                    .map(|i| ScalarValue::Int64(Some(i)))
+                    .map_err(|_| out_of_range(&text)),
                 SqlType::Timestamp if is_integer => text
                     .parse::<i64>()
                     .map(|i| ScalarValue::TimestampMillisecond(Some(i), None))
                     .map_err(|_| out_of_range(&text)),
-                SqlType::Double => text.parse::<f64>().map(|f| ScalarValue::Float64(Some(f))).map_err(|_| out_of_range(&text)),
+                SqlType::Double => text
+                    .parse::<f64>()
+                    .map(|f| ScalarValue::Float64(Some(f)))
+                    .map_err(|_| out_of_range(&text)),
                 SqlType::Int | SqlType::Bigint | SqlType::Timestamp => Err(mismatch("DOUBLE")),
                 _ => Err(mismatch(if is_integer { "INTEGER" } else { "DOUBLE" })),
             }
@@ -619,13 +826,19 @@ fn literal(expr: &ast::Expr, ty: SqlType, column: &str) -> Result<ScalarValue> {
             SqlType::String => Ok(ScalarValue::Utf8(Some(s.clone()))),
             SqlType::Timestamp => ScalarValue::Utf8(Some(s.clone()))
                 .cast_to(&DataType::Timestamp(TimeUnit::Millisecond, None))
-                .map_err(|_| PlanError::Type(format!("invalid TIMESTAMP value '{s}' for column \"{column}\""))),
+                .map_err(|_| {
+                    PlanError::Type(format!(
+                        "invalid TIMESTAMP value '{s}' for column \"{column}\""
+                    ))
+                }),
             _ => Err(mismatch("STRING")),
         },
         Value::Boolean(b) if !negative => match ty {
             SqlType::Boolean => Ok(ScalarValue::Boolean(Some(*b))),
             _ => Err(mismatch("BOOLEAN")),
         },
-        _ => Err(PlanError::Unsupported(format!("unsupported value {expr} in INSERT VALUES"))),
+        _ => Err(PlanError::Unsupported(format!(
+            "unsupported value {expr} in INSERT VALUES"
+        ))),
     }
 }

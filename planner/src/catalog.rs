@@ -63,7 +63,9 @@ impl Format {
             "KAFKA" => Format::Kafka,
             "NONE" => Format::None,
             "AVRO" | "PROTOBUF" | "PROTOBUF_NOSR" | "JSON_SR" => {
-                return Err(PlanError::Unsupported(format!("format {s} is not supported yet")))
+                return Err(PlanError::Unsupported(format!(
+                    "format {s} is not supported yet"
+                )))
             }
             _ => return Err(PlanError::Invalid(format!("unknown format: {s}"))),
         })
@@ -180,11 +182,17 @@ pub struct Catalog {
 impl Catalog {
     /// A source by name, or a "does not exist" error.
     pub fn source(&self, name: &str) -> Result<&SourceDef> {
-        self.sources.get(name).ok_or_else(|| PlanError::NotFound { kind: "stream or table", name: name.to_string() })
+        self.sources.get(name).ok_or_else(|| PlanError::NotFound {
+            kind: "stream or table",
+            name: name.to_string(),
+        })
     }
 
     /// Queries reading `source`.
     pub fn readers_of(&self, source: &str) -> Vec<&QueryDef> {
-        self.queries.values().filter(|q| q.sources.iter().any(|s| s == source)).collect()
+        self.queries
+            .values()
+            .filter(|q| q.sources.iter().any(|s| s == source))
+            .collect()
     }
 }

@@ -214,13 +214,21 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
     let line_starts = line_starts(sql);
     let mut out = Vec::new();
     let mut current: Vec<TokenWithSpan> = Vec::new();
-    for t in tokens.into_iter().chain(std::iter::once(TokenWithSpan::wrap(Token::SemiColon))) {
+    for t in tokens
+        .into_iter()
+        .chain(std::iter::once(TokenWithSpan::wrap(Token::SemiColon)))
+    {
         if t.token == Token::SemiColon {
-            let meaningful = current.iter().any(|t| !matches!(t.token, Token::Whitespace(_)));
+            let meaningful = current
+                .iter()
+                .any(|t| !matches!(t.token, Token::Whitespace(_)));
             if meaningful {
                 let text = span_text(sql, &line_starts, &current);
                 let statement = parse_one(std::mem::take(&mut current))?;
-                out.push(Parsed { statement, sql: text });
+                out.push(Parsed {
+                    statement,
+                    sql: text,
+                });
             }
             current.clear();
         } else {
@@ -236,12 +244,16 @@ pub fn parse_statement(sql: &str) -> Result<Parsed> {
     match all.len() {
         1 => Ok(all.remove(0)),
         0 => Err(PlanError::Syntax("syntax error: empty statement".into())),
-        n => Err(PlanError::Syntax(format!("syntax error: expected one statement, found {n}"))),
+        n => Err(PlanError::Syntax(format!(
+            "syntax error: expected one statement, found {n}"
+        ))),
     }
 }
 
 fn line_starts(sql: &str) -> Vec<usize> {
-    std::iter::once(0).chain(sql.match_indices('\n').map(|(i, _)| i + 1)).collect()
+    std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
 }
 
 fn byte_pos(sql: &str, line_starts: &[usize], loc: Location) -> Option<usize> {
@@ -252,13 +264,24 @@ fn byte_pos(sql: &str, line_starts: &[usize], loc: Location) -> Option<usize> {
 }
 
 fn span_text(sql: &str, line_starts: &[usize], tokens: &[TokenWithSpan]) -> String {
-    let meaningful: Vec<&TokenWithSpan> = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
+    let meaningful: Vec<&TokenWithSpan> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
     let (Some(first), Some(last)) = (meaningful.first(), meaningful.last()) else {
         return String::new();
     };
-    match (byte_pos(sql, line_starts, first.span.start), byte_pos(sql, line_starts, last.span.end)) {
+    match (
+        byte_pos(sql, line_starts, first.span.start),
+        byte_pos(sql, line_starts, last.span.end),
+    ) {
         (Some(a), Some(b)) if a <= b => sql[a..b].trim().to_string(),
-        _ => tokens.iter().map(|t| t.token.to_string()).collect::<String>().trim().to_string(),
+        _ => tokens
+            .iter()
+            .map(|t| t.token.to_string())
+            .collect::<String>()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -268,7 +291,10 @@ fn is_word(t: &Token, w: &str) -> bool {
 
 fn syntax(e: ParserError) -> PlanError {
     let msg = e.to_string();
-    let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg).to_string();
+    let msg = msg
+        .strip_prefix("sql parser error: ")
+        .unwrap_or(&msg)
+        .to_string();
     PlanError::Syntax(format!("syntax error: {msg}"))
 }
 
@@ -281,10 +307,16 @@ fn normalize_tokens(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Option<E
     while i < tokens.len() {
         let t = &tokens[i];
         if is_word(&t.token, "EMIT") {
-            let next = tokens[i + 1..].iter().position(|t| !matches!(t.token, Token::Whitespace(_)));
+            let next = tokens[i + 1..]
+                .iter()
+                .position(|t| !matches!(t.token, Token::Whitespace(_)));
             if let Some(n) = next.map(|n| n + i + 1) {
                 if is_word(&tokens[n].token, "CHANGES") || is_word(&tokens[n].token, "FINAL") {
-                    emit = Some(if is_word(&tokens[n].token, "CHANGES") { Emit::Changes } else { Emit::Final });
+                    emit = Some(if is_word(&tokens[n].token, "CHANGES") {
+                        Emit::Changes
+                    } else {
+                        Emit::Final
+                    });
                     i = n + 1;
                     continue;
                 }
@@ -308,7 +340,9 @@ fn normalize_tokens(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Option<E
 fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     let (tokens, emit) = normalize_tokens(tokens);
     let dialect = GenericDialect {};
-    let mut p = Parser::new(&dialect).with_recursion_limit(RECURSION_LIMIT).with_tokens_with_locations(tokens);
+    let mut p = Parser::new(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .with_tokens_with_locations(tokens);
     let first = p.peek_token().token;
     let stmt = if is_word(&first, "CREATE") {
         parse_create(&mut p)?
@@ -325,7 +359,10 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     } else if is_word(&first, "DESCRIBE") {
         p.next_token();
         let extended = p.parse_keyword(Keyword::EXTENDED);
-        Statement::Describe { name: parse_name(&mut p)?, extended }
+        Statement::Describe {
+            name: parse_name(&mut p)?,
+            extended,
+        }
     } else if is_word(&first, "DROP") {
         parse_drop(&mut p)?
     } else if is_word(&first, "TERMINATE") {
@@ -333,7 +370,9 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         if p.parse_keyword(Keyword::ALL) {
             Statement::Terminate { id: None }
         } else {
-            Statement::Terminate { id: Some(parse_name(&mut p)?) }
+            Statement::Terminate {
+                id: Some(parse_name(&mut p)?),
+            }
         }
     } else if is_word(&first, "FLUSH") {
         p.next_token();
@@ -346,16 +385,29 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         Statement::Set { name, value }
     } else if is_word(&first, "UNSET") {
         p.next_token();
-        Statement::Unset { name: p.parse_literal_string().map_err(syntax)? }
+        Statement::Unset {
+            name: p.parse_literal_string().map_err(syntax)?,
+        }
     } else {
-        return Err(syntax(p.expected::<()>("a statement", p.peek_token()).unwrap_err()));
+        return Err(syntax(
+            p.expected::<()>("a statement", p.peek_token()).unwrap_err(),
+        ));
     };
-    if emit.is_some() && !matches!(stmt, Statement::Select { .. } | Statement::CopyTo { .. } | Statement::CreateAsSelect { .. }) {
-        return Err(PlanError::Syntax("syntax error: EMIT is only allowed at the end of a SELECT".into()));
+    if emit.is_some()
+        && !matches!(
+            stmt,
+            Statement::Select { .. } | Statement::CopyTo { .. } | Statement::CreateAsSelect { .. }
+        )
+    {
+        return Err(PlanError::Syntax(
+            "syntax error: EMIT is only allowed at the end of a SELECT".into(),
+        ));
     }
     let next = p.peek_token();
     if next.token != Token::EOF {
-        return Err(syntax(p.expected::<()>("end of statement", next).unwrap_err()));
+        return Err(syntax(
+            p.expected::<()>("end of statement", next).unwrap_err(),
+        ));
     }
     Ok(stmt)
 }
@@ -372,7 +424,9 @@ pub fn object_name(name: &ObjectName) -> Result<String> {
             .as_ident()
             .map(|i| i.value.clone())
             .ok_or_else(|| PlanError::Syntax(format!("syntax error: invalid name {name}"))),
-        _ => Err(PlanError::Unsupported(format!("qualified names such as {name} are not supported"))),
+        _ => Err(PlanError::Unsupported(format!(
+            "qualified names such as {name} are not supported"
+        ))),
     }
 }
 
@@ -399,7 +453,11 @@ fn parse_create(p: &mut Parser) -> Result<Statement> {
         columns = p.parse_comma_separated(parse_column_spec).map_err(syntax)?;
         p.expect_token(&Token::RParen).map_err(syntax)?;
     }
-    let props = if p.parse_keyword(Keyword::WITH) { parse_props(p)? } else { Vec::new() };
+    let props = if p.parse_keyword(Keyword::WITH) {
+        parse_props(p)?
+    } else {
+        Vec::new()
+    };
     if p.parse_keyword(Keyword::AS) {
         if !columns.is_empty() {
             return Err(PlanError::Syntax(
@@ -407,9 +465,23 @@ fn parse_create(p: &mut Parser) -> Result<Statement> {
             ));
         }
         let query = p.parse_query().map_err(syntax)?;
-        return Ok(Statement::CreateAsSelect { kind, name, if_not_exists, or_replace, props, query });
+        return Ok(Statement::CreateAsSelect {
+            kind,
+            name,
+            if_not_exists,
+            or_replace,
+            props,
+            query,
+        });
     }
-    Ok(Statement::CreateSource { kind, name, if_not_exists, or_replace, columns, props })
+    Ok(Statement::CreateSource {
+        kind,
+        name,
+        if_not_exists,
+        or_replace,
+        columns,
+        props,
+    })
 }
 
 fn parse_column_spec(p: &mut Parser) -> Result<ColumnSpec, ParserError> {
@@ -422,7 +494,12 @@ fn parse_column_spec(p: &mut Parser) -> Result<ColumnSpec, ParserError> {
     } else {
         (false, false)
     };
-    Ok(ColumnSpec { name, data_type, key, primary })
+    Ok(ColumnSpec {
+        name,
+        data_type,
+        key,
+        primary,
+    })
 }
 
 fn parse_props(p: &mut Parser) -> Result<Props> {
@@ -449,15 +526,25 @@ fn parse_props(p: &mut Parser) -> Result<Props> {
 fn parse_insert(p: &mut Parser) -> Result<Statement> {
     let stmt = p.parse_statement().map_err(syntax)?;
     let ast::Statement::Insert(insert) = stmt else {
-        return Err(PlanError::Internal("INSERT did not parse as an insert".into()));
+        return Err(PlanError::Internal(
+            "INSERT did not parse as an insert".into(),
+        ));
     };
     let TableObject::TableName(table) = &insert.table else {
-        return Err(PlanError::Unsupported("INSERT into a table function is not supported".into()));
+        return Err(PlanError::Unsupported(
+            "INSERT into a table function is not supported".into(),
+        ));
     };
     let target = object_name(table)?;
-    let columns = insert.columns.iter().map(object_name).collect::<Result<Vec<_>>>()?;
+    let columns = insert
+        .columns
+        .iter()
+        .map(object_name)
+        .collect::<Result<Vec<_>>>()?;
     let Some(source) = insert.source else {
-        return Err(PlanError::Syntax("syntax error: INSERT needs VALUES".into()));
+        return Err(PlanError::Syntax(
+            "syntax error: INSERT needs VALUES".into(),
+        ));
     };
     match *source.body {
         SetExpr::Values(values) => Ok(Statement::InsertValues {
@@ -465,17 +552,24 @@ fn parse_insert(p: &mut Parser) -> Result<Statement> {
             columns,
             rows: values.rows.into_iter().map(|r| r.content).collect(),
         }),
-        _ => Err(PlanError::Unsupported("INSERT INTO … SELECT is not supported yet".into())),
+        _ => Err(PlanError::Unsupported(
+            "INSERT INTO … SELECT is not supported yet".into(),
+        )),
     }
 }
 
 fn parse_copy(p: &mut Parser, emit: Option<Emit>) -> Result<Statement> {
     let stmt = p.parse_statement().map_err(syntax)?;
     match stmt {
-        ast::Statement::Copy { source: CopySource::Query(query), to: true, target: CopyTarget::Stdout, .. } => {
-            Ok(Statement::CopyTo { query, emit })
-        }
-        _ => Err(PlanError::Unsupported("only COPY (SELECT …) TO STDOUT is supported".into())),
+        ast::Statement::Copy {
+            source: CopySource::Query(query),
+            to: true,
+            target: CopyTarget::Stdout,
+            ..
+        } => Ok(Statement::CopyTo { query, emit }),
+        _ => Err(PlanError::Unsupported(
+            "only COPY (SELECT …) TO STDOUT is supported".into(),
+        )),
     }
 }
 
@@ -487,7 +581,12 @@ fn parse_show(p: &mut Parser) -> Result<Statement> {
         w if is_word(w, "QUERIES") => ShowWhat::Queries,
         w if is_word(w, "TOPICS") => ShowWhat::Topics,
         w if is_word(w, "PROPERTIES") => ShowWhat::Properties,
-        _ => return Err(syntax(p.expected::<()>("STREAMS, TABLES, QUERIES, TOPICS or PROPERTIES", t).unwrap_err())),
+        _ => {
+            return Err(syntax(
+                p.expected::<()>("STREAMS, TABLES, QUERIES, TOPICS or PROPERTIES", t)
+                    .unwrap_err(),
+            ))
+        }
     };
     let extended = p.parse_keyword(Keyword::EXTENDED);
     Ok(Statement::Show { what, extended })
@@ -511,7 +610,12 @@ fn parse_drop(p: &mut Parser) -> Result<Statement> {
             false
         }
     };
-    Ok(Statement::Drop { kind, name, if_exists, delete_topic })
+    Ok(Statement::Drop {
+        kind,
+        name,
+        if_exists,
+        delete_topic,
+    })
 }
 
 /// Reads an integer literal, e.g. a `LIMIT`.
@@ -530,31 +634,65 @@ mod tests {
     use super::*;
 
     fn one(sql: &str) -> Statement {
-        parse_statement(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).statement
+        parse_statement(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .statement
     }
 
     #[test]
     fn create_stream_with_props() {
         let s = one("create stream pageviews (user_id INT KEY, url STRING, `Ms` BIGINT) WITH (kafka_topic='pv', value_format='JSON', partitions=2);");
-        let Statement::CreateSource { kind, name, columns, props, .. } = s else { panic!("{s:?}") };
+        let Statement::CreateSource {
+            kind,
+            name,
+            columns,
+            props,
+            ..
+        } = s
+        else {
+            panic!("{s:?}")
+        };
         assert_eq!(kind, SourceKind::Stream);
         assert_eq!(name, "PAGEVIEWS");
-        assert_eq!(columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["USER_ID", "URL", "Ms"]);
+        assert_eq!(
+            columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["USER_ID", "URL", "Ms"]
+        );
         assert!(columns[0].key && !columns[1].key);
-        assert_eq!(props[0], ("KAFKA_TOPIC".into(), PropValue::String("pv".into())));
-        assert_eq!(props[2], ("PARTITIONS".into(), PropValue::Number("2".into())));
+        assert_eq!(
+            props[0],
+            ("KAFKA_TOPIC".into(), PropValue::String("pv".into()))
+        );
+        assert_eq!(
+            props[2],
+            ("PARTITIONS".into(), PropValue::Number("2".into()))
+        );
     }
 
     #[test]
     fn create_table_as_select_and_push() {
         let s = one("CREATE TABLE t AS SELECT user_id, COUNT(*) AS n FROM pageviews GROUP BY user_id EMIT CHANGES");
-        assert!(matches!(s, Statement::CreateAsSelect { kind: SourceKind::Table, .. }));
+        assert!(matches!(
+            s,
+            Statement::CreateAsSelect {
+                kind: SourceKind::Table,
+                ..
+            }
+        ));
         let s = one("SELECT * FROM t EMIT CHANGES LIMIT 3");
-        let Statement::Select { query, emit } = s else { panic!() };
+        let Statement::Select { query, emit } = s else {
+            panic!()
+        };
         assert_eq!(emit, Some(Emit::Changes));
         assert_eq!(query.to_string(), "SELECT * FROM T LIMIT 3");
         let s = one("COPY (SELECT * FROM t EMIT CHANGES) TO STDOUT");
-        assert!(matches!(s, Statement::CopyTo { emit: Some(Emit::Changes), .. }));
+        assert!(matches!(
+            s,
+            Statement::CopyTo {
+                emit: Some(Emit::Changes),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -569,7 +707,9 @@ mod tests {
     fn errors_carry_a_position() {
         let e = parse("SELECT * FROM t WHERE").unwrap_err().to_string();
         assert!(e.starts_with("syntax error"), "{e}");
-        let e = parse("CREATE STREAM s (a INT) WITH (x=)").unwrap_err().to_string();
+        let e = parse("CREATE STREAM s (a INT) WITH (x=)")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Line: 1, Column: 33"), "{e}");
         let e = parse("BOGUS stuff").unwrap_err().to_string();
         assert!(e.contains("Column: 1"), "{e}");
@@ -577,7 +717,11 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
-        let sql = format!("SELECT {}1{} FROM t", "(".repeat(10_000), ")".repeat(10_000));
+        let sql = format!(
+            "SELECT {}1{} FROM t",
+            "(".repeat(10_000),
+            ")".repeat(10_000)
+        );
         assert!(parse(&sql).is_err());
     }
 }

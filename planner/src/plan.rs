@@ -90,20 +90,35 @@ pub struct StreamPlan {
 impl StreamPlan {
     /// Index of the aggregation step, if any.
     pub fn aggregate_index(&self) -> Option<usize> {
-        self.ops.iter().position(|op| matches!(op, StreamOp::Aggregate { .. }))
+        self.ops
+            .iter()
+            .position(|op| matches!(op, StreamOp::Aggregate { .. }))
     }
 }
 
 impl fmt::Display for StreamPlan {
     /// `EXPLAIN`-style rendering, one operator per line, sink first.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<String> = self.output_schema.fields().iter().map(|f| f.name().clone()).collect();
-        writeln!(f, "StreamSink: columns=[{}] key={:?} table={}", names.join(", "), self.key_columns, self.is_table)?;
+        let names: Vec<String> = self
+            .output_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        writeln!(
+            f,
+            "StreamSink: columns=[{}] key={:?} table={}",
+            names.join(", "),
+            self.key_columns,
+            self.is_table
+        )?;
         let mut depth = 1;
         for op in self.ops.iter().rev() {
             let pad = "  ".repeat(depth);
             match op {
-                StreamOp::Filter { predicate, .. } => writeln!(f, "{pad}StreamFilter: {predicate}")?,
+                StreamOp::Filter { predicate, .. } => {
+                    writeln!(f, "{pad}StreamFilter: {predicate}")?
+                }
                 StreamOp::Project { exprs, .. } => {
                     let e: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
                     writeln!(f, "{pad}StreamProject: {}", e.join(", "))?
@@ -112,14 +127,30 @@ impl fmt::Display for StreamPlan {
                     let g: Vec<String> = group.iter().map(|e| e.to_string()).collect();
                     let a: Vec<String> = aggs
                         .iter()
-                        .map(|a| format!("{:?}({})", a.func, a.arg.as_ref().map_or("*".into(), |e| e.to_string())))
+                        .map(|a| {
+                            format!(
+                                "{:?}({})",
+                                a.func,
+                                a.arg.as_ref().map_or("*".into(), |e| e.to_string())
+                            )
+                        })
                         .collect();
-                    writeln!(f, "{pad}StreamAggregate: group=[{}] aggs=[{}]", g.join(", "), a.join(", "))?
+                    writeln!(
+                        f,
+                        "{pad}StreamAggregate: group=[{}] aggs=[{}]",
+                        g.join(", "),
+                        a.join(", ")
+                    )?
                 }
             }
             depth += 1;
         }
-        write!(f, "{}StreamSource: {}", "  ".repeat(depth), self.source.name)
+        write!(
+            f,
+            "{}StreamSource: {}",
+            "  ".repeat(depth),
+            self.source.name
+        )
     }
 }
 

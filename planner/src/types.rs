@@ -42,14 +42,22 @@ impl SqlType {
     pub fn from_arrow(t: &DataType) -> Result<SqlType> {
         Ok(match t {
             DataType::Boolean => SqlType::Boolean,
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => SqlType::Int,
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::UInt8
+            | DataType::UInt16 => SqlType::Int,
             DataType::Int64 | DataType::UInt32 | DataType::UInt64 => SqlType::Bigint,
             DataType::Float16 | DataType::Float32 | DataType::Float64 => SqlType::Double,
             DataType::Decimal128(..) | DataType::Decimal256(..) => SqlType::Double,
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => SqlType::String,
             DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => SqlType::Timestamp,
             DataType::Null => SqlType::String,
-            other => return Err(PlanError::Unsupported(format!("type {other} is not supported yet"))),
+            other => {
+                return Err(PlanError::Unsupported(format!(
+                    "type {other} is not supported yet"
+                )))
+            }
         })
     }
 
@@ -57,15 +65,27 @@ impl SqlType {
     pub fn from_ast(t: &AstType) -> Result<SqlType> {
         Ok(match t {
             AstType::Boolean | AstType::Bool => SqlType::Boolean,
-            AstType::Int(_) | AstType::Integer(_) | AstType::Int4(_) | AstType::Int32 => SqlType::Int,
+            AstType::Int(_) | AstType::Integer(_) | AstType::Int4(_) | AstType::Int32 => {
+                SqlType::Int
+            }
             AstType::BigInt(_) | AstType::Int8(_) | AstType::Int64 => SqlType::Bigint,
-            AstType::Double(_) | AstType::DoublePrecision | AstType::Float8 | AstType::Float64 => SqlType::Double,
-            AstType::String(_) | AstType::Varchar(_) | AstType::Text | AstType::CharVarying(_) => SqlType::String,
-            AstType::Timestamp(..) => SqlType::Timestamp,
-            AstType::Custom(name, args) if args.is_empty() && name.to_string().eq_ignore_ascii_case("STRING") => {
+            AstType::Double(_) | AstType::DoublePrecision | AstType::Float8 | AstType::Float64 => {
+                SqlType::Double
+            }
+            AstType::String(_) | AstType::Varchar(_) | AstType::Text | AstType::CharVarying(_) => {
                 SqlType::String
             }
-            other => return Err(PlanError::Unsupported(format!("type {other} is not supported yet"))),
+            AstType::Timestamp(..) => SqlType::Timestamp,
+            AstType::Custom(name, args)
+                if args.is_empty() && name.to_string().eq_ignore_ascii_case("STRING") =>
+            {
+                SqlType::String
+            }
+            other => {
+                return Err(PlanError::Unsupported(format!(
+                    "type {other} is not supported yet"
+                )))
+            }
         })
     }
 }

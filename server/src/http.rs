@@ -76,7 +76,9 @@ fn session_with(brook: &Arc<Brook>, props: &serde_json::Map<String, Value>) -> S
 async fn ksql(State(brook): State<Arc<Brook>>, body: Bytes) -> Response {
     let req: KsqlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return ServerError::BadRequest(format!("invalid request body: {e}")).into_response(),
+        Err(e) => {
+            return ServerError::BadRequest(format!("invalid request body: {e}")).into_response()
+        }
     };
     let mut session = session_with(&brook, &req.streams_properties);
     let statements = match session.parse(&req.ksql) {
@@ -88,7 +90,8 @@ async fn ksql(State(brook): State<Arc<Brook>>, body: Bytes) -> Response {
         let sql = parsed.sql.clone();
         if matches!(
             parsed.statement,
-            brook_planner::parser::Statement::Select { .. } | brook_planner::parser::Statement::CopyTo { .. }
+            brook_planner::parser::Statement::Select { .. }
+                | brook_planner::parser::Statement::CopyTo { .. }
         ) {
             let e = ServerError::BadRequest(
                 "The following statement types should be issued to the websocket endpoint '/query': SELECT".into(),
@@ -96,7 +99,11 @@ async fn ksql(State(brook): State<Arc<Brook>>, body: Bytes) -> Response {
             return statement_error(&e, &sql, entities);
         }
         match session.execute_parsed(parsed).await {
-            Ok(Output::Command { message, query_id, tag }) => {
+            Ok(Output::Command {
+                message,
+                query_id,
+                tag,
+            }) => {
                 if tag.starts_with("INSERT") || tag == "SET" || tag == "UNSET" || tag == "FLUSH" {
                     continue;
                 }
@@ -145,7 +152,10 @@ fn batch_rows(batches: &[RecordBatch]) -> Vec<Value> {
             let cells = b
                 .columns()
                 .iter()
-                .map(|c| datafusion::common::ScalarValue::try_from_array(c, row).map_or(Value::Null, |v| scalar_json(&v)))
+                .map(|c| {
+                    datafusion::common::ScalarValue::try_from_array(c, row)
+                        .map_or(Value::Null, |v| scalar_json(&v))
+                })
                 .collect();
             out.push(Value::Array(cells));
         }
@@ -155,10 +165,16 @@ fn batch_rows(batches: &[RecordBatch]) -> Vec<Value> {
 
 /// Rows are newline-delimited JSON (ksqlDB's `application/vnd.ksqlapi.delimited.v1`)
 /// unless the client asks for `application/json`, which gets one JSON array.
-async fn query_stream(State(brook): State<Arc<Brook>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn query_stream(
+    State(brook): State<Arc<Brook>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req: QueryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return ServerError::BadRequest(format!("invalid request body: {e}")).into_response(),
+        Err(e) => {
+            return ServerError::BadRequest(format!("invalid request body: {e}")).into_response()
+        }
     };
     let json_array = headers
         .get(header::ACCEPT)
@@ -173,11 +189,25 @@ async fn query_stream(State(brook): State<Arc<Brook>>, headers: HeaderMap, body:
         return ServerError::BadRequest("expected exactly one query".into()).into_response();
     }
     let parsed = statements.remove(0);
-    let content_type = if json_array { "application/json" } else { "application/vnd.ksqlapi.delimited.v1" };
+    let content_type = if json_array {
+        "application/json"
+    } else {
+        "application/vnd.ksqlapi.delimited.v1"
+    };
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let query_id = format!("transient_{}", NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let query_id = format!(
+        "transient_{}",
+        NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     match session.execute_parsed(parsed).await {
-        Ok(Output::Rows { schema, batches, .. } | Output::Listing { schema, batches, .. }) => {
+        Ok(
+            Output::Rows {
+                schema, batches, ..
+            }
+            | Output::Listing {
+                schema, batches, ..
+            },
+        ) => {
             let mut items = vec![header_json(&query_id, &schema)];
             items.extend(batch_rows(&batches));
             let text = if json_array {
@@ -189,35 +219,61 @@ async fn query_stream(State(brook): State<Arc<Brook>>, headers: HeaderMap, body:
         }
         Ok(Output::Stream { stream, .. }) => {
             let head = header_json(&query_id, &stream.schema);
-            let first = if json_array { format!("[{head}") } else { format!("{head}\n") };
-            let rows = futures::stream::unfold((stream.rows, false), move |(mut rx, done)| async move {
-                if done {
-                    return None;
-                }
-                match rx.recv().await {
-                    Some(Ok(row)) => {
-                        let v = Value::Array(row.iter().map(scalar_json).collect());
-                        let text = if json_array { format!(",\n{v}") } else { format!("{v}\n") };
-                        Some((Ok::<_, Infallible>(Bytes::from(text)), (rx, false)))
+            let first = if json_array {
+                format!("[{head}")
+            } else {
+                format!("{head}\n")
+            };
+            let rows = futures::stream::unfold(
+                (stream.rows, false),
+                move |(mut rx, done)| async move {
+                    if done {
+                        return None;
                     }
-                    Some(Err(e)) => {
-                        let v = json!({"@type": "generic_error", "error_code": 50000, "message": e.to_string()});
-                        let text = if json_array { format!(",\n{v}]") } else { format!("{v}\n") };
-                        Some((Ok(Bytes::from(text)), (rx, true)))
+                    match rx.recv().await {
+                        Some(Ok(row)) => {
+                            let v = Value::Array(row.iter().map(scalar_json).collect());
+                            let text = if json_array {
+                                format!(",\n{v}")
+                            } else {
+                                format!("{v}\n")
+                            };
+                            Some((Ok::<_, Infallible>(Bytes::from(text)), (rx, false)))
+                        }
+                        Some(Err(e)) => {
+                            let v = json!({"@type": "generic_error", "error_code": 50000, "message": e.to_string()});
+                            let text = if json_array {
+                                format!(",\n{v}]")
+                            } else {
+                                format!("{v}\n")
+                            };
+                            Some((Ok(Bytes::from(text)), (rx, true)))
+                        }
+                        None => json_array.then(|| (Ok(Bytes::from("]")), (rx, true))),
                     }
-                    None => json_array.then(|| (Ok(Bytes::from("]")), (rx, true))),
-                }
-            });
-            let body = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(first)) }).chain_rows(rows);
-            ([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response()
+                },
+            );
+            let body =
+                futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(first)) })
+                    .chain_rows(rows);
+            (
+                [(header::CONTENT_TYPE, content_type)],
+                Body::from_stream(body),
+            )
+                .into_response()
         }
-        Ok(Output::Command { message, .. }) => (StatusCode::OK, Json(json!({"message": message}))).into_response(),
+        Ok(Output::Command { message, .. }) => {
+            (StatusCode::OK, Json(json!({"message": message}))).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
 
 trait ChainRows: futures::Stream + Sized {
-    fn chain_rows<S: futures::Stream<Item = Self::Item>>(self, other: S) -> futures::stream::Chain<Self, S> {
+    fn chain_rows<S: futures::Stream<Item = Self::Item>>(
+        self,
+        other: S,
+    ) -> futures::stream::Chain<Self, S> {
         futures::StreamExt::chain(self, other)
     }
 }

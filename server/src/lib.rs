@@ -46,7 +46,11 @@ pub struct Running {
 /// Opens the data directory and starts the listeners in the background.
 pub async fn serve(config: &Config) -> Result<Running> {
     let brook = Brook::open(&config.data_dir).await?;
-    let mut running = Running { brook: Arc::clone(&brook), pg_addr: None, http_addr: None };
+    let mut running = Running {
+        brook: Arc::clone(&brook),
+        pg_addr: None,
+        http_addr: None,
+    };
     if let Some(addr) = config.pg_listen {
         let listener = pg::bind(addr).await?;
         running.pg_addr = listener.local_addr().ok();
@@ -55,7 +59,10 @@ pub async fn serve(config: &Config) -> Result<Running> {
     if let Some(addr) = config.http_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| ServerError::Listen { addr: addr.to_string(), source })?;
+            .map_err(|source| ServerError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
         running.http_addr = listener.local_addr().ok();
         let app = http::router(Arc::clone(&brook));
         tokio::spawn(async move {

@@ -13,7 +13,9 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use futures::{Sink, SinkExt};
 use pgwire::api::query::SimpleQueryHandler;
-use pgwire::api::results::{CopyEncoder, CopyTextOptions, DataRowEncoder, FieldFormat, FieldInfo, Response, Tag};
+use pgwire::api::results::{
+    CopyEncoder, CopyTextOptions, DataRowEncoder, FieldFormat, FieldInfo, Response, Tag,
+};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -52,7 +54,11 @@ pub async fn serve(brook: Arc<Brook>, listener: TcpListener) {
                 continue;
             }
         };
-        let factory = Arc::new(Factory { handler: Arc::new(Handler { session: Mutex::new(brook.session()) }) });
+        let factory = Arc::new(Factory {
+            handler: Arc::new(Handler {
+                session: Mutex::new(brook.session()),
+            }),
+        });
         tokio::spawn(async move {
             if let Err(e) = pgwire::tokio::process_socket(socket, None, factory).await {
                 tracing::debug!(%peer, error = %e, "pgwire connection ended");
@@ -63,7 +69,12 @@ pub async fn serve(brook: Arc<Brook>, listener: TcpListener) {
 
 /// Binds the pgwire listener.
 pub async fn bind(addr: SocketAddr) -> crate::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr: addr.to_string(), source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 fn pg_type(t: &DataType) -> Type {
@@ -85,7 +96,15 @@ fn fields(schema: &SchemaRef) -> Arc<Vec<FieldInfo>> {
         schema
             .fields()
             .iter()
-            .map(|f| FieldInfo::new(f.name().clone(), None, None, pg_type(f.data_type()), FieldFormat::Text))
+            .map(|f| {
+                FieldInfo::new(
+                    f.name().clone(),
+                    None,
+                    None,
+                    pg_type(f.data_type()),
+                    FieldFormat::Text,
+                )
+            })
             .collect(),
     )
 }
@@ -93,7 +112,11 @@ fn fields(schema: &SchemaRef) -> Arc<Vec<FieldInfo>> {
 /// The ErrorResponse for a Brook error.
 pub fn error_info(e: &ServerError) -> ErrorInfo {
     let message = e.to_string();
-    let mut info = ErrorInfo::new("ERROR".to_string(), e.sqlstate().to_string(), message.clone());
+    let mut info = ErrorInfo::new(
+        "ERROR".to_string(),
+        e.sqlstate().to_string(),
+        message.clone(),
+    );
     // Point psql at the offending character when the parser knows it.
     if let Some(pos) = parse_position(&message) {
         info.position = Some(pos.to_string());
@@ -111,7 +134,11 @@ fn parse_position(message: &str) -> Option<usize> {
 }
 
 fn row_cells(batch: &RecordBatch, row: usize) -> Vec<Option<String>> {
-    batch.columns().iter().map(|c| cell_text(c.as_ref(), row)).collect()
+    batch
+        .columns()
+        .iter()
+        .map(|c| cell_text(c.as_ref(), row))
+        .collect()
 }
 
 #[async_trait]
@@ -130,10 +157,18 @@ impl SimpleQueryHandler for Handler {
             let output = session.execute_parsed(parsed).await.map_err(user_error)?;
             match output {
                 Output::Command { tag, .. } => {
-                    client.feed(PgWireBackendMessage::CommandComplete(Tag::new(&tag).into())).await?;
+                    client
+                        .feed(PgWireBackendMessage::CommandComplete(Tag::new(&tag).into()))
+                        .await?;
                 }
-                Output::Rows { schema, batches, copy } => send_batches(client, &schema, &batches, copy).await?,
-                Output::Listing { schema, batches, .. } => send_batches(client, &schema, &batches, false).await?,
+                Output::Rows {
+                    schema,
+                    batches,
+                    copy,
+                } => send_batches(client, &schema, &batches, copy).await?,
+                Output::Listing {
+                    schema, batches, ..
+                } => send_batches(client, &schema, &batches, false).await?,
                 Output::Stream { mut stream, copy } => {
                     let info = fields(&stream.schema);
                     if copy {
@@ -157,7 +192,12 @@ impl SimpleQueryHandler for Handler {
     }
 }
 
-async fn send_batches<C>(client: &mut C, schema: &SchemaRef, batches: &[RecordBatch], copy: bool) -> PgWireResult<()>
+async fn send_batches<C>(
+    client: &mut C,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    copy: bool,
+) -> PgWireResult<()>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
@@ -184,7 +224,9 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     let desc = RowDescription::new(info.iter().map(FieldDescription::from).collect());
-    client.feed(PgWireBackendMessage::RowDescription(desc)).await?;
+    client
+        .feed(PgWireBackendMessage::RowDescription(desc))
+        .await?;
     Ok(())
 }
 
@@ -194,11 +236,19 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     let msg = CopyOutResponse::new(0, columns as i16, vec![0; columns]);
-    client.feed(PgWireBackendMessage::CopyOutResponse(msg)).await?;
+    client
+        .feed(PgWireBackendMessage::CopyOutResponse(msg))
+        .await?;
     Ok(())
 }
 
-async fn send_row<C>(client: &mut C, info: &Arc<Vec<FieldInfo>>, cells: Vec<Option<String>>, copy: bool, flush: bool) -> PgWireResult<()>
+async fn send_row<C>(
+    client: &mut C,
+    info: &Arc<Vec<FieldInfo>>,
+    cells: Vec<Option<String>>,
+    copy: bool,
+    flush: bool,
+) -> PgWireResult<()>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
@@ -230,10 +280,20 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     if copy {
-        client.feed(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;
-        client.feed(PgWireBackendMessage::CommandComplete(Tag::new("COPY").with_rows(n).into())).await?;
+        client
+            .feed(PgWireBackendMessage::CopyDone(CopyDone::new()))
+            .await?;
+        client
+            .feed(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(n).into(),
+            ))
+            .await?;
     } else {
-        client.feed(PgWireBackendMessage::CommandComplete(Tag::new("SELECT").with_rows(n).into())).await?;
+        client
+            .feed(PgWireBackendMessage::CommandComplete(
+                Tag::new("SELECT").with_rows(n).into(),
+            ))
+            .await?;
     }
     Ok(())
 }

@@ -29,7 +29,9 @@ pub fn scalar_json(v: &ScalarValue) -> serde_json::Value {
         Ok(Datum::Null) => serde_json::Value::Null,
         Ok(Datum::Bool(b)) => b.into(),
         Ok(Datum::Int(i)) => i.into(),
-        Ok(Datum::Float(f)) => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into),
+        Ok(Datum::Float(f)) => {
+            serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into)
+        }
         Ok(Datum::Str(s)) => s.into(),
         Err(_) => scalar_text(v).map_or(serde_json::Value::Null, Into::into),
     }

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use brook_executor::{Engine, PushStream};
-use brook_planner::binder::{plan_create_as_select, plan_create_source, plan_insert, plan_pull, plan_stream};
+use brook_planner::binder::{
+    plan_create_as_select, plan_create_source, plan_insert, plan_pull, plan_stream,
+};
 use brook_planner::catalog::{Catalog, QueryDef, SourceDef, SourceKind};
 use brook_planner::parser::{self, Emit, Parsed, ShowWhat, Statement};
 use brook_planner::PlanError;
@@ -73,20 +75,29 @@ impl Brook {
     /// command log, then the persistent queries resumed from their checkpoints.
     pub async fn open(data_dir: &Path) -> Result<Arc<Brook>> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            ServerError::Storage(brook_storage::StorageError::Io { action: "create directory", path: data_dir.into(), source: e })
+            ServerError::Storage(brook_storage::StorageError::Io {
+                action: "create directory",
+                path: data_dir.into(),
+                source: e,
+            })
         })?;
         let engine = Engine::open(data_dir)?;
         let mut catalog = Catalog::default();
         for (seq, bytes) in engine.catalog_store().entries()? {
             let bad = |reason: String| ServerError::Catalog { seq, reason };
-            let cmd: CatalogCommand = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+            let cmd: CatalogCommand =
+                serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
             let parsed = parser::parse_statement(&cmd.sql).map_err(|e| bad(e.to_string()))?;
             apply_ddl(&mut catalog, &parsed, seq).map_err(|e| bad(e.to_string()))?;
         }
         for def in catalog.sources.values() {
             engine.ensure_topic(def)?;
         }
-        let brook = Arc::new(Brook { engine, catalog: RwLock::new(catalog), ddl: tokio::sync::Mutex::new(()) });
+        let brook = Arc::new(Brook {
+            engine,
+            catalog: RwLock::new(catalog),
+            ddl: tokio::sync::Mutex::new(()),
+        });
         let queries: Vec<QueryDef> = brook.catalog().queries.values().cloned().collect();
         for q in queries {
             brook.start_query(&q)?;
@@ -111,8 +122,17 @@ impl Brook {
     fn start_query(&self, q: &QueryDef) -> Result<()> {
         let catalog = self.catalog().clone();
         let parsed = parser::parse_statement(&q.sql)?;
-        let Statement::CreateAsSelect { kind, name, props, query, .. } = &parsed.statement else {
-            return Err(PlanError::Internal(format!("query {} is not CREATE … AS SELECT", q.id)).into());
+        let Statement::CreateAsSelect {
+            kind,
+            name,
+            props,
+            query,
+            ..
+        } = &parsed.statement
+        else {
+            return Err(
+                PlanError::Internal(format!("query {} is not CREATE … AS SELECT", q.id)).into(),
+            );
         };
         let mut without_sink = catalog.clone();
         without_sink.sources.remove(name);
@@ -124,7 +144,10 @@ impl Brook {
 
     /// A new session.
     pub fn session(self: &Arc<Self>) -> Session {
-        Session { brook: Arc::clone(self), properties: BTreeMap::new() }
+        Session {
+            brook: Arc::clone(self),
+            properties: BTreeMap::new(),
+        }
     }
 
     /// Stops every persistent query (state stays for the next open).
@@ -136,16 +159,33 @@ impl Brook {
 /// Applies a DDL statement to a catalog (no side effects elsewhere).
 fn apply_ddl(catalog: &mut Catalog, parsed: &Parsed, seq: u64) -> Result<()> {
     match &parsed.statement {
-        Statement::CreateSource { kind, name, columns, props, .. } => {
+        Statement::CreateSource {
+            kind,
+            name,
+            columns,
+            props,
+            ..
+        } => {
             let def = plan_create_source(*kind, name, columns, props)?;
             catalog.sources.insert(name.clone(), def);
         }
-        Statement::CreateAsSelect { kind, name, props, query, .. } => {
+        Statement::CreateAsSelect {
+            kind,
+            name,
+            props,
+            query,
+            ..
+        } => {
             let id = query_id(*kind, name, seq);
             let (def, plan) = plan_create_as_select(catalog, *kind, name, props, query, &id)?;
             catalog.queries.insert(
                 id.clone(),
-                QueryDef { id, sql: parsed.sql.clone(), sink: name.clone(), sources: vec![plan.source.name.clone()] },
+                QueryDef {
+                    id,
+                    sql: parsed.sql.clone(),
+                    sink: name.clone(),
+                    sources: vec![plan.source.name.clone()],
+                },
             );
             catalog.sources.insert(name.clone(), def);
         }
@@ -166,8 +206,21 @@ fn apply_ddl(catalog: &mut Catalog, parsed: &Parsed, seq: u64) -> Result<()> {
 }
 
 fn query_id(kind: SourceKind, name: &str, seq: u64) -> String {
-    let prefix = if kind == SourceKind::Table { "CTAS" } else { "CSAS" };
-    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    let prefix = if kind == SourceKind::Table {
+        "CTAS"
+    } else {
+        "CSAS"
+    };
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("{prefix}_{clean}_{seq}")
 }
 
@@ -227,8 +280,10 @@ impl Session {
         Ok(parser::parse(sql)?)
     }
 
-    fn from_beginning(&self) -> bool {
-        self.properties.get("auto.offset.reset").is_some_and(|v| v.eq_ignore_ascii_case("earliest"))
+    fn reads_from_beginning(&self) -> bool {
+        self.properties
+            .get("auto.offset.reset")
+            .is_some_and(|v| v.eq_ignore_ascii_case("earliest"))
     }
 
     /// Runs one parsed statement.
@@ -239,40 +294,69 @@ impl Session {
             | Statement::CreateAsSelect { .. }
             | Statement::Drop { .. }
             | Statement::Terminate { .. } => brook.execute_ddl(parsed).await,
-            Statement::InsertValues { target, columns, rows } => {
+            Statement::InsertValues {
+                target,
+                columns,
+                rows,
+            } => {
                 let (def, rows) = plan_insert(&brook.catalog(), target, columns, rows)?;
                 let n = brook.engine.insert(&def, &rows)?;
-                Ok(Output::Command { tag: format!("INSERT 0 {n}"), message: format!("Inserted {n} row(s)"), query_id: None })
+                Ok(Output::Command {
+                    tag: format!("INSERT 0 {n}"),
+                    message: format!("Inserted {n} row(s)"),
+                    query_id: None,
+                })
             }
             Statement::Select { query, emit } => self.run_query(query, *emit, false).await,
             Statement::CopyTo { query, emit } => self.run_query(query, *emit, true).await,
             Statement::Flush => {
                 brook.engine.flush().await?;
-                Ok(Output::Command { tag: "FLUSH".into(), message: "Flushed".into(), query_id: None })
+                Ok(Output::Command {
+                    tag: "FLUSH".into(),
+                    message: "Flushed".into(),
+                    query_id: None,
+                })
             }
             Statement::Set { name, value } => {
                 self.properties.insert(name.clone(), value.clone());
-                Ok(Output::Command { tag: "SET".into(), message: format!("Successfully changed local property '{name}' to '{value}'."), query_id: None })
+                Ok(Output::Command {
+                    tag: "SET".into(),
+                    message: format!("Successfully changed local property '{name}' to '{value}'."),
+                    query_id: None,
+                })
             }
             Statement::Unset { name } => {
                 self.properties.remove(name);
-                Ok(Output::Command { tag: "UNSET".into(), message: format!("Successfully unset local property '{name}'."), query_id: None })
+                Ok(Output::Command {
+                    tag: "UNSET".into(),
+                    message: format!("Successfully unset local property '{name}'."),
+                    query_id: None,
+                })
             }
             Statement::Show { what, .. } => Ok(self.show(*what, &parsed.sql)),
             Statement::Describe { name, .. } => self.describe(name, &parsed.sql),
         }
     }
 
-    async fn run_query(&self, query: &datafusion::sql::sqlparser::ast::Query, emit: Option<Emit>, copy: bool) -> Result<Output> {
+    async fn run_query(
+        &self,
+        query: &datafusion::sql::sqlparser::ast::Query,
+        emit: Option<Emit>,
+        copy: bool,
+    ) -> Result<Output> {
         let catalog = self.brook.catalog().clone();
         if emit.is_some() {
             let plan = plan_stream(&catalog, query)?;
-            let stream = self.brook.engine.push(plan, self.from_beginning())?;
+            let stream = self.brook.engine.push(plan, self.reads_from_beginning())?;
             Ok(Output::Stream { stream, copy })
         } else {
             let plan = plan_pull(&catalog, query)?;
             let (schema, batches) = self.brook.engine.pull(plan).await?;
-            Ok(Output::Rows { schema, batches, copy })
+            Ok(Output::Rows {
+                schema,
+                batches,
+                copy,
+            })
         }
     }
 
@@ -280,24 +364,56 @@ impl Session {
         let catalog = self.brook.catalog();
         match what {
             ShowWhat::Streams | ShowWhat::Tables => {
-                let kind = if what == ShowWhat::Streams { SourceKind::Stream } else { SourceKind::Table };
-                let defs: Vec<&SourceDef> = catalog.sources.values().filter(|d| d.kind == kind).collect();
-                let title = if kind == SourceKind::Stream { "Stream Name" } else { "Table Name" };
+                let kind = if what == ShowWhat::Streams {
+                    SourceKind::Stream
+                } else {
+                    SourceKind::Table
+                };
+                let defs: Vec<&SourceDef> = catalog
+                    .sources
+                    .values()
+                    .filter(|d| d.kind == kind)
+                    .collect();
+                let title = if kind == SourceKind::Stream {
+                    "Stream Name"
+                } else {
+                    "Table Name"
+                };
                 let rows: Vec<Vec<String>> = defs
                     .iter()
-                    .map(|d| vec![d.name.clone(), d.topic.clone(), d.key_format.name().into(), d.value_format.name().into(), "false".into()])
+                    .map(|d| {
+                        vec![
+                            d.name.clone(),
+                            d.topic.clone(),
+                            d.key_format.name().into(),
+                            d.value_format.name().into(),
+                            "false".into(),
+                        ]
+                    })
                     .collect();
                 let list: Vec<serde_json::Value> = defs
                     .iter()
-                    .map(|d| serde_json::json!({
-                        "type": if kind == SourceKind::Stream { "STREAM" } else { "TABLE" },
-                        "name": d.name, "topic": d.topic, "keyFormat": d.key_format.name(),
-                        "valueFormat": d.value_format.name(), "isWindowed": false,
-                    }))
+                    .map(|d| {
+                        serde_json::json!({
+                            "type": if kind == SourceKind::Stream { "STREAM" } else { "TABLE" },
+                            "name": d.name, "topic": d.topic, "keyFormat": d.key_format.name(),
+                            "valueFormat": d.value_format.name(), "isWindowed": false,
+                        })
+                    })
                     .collect();
-                let key = if kind == SourceKind::Stream { "streams" } else { "tables" };
+                let key = if kind == SourceKind::Stream {
+                    "streams"
+                } else {
+                    "tables"
+                };
                 listing(
-                    &[title, "Kafka Topic", "Key Format", "Value Format", "Windowed"],
+                    &[
+                        title,
+                        "Kafka Topic",
+                        "Key Format",
+                        "Value Format",
+                        "Windowed",
+                    ],
                     rows,
                     serde_json::json!({"@type": key, "statementText": sql, key: list, "warnings": []}),
                 )
@@ -312,22 +428,42 @@ impl Session {
                         Some(Some(_)) => "ERROR",
                         None => "NOT_RUNNING",
                     };
-                    let topic = catalog.sources.get(&q.sink).map_or(String::new(), |s| s.topic.clone());
-                    rows.push(vec![q.id.clone(), "PERSISTENT".into(), state.into(), q.sink.clone(), topic.clone(), q.sql.clone()]);
+                    let topic = catalog
+                        .sources
+                        .get(&q.sink)
+                        .map_or(String::new(), |s| s.topic.clone());
+                    rows.push(vec![
+                        q.id.clone(),
+                        "PERSISTENT".into(),
+                        state.into(),
+                        q.sink.clone(),
+                        topic.clone(),
+                        q.sql.clone(),
+                    ]);
                     list.push(serde_json::json!({
                         "queryString": q.sql, "sinks": [q.sink], "sinkKafkaTopics": [topic], "id": q.id,
                         "statusCount": {state: 1}, "queryType": "PERSISTENT", "state": state,
                     }));
                 }
                 listing(
-                    &["Query ID", "Query Type", "Status", "Sink Name", "Sink Kafka Topic", "Query String"],
+                    &[
+                        "Query ID",
+                        "Query Type",
+                        "Status",
+                        "Sink Name",
+                        "Sink Kafka Topic",
+                        "Query String",
+                    ],
                     rows,
                     serde_json::json!({"@type": "queries", "statementText": sql, "queries": list, "warnings": []}),
                 )
             }
             ShowWhat::Topics => {
                 let topics = self.brook.engine.log().topics();
-                let rows = topics.iter().map(|(n, p)| vec![n.clone(), p.to_string()]).collect();
+                let rows = topics
+                    .iter()
+                    .map(|(n, p)| vec![n.clone(), p.to_string()])
+                    .collect();
                 let list: Vec<serde_json::Value> = topics
                     .iter()
                     .map(|(n, p)| serde_json::json!({"name": n, "replicaInfo": vec![1; *p as usize]}))
@@ -339,7 +475,11 @@ impl Session {
                 )
             }
             ShowWhat::Properties => {
-                let rows: Vec<Vec<String>> = self.properties.iter().map(|(k, v)| vec![k.clone(), "SESSION".into(), v.clone()]).collect();
+                let rows: Vec<Vec<String>> = self
+                    .properties
+                    .iter()
+                    .map(|(k, v)| vec![k.clone(), "SESSION".into(), v.clone()])
+                    .collect();
                 let list: Vec<serde_json::Value> = self
                     .properties
                     .iter()
@@ -372,8 +512,16 @@ impl Session {
             }
             fields.push(f);
         }
-        let kind = if def.kind == SourceKind::Stream { "STREAM" } else { "TABLE" };
-        let readers: Vec<&str> = catalog.readers_of(&def.name).iter().map(|q| q.id.as_str()).collect();
+        let kind = if def.kind == SourceKind::Stream {
+            "STREAM"
+        } else {
+            "TABLE"
+        };
+        let readers: Vec<&str> = catalog
+            .readers_of(&def.name)
+            .iter()
+            .map(|q| q.id.as_str())
+            .collect();
         let entity = serde_json::json!({
             "@type": "sourceDescription", "statementText": sql,
             "sourceDescription": {
@@ -397,23 +545,42 @@ impl Brook {
         let catalog = self.catalog().clone();
         let seq = self.engine.catalog_store().next_seq()?;
         let output = match &parsed.statement {
-            Statement::CreateSource { kind, name, if_not_exists, .. }
-            | Statement::CreateAsSelect { kind, name, if_not_exists, .. } => {
+            Statement::CreateSource {
+                kind,
+                name,
+                if_not_exists,
+                ..
+            }
+            | Statement::CreateAsSelect {
+                kind,
+                name,
+                if_not_exists,
+                ..
+            } => {
                 if let Some(existing) = catalog.sources.get(name) {
                     if *if_not_exists {
                         return Ok(Output::Command {
                             tag: format!("CREATE {}", kind.noun().to_uppercase()),
-                            message: format!("A {} named {name} already exists; nothing was changed.", existing.kind.noun()),
+                            message: format!(
+                                "A {} named {name} already exists; nothing was changed.",
+                                existing.kind.noun()
+                            ),
                             query_id: None,
                         });
                     }
-                    return Err(PlanError::AlreadyExists { kind: existing.kind.noun(), name: name.clone() }.into());
+                    return Err(PlanError::AlreadyExists {
+                        kind: existing.kind.noun(),
+                        name: name.clone(),
+                    }
+                    .into());
                 }
                 let mut next = catalog.clone();
                 apply_ddl(&mut next, &parsed, seq)?;
                 let def = next.source(name)?.clone();
                 if let Some(p) = self.engine.topic_partitions(&def.topic) {
-                    if p != def.partitions && matches!(parsed.statement, Statement::CreateSource { .. }) {
+                    if p != def.partitions
+                        && matches!(parsed.statement, Statement::CreateSource { .. })
+                    {
                         let wants = parsed_has_partitions(&parsed);
                         if wants {
                             return Err(PlanError::Invalid(format!(
@@ -439,21 +606,45 @@ impl Brook {
                         if let Some(q) = q {
                             self.start_query(&q)?;
                         }
-                        Output::Command { tag: format!("CREATE {}", kind.noun().to_uppercase()), message: format!("Created query with ID {id}"), query_id: query }
+                        Output::Command {
+                            tag: format!("CREATE {}", kind.noun().to_uppercase()),
+                            message: format!("Created query with ID {id}"),
+                            query_id: query,
+                        }
                     }
                     None => Output::Command {
                         tag: format!("CREATE {}", kind.noun().to_uppercase()),
-                        message: format!("{} created", if *kind == SourceKind::Stream { "Stream" } else { "Table" }),
+                        message: format!(
+                            "{} created",
+                            if *kind == SourceKind::Stream {
+                                "Stream"
+                            } else {
+                                "Table"
+                            }
+                        ),
                         query_id: None,
                     },
                 }
             }
-            Statement::Drop { kind, name, if_exists, delete_topic } => {
+            Statement::Drop {
+                kind,
+                name,
+                if_exists,
+                delete_topic,
+            } => {
                 let Some(def) = catalog.sources.get(name) else {
                     if *if_exists {
-                        return Ok(Output::Command { tag: format!("DROP {}", kind.noun().to_uppercase()), message: format!("Source {name} does not exist."), query_id: None });
+                        return Ok(Output::Command {
+                            tag: format!("DROP {}", kind.noun().to_uppercase()),
+                            message: format!("Source {name} does not exist."),
+                            query_id: None,
+                        });
                     }
-                    return Err(PlanError::NotFound { kind: kind.noun(), name: name.clone() }.into());
+                    return Err(PlanError::NotFound {
+                        kind: kind.noun(),
+                        name: name.clone(),
+                    }
+                    .into());
                 };
                 if def.kind != *kind {
                     return Err(PlanError::Invalid(format!(
@@ -463,7 +654,11 @@ impl Brook {
                     ))
                     .into());
                 }
-                let readers: Vec<String> = catalog.readers_of(name).iter().map(|q| q.id.clone()).collect();
+                let readers: Vec<String> = catalog
+                    .readers_of(name)
+                    .iter()
+                    .map(|q| q.id.clone())
+                    .collect();
                 if !readers.is_empty() {
                     return Err(PlanError::InUse(format!(
                         "Cannot drop {name}.\nThe following queries read from this source: [{}].\nYou need to terminate them before dropping {name}.",
@@ -486,13 +681,21 @@ impl Brook {
                 if *delete_topic {
                     self.engine.delete_topic(&def.topic)?;
                 }
-                Output::Command { tag: format!("DROP {}", kind.noun().to_uppercase()), message: format!("Source `{name}` (topic: {}) was dropped.", def.topic), query_id: None }
+                Output::Command {
+                    tag: format!("DROP {}", kind.noun().to_uppercase()),
+                    message: format!("Source `{name}` (topic: {}) was dropped.", def.topic),
+                    query_id: None,
+                }
             }
             Statement::Terminate { id } => {
                 let ids: Vec<String> = match id {
                     Some(id) => {
                         if !catalog.queries.contains_key(id) {
-                            return Err(PlanError::NotFound { kind: "query", name: id.clone() }.into());
+                            return Err(PlanError::NotFound {
+                                kind: "query",
+                                name: id.clone(),
+                            }
+                            .into());
                         }
                         vec![id.clone()]
                     }
@@ -508,7 +711,11 @@ impl Brook {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Output::Command { tag: "TERMINATE".into(), message: "Query terminated.".into(), query_id: None }
+                Output::Command {
+                    tag: "TERMINATE".into(),
+                    message: "Query terminated.".into(),
+                    query_id: None,
+                }
             }
             _ => return Err(PlanError::Internal("not a DDL statement".into()).into()),
         };
@@ -516,8 +723,13 @@ impl Brook {
     }
 
     fn persist(&self, seq: u64, sql: &str) -> Result<()> {
-        let cmd = serde_json::to_vec(&CatalogCommand { sql: sql.to_string() })
-            .map_err(|e| ServerError::Catalog { seq, reason: e.to_string() })?;
+        let cmd = serde_json::to_vec(&CatalogCommand {
+            sql: sql.to_string(),
+        })
+        .map_err(|e| ServerError::Catalog {
+            seq,
+            reason: e.to_string(),
+        })?;
         self.engine.catalog_store().append(seq, &cmd)?;
         Ok(())
     }
@@ -531,14 +743,26 @@ fn parsed_has_partitions(parsed: &Parsed) -> bool {
 }
 
 fn listing(columns: &[&str], rows: Vec<Vec<String>>, entity: serde_json::Value) -> Output {
-    let schema: SchemaRef =
-        Arc::new(Schema::new(columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>()));
+    let schema: SchemaRef = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
     let arrays: Vec<ArrayRef> = (0..columns.len())
-        .map(|i| Arc::new(StringArray::from(rows.iter().map(|r| Some(r[i].clone())).collect::<Vec<_>>())) as ArrayRef)
+        .map(|i| {
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| Some(r[i].clone())).collect::<Vec<_>>(),
+            )) as ArrayRef
+        })
         .collect();
     let batches = match RecordBatch::try_new(Arc::clone(&schema), arrays) {
         Ok(b) => vec![b],
         Err(_) => Vec::new(),
     };
-    Output::Listing { schema, batches, entity }
+    Output::Listing {
+        schema,
+        batches,
+        entity,
+    }
 }

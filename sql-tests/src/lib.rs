@@ -66,9 +66,17 @@ pub struct InProcessDb {
 impl InProcessDb {
     /// Opens Brook on `data_dir`.
     pub async fn open(data_dir: &Path, restart: bool) -> Result<Self, HarnessError> {
-        let brook = Brook::open(data_dir).await.map_err(|e| HarnessError(e.to_string()))?;
+        let brook = Brook::open(data_dir)
+            .await
+            .map_err(|e| HarnessError(e.to_string()))?;
         let session = brook.session();
-        Ok(InProcessDb { data_dir: data_dir.to_path_buf(), brook: Some(brook), session: Some(session), properties: Vec::new(), restart })
+        Ok(InProcessDb {
+            data_dir: data_dir.to_path_buf(),
+            brook: Some(brook),
+            session: Some(session),
+            properties: Vec::new(),
+            restart,
+        })
     }
 
     async fn reopen(&mut self) -> Result<(), HarnessError> {
@@ -77,7 +85,9 @@ impl InProcessDb {
             b.shutdown().await;
             drop(b);
         }
-        let brook = Brook::open(&self.data_dir).await.map_err(|e| HarnessError(format!("restart failed: {e}")))?;
+        let brook = Brook::open(&self.data_dir)
+            .await
+            .map_err(|e| HarnessError(format!("restart failed: {e}")))?;
         let mut session = brook.session();
         for (k, v) in &self.properties {
             session.set_property(k, v);
@@ -103,7 +113,10 @@ impl sqllogictest::AsyncDB for InProcessDb {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, HarnessError> {
         let err = |e: brook_server::ServerError| HarnessError(e.to_string());
-        let session = self.session.as_mut().ok_or_else(|| HarnessError("engine is closed".into()))?;
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| HarnessError("engine is closed".into()))?;
         let parsed = session.parse(sql).map_err(err)?;
         let mut last = DBOutput::StatementComplete(0);
         let mut flushed = false;
@@ -139,14 +152,27 @@ impl sqllogictest::AsyncDB for InProcessDb {
 async fn render(output: Output) -> Result<DBOutput<DefaultColumnType>, HarnessError> {
     Ok(match output {
         Output::Command { .. } => DBOutput::StatementComplete(0),
-        Output::Rows { schema, batches, .. } | Output::Listing { schema, batches, .. } => {
+        Output::Rows {
+            schema, batches, ..
+        }
+        | Output::Listing {
+            schema, batches, ..
+        } => {
             let mut rows = Vec::new();
             for b in &batches {
                 for r in 0..b.num_rows() {
-                    rows.push(b.columns().iter().map(|c| text(cell_text(c.as_ref(), r))).collect());
+                    rows.push(
+                        b.columns()
+                            .iter()
+                            .map(|c| text(cell_text(c.as_ref(), r)))
+                            .collect(),
+                    );
                 }
             }
-            DBOutput::Rows { types: vec![DefaultColumnType::Any; schema.fields().len()], rows }
+            DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; schema.fields().len()],
+                rows,
+            }
         }
         Output::Stream { mut stream, .. } => {
             let mut rows = Vec::new();
@@ -159,8 +185,13 @@ async fn render(output: Output) -> Result<DBOutput<DefaultColumnType>, HarnessEr
             };
             tokio::time::timeout(PUSH_GUARD, collect)
                 .await
-                .map_err(|_| HarnessError("push query did not end (is its LIMIT reached?)".into()))??;
-            DBOutput::Rows { types: vec![DefaultColumnType::Any; stream.schema.fields().len()], rows }
+                .map_err(|_| {
+                    HarnessError("push query did not end (is its LIMIT reached?)".into())
+                })??;
+            DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; stream.schema.fields().len()],
+                rows,
+            }
         }
     })
 }
@@ -174,16 +205,28 @@ pub struct PgwireDb {
 impl PgwireDb {
     /// Starts Brook on `data_dir` with a pgwire listener on a free port and connects.
     pub async fn open(data_dir: &Path) -> Result<Self, HarnessError> {
-        let config = Config { data_dir: data_dir.to_path_buf(), pg_listen: Some(([127, 0, 0, 1], 0).into()), http_listen: None };
-        let running = brook_server::serve(&config).await.map_err(|e| HarnessError(e.to_string()))?;
-        let addr = running.pg_addr.ok_or_else(|| HarnessError("no pgwire address".into()))?;
+        let config = Config {
+            data_dir: data_dir.to_path_buf(),
+            pg_listen: Some(([127, 0, 0, 1], 0).into()),
+            http_listen: None,
+        };
+        let running = brook_server::serve(&config)
+            .await
+            .map_err(|e| HarnessError(e.to_string()))?;
+        let addr = running
+            .pg_addr
+            .ok_or_else(|| HarnessError("no pgwire address".into()))?;
         let conn = format!("host={} port={} user=brook", addr.ip(), addr.port());
-        let (client, connection) =
-            tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.map_err(|e| HarnessError(e.to_string()))?;
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| HarnessError(e.to_string()))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(PgwireDb { brook: running.brook, client })
+        Ok(PgwireDb {
+            brook: running.brook,
+            client,
+        })
     }
 }
 
@@ -197,21 +240,35 @@ impl sqllogictest::AsyncDB for PgwireDb {
         let messages = tokio::time::timeout(PUSH_GUARD, query)
             .await
             .map_err(|_| HarnessError("query did not end (is its LIMIT reached?)".into()))?
-            .map_err(|e| HarnessError(e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string())))?;
+            .map_err(|e| {
+                HarnessError(
+                    e.as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_string()),
+                )
+            })?;
         let mut rows = Vec::new();
         let mut width = None;
         for m in messages {
             match m {
                 tokio_postgres::SimpleQueryMessage::Row(row) => {
-                    rows.push((0..row.len()).map(|i| text(row.get(i).map(str::to_string))).collect());
+                    rows.push(
+                        (0..row.len())
+                            .map(|i| text(row.get(i).map(str::to_string)))
+                            .collect(),
+                    );
                 }
-                tokio_postgres::SimpleQueryMessage::RowDescription(cols) => width = Some(cols.len()),
+                tokio_postgres::SimpleQueryMessage::RowDescription(cols) => {
+                    width = Some(cols.len())
+                }
                 tokio_postgres::SimpleQueryMessage::CommandComplete(_) => {}
                 _ => {}
             }
         }
         Ok(match width {
-            Some(n) => DBOutput::Rows { types: vec![DefaultColumnType::Any; n], rows },
+            Some(n) => DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; n],
+                rows,
+            },
             None => DBOutput::StatementComplete(0),
         })
     }
@@ -231,13 +288,18 @@ pub async fn run_file(path: &Path, mode: Mode) -> Result<(), String> {
     let data_dir = dir.path().join("data");
     let result = match mode {
         Mode::InProcess | Mode::Restart => {
-            let db = InProcessDb::open(&data_dir, mode == Mode::Restart).await.map_err(|e| e.to_string())?;
+            let db = InProcessDb::open(&data_dir, mode == Mode::Restart)
+                .await
+                .map_err(|e| e.to_string())?;
             let mut db = Some(db);
             let mut runner = sqllogictest::Runner::new(move || {
                 let db = db.take();
                 async move { db.ok_or_else(|| HarnessError("one connection per file".into())) }
             });
-            let r = runner.run_file_async(path).await.map_err(|e| e.display(false).to_string());
+            let r = runner
+                .run_file_async(path)
+                .await
+                .map_err(|e| e.display(false).to_string());
             runner.shutdown_async().await;
             r
         }
@@ -248,7 +310,10 @@ pub async fn run_file(path: &Path, mode: Mode) -> Result<(), String> {
                 let db = db.take();
                 async move { db.ok_or_else(|| HarnessError("one connection per file".into())) }
             });
-            let r = runner.run_file_async(path).await.map_err(|e| e.display(false).to_string());
+            let r = runner
+                .run_file_async(path)
+                .await
+                .map_err(|e| e.display(false).to_string());
             runner.shutdown_async().await;
             r
         }
@@ -261,7 +326,9 @@ pub fn slt_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {

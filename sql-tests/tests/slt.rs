@@ -13,11 +13,19 @@ async fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("slt");
     let files: Vec<_> = slt_files(&root)
         .into_iter()
-        .filter(|f| filter.as_ref().is_none_or(|s| f.to_string_lossy().contains(s.as_str())))
+        .filter(|f| {
+            filter
+                .as_ref()
+                .is_none_or(|s| f.to_string_lossy().contains(s.as_str()))
+        })
         .collect();
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in &files {
-        let name = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        let name = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         for mode in [Mode::InProcess, Mode::Pgwire, Mode::Restart] {
             match run_file(file, mode).await {
                 Ok(()) => {

@@ -12,7 +12,10 @@ pub struct CatalogStore {
 impl CatalogStore {
     /// Opens the `catalog` tree of a sled database.
     pub fn open(db: &sled::Db) -> Result<CatalogStore> {
-        Ok(CatalogStore { db: db.clone(), tree: db.open_tree("catalog")? })
+        Ok(CatalogStore {
+            db: db.clone(),
+            tree: db.open_tree("catalog")?,
+        })
     }
 
     /// Every command in order, with its sequence number.
@@ -64,7 +67,10 @@ mod tests {
         }
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let c = CatalogStore::open(&db).unwrap();
-        assert_eq!(c.entries().unwrap(), vec![(1, b"one".to_vec()), (2, b"two".to_vec())]);
+        assert_eq!(
+            c.entries().unwrap(),
+            vec![(1, b"one".to_vec()), (2, b"two".to_vec())]
+        );
         assert_eq!(c.next_seq().unwrap(), 3);
     }
 }

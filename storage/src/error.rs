@@ -39,7 +39,9 @@ pub enum StorageError {
         partition: u32,
     },
     /// A partition stopped taking writes after a failed write or fsync.
-    #[error("partition {partition} of topic \"{topic}\" is read-only after an earlier write failure")]
+    #[error(
+        "partition {partition} of topic \"{topic}\" is read-only after an earlier write failure"
+    )]
     PartitionFailed {
         /// The topic.
         topic: String,
@@ -65,7 +67,14 @@ pub enum StorageError {
 /// Result alias of the storage layer.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
-pub(crate) fn io_err(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StorageError {
+pub(crate) fn io_err(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> StorageError {
     let path = path.into();
-    move |source| StorageError::Io { action, path, source }
+    move |source| StorageError::Io {
+        action,
+        path,
+        source,
+    }
 }

@@ -8,8 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use record::{Record, StoredRecord};
 use record::encode_batch;
+pub use record::{Record, StoredRecord};
 use segment::Segment;
 
 use crate::error::{io_err, Result, StorageError};
@@ -80,7 +80,11 @@ impl LogStore {
     }
 
     /// [`LogStore::open`] with a custom segment size (tests roll small segments).
-    pub fn open_with_segment_bytes(root: impl Into<PathBuf>, policy: FlushPolicy, segment_bytes: u64) -> Result<LogStore> {
+    pub fn open_with_segment_bytes(
+        root: impl Into<PathBuf>,
+        policy: FlushPolicy,
+        segment_bytes: u64,
+    ) -> Result<LogStore> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(io_err("create directory", &root))?;
         let mut topics = BTreeMap::new();
@@ -101,7 +105,13 @@ impl LogStore {
             }
             topics.insert(name, Arc::new(Topic { partitions: parts }));
         }
-        Ok(LogStore { root, policy, segment_bytes, topics: RwLock::new(topics), recovery })
+        Ok(LogStore {
+            root,
+            policy,
+            segment_bytes,
+            topics: RwLock::new(topics),
+            recovery,
+        })
     }
 
     /// What recovery did when the log was opened.
@@ -141,7 +151,9 @@ impl LogStore {
         let meta = serde_json::json!({ "partitions": partitions.max(1) }).to_string();
         let tmp = dir.join("topic.json.tmp");
         fs::write(&tmp, meta).map_err(io_err("write", &tmp))?;
-        fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("fsync", &tmp))?;
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("fsync", &tmp))?;
         let meta_path = dir.join(TOPIC_META);
         fs::rename(&tmp, &meta_path).map_err(io_err("rename", &meta_path))?;
         sync_dir(&dir)?;
@@ -166,13 +178,19 @@ impl LogStore {
 
     /// Whether the topic exists.
     pub fn topic_exists(&self, name: &str) -> bool {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).contains_key(name)
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
     }
 
     /// Topics and their partition counts, by name.
     pub fn topics(&self) -> Vec<(String, u32)> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        topics.iter().map(|(n, t)| (n.clone(), t.partitions.len() as u32)).collect()
+        topics
+            .iter()
+            .map(|(n, t)| (n.clone(), t.partitions.len() as u32))
+            .collect()
     }
 
     /// Number of partitions of a topic.
@@ -182,14 +200,24 @@ impl LogStore {
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        topics.get(name).cloned().ok_or_else(|| StorageError::TopicNotFound(name.to_string()))
+        topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StorageError::TopicNotFound(name.to_string()))
     }
 
-    fn with_partition<T>(&self, topic: &str, partition: u32, f: impl FnOnce(&mut Partition) -> Result<T>) -> Result<T> {
+    fn with_partition<T>(
+        &self,
+        topic: &str,
+        partition: u32,
+        f: impl FnOnce(&mut Partition) -> Result<T>,
+    ) -> Result<T> {
         let t = self.topic(topic)?;
-        let p = t.partitions.get(partition as usize).ok_or_else(|| StorageError::PartitionNotFound {
-            topic: topic.to_string(),
-            partition,
+        let p = t.partitions.get(partition as usize).ok_or_else(|| {
+            StorageError::PartitionNotFound {
+                topic: topic.to_string(),
+                partition,
+            }
         })?;
         let mut guard = p.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut guard)
@@ -204,7 +232,10 @@ impl LogStore {
         let segment_bytes = self.segment_bytes;
         self.with_partition(topic, partition, |p| {
             if p.failed {
-                return Err(StorageError::PartitionFailed { topic: p.topic.clone(), partition: p.id });
+                return Err(StorageError::PartitionFailed {
+                    topic: p.topic.clone(),
+                    partition: p.id,
+                });
             }
             if records.is_empty() {
                 return Ok(p.next_offset);
@@ -214,7 +245,8 @@ impl LogStore {
             if framed.len() > record::MAX_PAYLOAD {
                 return Err(StorageError::TooLarge(framed.len()));
             }
-            let result = p.append_framed(base, records.len() as u32, &framed, policy, segment_bytes);
+            let result =
+                p.append_framed(base, records.len() as u32, &framed, policy, segment_bytes);
             if result.is_err() {
                 p.failed = true;
             }
@@ -225,7 +257,13 @@ impl LogStore {
     }
 
     /// Reads up to `max` records of one partition starting at offset `from`.
-    pub fn read(&self, topic: &str, partition: u32, from: u64, max: usize) -> Result<Vec<StoredRecord>> {
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredRecord>> {
         self.with_partition(topic, partition, |p| p.read(from, max))
     }
 
@@ -245,15 +283,28 @@ impl LogStore {
 }
 
 impl Partition {
-    fn append_framed(&mut self, base: u64, count: u32, framed: &[u8], policy: FlushPolicy, segment_bytes: u64) -> Result<()> {
-        let roll = self.segments.last().is_none_or(|s| s.len > 0 && s.len + framed.len() as u64 > segment_bytes);
+    fn append_framed(
+        &mut self,
+        base: u64,
+        count: u32,
+        framed: &[u8],
+        policy: FlushPolicy,
+        segment_bytes: u64,
+    ) -> Result<()> {
+        let roll = self
+            .segments
+            .last()
+            .is_none_or(|s| s.len > 0 && s.len + framed.len() as u64 > segment_bytes);
         if roll {
             if let Some(last) = self.segments.last() {
                 last.sync()?;
             }
             self.segments.push(Segment::create(&self.dir, base)?);
         }
-        let seg = self.segments.last_mut().expect("a segment was just ensured");
+        let seg = self
+            .segments
+            .last_mut()
+            .expect("a segment was just ensured");
         seg.append(base, count, framed)?;
         if policy == FlushPolicy::Always {
             seg.sync()?;
@@ -266,9 +317,15 @@ impl Partition {
         if from >= self.next_offset || max == 0 {
             return Ok(out);
         }
-        let first_seg = self.segments.partition_point(|s| s.base_offset <= from).saturating_sub(1);
+        let first_seg = self
+            .segments
+            .partition_point(|s| s.base_offset <= from)
+            .saturating_sub(1);
         for seg in &self.segments[first_seg..] {
-            let first_batch = seg.batches.partition_point(|b| b.base_offset <= from).saturating_sub(1);
+            let first_batch = seg
+                .batches
+                .partition_point(|b| b.base_offset <= from)
+                .saturating_sub(1);
             for batch in &seg.batches[first_batch..] {
                 if batch.base_offset + u64::from(batch.count) <= from {
                     continue;
@@ -279,7 +336,11 @@ impl Partition {
                     if offset < from {
                         continue;
                     }
-                    out.push(StoredRecord { partition: self.id, offset, record });
+                    out.push(StoredRecord {
+                        partition: self.id,
+                        offset,
+                        record,
+                    });
                     if out.len() >= max {
                         return Ok(out);
                     }
@@ -290,13 +351,24 @@ impl Partition {
     }
 }
 
-fn open_partition(topic: &str, id: u32, dir: &Path, recovery: &mut Vec<RecoveryReport>) -> Result<Partition> {
+fn open_partition(
+    topic: &str,
+    id: u32,
+    dir: &Path,
+    recovery: &mut Vec<RecoveryReport>,
+) -> Result<Partition> {
     fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
     let mut files: Vec<(u64, PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
         let path = entry.map_err(io_err("list", dir))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse::<u64>().ok()) {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if let Some(base) = name
+            .strip_suffix(".log")
+            .and_then(|b| b.parse::<u64>().ok())
+        {
             files.push((base, path));
         }
     }
@@ -315,7 +387,11 @@ fn open_partition(topic: &str, id: u32, dir: &Path, recovery: &mut Vec<RecoveryR
         let (mut seg, damage) = Segment::open(path, base)?;
         if let Some(d) = damage {
             if i != last {
-                return Err(StorageError::Corrupt { path: seg.path.clone(), position: d.position, reason: d.reason });
+                return Err(StorageError::Corrupt {
+                    path: seg.path.clone(),
+                    position: d.position,
+                    reason: d.reason,
+                });
             }
             tracing::warn!(
                 topic, partition = id, file = %seg.path.display(), position = d.position,
@@ -338,15 +414,31 @@ fn open_partition(topic: &str, id: u32, dir: &Path, recovery: &mut Vec<RecoveryR
         segments.push(Segment::create(dir, 0)?);
     }
     let next_offset = segments.last().map_or(0, Segment::next_offset);
-    Ok(Partition { topic: topic.to_string(), id, dir: dir.to_path_buf(), segments, next_offset, failed: false })
+    Ok(Partition {
+        topic: topic.to_string(),
+        id,
+        dir: dir.to_path_buf(),
+        segments,
+        next_offset,
+        failed: false,
+    })
 }
 
 fn read_topic_meta(path: &Path) -> Result<u32> {
-    let bad = |reason: String| StorageError::Metadata { path: path.to_path_buf(), reason };
+    let bad = |reason: String| StorageError::Metadata {
+        path: path.to_path_buf(),
+        reason,
+    };
     let text = fs::read_to_string(path).map_err(io_err("read", path))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let n = v.get("partitions").and_then(|p| p.as_u64()).ok_or_else(|| bad("no partition count".into()))?;
-    u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| bad(format!("bad partition count {n}")))
+    let n = v
+        .get("partitions")
+        .and_then(|p| p.as_u64())
+        .ok_or_else(|| bad("no partition count".into()))?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| bad(format!("bad partition count {n}")))
 }
 
 fn validate_topic_name(name: &str) -> Result<()> {
@@ -354,7 +446,9 @@ fn validate_topic_name(name: &str) -> Result<()> {
         && name.len() <= 249
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
@@ -367,7 +461,9 @@ fn validate_topic_name(name: &str) -> Result<()> {
 
 /// Makes a directory's entries durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_err("fsync", dir))
+    fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("fsync", dir))
 }
 
 #[cfg(test)]
@@ -376,21 +472,30 @@ mod tests {
     use std::io::Write;
 
     fn rec(i: i64) -> Record {
-        Record { timestamp: i, key: Some(i.to_le_bytes().to_vec()), value: Some(format!("v{i}").into_bytes()), headers: vec![] }
+        Record {
+            timestamp: i,
+            key: Some(i.to_le_bytes().to_vec()),
+            value: Some(format!("v{i}").into_bytes()),
+            headers: vec![],
+        }
     }
 
     #[test]
     fn append_read_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let log = LogStore::open_with_segment_bytes(dir.path(), FlushPolicy::Always, 200).unwrap();
+            let log =
+                LogStore::open_with_segment_bytes(dir.path(), FlushPolicy::Always, 200).unwrap();
             log.create_topic("t", 2).unwrap();
             for i in 0..20 {
                 assert_eq!(log.append("t", 0, &[rec(i)]).unwrap(), i as u64);
             }
             assert_eq!(log.append("t", 1, &[rec(1), rec(2)]).unwrap(), 0);
             let got = log.read("t", 0, 5, 3).unwrap();
-            assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![5, 6, 7]);
+            assert_eq!(
+                got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+                vec![5, 6, 7]
+            );
             assert_eq!(got[0].record, rec(5));
         }
         let log = LogStore::open(dir.path(), FlushPolicy::Always).unwrap();
@@ -399,8 +504,14 @@ mod tests {
         assert_eq!(all.len(), 20);
         assert_eq!(all[19].record, rec(19));
         assert!(log.recovery_reports().is_empty());
-        assert!(matches!(log.create_topic("t", 1), Err(StorageError::TopicExists(_))));
-        assert!(matches!(log.read("nope", 0, 0, 1), Err(StorageError::TopicNotFound(_))));
+        assert!(matches!(
+            log.create_topic("t", 1),
+            Err(StorageError::TopicExists(_))
+        ));
+        assert!(matches!(
+            log.read("nope", 0, 0, 1),
+            Err(StorageError::TopicNotFound(_))
+        ));
         assert!(log.create_topic("../evil", 1).is_err());
     }
 
@@ -428,14 +539,18 @@ mod tests {
         // Appends continue after the cut.
         assert_eq!(log.append("t", 0, &[rec(9)]).unwrap(), 2);
         let all = log.read("t", 0, 0, 10).unwrap();
-        assert_eq!(all.iter().map(|r| r.record.timestamp).collect::<Vec<_>>(), vec![1, 2, 9]);
+        assert_eq!(
+            all.iter().map(|r| r.record.timestamp).collect::<Vec<_>>(),
+            vec![1, 2, 9]
+        );
     }
 
     #[test]
     fn damage_in_an_older_segment_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let log = LogStore::open_with_segment_bytes(dir.path(), FlushPolicy::Always, 60).unwrap();
+            let log =
+                LogStore::open_with_segment_bytes(dir.path(), FlushPolicy::Always, 60).unwrap();
             log.create_topic("t", 1).unwrap();
             for i in 0..10 {
                 log.append("t", 0, &[rec(i)]).unwrap();

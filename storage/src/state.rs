@@ -57,7 +57,10 @@ pub struct SledStateStore {
 impl SledStateStore {
     /// Opens the `state` tree of a sled database.
     pub fn open(db: &sled::Db) -> Result<SledStateStore> {
-        Ok(SledStateStore { db: db.clone(), tree: db.open_tree("state")? })
+        Ok(SledStateStore {
+            db: db.clone(),
+            tree: db.open_tree("state")?,
+        })
     }
 
     /// Opens a sled database at `path`.
@@ -104,7 +107,12 @@ pub struct MemoryStateStore {
 
 impl StateStore for MemoryStateStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.map.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned())
+        Ok(self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned())
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -143,7 +151,12 @@ mod tests {
         b.delete(b"a/1".to_vec());
         b.put(b"a/3".to_vec(), b"w".to_vec());
         store.commit(b).unwrap();
-        let keys: Vec<_> = store.scan_prefix(b"a/").unwrap().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<_> = store
+            .scan_prefix(b"a/")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
         store.delete_prefix(b"a/").unwrap();
         assert!(store.scan_prefix(b"a/").unwrap().is_empty());

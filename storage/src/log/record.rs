@@ -78,7 +78,10 @@ pub(crate) fn frame_header(bytes: &[u8; FRAME_HEADER]) -> (usize, u32) {
 /// Decodes a payload whose CRC has been checked. Returns the base offset and
 /// the records, or a description of what is malformed.
 pub(crate) fn decode_payload(payload: &[u8]) -> Result<(u64, Vec<Record>), String> {
-    let mut cur = Cursor { buf: payload, pos: 0 };
+    let mut cur = Cursor {
+        buf: payload,
+        pos: 0,
+    };
     let base = cur.u64()?;
     let count = cur.u32()? as usize;
     // Each record takes at least 20 bytes; do not trust `count` beyond that.
@@ -97,7 +100,12 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<(u64, Vec<Record>), Strin
             let name = String::from_utf8(name).map_err(|_| "header name is not UTF-8")?;
             headers.push((name, cur.opt_bytes()?));
         }
-        records.push(Record { timestamp, key, value, headers });
+        records.push(Record {
+            timestamp,
+            key,
+            value,
+            headers,
+        });
     }
     if cur.pos != payload.len() {
         return Err("trailing bytes after the last record".into());
@@ -144,7 +152,12 @@ mod tests {
     #[test]
     fn batch_round_trips() {
         let records = vec![
-            Record { timestamp: 5, key: Some(b"k".to_vec()), value: None, headers: vec![] },
+            Record {
+                timestamp: 5,
+                key: Some(b"k".to_vec()),
+                value: None,
+                headers: vec![],
+            },
             Record {
                 timestamp: -1,
                 key: None,
@@ -164,7 +177,13 @@ mod tests {
 
     #[test]
     fn damaged_payload_is_an_error_not_a_panic() {
-        let framed = encode_batch(0, &[Record { timestamp: 1, ..Default::default() }]);
+        let framed = encode_batch(
+            0,
+            &[Record {
+                timestamp: 1,
+                ..Default::default()
+            }],
+        );
         let payload = &framed[FRAME_HEADER..];
         for cut in 0..payload.len() {
             assert!(decode_payload(&payload[..cut]).is_err());

@@ -50,7 +50,13 @@ impl Segment {
             .map_err(io_err("create", &path))?;
         file.sync_all().map_err(io_err("fsync", &path))?;
         super::sync_dir(dir)?;
-        Ok(Segment { base_offset, path, file, len: 0, batches: Vec::new() })
+        Ok(Segment {
+            base_offset,
+            path,
+            file,
+            len: 0,
+            batches: Vec::new(),
+        })
     }
 
     /// Opens and scans a segment. Damage after the last valid batch is
@@ -71,7 +77,12 @@ impl Segment {
         while pos < file_len {
             match read_frame(&mut reader, file_len - pos) {
                 Ok((base, count, frame_len)) if base == expected => {
-                    batches.push(BatchPos { base_offset: base, count, pos, len: frame_len as u32 });
+                    batches.push(BatchPos {
+                        base_offset: base,
+                        count,
+                        pos,
+                        len: frame_len as u32,
+                    });
                     pos += frame_len as u64;
                     expected = base + u64::from(count);
                 }
@@ -84,18 +95,33 @@ impl Segment {
                     break;
                 }
                 Err(reason) => {
-                    damage = Some(Damage { position: pos, bytes: file_len - pos, reason });
+                    damage = Some(Damage {
+                        position: pos,
+                        bytes: file_len - pos,
+                        reason,
+                    });
                     break;
                 }
             }
         }
         drop(reader);
-        Ok((Segment { base_offset, path, file, len: pos, batches }, damage))
+        Ok((
+            Segment {
+                base_offset,
+                path,
+                file,
+                len: pos,
+                batches,
+            },
+            damage,
+        ))
     }
 
     /// Cuts the file back to its last valid batch and makes that durable.
     pub fn truncate_to_valid(&mut self) -> Result<()> {
-        self.file.set_len(self.len).map_err(io_err("truncate", &self.path))?;
+        self.file
+            .set_len(self.len)
+            .map_err(io_err("truncate", &self.path))?;
         self.file.sync_all().map_err(io_err("fsync", &self.path))
     }
 
@@ -107,8 +133,15 @@ impl Segment {
 
     /// Appends one framed batch. The caller decides about fsync.
     pub fn append(&mut self, base_offset: u64, count: u32, framed: &[u8]) -> Result<()> {
-        self.file.write_all(framed).map_err(io_err("write", &self.path))?;
-        self.batches.push(BatchPos { base_offset, count, pos: self.len, len: framed.len() as u32 });
+        self.file
+            .write_all(framed)
+            .map_err(io_err("write", &self.path))?;
+        self.batches.push(BatchPos {
+            base_offset,
+            count,
+            pos: self.len,
+            len: framed.len() as u32,
+        });
         self.len += framed.len() as u64;
         Ok(())
     }
@@ -120,8 +153,14 @@ impl Segment {
     /// Reads and decodes the batch at `at`.
     pub fn read_batch(&self, at: &BatchPos) -> Result<Vec<Record>> {
         let mut buf = vec![0u8; at.len as usize];
-        self.file.read_exact_at(&mut buf, at.pos).map_err(io_err("read", &self.path))?;
-        let corrupt = |reason: String| StorageError::Corrupt { path: self.path.clone(), position: at.pos, reason };
+        self.file
+            .read_exact_at(&mut buf, at.pos)
+            .map_err(io_err("read", &self.path))?;
+        let corrupt = |reason: String| StorageError::Corrupt {
+            path: self.path.clone(),
+            position: at.pos,
+            reason,
+        };
         let mut hdr = [0u8; FRAME_HEADER];
         hdr.copy_from_slice(&buf[..FRAME_HEADER]);
         let (_, crc) = frame_header(&hdr);
@@ -137,13 +176,17 @@ impl Segment {
 /// Reads one frame; returns (base offset, record count, frame length).
 fn read_frame(reader: &mut impl Read, remaining: u64) -> Result<(u64, u32, usize), String> {
     if remaining < FRAME_HEADER as u64 {
-        return Err(format!("{remaining} trailing bytes, shorter than a frame header"));
+        return Err(format!(
+            "{remaining} trailing bytes, shorter than a frame header"
+        ));
     }
     let mut hdr = [0u8; FRAME_HEADER];
     reader.read_exact(&mut hdr).map_err(|e| e.to_string())?;
     let (len, crc) = frame_header(&hdr);
-    if len < 12 || len > MAX_PAYLOAD || (len + FRAME_HEADER) as u64 > remaining {
-        return Err(format!("frame length {len} does not fit the {remaining} bytes left"));
+    if !(12..=MAX_PAYLOAD).contains(&len) || (len + FRAME_HEADER) as u64 > remaining {
+        return Err(format!(
+            "frame length {len} does not fit the {remaining} bytes left"
+        ));
     }
     let mut payload = vec![0u8; len];
     reader.read_exact(&mut payload).map_err(|e| e.to_string())?;
