@@ -12,12 +12,14 @@ use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use futures::{Sink, SinkExt};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::query::SimpleQueryHandler;
 use pgwire::api::results::{
     CopyEncoder, CopyTextOptions, DataRowEncoder, FieldFormat, FieldInfo, Response, Tag,
 };
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyDone, CopyOutResponse};
 use pgwire::messages::data::{FieldDescription, RowDescription};
@@ -32,20 +34,41 @@ use crate::session::{Brook, Output, Session};
 /// Per-connection handler: one session per client.
 struct Handler {
     session: Mutex<Session>,
+    /// Registers the connection so that a CancelRequest (psql's Ctrl-C)
+    /// can stop its running statement, e.g. a push query.
+    connections: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl NoopStartupHandler for Handler {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(Arc::clone(&self.connections))
+    }
 }
 
 struct Factory {
     handler: Arc<Handler>,
+    cancel: Arc<DefaultCancelHandler>,
 }
 
 impl PgWireServerHandlers for Factory {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
         Arc::clone(&self.handler)
     }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        Arc::clone(&self.handler)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
 }
 
 /// Accepts pgwire connections until the listener fails.
 pub async fn serve(brook: Arc<Brook>, listener: TcpListener) {
+    let connections = Arc::new(ConnectionManager::new());
+    let cancel = Arc::new(DefaultCancelHandler::new(Arc::clone(&connections)));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -57,7 +80,9 @@ pub async fn serve(brook: Arc<Brook>, listener: TcpListener) {
         let factory = Arc::new(Factory {
             handler: Arc::new(Handler {
                 session: Mutex::new(brook.session()),
+                connections: Arc::clone(&connections),
             }),
+            cancel: Arc::clone(&cancel),
         });
         tokio::spawn(async move {
             if let Err(e) = pgwire::tokio::process_socket(socket, None, factory).await {
