@@ -12,6 +12,22 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 cargo test --workspace --locked 2>&1 | tee "$log"
+echo "== ksqlDB conformance (QTT): every case in sql-tests/qtt-passing.txt must pass"
+qtt_dir=../shared/ksql-qtt
+if [ -d "$qtt_dir" ]; then
+  qtt_log=$(mktemp)
+  if ! cargo run --quiet --locked -p brook-sql-tests --bin qtt -- --passing sql-tests/qtt-passing.txt "$qtt_dir" >"$qtt_log" 2>/dev/null; then
+    grep REGRESSION "$qtt_log" || true
+    echo "QTT regression: a case on sql-tests/qtt-passing.txt failed (details: cargo run -p brook-sql-tests --bin qtt -- --verbose $qtt_dir)"
+    exit 1
+  fi
+  # Not the last line of the run, and not in the plain "N passed, N failed" form:
+  # most QTT cases fail by design until later issues land.
+  echo "ksqlDB QTT pass count -- $(tail -n 1 "$qtt_log")"
+  rm -f "$qtt_log"
+else
+  echo "skipped: $qtt_dir not found (CI has it beside the clone)"
+fi
 echo "== docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 # One closing line for the whole run: every libtest result plus the .slt files.

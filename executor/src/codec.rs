@@ -2,7 +2,7 @@
 //! encoding a query's output for its sink.
 
 use brook_planner::catalog::{Column, SourceDef, SourceKind};
-use brook_storage::{Record, StoredRecord};
+use brook_storage::{Record, StateStore, StoredRecord, WriteBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
@@ -37,8 +37,10 @@ pub fn decode_rows<'r>(
     let mut out = Vec::with_capacity(records.len());
     let mut skipped = 0;
     for r in records {
-        if def.kind == SourceKind::Table && r.record.value.is_none() {
-            continue; // tombstone: nothing to show as a row
+        if r.record.value.is_none() && (def.kind == SourceKind::Table || !values.is_empty()) {
+            // A table's tombstone is no row; a stream skips records without
+            // a value, as ksqlDB does.
+            continue;
         }
         let decoded = decode(def.key_format, &keys, r.record.key.as_deref()).and_then(|k| {
             Ok((
@@ -273,4 +275,109 @@ pub fn encode_rows(
         ));
     }
     Ok(out)
+}
+
+/// A table read as changes: each upsert retracts the key's previous row
+/// and inserts the new one; a tombstone retracts only. The latest row per
+/// key is kept in the state store under a prefix.
+pub struct TableSource {
+    prefix: Vec<u8>,
+    /// Keys touched this epoch: their latest row (`None` = deleted).
+    cache: std::collections::HashMap<Vec<u8>, Option<MvRow>>,
+}
+
+impl TableSource {
+    /// A table source keeping its rows under `prefix`.
+    pub fn new(prefix: Vec<u8>) -> TableSource {
+        TableSource {
+            prefix,
+            cache: std::collections::HashMap::new(),
+        }
+    }
+
+    fn previous(&self, key: &[u8], state: &dyn StateStore) -> Result<Option<MvRow>> {
+        if let Some(row) = self.cache.get(key) {
+            return Ok(row.clone());
+        }
+        let stored = state.get(&[self.prefix.as_slice(), key].concat())?;
+        stored
+            .map(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| ExecError::Internal(format!("unreadable table row: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The changes the records make, in order.
+    pub fn changes(
+        &mut self,
+        def: &SourceDef,
+        schema: &SchemaRef,
+        records: &[StoredRecord],
+        state: &dyn StateStore,
+    ) -> Result<ChangeBatch> {
+        let to_scalars = |row: &MvRow| -> Result<Vec<ScalarValue>> {
+            let mut s = Vec::with_capacity(row.values.len() + 3);
+            for (d, c) in row.values.iter().zip(&def.columns) {
+                s.push(d.to_scalar(&c.ty.arrow())?);
+            }
+            s.extend([
+                ScalarValue::Int64(Some(row.rowtime)),
+                ScalarValue::Int32(Some(0)),
+                ScalarValue::Int64(Some(-1)),
+            ]);
+            Ok(s)
+        };
+        let mut rows = Vec::new();
+        let mut weights = Vec::new();
+        let mut rowtimes = Vec::new();
+        for r in records {
+            let Some(key) = r.record.key.clone() else {
+                continue;
+            }; // tables ignore records without a key
+            let new = if r.record.value.is_none() {
+                None
+            } else {
+                let (decoded, _) = decode_rows(def, std::slice::from_ref(r));
+                match decoded.into_iter().next() {
+                    Some(d) => Some(MvRow {
+                        values: d.values,
+                        rowtime: d.rowtime,
+                    }),
+                    None => continue, // undecodable: skipped and logged
+                }
+            };
+            if let Some(prev) = self.previous(&key, state)? {
+                rows.push(to_scalars(&prev)?);
+                weights.push(-1);
+                rowtimes.push(new.as_ref().map_or(r.record.timestamp, |n| n.rowtime));
+            }
+            if let Some(new) = &new {
+                rows.push(to_scalars(new)?);
+                weights.push(1);
+                rowtimes.push(new.rowtime);
+            }
+            self.cache.insert(key, new);
+        }
+        Ok(ChangeBatch {
+            batch: rows_to_batch(schema, &rows)?,
+            weights,
+            rowtimes,
+        })
+    }
+
+    /// Adds the epoch's row changes to `batch`.
+    pub fn drain(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        for (key, row) in std::mem::take(&mut self.cache) {
+            let k = [self.prefix.as_slice(), key.as_slice()].concat();
+            match row {
+                Some(row) => batch.put(
+                    k,
+                    serde_json::to_vec(&row).map_err(|e| ExecError::Internal(e.to_string()))?,
+                ),
+                None => batch.delete(k),
+            }
+        }
+        Ok(())
+    }
 }

@@ -11,7 +11,7 @@ use brook_planner::catalog::{SourceDef, SourceKind};
 use brook_planner::plan::{PullPlan, StreamPlan};
 use brook_storage::{
     CatalogStore, FlushPolicy, LogStore, MemoryStateStore, Record, SledStateStore, StateStore,
-    StorageError, WriteBatch,
+    StorageError, StoredRecord, WriteBatch,
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::codec::{decode_batch, decode_rows, encode_rows, encode_sink, MvRow};
+use crate::codec::{decode_batch, decode_rows, encode_rows, encode_sink, MvRow, TableSource};
 use crate::datum::Datum;
 use crate::error::{ExecError, Result};
 use crate::pipeline::{rows_to_batch, Pipeline};
@@ -112,13 +112,24 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 impl Engine {
     /// Opens the engine's storage under `data_dir` (`log/` and `meta/`).
     pub fn open(data_dir: &Path) -> Result<Arc<Engine>> {
-        let log = LogStore::open(data_dir.join("log"), FlushPolicy::Always)?;
+        Self::open_with(data_dir, true)
+    }
+
+    /// [`Engine::open`]; with `durable` false nothing is fsynced (tests
+    /// that throw the data away, like the conformance runner).
+    pub fn open_with(data_dir: &Path, durable: bool) -> Result<Arc<Engine>> {
+        let policy = if durable {
+            FlushPolicy::Always
+        } else {
+            FlushPolicy::Never
+        };
+        let log = LogStore::open(data_dir.join("log"), policy)?;
         for r in log.recovery_reports() {
             tracing::warn!(topic = %r.topic, partition = r.partition, file = %r.file.display(),
                 position = r.position, bytes_dropped = r.bytes_dropped, "log tail recovered");
         }
         let db = SledStateStore::open_db(&data_dir.join("meta"))?;
-        let state: Arc<dyn StateStore> = Arc::new(SledStateStore::open(&db)?);
+        let state: Arc<dyn StateStore> = Arc::new(SledStateStore::open(&db)?.with_sync(durable));
         let catalog = CatalogStore::open(&db)?;
         let (appended, _) = watch::channel(0);
         Ok(Arc::new(Engine {
@@ -165,6 +176,32 @@ impl Engine {
             Ok(()) | Err(StorageError::TopicNotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Appends raw records to a topic partition (creating the topic with
+    /// one partition if it does not exist), as a producer would.
+    pub fn produce(&self, topic: &str, partition: u32, records: &[Record]) -> Result<u64> {
+        if !self.log.topic_exists(topic) {
+            self.log.create_topic(topic, 1)?;
+        }
+        let offset = self.log.append(topic, partition, records)?;
+        self.notify_appended();
+        Ok(offset)
+    }
+
+    /// Every record of a topic, partition by partition, in offset order.
+    pub fn read_topic(&self, topic: &str) -> Result<Vec<StoredRecord>> {
+        let mut out = Vec::new();
+        for p in 0..self.log.partitions(topic)? {
+            let mut from = 0;
+            loop {
+                let records = self.log.read(topic, p, from, 10_000)?;
+                let Some(last) = records.last() else { break };
+                from = last.offset + 1;
+                out.extend(records);
+            }
+        }
+        Ok(out)
     }
 
     /// Appends rows to a source's topic; returns once they are durable.
@@ -296,7 +333,19 @@ impl Engine {
                         }
                     }
                     if progress.changed().await.is_err() {
-                        break; // the query was terminated
+                        // The task is gone: terminated (no longer listed) or died.
+                        let listed = self
+                            .queries
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .contains_key(&id);
+                        if listed {
+                            return Err(ExecError::QueryFailed {
+                                id,
+                                reason: "the query task stopped unexpectedly".into(),
+                            });
+                        }
+                        break;
                     }
                 }
             }
@@ -334,6 +383,8 @@ impl Engine {
         self.write_outbox(id, &sink, &cp.outbox)?;
         progress.send_modify(|p| p.offsets = cp.offsets.clone());
         let mut pipeline = Pipeline::new(&plan, [query_prefix(id), b"a/".to_vec()].concat())?;
+        let mut table = (plan.source.kind == SourceKind::Table)
+            .then(|| TableSource::new([query_prefix(id), b"t/".to_vec()].concat()));
         let schema = plan.source.batch_schema();
         let mut appended = self.appended.subscribe();
         loop {
@@ -362,11 +413,17 @@ impl Engine {
             for r in &records {
                 offsets[r.partition as usize] = offsets[r.partition as usize].max(r.offset + 1);
             }
-            let input = decode_batch(&plan.source, &schema, &records)?;
-            let output = pipeline.process(input, self.state.as_ref())?;
+            let input = match &mut table {
+                Some(t) => t.changes(&plan.source, &schema, &records, self.state.as_ref())?,
+                None => decode_batch(&plan.source, &schema, &records)?,
+            };
+            let output = pipeline.process_guarded(input, self.state.as_ref())?;
             let sink_records = encode_sink(&sink, &output)?;
             let mut batch = WriteBatch::default();
             pipeline.drain_state(&mut batch)?;
+            if let Some(t) = &mut table {
+                t.drain(&mut batch)?;
+            }
             let mut outbox: BTreeMap<u32, OutboxPart> = BTreeMap::new();
             for r in sink_records {
                 let part = match outbox.entry(r.partition) {
@@ -409,40 +466,63 @@ impl Engine {
     }
 
     /// Writes a committed epoch's sink records unless they are in the log
-    /// already. The query is the only writer of its sink topic, so the
-    /// partition's end offset tells which.
+    /// already. Each partition's records were appended as one atomic batch
+    /// at or after the offset recorded at commit, so they are written iff
+    /// that exact run of records appears there. (Another writer appending
+    /// the very same records in that window would be taken for ours.)
     fn write_outbox(&self, id: &str, sink: &SourceDef, outbox: &[OutboxPart]) -> Result<()> {
         let mut wrote = false;
         for part in outbox {
+            let records: Vec<Record> = part
+                .records
+                .iter()
+                .map(|r| Record {
+                    timestamp: r.timestamp,
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers: vec![],
+                })
+                .collect();
             let end = self.log.end_offset(&sink.topic, part.partition)?;
-            let n = part.records.len() as u64;
-            if end == part.base {
-                let records: Vec<Record> = part
-                    .records
-                    .iter()
-                    .map(|r| Record {
-                        timestamp: r.timestamp,
-                        key: r.key.clone(),
-                        value: r.value.clone(),
-                        headers: vec![],
-                    })
-                    .collect();
+            if end < part.base {
+                return Err(ExecError::Internal(format!(
+                    "sink {} partition {} of query {id} ends at {end}, before the committed offset {}",
+                    sink.topic, part.partition, part.base
+                )));
+            }
+            let written = end > part.base
+                && self.log_contains_run(&sink.topic, part.partition, part.base, &records)?;
+            if !written {
                 self.log.append(&sink.topic, part.partition, &records)?;
                 wrote = true;
-            } else if end != part.base + n {
-                return Err(ExecError::Internal(format!(
-                    "sink {} partition {} of query {id} ends at {end}, expected {} or {}",
-                    sink.topic,
-                    part.partition,
-                    part.base,
-                    part.base + n
-                )));
             }
         }
         if wrote {
             self.notify_appended();
         }
         Ok(())
+    }
+
+    /// Whether `run` appears contiguously in the partition at or after `from`.
+    fn log_contains_run(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        run: &[Record],
+    ) -> Result<bool> {
+        if run.is_empty() {
+            return Ok(true);
+        }
+        let mut tail = Vec::new();
+        let mut next = from;
+        loop {
+            let chunk = self.log.read(topic, partition, next, 10_000)?;
+            let Some(last) = chunk.last() else { break };
+            next = last.offset + 1;
+            tail.extend(chunk.into_iter().map(|r| r.record));
+        }
+        Ok(tail.windows(run.len()).any(|w| w == run))
     }
 
     /// Starts a push query: a transient dataflow streaming rows until LIMIT
@@ -489,8 +569,8 @@ impl Engine {
                         offsets[r.partition as usize] =
                             offsets[r.partition as usize].max(r.offset + 1);
                     }
-                    let out =
-                        pipeline.process(decode_batch(&plan.source, &schema, &records)?, &state)?;
+                    let out = pipeline
+                        .process_guarded(decode_batch(&plan.source, &schema, &records)?, &state)?;
                     let mut wb = WriteBatch::default();
                     pipeline.drain_state(&mut wb)?;
                     state.commit(wb)?;

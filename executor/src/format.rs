@@ -19,6 +19,10 @@ pub fn encode(format: Format, columns: &[&Column], values: &[&Datum]) -> Result<
     if columns.is_empty() || format == Format::None {
         return Ok(None);
     }
+    // A key whose columns are all NULL is written as no key at all.
+    if is_key_like(columns) && values.iter().all(|v| v.is_null()) {
+        return Ok(None);
+    }
     match format {
         Format::Json => {
             let json = if columns.len() == 1 && is_key_like(columns) {
@@ -35,6 +39,9 @@ pub fn encode(format: Format, columns: &[&Column], values: &[&Datum]) -> Result<
             ))
         }
         Format::Delimited => {
+            if values.len() == 1 && values[0].is_null() {
+                return Ok(None); // a lone NULL is no value at all
+            }
             let fields: Vec<String> = values.iter().map(|v| delimited_field(v)).collect();
             Ok(Some(fields.join(",").into_bytes()))
         }
@@ -180,6 +187,8 @@ fn delimited_field(d: &Datum) -> String {
         Datum::Null => String::new(),
         Datum::Bool(b) => b.to_string(),
         Datum::Int(i) => i.to_string(),
+        // Doubles keep a fractional part, as Java prints them (0.0, not 0).
+        Datum::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.1}"),
         Datum::Float(f) => f.to_string(),
         Datum::Str(s) if s.contains([',', '"', '\n']) || s.is_empty() => {
             format!("\"{}\"", s.replace('"', "\"\""))
@@ -275,6 +284,54 @@ fn kafka_decode(ty: SqlType, b: &[u8]) -> Result<Datum> {
         }
         SqlType::Boolean => return Err(ser("the KAFKA format does not support BOOLEAN")),
     })
+}
+
+/// Serializes a JSON value (as test data and HTTP clients give it) for
+/// the given columns: a JSON value is written as is, a DELIMITED one as its
+/// text, a KAFKA one with the column's primitive serializer.
+pub fn json_to_bytes(format: Format, columns: &[&Column], v: &Json) -> Result<Option<Vec<u8>>> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    match format {
+        Format::None => Ok(None),
+        Format::Json => Ok(Some(serde_json::to_vec(v).map_err(|e| ser(e.to_string()))?)),
+        Format::Delimited => Ok(Some(match v {
+            Json::String(s) => s.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        })),
+        Format::Kafka => {
+            let [c] = columns else {
+                return Err(ser("the KAFKA format supports a single column only"));
+            };
+            let d = match v {
+                Json::String(s) if c.ty != SqlType::String => parse_text(s, c)?,
+                other => json_to_datum(other, c)?,
+            };
+            kafka_encode(c.ty, &d)
+        }
+    }
+}
+
+/// Deserializes bytes into a JSON value: JSON as written, DELIMITED as its
+/// text, KAFKA as the column's scalar; `null` for no bytes.
+pub fn bytes_to_json(format: Format, columns: &[&Column], bytes: Option<&[u8]>) -> Result<Json> {
+    let Some(bytes) = bytes else {
+        return Ok(Json::Null);
+    };
+    match format {
+        Format::None => Ok(Json::Null),
+        Format::Json => {
+            serde_json::from_slice(bytes).map_err(|e| ser(format!("invalid JSON: {e}")))
+        }
+        Format::Delimited => Ok(Json::String(String::from_utf8_lossy(bytes).into_owned())),
+        Format::Kafka => {
+            let [c] = columns else {
+                return Err(ser("the KAFKA format supports a single column only"));
+            };
+            Ok(datum_to_json(&kafka_decode(c.ty, bytes)?))
+        }
+    }
 }
 
 /// Stable partitioner: FNV-1a of the key bytes; null keys go to partition 0.

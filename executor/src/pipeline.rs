@@ -223,6 +223,29 @@ impl Pipeline {
         Ok(input)
     }
 
+    /// [`Pipeline::process`], turning a panic inside an expression (a bug in
+    /// a function implementation) into an error instead of killing the task.
+    pub fn process_guarded(
+        &mut self,
+        input: ChangeBatch,
+        state: &dyn StateStore,
+    ) -> Result<ChangeBatch> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(input, state)))
+        {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(ExecError::Internal(format!(
+                    "expression evaluation panicked: {what}"
+                )))
+            }
+        }
+    }
+
     /// Adds the epoch's state changes to `batch` and forgets them.
     pub fn drain_state(&mut self, batch: &mut WriteBatch) -> Result<()> {
         for step in &mut self.steps {
@@ -336,13 +359,12 @@ impl AggregateOp {
                 out_weights.push(-1);
                 out_times.push(input.rowtimes[row]);
             }
-            let new = if new.rows > 0 { Some(new) } else { None };
-            if let Some(new) = &new {
-                out_rows.push(self.output_row(&group, new)?);
-                out_weights.push(1);
-                out_times.push(input.rowtimes[row]);
-            }
-            self.cache.insert(key, new);
+            // A group whose rows were all retracted stays, with its
+            // aggregates back at their initial values (ksqlDB emits COUNT 0).
+            out_rows.push(self.output_row(&group, &new)?);
+            out_weights.push(1);
+            out_times.push(input.rowtimes[row]);
+            self.cache.insert(key, Some(new));
         }
         Ok(ChangeBatch {
             batch: rows_to_batch(&self.schema, &out_rows)?,
@@ -435,7 +457,6 @@ fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
 fn acc_output(f: AggFunc, acc: &Acc, ty: &DataType) -> Datum {
     match acc {
         Acc::Count(c) => Datum::Int(*c),
-        Acc::Sum { n, .. } if *n <= 0 => Datum::Null,
         Acc::Sum { int, float, .. } => match ty {
             DataType::Float32 | DataType::Float64 => Datum::Float(*float + *int as f64),
             _ => Datum::Int(*int),

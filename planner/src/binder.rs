@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 use datafusion::catalog::empty::EmptyTable;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DataFusionError, ScalarValue, SchemaError, TableReference};
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::{Expr, FetchType, LogicalPlan};
@@ -98,14 +99,84 @@ fn formats(
     let value = prop(props, "VALUE_FORMAT")
         .map(|v| Format::parse(&v.as_text()))
         .transpose()?;
-    if both.is_some() && (key.is_some() || value.is_some()) {
-        return Err(PlanError::Invalid(
-            "Cannot supply both 'FORMAT' and 'KEY_FORMAT' or 'VALUE_FORMAT' properties".into(),
-        ));
+    for (given, name) in [
+        (key.is_some(), "KEY_FORMAT"),
+        (value.is_some(), "VALUE_FORMAT"),
+    ] {
+        if both.is_some() && given {
+            return Err(PlanError::Invalid(format!(
+                "Cannot supply both '{name}' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats. \
+                 Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'."
+            )));
+        }
     }
     let key = key.or(both).unwrap_or(default_key);
-    let value = value.or(both).or(default_value).unwrap_or(Format::Json);
+    let value = value.or(both).or(default_value).ok_or_else(|| {
+        PlanError::Invalid(
+            "Statement is missing the 'VALUE_FORMAT' property from the WITH clause. Either provide one or set a default via the 'ksql.persistence.default.format.value' config.".into(),
+        )
+    })?;
+    for (format, kind) in [(key, "KEY"), (value, "VALUE")] {
+        let _ = kind;
+        if matches!(
+            prop(props, "WRAP_SINGLE_VALUE"),
+            Some(PropValue::Bool(true))
+        ) && matches!(format, Format::Delimited | Format::Kafka)
+            && kind == "VALUE"
+        {
+            return Err(PlanError::Invalid(format!(
+                "Format '{}' does not support 'WRAP_SINGLE_VALUE' set to 'true'.",
+                format.name()
+            )));
+        }
+    }
     Ok((key, value))
+}
+
+/// Formats used when `WITH (…)` names none (ksqlDB's
+/// `ksql.persistence.default.format.key` / `.value` configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormatDefaults {
+    /// Key format when none is given.
+    pub key: Format,
+    /// Value format when none is given; `None` makes `VALUE_FORMAT` required.
+    pub value: Option<Format>,
+}
+
+impl Default for FormatDefaults {
+    /// Brook's defaults: KAFKA keys, JSON values.
+    fn default() -> Self {
+        FormatDefaults {
+            key: Format::Kafka,
+            value: Some(Format::Json),
+        }
+    }
+}
+
+/// The KAFKA format serializes single primitive columns only.
+fn check_kafka_types(key_format: Format, value_format: Format, columns: &[Column]) -> Result<()> {
+    for c in columns {
+        let format = if c.key { key_format } else { value_format };
+        if format == Format::Kafka && c.ty == SqlType::Boolean {
+            return Err(PlanError::Invalid(format!(
+                "The 'KAFKA' format does not support type '{}'",
+                c.ty
+            )));
+        }
+    }
+    let values = columns.iter().filter(|c| !c.key).count();
+    if value_format == Format::Kafka && values > 1 {
+        return Err(PlanError::Invalid(format!(
+            "The 'KAFKA' format only supports a single field. Got: [{}]",
+            columns
+                .iter()
+                .filter(|c| !c.key)
+                .map(|c| format!("`{}` {}", c.name, c.ty))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn check_key_format(name: &str, key_format: Format, columns: &[Column]) -> Result<()> {
@@ -139,8 +210,11 @@ pub fn plan_create_source(
     name: &str,
     specs: &[ColumnSpec],
     props: &Props,
+    defaults: FormatDefaults,
 ) -> Result<SourceDef> {
     check_props(props)?;
+    // Formats are checked before columns, as ksqlDB does.
+    formats(props, defaults.key, defaults.value)?;
     if specs.is_empty() {
         return Err(PlanError::Invalid(format!(
             "The statement does not define any columns: {} {name} needs a column list",
@@ -190,13 +264,14 @@ pub fn plan_create_source(
     }
     // Key columns first, each group in declaration order.
     columns.sort_by_key(|c| !c.key);
-    let (key_format, value_format) = formats(props, Format::Kafka, None)?;
+    let (key_format, value_format) = formats(props, defaults.key, defaults.value)?;
     let key_format = if columns.iter().any(|c| c.key) {
         key_format
     } else {
         Format::None
     };
     check_key_format(name, key_format, &columns)?;
+    check_kafka_types(key_format, value_format, &columns)?;
     let timestamp_column = timestamp_prop(props, &columns)?;
     Ok(SourceDef {
         name: name.to_string(),
@@ -256,6 +331,7 @@ fn planning_context(sources: &[&SourceDef]) -> Result<SessionContext> {
     cfg.options_mut().sql_parser.enable_ident_normalization = false;
     cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
     let ctx = SessionContext::new_with_config(cfg);
+    register_ksql_names(&ctx);
     for s in sources {
         ctx.register_table(
             TableReference::bare(s.name.as_str()),
@@ -263,6 +339,23 @@ fn planning_context(sources: &[&SourceDef]) -> Result<SessionContext> {
         )?;
     }
     Ok(ctx)
+}
+
+/// ksqlDB's names for DataFusion functions with the same semantics.
+const KSQL_ALIASES: &[(&str, &str)] = &[
+    ("len", "character_length"),
+    ("ucase", "upper"),
+    ("lcase", "lower"),
+    ("sign", "signum"),
+];
+
+fn register_ksql_names(ctx: &SessionContext) {
+    let state = ctx.state();
+    for (alias, name) in KSQL_ALIASES {
+        if let Some(udf) = state.scalar_functions().get(*name) {
+            ctx.register_udf(udf.as_ref().clone().with_aliases([*alias]));
+        }
+    }
 }
 
 /// ksqlDB's projection rules: `*` is the declared columns (no
@@ -345,10 +438,103 @@ fn logical_plan(query: &Query, sources: &[&SourceDef]) -> Result<LogicalPlan> {
     let stmt = DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query))));
     // Resolving placeholder tables does no I/O: the future completes at once.
     let plan = futures::executor::block_on(state.statement_to_plan(stmt)).map_err(plan_error)?;
+    check_comparisons(&plan)?;
     state
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})
         .map_err(plan_error)
+}
+
+/// ksqlDB refuses comparisons between unlike types (a number and a string)
+/// and with a NULL literal, where DataFusion would coerce.
+fn check_comparisons(plan: &LogicalPlan) -> Result<()> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
+    let mut error = None;
+    plan.apply(|node| {
+        let Some(input) = node.inputs().first().map(|i| Arc::clone(i.schema())) else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        let context = if matches!(node, LogicalPlan::Filter(_)) {
+            "Error in WHERE expression: "
+        } else {
+            ""
+        };
+        for e in node.expressions() {
+            e.apply(|e| {
+                let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+                    return Ok(TreeNodeRecursion::Continue);
+                };
+                let (sym, name) = match op {
+                    Operator::Eq => ("=", "EQUAL"),
+                    Operator::NotEq => ("<>", "NOT_EQUAL"),
+                    Operator::Lt => ("<", "LESS_THAN"),
+                    Operator::LtEq => ("<=", "LESS_THAN_OR_EQUAL"),
+                    Operator::Gt => (">", "GREATER_THAN"),
+                    Operator::GtEq => (">=", "GREATER_THAN_OR_EQUAL"),
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                };
+                let is_null = |e: &Expr| matches!(e, Expr::Literal(v, _) if v.is_null());
+                if is_null(left) || is_null(right) {
+                    error = Some(PlanError::Invalid(format!(
+                        "{context}Comparison with NULL not supported: {} {sym} {}",
+                        ksql_text(left),
+                        ksql_text(right)
+                    )));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                let (Ok(l), Ok(r)) = (
+                    left.get_type(input.as_ref()),
+                    right.get_type(input.as_ref()),
+                ) else {
+                    return Ok(TreeNodeRecursion::Continue);
+                };
+                let class = |t: &DataType| {
+                    if t.is_numeric() {
+                        1
+                    } else if matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+                    {
+                        2
+                    } else if *t == DataType::Boolean {
+                        3
+                    } else {
+                        0
+                    }
+                };
+                let (cl, cr) = (class(&l), class(&r));
+                if cl != 0 && cr != 0 && cl != cr {
+                    let ty = |t: &DataType| {
+                        SqlType::from_arrow(t).map_or_else(|_| t.to_string(), |t| t.to_string())
+                    };
+                    error = Some(PlanError::Type(format!(
+                        "{context}Cannot compare {} ({}) to {} ({}) with {name}.",
+                        ksql_text(left),
+                        ty(&l),
+                        ksql_text(right),
+                        ty(&r)
+                    )));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })?;
+            if error.is_some() {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    error.map_or(Ok(()), Err)
+}
+
+/// An expression as ksqlDB prints it in messages.
+fn ksql_text(e: &Expr) -> String {
+    match e {
+        Expr::Column(c) => c.name.clone(),
+        Expr::Literal(v, _) if v.is_null() => "NULL".into(),
+        Expr::Literal(ScalarValue::Utf8(Some(s)), _) => format!("'{s}'"),
+        Expr::Literal(v, _) => v.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// DataFusion's planning errors in Brook's words where we know them.
@@ -370,7 +556,12 @@ fn plan_error(e: DataFusionError) -> PlanError {
 }
 
 /// A continuous query (`CREATE … AS SELECT` or a push query).
-pub fn plan_stream(catalog: &Catalog, query: &Query) -> Result<StreamPlan> {
+/// `partition_by` names the columns that become the key of the result.
+pub fn plan_stream(
+    catalog: &Catalog,
+    query: &Query,
+    partition_by: Option<&[ast::Expr]>,
+) -> Result<StreamPlan> {
     let sources = referenced_sources(catalog, query)?;
     let [source] = sources.as_slice() else {
         return Err(PlanError::Unsupported(if sources.is_empty() {
@@ -400,12 +591,23 @@ pub fn plan_stream(catalog: &Catalog, query: &Query) -> Result<StreamPlan> {
         .collect();
     lower(body, &mut ops, &mut keys)?;
     let output_schema = Arc::new(Schema::new(body.schema().as_arrow().fields().clone()));
-    let key_columns = keys
+    let mut key_columns: Vec<usize> = keys
         .iter()
         .enumerate()
         .filter(|(_, k)| **k)
         .map(|(i, _)| i)
         .collect();
+    let is_table_output = ops
+        .iter()
+        .any(|op| matches!(op, StreamOp::Aggregate { .. }));
+    if let Some(exprs) = partition_by {
+        if is_table_output || source.kind == SourceKind::Table {
+            return Err(PlanError::Invalid(
+                "PARTITION BY is only supported on streams, without GROUP BY".into(),
+            ));
+        }
+        key_columns = partition_keys(exprs, &output_schema)?;
+    }
     let is_table = ops
         .iter()
         .any(|op| matches!(op, StreamOp::Aggregate { .. }));
@@ -417,6 +619,36 @@ pub fn plan_stream(catalog: &Catalog, query: &Query) -> Result<StreamPlan> {
         is_table,
         limit,
     })
+}
+
+/// The output columns that `PARTITION BY` makes the key: each expression
+/// must be a projected column; `PARTITION BY NULL` means no key.
+fn partition_keys(exprs: &[ast::Expr], schema: &Schema) -> Result<Vec<usize>> {
+    if let [ast::Expr::Value(v)] = exprs {
+        if v.value == Value::Null {
+            return Ok(Vec::new());
+        }
+    }
+    let mut keys = Vec::with_capacity(exprs.len());
+    for e in exprs {
+        let name = match e {
+            ast::Expr::Identifier(i) => Some(i.value.clone()),
+            ast::Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+            _ => None,
+        };
+        let index = name.as_ref().and_then(|n| schema.index_of(n).ok()).ok_or_else(|| {
+            PlanError::Invalid(format!(
+                "Key missing from projection (ie, SELECT). The query must include the partitioning expression {e} in its projection (eg, SELECT {e}...)."
+            ))
+        })?;
+        if keys.contains(&index) {
+            return Err(PlanError::Invalid(format!(
+                "Duplicate PARTITION BY expression: {e}"
+            )));
+        }
+        keys.push(index);
+    }
+    Ok(keys)
 }
 
 /// Lowers a logical plan into stream operators, tracking which columns of
@@ -567,10 +799,11 @@ pub fn plan_create_as_select(
     name: &str,
     props: &Props,
     query: &Query,
+    partition_by: Option<&[ast::Expr]>,
     query_id: &str,
 ) -> Result<(SourceDef, StreamPlan)> {
     check_props(props)?;
-    let plan = plan_stream(catalog, query)?;
+    let plan = plan_stream(catalog, query, partition_by)?;
     if plan.limit.is_some() {
         return Err(PlanError::Invalid(
             "LIMIT is not supported in persistent queries".into(),
@@ -588,11 +821,6 @@ pub fn plan_create_as_select(
             ))
         }
         _ => {}
-    }
-    if plan.source.kind == SourceKind::Table {
-        return Err(PlanError::Unsupported(
-            "queries over tables are not supported yet".into(),
-        ));
     }
     let mut columns = Vec::with_capacity(plan.output_schema.fields().len());
     for (i, f) in plan.output_schema.fields().iter().enumerate() {
@@ -614,6 +842,7 @@ pub fn plan_create_as_select(
         _ => None,
     }) {
         Some(n) => n,
+        None if partition_by.is_some() => plan.key_columns.len(),
         None => source_keys.len(),
     };
     if plan.key_columns.len() < expected_keys {
@@ -644,6 +873,12 @@ pub fn plan_create_as_select(
         key_format
     };
     check_key_format(name, key_format, &sorted)?;
+    check_kafka_types(key_format, value_format, &sorted)?;
+    if sorted.iter().all(|c| c.key) {
+        return Err(PlanError::Invalid(
+            "The projection contains no value columns.".into(),
+        ));
+    }
     let def = SourceDef {
         name: name.to_string(),
         kind,
@@ -656,6 +891,69 @@ pub fn plan_create_as_select(
         query_id: Some(query_id.to_string()),
     };
     Ok((def, plan))
+}
+
+/// `INSERT INTO target SELECT …`: the plan, checked against the target
+/// stream's schema.
+pub fn plan_insert_select(
+    catalog: &Catalog,
+    target: &str,
+    query: &Query,
+    partition_by: Option<&[ast::Expr]>,
+) -> Result<(SourceDef, StreamPlan)> {
+    let sink = catalog.source(target)?.clone();
+    if sink.kind != SourceKind::Stream {
+        return Err(PlanError::Invalid(format!(
+            "INSERT INTO can only be used to insert into a stream. {target} is a table."
+        )));
+    }
+    let plan = plan_stream(catalog, query, partition_by)?;
+    if plan.is_table || plan.source.kind == SourceKind::Table {
+        return Err(PlanError::Invalid(
+            "INSERT INTO can only be used to insert from a stream into a stream. The query produces a table, not a stream.".into(),
+        ));
+    }
+    if plan.limit.is_some() {
+        return Err(PlanError::Invalid(
+            "LIMIT is not supported in persistent queries".into(),
+        ));
+    }
+    let describe = |cols: &mut Vec<String>| {
+        cols.sort();
+        cols.join(", ")
+    };
+    let mut result: Vec<String> = plan
+        .output_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let ty = SqlType::from_arrow(f.data_type())
+                .map_or_else(|_| f.data_type().to_string(), |t| t.to_string());
+            format!(
+                "`{}` {ty}{}",
+                f.name(),
+                if plan.key_columns.contains(&i) {
+                    " KEY"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    let mut expected: Vec<String> = sink
+        .columns
+        .iter()
+        .map(|c| format!("`{}` {}{}", c.name, c.ty, if c.key { " KEY" } else { "" }))
+        .collect();
+    if describe(&mut result) != describe(&mut expected) {
+        return Err(PlanError::Invalid(format!(
+            "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
+            result.join(", "),
+            expected.join(", ")
+        )));
+    }
+    Ok((sink, plan))
 }
 
 /// A pull query: any SELECT DataFusion can run over the sources' current

@@ -67,7 +67,7 @@ impl Format {
                     "format {s} is not supported yet"
                 )))
             }
-            _ => return Err(PlanError::Invalid(format!("unknown format: {s}"))),
+            _ => return Err(PlanError::Invalid(format!("Unknown format: {s}"))),
         })
     }
 

@@ -134,6 +134,8 @@ pub enum Statement {
         props: Props,
         /// The query (its `EMIT CHANGES`, if written, is dropped).
         query: Box<Query>,
+        /// `PARTITION BY` expressions: the key of the result.
+        partition_by: Option<Vec<Expr>>,
     },
     /// `INSERT INTO name [(cols)] VALUES (…), …`
     InsertValues {
@@ -144,12 +146,24 @@ pub enum Statement {
         /// Rows of expressions.
         rows: Vec<Vec<Expr>>,
     },
+    /// `INSERT INTO stream SELECT …`: a persistent query writing into an
+    /// existing stream.
+    InsertSelect {
+        /// Target stream.
+        target: String,
+        /// The query.
+        query: Box<Query>,
+        /// `PARTITION BY` expressions.
+        partition_by: Option<Vec<Expr>>,
+    },
     /// `SELECT …`: push with `EMIT CHANGES`, pull otherwise.
     Select {
         /// The query, without `EMIT`.
         query: Box<Query>,
         /// `EMIT CHANGES` / `EMIT FINAL`.
         emit: Option<Emit>,
+        /// `PARTITION BY` expressions.
+        partition_by: Option<Vec<Expr>>,
     },
     /// `COPY (SELECT …) TO STDOUT`
     CopyTo {
@@ -337,20 +351,99 @@ fn normalize_tokens(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Option<E
     (out, emit)
 }
 
+/// Removes a top-level `PARTITION BY e, …` clause (it ends at `HAVING`,
+/// `LIMIT` or the end) and parses its expressions.
+fn take_partition_by(
+    tokens: Vec<TokenWithSpan>,
+) -> Result<(Vec<TokenWithSpan>, Option<Vec<Expr>>)> {
+    let meaningful = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let mut depth = 0i32;
+    let mut start = None;
+    for (i, t) in tokens.iter().enumerate() {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            w if depth == 0 && is_word(w, "PARTITION") => {
+                let next = tokens[i + 1..]
+                    .iter()
+                    .position(meaningful)
+                    .map(|n| n + i + 1);
+                if next.is_some_and(|n| is_word(&tokens[n].token, "BY")) {
+                    start = Some((i, next.unwrap_or(i) + 1));
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some((clause_start, exprs_start)) = start else {
+        return Ok((tokens, None));
+    };
+    let mut depth = 0i32;
+    let mut end = tokens.len();
+    for (i, t) in tokens.iter().enumerate().skip(exprs_start) {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            w if depth == 0 && (is_word(w, "HAVING") || is_word(w, "LIMIT")) => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let clause: Vec<TokenWithSpan> = tokens[exprs_start..end].to_vec();
+    let dialect = GenericDialect {};
+    let mut p = Parser::new(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .with_tokens_with_locations(clause);
+    let exprs = p
+        .parse_comma_separated(Parser::parse_expr)
+        .map_err(syntax)?;
+    let next = p.peek_token();
+    if next.token != Token::EOF {
+        return Err(syntax(
+            p.expected::<()>("end of PARTITION BY", next).unwrap_err(),
+        ));
+    }
+    let mut rest = tokens[..clause_start].to_vec();
+    rest.extend_from_slice(&tokens[end..]);
+    Ok((rest, Some(exprs)))
+}
+
 fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     let (tokens, emit) = normalize_tokens(tokens);
+    let (tokens, partition_by) = take_partition_by(tokens)?;
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(tokens);
     let first = p.peek_token().token;
     let stmt = if is_word(&first, "CREATE") {
-        parse_create(&mut p)?
+        let mut stmt = parse_create(&mut p)?;
+        if let Statement::CreateAsSelect {
+            partition_by: p, ..
+        } = &mut stmt
+        {
+            *p = partition_by.clone();
+        }
+        stmt
     } else if is_word(&first, "SELECT") || is_word(&first, "WITH") || first == Token::LParen {
         let query = p.parse_query().map_err(syntax)?;
-        Statement::Select { query, emit }
+        Statement::Select {
+            query,
+            emit,
+            partition_by: partition_by.clone(),
+        }
     } else if is_word(&first, "INSERT") {
-        parse_insert(&mut p)?
+        let mut stmt = parse_insert(&mut p)?;
+        if let Statement::InsertSelect {
+            partition_by: p, ..
+        } = &mut stmt
+        {
+            *p = partition_by.clone();
+        }
+        stmt
     } else if is_word(&first, "COPY") {
         parse_copy(&mut p, emit)?
     } else if is_word(&first, "SHOW") || is_word(&first, "LIST") {
@@ -396,7 +489,10 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     if emit.is_some()
         && !matches!(
             stmt,
-            Statement::Select { .. } | Statement::CopyTo { .. } | Statement::CreateAsSelect { .. }
+            Statement::Select { .. }
+                | Statement::CopyTo { .. }
+                | Statement::CreateAsSelect { .. }
+                | Statement::InsertSelect { .. }
         )
     {
         return Err(PlanError::Syntax(
@@ -472,6 +568,7 @@ fn parse_create(p: &mut Parser) -> Result<Statement> {
             or_replace,
             props,
             query,
+            partition_by: None,
         });
     }
     Ok(Statement::CreateSource {
@@ -552,8 +649,13 @@ fn parse_insert(p: &mut Parser) -> Result<Statement> {
             columns,
             rows: values.rows.into_iter().map(|r| r.content).collect(),
         }),
+        _ if columns.is_empty() => Ok(Statement::InsertSelect {
+            target,
+            query: source,
+            partition_by: None,
+        }),
         _ => Err(PlanError::Unsupported(
-            "INSERT INTO … SELECT is not supported yet".into(),
+            "INSERT INTO … SELECT with a column list is not supported".into(),
         )),
     }
 }
@@ -680,7 +782,7 @@ mod tests {
             }
         ));
         let s = one("SELECT * FROM t EMIT CHANGES LIMIT 3");
-        let Statement::Select { query, emit } = s else {
+        let Statement::Select { query, emit, .. } = s else {
             panic!()
         };
         assert_eq!(emit, Some(Emit::Changes));
@@ -693,6 +795,34 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn partition_by_is_taken_out() {
+        let s = one("CREATE STREAM o AS SELECT * FROM i PARTITION BY id, name EMIT CHANGES");
+        let Statement::CreateAsSelect {
+            query,
+            partition_by: Some(p),
+            ..
+        } = s
+        else {
+            panic!("{s:?}")
+        };
+        assert_eq!(query.to_string(), "SELECT * FROM I");
+        assert_eq!(
+            p.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            ["ID", "NAME"]
+        );
+        let s = one("SELECT a FROM i PARTITION BY a LIMIT 3");
+        let Statement::Select {
+            query,
+            partition_by: Some(_),
+            ..
+        } = s
+        else {
+            panic!("{s:?}")
+        };
+        assert_eq!(query.to_string(), "SELECT A FROM I LIMIT 3");
     }
 
     #[test]

@@ -19,6 +19,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use brook_executor::{bytes_to_json, json_to_bytes};
+pub use brook_planner::catalog;
+pub use brook_storage::{Record, StoredRecord};
 pub use error::{Result, ServerError};
 pub use session::{split_statements, Brook, Output, Session, StatementKind};
 

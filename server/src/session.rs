@@ -9,7 +9,8 @@ use brook_executor::{Engine, PushStream};
 use brook_planner::binder::{
     plan_create_as_select, plan_create_source, plan_insert, plan_pull, plan_stream,
 };
-use brook_planner::catalog::{Catalog, QueryDef, SourceDef, SourceKind};
+use brook_planner::binder::{plan_insert_select, FormatDefaults};
+use brook_planner::catalog::{Catalog, Format, QueryDef, SourceDef, SourceKind};
 use brook_planner::parser::{self, Emit, Parsed, ShowWhat, Statement};
 use brook_planner::PlanError;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -61,6 +62,29 @@ pub enum Output {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CatalogCommand {
     sql: String,
+    /// Session properties in force when it ran (they choose defaults such
+    /// as the value format), so that replay resolves it the same way.
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+}
+
+/// Format defaults from ksqlDB's `ksql.persistence.default.format.*`
+/// properties; absent means Brook's defaults, an empty value means none.
+fn format_defaults(properties: &BTreeMap<String, String>) -> Result<FormatDefaults> {
+    let mut d = FormatDefaults::default();
+    if let Some(v) = properties.get("ksql.persistence.default.format.value") {
+        d.value = if v.is_empty() {
+            None
+        } else {
+            Some(Format::parse(v)?)
+        };
+    }
+    if let Some(v) = properties.get("ksql.persistence.default.format.key") {
+        if !v.is_empty() {
+            d.key = Format::parse(v)?;
+        }
+    }
+    Ok(d)
 }
 
 /// One Brook instance: engine and catalog over a data directory.
@@ -74,6 +98,12 @@ impl Brook {
     /// Opens a data directory: storage, then the catalog replayed from its
     /// command log, then the persistent queries resumed from their checkpoints.
     pub async fn open(data_dir: &Path) -> Result<Arc<Brook>> {
+        Self::open_with(data_dir, true).await
+    }
+
+    /// [`Brook::open`]; with `durable` false nothing is fsynced, for tests
+    /// that throw their data directory away.
+    pub async fn open_with(data_dir: &Path, durable: bool) -> Result<Arc<Brook>> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             ServerError::Storage(brook_storage::StorageError::Io {
                 action: "create directory",
@@ -81,14 +111,15 @@ impl Brook {
                 source: e,
             })
         })?;
-        let engine = Engine::open(data_dir)?;
+        let engine = Engine::open_with(data_dir, durable)?;
         let mut catalog = Catalog::default();
         for (seq, bytes) in engine.catalog_store().entries()? {
             let bad = |reason: String| ServerError::Catalog { seq, reason };
             let cmd: CatalogCommand =
                 serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
             let parsed = parser::parse_statement(&cmd.sql).map_err(|e| bad(e.to_string()))?;
-            apply_ddl(&mut catalog, &parsed, seq).map_err(|e| bad(e.to_string()))?;
+            apply_ddl(&mut catalog, &parsed, seq, &cmd.properties)
+                .map_err(|e| bad(e.to_string()))?;
         }
         for def in catalog.sources.values() {
             engine.ensure_topic(def)?;
@@ -122,21 +153,41 @@ impl Brook {
     fn start_query(&self, q: &QueryDef) -> Result<()> {
         let catalog = self.catalog().clone();
         let parsed = parser::parse_statement(&q.sql)?;
-        let Statement::CreateAsSelect {
-            kind,
-            name,
-            props,
-            query,
-            ..
-        } = &parsed.statement
-        else {
-            return Err(
-                PlanError::Internal(format!("query {} is not CREATE … AS SELECT", q.id)).into(),
-            );
+        let plan = match &parsed.statement {
+            Statement::CreateAsSelect {
+                kind,
+                name,
+                props,
+                query,
+                partition_by,
+                ..
+            } => {
+                let mut without_sink = catalog.clone();
+                without_sink.sources.remove(name);
+                plan_create_as_select(
+                    &without_sink,
+                    *kind,
+                    name,
+                    props,
+                    query,
+                    partition_by.as_deref(),
+                    &q.id,
+                )?
+                .1
+            }
+            Statement::InsertSelect {
+                target,
+                query,
+                partition_by,
+            } => plan_insert_select(&catalog, target, query, partition_by.as_deref())?.1,
+            _ => {
+                return Err(PlanError::Internal(format!(
+                    "query {} is not a persistent query",
+                    q.id
+                ))
+                .into())
+            }
         };
-        let mut without_sink = catalog.clone();
-        without_sink.sources.remove(name);
-        let (_, plan) = plan_create_as_select(&without_sink, *kind, name, props, query, &q.id)?;
         let sink = catalog.source(&q.sink)?.clone();
         self.engine.start_query(&q.id, plan, sink)?;
         Ok(())
@@ -157,7 +208,12 @@ impl Brook {
 }
 
 /// Applies a DDL statement to a catalog (no side effects elsewhere).
-fn apply_ddl(catalog: &mut Catalog, parsed: &Parsed, seq: u64) -> Result<()> {
+fn apply_ddl(
+    catalog: &mut Catalog,
+    parsed: &Parsed,
+    seq: u64,
+    properties: &BTreeMap<String, String>,
+) -> Result<()> {
     match &parsed.statement {
         Statement::CreateSource {
             kind,
@@ -166,7 +222,8 @@ fn apply_ddl(catalog: &mut Catalog, parsed: &Parsed, seq: u64) -> Result<()> {
             props,
             ..
         } => {
-            let def = plan_create_source(*kind, name, columns, props)?;
+            let def =
+                plan_create_source(*kind, name, columns, props, format_defaults(properties)?)?;
             catalog.sources.insert(name.clone(), def);
         }
         Statement::CreateAsSelect {
@@ -174,10 +231,19 @@ fn apply_ddl(catalog: &mut Catalog, parsed: &Parsed, seq: u64) -> Result<()> {
             name,
             props,
             query,
+            partition_by,
             ..
         } => {
             let id = query_id(*kind, name, seq);
-            let (def, plan) = plan_create_as_select(catalog, *kind, name, props, query, &id)?;
+            let (def, plan) = plan_create_as_select(
+                catalog,
+                *kind,
+                name,
+                props,
+                query,
+                partition_by.as_deref(),
+                &id,
+            )?;
             catalog.queries.insert(
                 id.clone(),
                 QueryDef {
@@ -188,6 +254,23 @@ fn apply_ddl(catalog: &mut Catalog, parsed: &Parsed, seq: u64) -> Result<()> {
                 },
             );
             catalog.sources.insert(name.clone(), def);
+        }
+        Statement::InsertSelect {
+            target,
+            query,
+            partition_by,
+        } => {
+            let id = format!("INSERTQUERY_{seq}");
+            let (_, plan) = plan_insert_select(catalog, target, query, partition_by.as_deref())?;
+            catalog.queries.insert(
+                id.clone(),
+                QueryDef {
+                    id,
+                    sql: parsed.sql.clone(),
+                    sink: target.clone(),
+                    sources: vec![plan.source.name.clone()],
+                },
+            );
         }
         Statement::Drop { name, .. } => {
             if let Some(def) = catalog.sources.remove(name) {
@@ -293,7 +376,8 @@ impl Session {
             Statement::CreateSource { .. }
             | Statement::CreateAsSelect { .. }
             | Statement::Drop { .. }
-            | Statement::Terminate { .. } => brook.execute_ddl(parsed).await,
+            | Statement::Terminate { .. }
+            | Statement::InsertSelect { .. } => brook.execute_ddl(parsed, &self.properties).await,
             Statement::InsertValues {
                 target,
                 columns,
@@ -307,7 +391,7 @@ impl Session {
                     query_id: None,
                 })
             }
-            Statement::Select { query, emit } => self.run_query(query, *emit, false).await,
+            Statement::Select { query, emit, .. } => self.run_query(query, *emit, false).await,
             Statement::CopyTo { query, emit } => self.run_query(query, *emit, true).await,
             Statement::Flush => {
                 brook.engine.flush().await?;
@@ -346,7 +430,7 @@ impl Session {
     ) -> Result<Output> {
         let catalog = self.brook.catalog().clone();
         if emit.is_some() {
-            let plan = plan_stream(&catalog, query)?;
+            let plan = plan_stream(&catalog, query, None)?;
             let stream = self.brook.engine.push(plan, self.reads_from_beginning())?;
             Ok(Output::Stream { stream, copy })
         } else {
@@ -540,7 +624,11 @@ impl Session {
 impl Brook {
     /// Runs a DDL statement: validate against a copy of the catalog, do the
     /// side effects, persist the command, then publish the new catalog.
-    async fn execute_ddl(self: &Arc<Self>, parsed: Parsed) -> Result<Output> {
+    async fn execute_ddl(
+        self: &Arc<Self>,
+        parsed: Parsed,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<Output> {
         let _guard = self.ddl.lock().await;
         let catalog = self.catalog().clone();
         let seq = self.engine.catalog_store().next_seq()?;
@@ -575,7 +663,7 @@ impl Brook {
                     .into());
                 }
                 let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq)?;
+                apply_ddl(&mut next, &parsed, seq, properties)?;
                 let def = next.source(name)?.clone();
                 if let Some(p) = self.engine.topic_partitions(&def.topic) {
                     if p != def.partitions
@@ -597,7 +685,7 @@ impl Brook {
                     next.sources.insert(def.name.clone(), def.clone());
                 }
                 self.engine.ensure_topic(&def)?;
-                self.persist(seq, &parsed.sql)?;
+                self.persist(seq, &parsed.sql, properties)?;
                 let query = def.query_id.clone();
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 match &query {
@@ -624,6 +712,22 @@ impl Brook {
                         ),
                         query_id: None,
                     },
+                }
+            }
+            Statement::InsertSelect { .. } => {
+                let mut next = catalog.clone();
+                apply_ddl(&mut next, &parsed, seq, properties)?;
+                self.persist(seq, &parsed.sql, properties)?;
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                let id = format!("INSERTQUERY_{seq}");
+                let q = self.catalog().queries.get(&id).cloned();
+                if let Some(q) = q {
+                    self.start_query(&q)?;
+                }
+                Output::Command {
+                    tag: "INSERT 0 0".into(),
+                    message: format!("Created query with ID {id}"),
+                    query_id: Some(id),
                 }
             }
             Statement::Drop {
@@ -659,6 +763,19 @@ impl Brook {
                     .iter()
                     .map(|q| q.id.clone())
                     .collect();
+                let writers: Vec<String> = catalog
+                    .queries
+                    .values()
+                    .filter(|q| q.sink == *name && Some(&q.id) != def.query_id.as_ref())
+                    .map(|q| q.id.clone())
+                    .collect();
+                if !writers.is_empty() {
+                    return Err(PlanError::InUse(format!(
+                        "Cannot drop {name}.\nThe following queries write into this source: [{}].\nYou need to terminate them before dropping {name}.",
+                        writers.join(", ")
+                    ))
+                    .into());
+                }
                 if !readers.is_empty() {
                     return Err(PlanError::InUse(format!(
                         "Cannot drop {name}.\nThe following queries read from this source: [{}].\nYou need to terminate them before dropping {name}.",
@@ -667,9 +784,9 @@ impl Brook {
                     .into());
                 }
                 let def = def.clone();
-                self.persist(seq, &parsed.sql)?;
+                self.persist(seq, &parsed.sql, properties)?;
                 let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq)?;
+                apply_ddl(&mut next, &parsed, seq, properties)?;
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 if let Some(q) = &def.query_id {
                     match self.engine.terminate_query(q).await {
@@ -701,9 +818,9 @@ impl Brook {
                     }
                     None => catalog.queries.keys().cloned().collect(),
                 };
-                self.persist(seq, &parsed.sql)?;
+                self.persist(seq, &parsed.sql, properties)?;
                 let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq)?;
+                apply_ddl(&mut next, &parsed, seq, properties)?;
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 for q in &ids {
                     match self.engine.terminate_query(q).await {
@@ -722,9 +839,10 @@ impl Brook {
         Ok(output)
     }
 
-    fn persist(&self, seq: u64, sql: &str) -> Result<()> {
+    fn persist(&self, seq: u64, sql: &str, properties: &BTreeMap<String, String>) -> Result<()> {
         let cmd = serde_json::to_vec(&CatalogCommand {
             sql: sql.to_string(),
+            properties: properties.clone(),
         })
         .map_err(|e| ServerError::Catalog {
             seq,

@@ -12,6 +12,8 @@
 //! A push query (`EMIT CHANGES`) returns its rows once it ends, so tests give
 //! it a `LIMIT`; one that has not ended after a generous guard time fails.
 
+pub mod qtt;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -52,6 +52,7 @@ pub trait StateStore: Send + Sync {
 pub struct SledStateStore {
     db: sled::Db,
     tree: sled::Tree,
+    sync: bool,
 }
 
 impl SledStateStore {
@@ -60,7 +61,15 @@ impl SledStateStore {
         Ok(SledStateStore {
             db: db.clone(),
             tree: db.open_tree("state")?,
+            sync: true,
         })
+    }
+
+    /// With `sync` false, commits are atomic but not flushed to disk (for
+    /// tests that throw the data away).
+    pub fn with_sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
     }
 
     /// Opens a sled database at `path`.
@@ -94,7 +103,9 @@ impl StateStore for SledStateStore {
         }
         self.tree.apply_batch(b)?;
         // sled makes writes durable only on flush.
-        self.db.flush()?;
+        if self.sync {
+            self.db.flush()?;
+        }
         Ok(())
     }
 }
