@@ -24,7 +24,7 @@ pub fn router(brook: Arc<Brook>) -> Router {
     Router::new()
         .route("/ksql", post(ksql))
         .route("/query-stream", post(query_stream))
-        .route("/query", post(query_stream))
+        .route("/query", post(query))
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
         .with_state(brook)
@@ -266,6 +266,112 @@ async fn query_stream(
             (StatusCode::OK, Json(json!({"message": message}))).into_response()
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// ksqlDB's schema string: "`ID` STRING KEY, `N` BIGINT".
+fn schema_string(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let key = if f.metadata().get(crate::KEY_FIELD).is_some() {
+                " KEY"
+            } else {
+                ""
+            };
+            format!("`{}` {}{key}", f.name(), type_name(f.data_type()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `POST /query`: ksqlDB's original query endpoint. The response is one
+/// JSON array, streamed: a header with the schema, one `row` per result,
+/// and a `finalMessage` when the query ends.
+async fn query(State(brook): State<Arc<Brook>>, body: Bytes) -> Response {
+    let req: QueryRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ServerError::BadRequest(format!("invalid request body: {e}")).into_response()
+        }
+    };
+    let mut session = session_with(&brook, &req.properties);
+    let mut statements = match session.parse(&req.sql) {
+        Ok(s) => s,
+        Err(e) => return statement_error(&e, &req.sql, Vec::new()),
+    };
+    if statements.len() != 1 {
+        let e = ServerError::BadRequest("expected exactly one query".into());
+        return statement_error(&e, &req.sql, Vec::new());
+    }
+    let parsed = statements.remove(0);
+    let sql = parsed.sql.clone();
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let query_id = format!(
+        "transient_query_{}",
+        NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    match session.execute_parsed(parsed).await {
+        Ok(Output::Rows {
+            schema, batches, ..
+        }) => {
+            let mut items =
+                vec![json!({"header": {"queryId": query_id, "schema": schema_string(&schema)}})];
+            items.extend(
+                batch_rows(&batches)
+                    .into_iter()
+                    .map(|r| json!({"row": {"columns": r}})),
+            );
+            if schema
+                .metadata()
+                .get(crate::PULL_SOURCE_KIND)
+                .map(String::as_str)
+                != Some("table")
+            {
+                items.push(json!({"finalMessage": "Query Completed"}));
+            }
+            (json, Value::Array(items).to_string()).into_response()
+        }
+        Ok(Output::Stream { stream, .. }) => {
+            let head =
+                json!({"header": {"queryId": query_id, "schema": schema_string(&stream.schema)}});
+            let first = format!("[{head}");
+            let rows = futures::stream::unfold(
+                (stream.rows, false),
+                move |(mut rx, done)| async move {
+                    if done {
+                        return None;
+                    }
+                    let text = match rx.recv().await {
+                        Some(Ok(row)) => {
+                            let v = json!({"row": {"columns": row.iter().map(scalar_json).collect::<Vec<_>>()}});
+                            return Some((
+                                Ok::<_, Infallible>(Bytes::from(format!(",\n{v}"))),
+                                (rx, false),
+                            ));
+                        }
+                        Some(Err(e)) => format!(
+                            ",\n{}]",
+                            json!({"errorMessage": {"message": e.to_string()}})
+                        ),
+                        None => format!(",\n{}]", json!({"finalMessage": "Limit Reached"})),
+                    };
+                    Some((Ok(Bytes::from(text)), (rx, true)))
+                },
+            );
+            let body =
+                futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(first)) })
+                    .chain_rows(rows);
+            (json, Body::from_stream(body)).into_response()
+        }
+        Ok(_) => {
+            let e =
+                ServerError::BadRequest("only queries can be issued to /query; use /ksql".into());
+            statement_error(&e, &sql, Vec::new())
+        }
+        Err(e) => statement_error(&e, &sql, Vec::new()),
     }
 }
 

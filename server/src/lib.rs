@@ -23,7 +23,9 @@ pub use brook_executor::{bytes_to_json, json_to_bytes};
 pub use brook_planner::catalog;
 pub use brook_storage::{Record, StoredRecord};
 pub use error::{Result, ServerError};
-pub use session::{split_statements, Brook, Output, Session, StatementKind};
+pub use session::{
+    split_statements, Brook, Output, Session, StatementKind, KEY_FIELD, PULL_SOURCE_KIND,
+};
 
 /// Where Brook keeps its data and listens.
 #[derive(Debug, Clone)]

@@ -435,7 +435,12 @@ impl Session {
             Ok(Output::Stream { stream, copy })
         } else {
             let plan = plan_pull(&catalog, query)?;
+            let table = match plan.sources.as_slice() {
+                [only] if only.kind == SourceKind::Table => Some(only.clone()),
+                _ => None,
+            };
             let (schema, batches) = self.brook.engine.pull(plan).await?;
+            let schema = annotate_pull_schema(&schema, table.as_ref());
             Ok(Output::Rows {
                 schema,
                 batches,
@@ -859,6 +864,35 @@ fn parsed_has_partitions(parsed: &Parsed) -> bool {
         _ => false,
     }
 }
+
+/// Schema metadata of pull results: [`KEY_FIELD`] marks the key columns of
+/// a table read by a pull query, and [`PULL_SOURCE_KIND`] says whether the
+/// query read a table (for ksqlDB's `/query` responses).
+fn annotate_pull_schema(schema: &SchemaRef, table: Option<&SourceDef>) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let is_key = table.is_some_and(|t| t.key_columns().any(|c| c.name == *f.name()));
+            let field = f.as_ref().clone();
+            if is_key {
+                field.with_metadata([(KEY_FIELD.to_string(), "true".to_string())].into())
+            } else {
+                field
+            }
+        })
+        .collect();
+    let kind = if table.is_some() { "table" } else { "stream" };
+    Arc::new(Schema::new_with_metadata(
+        fields,
+        [(PULL_SOURCE_KIND.to_string(), kind.to_string())].into(),
+    ))
+}
+
+/// Field metadata key marking a key column in query results.
+pub const KEY_FIELD: &str = "brook.key";
+/// Schema metadata key: `table` or `stream`, what a pull query read.
+pub const PULL_SOURCE_KIND: &str = "brook.pull_source";
 
 fn listing(columns: &[&str], rows: Vec<Vec<String>>, entity: serde_json::Value) -> Output {
     let schema: SchemaRef = Arc::new(Schema::new(

@@ -13,6 +13,7 @@
 //! it a `LIMIT`; one that has not ended after a generous guard time fails.
 
 pub mod qtt;
+pub mod rqtt;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -323,7 +323,9 @@ async fn run_on(brook: &std::sync::Arc<Brook>, case: &Case) -> Outcome {
     compare_outputs(brook, case)
 }
 
-fn produce(brook: &Brook, input: &Value) -> Result<(), String> {
+/// Produces one test input to its topic, serialized with the formats of the
+/// stream or table declared over that topic.
+pub fn produce(brook: &Brook, input: &Value) -> Result<(), String> {
     let topic = input
         .get("topic")
         .and_then(Value::as_str)
@@ -352,7 +354,8 @@ fn produce(brook: &Brook, input: &Value) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn compare_outputs(brook: &Brook, case: &Case) -> Outcome {
+/// Compares every output topic of the case with what Brook wrote.
+pub fn compare_outputs(brook: &Brook, case: &Case) -> Outcome {
     let catalog = brook.catalog_snapshot();
     let mut topics: Vec<&str> = Vec::new();
     for o in &case.outputs {
