@@ -76,6 +76,27 @@ pub fn decode_rows<'r>(
     (out, skipped)
 }
 
+/// A row in a source's batch schema: its declared columns, then ROWTIME,
+/// ROWPARTITION and ROWOFFSET.
+pub fn batch_row(
+    def: &SourceDef,
+    values: &[Datum],
+    rowtime: i64,
+    partition: i32,
+    offset: i64,
+) -> Result<Vec<ScalarValue>> {
+    let mut row = Vec::with_capacity(values.len() + 3);
+    for (d, c) in values.iter().zip(&def.columns) {
+        row.push(d.to_scalar(&c.ty.arrow())?);
+    }
+    row.extend([
+        ScalarValue::Int64(Some(rowtime)),
+        ScalarValue::Int32(Some(partition)),
+        ScalarValue::Int64(Some(offset)),
+    ]);
+    Ok(row)
+}
+
 /// Decodes records into a change batch with the source's batch schema
 /// (declared columns, then ROWTIME, ROWPARTITION, ROWOFFSET).
 pub fn decode_batch(
@@ -87,14 +108,8 @@ pub fn decode_batch(
     let mut scalars = Vec::with_capacity(rows.len());
     let mut rowtimes = Vec::with_capacity(rows.len());
     for row in &rows {
-        let mut s = Vec::with_capacity(row.values.len() + 3);
-        for (d, c) in row.values.iter().zip(&def.columns) {
-            s.push(d.to_scalar(&c.ty.arrow())?);
-        }
-        s.push(ScalarValue::Int64(Some(row.rowtime)));
-        s.push(ScalarValue::Int32(Some(row.record.partition as i32)));
-        s.push(ScalarValue::Int64(Some(row.record.offset as i64)));
-        scalars.push(s);
+        let (partition, offset) = (row.record.partition as i32, row.record.offset as i64);
+        scalars.push(batch_row(def, &row.values, row.rowtime, partition, offset)?);
         rowtimes.push(row.rowtime);
     }
     Ok(ChangeBatch {
@@ -316,18 +331,7 @@ impl TableSource {
         records: &[StoredRecord],
         state: &dyn StateStore,
     ) -> Result<ChangeBatch> {
-        let to_scalars = |row: &MvRow| -> Result<Vec<ScalarValue>> {
-            let mut s = Vec::with_capacity(row.values.len() + 3);
-            for (d, c) in row.values.iter().zip(&def.columns) {
-                s.push(d.to_scalar(&c.ty.arrow())?);
-            }
-            s.extend([
-                ScalarValue::Int64(Some(row.rowtime)),
-                ScalarValue::Int32(Some(0)),
-                ScalarValue::Int64(Some(-1)),
-            ]);
-            Ok(s)
-        };
+        let to_scalars = |row: &MvRow| batch_row(def, &row.values, row.rowtime, 0, -1);
         let mut rows = Vec::new();
         let mut weights = Vec::new();
         let mut rowtimes = Vec::new();

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::codec::{decode_batch, decode_rows, encode_rows, encode_sink, MvRow, TableSource};
+use crate::codec::{
+    batch_row, decode_batch, decode_rows, encode_rows, encode_sink, MvRow, TableSource,
+};
 use crate::datum::Datum;
 use crate::error::{ExecError, Result};
 use crate::pipeline::{rows_to_batch, Pipeline};
@@ -637,21 +639,8 @@ impl Engine {
     /// key for other tables, every record for streams.
     fn scan_source(&self, def: &SourceDef) -> Result<Vec<Vec<ScalarValue>>> {
         let mut out = Vec::new();
-        let to_row = |values: &[Datum],
-                      rowtime: i64,
-                      partition: i32,
-                      offset: i64|
-         -> Result<Vec<ScalarValue>> {
-            let mut row = Vec::with_capacity(values.len() + 3);
-            for (d, c) in values.iter().zip(&def.columns) {
-                row.push(d.to_scalar(&c.ty.arrow())?);
-            }
-            row.extend([
-                ScalarValue::Int64(Some(rowtime)),
-                ScalarValue::Int32(Some(partition)),
-                ScalarValue::Int64(Some(offset)),
-            ]);
-            Ok(row)
+        let to_row = |values: &[Datum], rowtime: i64, partition: i32, offset: i64| {
+            batch_row(def, values, rowtime, partition, offset)
         };
         if def.kind == SourceKind::Table && def.query_id.is_some() {
             for (_, v) in self.state.scan_prefix(&mv_prefix(&def.name))? {

@@ -289,38 +289,38 @@ impl sqllogictest::AsyncDB for PgwireDb {
 pub async fn run_file(path: &Path, mode: Mode) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let data_dir = dir.path().join("data");
-    let result = match mode {
+    match mode {
         Mode::InProcess | Mode::Restart => {
             let db = InProcessDb::open(&data_dir, mode == Mode::Restart)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut db = Some(db);
-            let mut runner = sqllogictest::Runner::new(move || {
-                let db = db.take();
-                async move { db.ok_or_else(|| HarnessError("one connection per file".into())) }
-            });
-            let r = runner
-                .run_file_async(path)
-                .await
-                .map_err(|e| e.display(false).to_string());
-            runner.shutdown_async().await;
-            r
+            run_with(db, path).await
         }
         Mode::Pgwire => {
-            let db = PgwireDb::open(&data_dir).await.map_err(|e| e.to_string())?;
-            let mut db = Some(db);
-            let mut runner = sqllogictest::Runner::new(move || {
-                let db = db.take();
-                async move { db.ok_or_else(|| HarnessError("one connection per file".into())) }
-            });
-            let r = runner
-                .run_file_async(path)
-                .await
-                .map_err(|e| e.display(false).to_string());
-            runner.shutdown_async().await;
-            r
+            run_with(
+                PgwireDb::open(&data_dir).await.map_err(|e| e.to_string())?,
+                path,
+            )
+            .await
         }
-    };
+    }
+}
+
+/// Runs a file on one connection.
+async fn run_with<D>(db: D, path: &Path) -> Result<(), String>
+where
+    D: sqllogictest::AsyncDB<Error = HarnessError, ColumnType = DefaultColumnType> + Send + 'static,
+{
+    let mut db = Some(db);
+    let mut runner = sqllogictest::Runner::new(move || {
+        let db = db.take();
+        async move { db.ok_or_else(|| HarnessError("one connection per file".into())) }
+    });
+    let result = runner
+        .run_file_async(path)
+        .await
+        .map_err(|e| e.display(false).to_string());
+    runner.shutdown_async().await;
     result
 }
 

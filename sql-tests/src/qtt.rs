@@ -267,18 +267,40 @@ fn value_columns(def: &SourceDef) -> Vec<&Column> {
     def.value_columns().collect()
 }
 
+/// A fresh, non-durable Brook in a temporary directory (dropped with it).
+pub async fn fresh_brook() -> Result<(tempfile::TempDir, std::sync::Arc<Brook>), Outcome> {
+    let dir = tempfile::tempdir().map_err(|e| Outcome::Failed(format!("temp dir: {e}")))?;
+    let brook = Brook::open_with(&dir.path().join("data"), false)
+        .await
+        .map_err(|e| Outcome::Failed(format!("open: {e}")))?;
+    Ok((dir, brook))
+}
+
+/// The `.json` files of a folder (sorted), or the file itself.
+pub fn json_files(path: &Path) -> Vec<PathBuf> {
+    if !path.is_dir() {
+        return vec![path.to_path_buf()];
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 /// Runs one case on a fresh Brook.
 pub async fn run_case(case: &Case) -> Outcome {
     if let Some(reason) = &case.skip {
         return Outcome::Skipped(reason.clone());
     }
-    let dir = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => return Outcome::Failed(format!("temp dir: {e}")),
-    };
-    let brook = match Brook::open_with(&dir.path().join("data"), false).await {
+    let (_dir, brook) = match fresh_brook().await {
         Ok(b) => b,
-        Err(e) => return Outcome::Failed(format!("open: {e}")),
+        Err(o) => return o,
     };
     let outcome = run_on(&brook, case).await;
     brook.shutdown().await;

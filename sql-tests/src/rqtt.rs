@@ -16,7 +16,7 @@ use brook_server::{Brook, StatementKind};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::qtt::{compare_outputs, json_matches, produce, relax_json, Case, Outcome};
+use crate::qtt::{compare_outputs, fresh_brook, json_matches, produce, relax_json, Case, Outcome};
 
 /// One REST case.
 #[derive(Debug, Clone)]
@@ -140,13 +140,9 @@ pub async fn run_case(case: &RestCase) -> Outcome {
     if let Some(reason) = &case.base.skip {
         return Outcome::Skipped(reason.clone());
     }
-    let dir = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => return Outcome::Failed(format!("temp dir: {e}")),
-    };
-    let brook = match Brook::open_with(&dir.path().join("data"), false).await {
+    let (_dir, brook) = match fresh_brook().await {
         Ok(b) => b,
-        Err(e) => return Outcome::Failed(format!("open: {e}")),
+        Err(o) => return o,
     };
     let outcome = run_on(&brook, case).await;
     brook.shutdown().await;

@@ -8,24 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use brook_sql_tests::qtt::{load_file, run_case, Outcome};
-
-fn json_files(path: &Path) -> Vec<PathBuf> {
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files
-    } else {
-        vec![path.to_path_buf()]
-    }
-}
+use brook_sql_tests::qtt::{json_files, load_file, run_case, Outcome};
 
 fn case_id(file: &Path, name: &str) -> String {
     format!(

@@ -4,27 +4,10 @@
 //! and a last line `rqtt: P passed, F failed, S skipped`.
 #![allow(clippy::print_stdout)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use brook_sql_tests::qtt::Outcome;
+use brook_sql_tests::qtt::{json_files, Outcome};
 use brook_sql_tests::rqtt::{load_file, run_case};
-
-fn json_files(path: &Path) -> Vec<PathBuf> {
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files
-    } else {
-        vec![path.to_path_buf()]
-    }
-}
 
 #[tokio::main]
 async fn main() {
