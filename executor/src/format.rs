@@ -38,12 +38,15 @@ pub fn encode(format: Format, columns: &[&Column], values: &[&Datum]) -> Result<
                 serde_json::to_vec(&json).map_err(|e| ser(e.to_string()))?,
             ))
         }
-        Format::Delimited => {
+        Format::Delimited(delimiter) => {
             if values.len() == 1 && values[0].is_null() {
                 return Ok(None); // a lone NULL is no value at all
             }
-            let fields: Vec<String> = values.iter().map(|v| delimited_field(v)).collect();
-            Ok(Some(fields.join(",").into_bytes()))
+            let fields: Vec<String> = values
+                .iter()
+                .map(|v| delimited_field(v, delimiter))
+                .collect();
+            Ok(Some(fields.join(&delimiter.to_string()).into_bytes()))
         }
         Format::Kafka => {
             let [c] = columns else {
@@ -88,10 +91,10 @@ pub fn decode(format: Format, columns: &[&Column], bytes: Option<&[u8]>) -> Resu
                 _ => Err(ser("expected a JSON object")),
             }
         }
-        Format::Delimited => {
+        Format::Delimited(delimiter) => {
             let text =
                 std::str::from_utf8(bytes).map_err(|_| ser("DELIMITED value is not UTF-8"))?;
-            let fields = split_delimited(text);
+            let fields = split_delimited(text, delimiter);
             if fields.len() != columns.len() {
                 return Err(ser(format!(
                     "expected {} DELIMITED fields, found {}",
@@ -182,7 +185,7 @@ pub fn parse_text(s: &str, c: &Column) -> Result<Datum> {
     })
 }
 
-fn delimited_field(d: &Datum) -> String {
+fn delimited_field(d: &Datum, delimiter: char) -> String {
     match d {
         Datum::Null => String::new(),
         Datum::Bool(b) => b.to_string(),
@@ -190,7 +193,7 @@ fn delimited_field(d: &Datum) -> String {
         // Doubles keep a fractional part, as Java prints them (0.0, not 0).
         Datum::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.1}"),
         Datum::Float(f) => f.to_string(),
-        Datum::Str(s) if s.contains([',', '"', '\n']) || s.is_empty() => {
+        Datum::Str(s) if s.contains([delimiter, '"', '\n']) || s.is_empty() => {
             format!("\"{}\"", s.replace('"', "\"\""))
         }
         Datum::Str(s) => s.clone(),
@@ -198,7 +201,7 @@ fn delimited_field(d: &Datum) -> String {
 }
 
 /// Splits a CSV line; an empty unquoted field is NULL.
-fn split_delimited(text: &str) -> Vec<Option<String>> {
+fn split_delimited(text: &str, delimiter: char) -> Vec<Option<String>> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -215,7 +218,7 @@ fn split_delimited(text: &str) -> Vec<Option<String>> {
                 quoted = true;
                 was_quoted = true;
             }
-            ',' if !quoted => {
+            c if c == delimiter && !quoted => {
                 out.push(if cur.is_empty() && !was_quoted {
                     None
                 } else {
@@ -296,7 +299,7 @@ pub fn json_to_bytes(format: Format, columns: &[&Column], v: &Json) -> Result<Op
     match format {
         Format::None => Ok(None),
         Format::Json => Ok(Some(serde_json::to_vec(v).map_err(|e| ser(e.to_string()))?)),
-        Format::Delimited => Ok(Some(match v {
+        Format::Delimited(_) => Ok(Some(match v {
             Json::String(s) => s.clone().into_bytes(),
             other => other.to_string().into_bytes(),
         })),
@@ -324,7 +327,7 @@ pub fn bytes_to_json(format: Format, columns: &[&Column], bytes: Option<&[u8]>) 
         Format::Json => {
             serde_json::from_slice(bytes).map_err(|e| ser(format!("invalid JSON: {e}")))
         }
-        Format::Delimited => Ok(Json::String(String::from_utf8_lossy(bytes).into_owned())),
+        Format::Delimited(_) => Ok(Json::String(String::from_utf8_lossy(bytes).into_owned())),
         Format::Kafka => {
             let [c] = columns else {
                 return Err(ser("the KAFKA format supports a single column only"));
@@ -367,7 +370,7 @@ mod tests {
         let refs: Vec<&Column> = cols.iter().collect();
         let vals = [Datum::Int(3), Datum::Str("x,\"y\"".into()), Datum::Null];
         let vrefs: Vec<&Datum> = vals.iter().collect();
-        for f in [Format::Json, Format::Delimited] {
+        for f in [Format::Json, Format::Delimited(','), Format::Delimited('|')] {
             let bytes = encode(f, &refs, &vrefs).unwrap();
             assert_eq!(decode(f, &refs, bytes.as_deref()).unwrap(), vals, "{f:?}");
         }

@@ -110,18 +110,19 @@ fn formats(
             )));
         }
     }
-    let key = key.or(both).unwrap_or(default_key);
+    let key = with_delimiter(key.or(both).unwrap_or(default_key), props, "KEY_DELIMITER")?;
     let value = value.or(both).or(default_value).ok_or_else(|| {
         PlanError::Invalid(
             "Statement is missing the 'VALUE_FORMAT' property from the WITH clause. Either provide one or set a default via the 'ksql.persistence.default.format.value' config.".into(),
         )
     })?;
+    let value = with_delimiter(value, props, "VALUE_DELIMITER")?;
     for (format, kind) in [(key, "KEY"), (value, "VALUE")] {
         let _ = kind;
         if matches!(
             prop(props, "WRAP_SINGLE_VALUE"),
             Some(PropValue::Bool(true))
-        ) && matches!(format, Format::Delimited | Format::Kafka)
+        ) && matches!(format, Format::Delimited(_) | Format::Kafka)
             && kind == "VALUE"
         {
             return Err(PlanError::Invalid(format!(
@@ -131,6 +132,43 @@ fn formats(
         }
     }
     Ok((key, value))
+}
+
+/// Applies `KEY_DELIMITER` / `VALUE_DELIMITER` (one character, or `TAB`
+/// or `SPACE`) to a DELIMITED format; other formats refuse it.
+fn with_delimiter(format: Format, props: &Props, name: &str) -> Result<Format> {
+    let Some(v) = prop(props, name) else {
+        return Ok(format);
+    };
+    let text = v.as_text();
+    let invalid = |why: String| {
+        PlanError::Invalid(format!(
+            "Failed to prepare statement: Configuration {name} is invalid: {why}\nExample valid value: ';'"
+        ))
+    };
+    let mut chars = text.chars();
+    let delimiter = match (text.as_str(), chars.next(), chars.next()) {
+        ("", _, _) => {
+            return Err(invalid(
+                "Delimiter cannot be empty, if you meant to have a tab or space for delimiter, please use the special values 'TAB' or 'SPACE'".into(),
+            ))
+        }
+        ("TAB", _, _) => '\t',
+        ("SPACE", _, _) => ' ',
+        (_, Some(c), None) => c,
+        (s, _, _) => {
+            return Err(invalid(format!(
+                "Invalid delimiter value: '{s}'. Delimiter must be a single character or TAB,SPACE"
+            )))
+        }
+    };
+    match format {
+        Format::Delimited(_) => Ok(Format::Delimited(delimiter)),
+        other => Err(PlanError::Invalid(format!(
+            "{} does not support the following configs: [delimiter]",
+            other.name()
+        ))),
+    }
 }
 
 /// Formats used when `WITH (…)` names none (ksqlDB's

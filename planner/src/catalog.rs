@@ -46,8 +46,9 @@ impl SourceKind {
 pub enum Format {
     /// A JSON object of the columns (or a bare value for one unwrapped column).
     Json,
-    /// Comma-separated text.
-    Delimited,
+    /// Delimited text (comma-separated unless `VALUE_DELIMITER` /
+    /// `KEY_DELIMITER` say otherwise).
+    Delimited(char),
     /// Kafka's primitive serializers: big-endian integers and doubles, UTF-8 strings.
     Kafka,
     /// No bytes (no key columns).
@@ -59,7 +60,7 @@ impl Format {
     pub fn parse(s: &str) -> Result<Format> {
         Ok(match s.to_ascii_uppercase().as_str() {
             "JSON" => Format::Json,
-            "DELIMITED" => Format::Delimited,
+            "DELIMITED" => Format::Delimited(','),
             "KAFKA" => Format::Kafka,
             "NONE" => Format::None,
             "AVRO" | "PROTOBUF" | "PROTOBUF_NOSR" | "JSON_SR" => {
@@ -75,7 +76,7 @@ impl Format {
     pub fn name(self) -> &'static str {
         match self {
             Format::Json => "JSON",
-            Format::Delimited => "DELIMITED",
+            Format::Delimited(_) => "DELIMITED",
             Format::Kafka => "KAFKA",
             Format::None => "NONE",
         }
