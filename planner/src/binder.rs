@@ -264,7 +264,7 @@ pub fn plan_create_source(
     for spec in specs {
         if reserved(&spec.name) {
             return Err(PlanError::Invalid(format!(
-                "'{}' is a reserved column name.",
+                "'{}' is a reserved column name. You cannot use it as a name for a column.",
                 spec.name
             )));
         }
@@ -473,6 +473,7 @@ fn logical_plan(query: &Query, sources: &[&SourceDef]) -> Result<LogicalPlan> {
     rewrite_projection(&mut query, sources)?;
     let ctx = planning_context(sources)?;
     let state = ctx.state();
+    check_group_by(&query, &state)?;
     let stmt = DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query))));
     // Resolving placeholder tables does no I/O: the future completes at once.
     let plan = futures::executor::block_on(state.statement_to_plan(stmt)).map_err(plan_error)?;
@@ -481,6 +482,36 @@ fn logical_plan(query: &Query, sources: &[&SourceDef]) -> Result<LogicalPlan> {
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})
         .map_err(plan_error)
+}
+
+/// ksqlDB refuses aggregate functions in GROUP BY.
+fn check_group_by(query: &Query, state: &datafusion::execution::SessionState) -> Result<()> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Ok(());
+    };
+    let ast::GroupByExpr::Expressions(exprs, _) = &select.group_by else {
+        return Ok(());
+    };
+    let mut found = None;
+    let _ = ast::visit_expressions(exprs, |e| {
+        if let ast::Expr::Function(f) = e {
+            let name = f.name.to_string();
+            if state
+                .aggregate_functions()
+                .contains_key(&name.to_ascii_lowercase())
+            {
+                found = Some(name.to_ascii_uppercase());
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    match found {
+        Some(name) => Err(PlanError::Invalid(format!(
+            "GROUP BY does not support aggregate functions: {name} is an aggregate function."
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// ksqlDB refuses comparisons between unlike types (a number and a string)
@@ -588,7 +619,29 @@ fn plan_error(e: DataFusionError) -> PlanError {
             }
             _ => PlanError::DataFusion(e),
         },
-        DataFusionError::Plan(msg) => PlanError::Invalid(msg.clone()),
+        DataFusionError::Plan(msg) => {
+            if let Some(name) = msg
+                .strip_prefix("Invalid function '")
+                .and_then(|m| m.split('\'').next())
+            {
+                PlanError::Invalid(format!(
+                    "Can't find any functions with the name '{}'",
+                    name.to_uppercase()
+                ))
+            } else if let Some(column) = msg
+                .split("column \"")
+                .nth(1)
+                .and_then(|m| m.split('"').next())
+                .filter(|_| msg.contains("must appear in the GROUP BY clause"))
+            {
+                let column = column.rsplit('.').next().unwrap_or(column);
+                PlanError::Invalid(format!(
+                    "Non-aggregate SELECT expression(s) not part of GROUP BY: {column}\nEither add the column(s) to the GROUP BY or remove them from the SELECT."
+                ))
+            } else {
+                PlanError::Invalid(msg.clone())
+            }
+        }
         _ => PlanError::DataFusion(e),
     }
 }
@@ -747,6 +800,12 @@ fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> R
                     "aggregations without GROUP BY are not supported in continuous queries".into(),
                 ));
             }
+            if a.aggr_expr.is_empty() {
+                return Err(PlanError::Invalid(
+                    "GROUP BY requires aggregate functions in either the SELECT or HAVING clause."
+                        .into(),
+                ));
+            }
             let aggs = a
                 .aggr_expr
                 .iter()
@@ -863,10 +922,17 @@ pub fn plan_create_as_select(
     let mut columns = Vec::with_capacity(plan.output_schema.fields().len());
     for (i, f) in plan.output_schema.fields().iter().enumerate() {
         if reserved(f.name()) {
-            return Err(PlanError::Invalid(format!(
-                "'{}' is a reserved column name; give the expression an alias",
-                f.name()
-            )));
+            return Err(PlanError::Invalid(if is_alias(query, f.name()) {
+                format!(
+                    "`{}` is a reserved column name. You cannot use it as an alias for a column.",
+                    f.name()
+                )
+            } else {
+                format!(
+                    "Reserved column name in select: `{}`. Please remove or alias the column.",
+                    f.name()
+                )
+            }));
         }
         columns.push(Column {
             name: f.name().clone(),
@@ -884,18 +950,30 @@ pub fn plan_create_as_select(
         None => source_keys.len(),
     };
     if plan.key_columns.len() < expected_keys {
-        return Err(PlanError::Invalid(if plan.is_table {
-            format!("Key missing from projection (ie, SELECT). The query used to build `{name}` must include the grouping expressions in its projection (eg, SELECT <grouping expressions>...).")
+        let group: Vec<String> = plan
+            .ops
+            .iter()
+            .find_map(|op| match op {
+                StreamOp::Aggregate { group, .. } => Some(group.iter().map(ksql_text).collect()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let (what, names) = if plan.is_table {
+            ("grouping expression", group)
         } else {
-            format!("Key missing from projection (ie, SELECT). The query used to build `{name}` must include the key columns {} in its projection (eg, SELECT {}...).", source_keys.join(", "), source_keys.join(", "))
-        }));
+            (
+                "key column",
+                source_keys.iter().map(|s| s.to_string()).collect(),
+            )
+        };
+        let plural = if names.len() > 1 { "s" } else { "" };
+        return Err(PlanError::Invalid(format!(
+            "Key missing from projection (ie, SELECT). The query used to build `{name}` must include the {what}{plural} {} in its projection (eg, SELECT {}...).",
+            names.join(", "),
+            names.join(", ")
+        )));
     }
-    // Key columns first, as in every Brook source.
-    let mut order: Vec<usize> = (0..columns.len()).collect();
-    order.sort_by_key(|i| !columns[*i].key);
-    if order.iter().enumerate().any(|(a, b)| a != *b) {
-        // Keep the plan's column order; the sink maps columns by name.
-    }
+    // Key columns first, as in every Brook source; the sink maps columns by name.
     let mut sorted = columns.clone();
     sorted.sort_by_key(|c| !c.key);
     let (key_format, value_format) = formats(
@@ -992,6 +1070,17 @@ pub fn plan_insert_select(
         )));
     }
     Ok((sink, plan))
+}
+
+/// Whether the query's projection gives some expression the alias `name`.
+fn is_alias(query: &Query, name: &str) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    select
+        .projection
+        .iter()
+        .any(|item| matches!(item, SelectItem::ExprWithAlias { alias, .. } if alias.value == name))
 }
 
 /// A pull query: any SELECT DataFusion can run over the sources' current
