@@ -93,6 +93,16 @@ pub struct Engine {
     queries: Mutex<HashMap<String, RunningQuery>>,
 }
 
+/// Runs blocking I/O (appends that fsync) without stalling the other tasks
+/// of a multi-threaded runtime; on a current-thread runtime, in place.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -382,7 +392,7 @@ impl Engine {
                 cp.offsets.len()
             )));
         }
-        self.write_outbox(id, &sink, &cp.outbox)?;
+        blocking(|| self.write_outbox(id, &sink, &cp.outbox))?;
         progress.send_modify(|p| p.offsets = cp.offsets.clone());
         let mut pipeline = Pipeline::new(&plan, [query_prefix(id), b"a/".to_vec()].concat())?;
         let mut table = (plan.source.kind == SourceKind::Table)
@@ -462,7 +472,7 @@ impl Engine {
             tokio::task::spawn_blocking(move || state.commit(batch))
                 .await
                 .map_err(|e| ExecError::Internal(e.to_string()))??;
-            self.write_outbox(id, &sink, &cp.outbox)?;
+            blocking(|| self.write_outbox(id, &sink, &cp.outbox))?;
             progress.send_modify(|p| p.offsets = cp.offsets.clone());
         }
     }

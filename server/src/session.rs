@@ -384,7 +384,11 @@ impl Session {
                 rows,
             } => {
                 let (def, rows) = plan_insert(&brook.catalog(), target, columns, rows)?;
-                let n = brook.engine.insert(&def, &rows)?;
+                // The append fsyncs: keep it off the async worker threads.
+                let engine = Arc::clone(&brook.engine);
+                let n = tokio::task::spawn_blocking(move || engine.insert(&def, &rows))
+                    .await
+                    .map_err(|e| PlanError::Internal(format!("insert task failed: {e}")))??;
                 Ok(Output::Command {
                     tag: format!("INSERT 0 {n}"),
                     message: format!("Inserted {n} row(s)"),
