@@ -18,8 +18,8 @@ pub enum Datum {
     Bool(bool),
     /// Any integer type, and TIMESTAMP (ms).
     Int(i64),
-    /// DOUBLE
-    Float(f64),
+    /// DOUBLE (serialized by its bits, so NaN and infinities survive JSON)
+    Float(#[serde(with = "f64_bits")] f64),
     /// STRING
     Str(String),
 }
@@ -124,3 +124,32 @@ impl PartialEq for Datum {
 }
 
 impl Eq for Datum {}
+
+/// Serializes an `f64` as its IEEE bits: JSON has no NaN or infinity.
+pub(crate) mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        u64::deserialize(d).map(f64::from_bits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_doubles_round_trip_through_state() {
+        for f in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 1.5] {
+            let json = serde_json::to_vec(&Datum::Float(f)).expect("serializes");
+            let Datum::Float(back) = serde_json::from_slice(&json).expect("deserializes") else {
+                panic!()
+            };
+            assert_eq!(back.to_bits(), f.to_bits());
+        }
+    }
+}

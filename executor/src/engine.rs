@@ -113,8 +113,10 @@ fn query_prefix(id: &str) -> Vec<u8> {
     format!("q/{id}/").into_bytes()
 }
 
+/// Materialized rows of a table; the name is length-prefixed so that no
+/// table's prefix is a prefix of another's (quoted names may contain `/`).
 fn mv_prefix(table: &str) -> Vec<u8> {
-    format!("mv/{table}/").into_bytes()
+    format!("mv/{}:{table}/", table.len()).into_bytes()
 }
 
 fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
@@ -272,16 +274,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops a persistent query and deletes its state.
+    /// Stops a persistent query (if it runs) and deletes its state, which a
+    /// crash may have left behind for a query that no longer runs.
     pub async fn terminate_query(&self, id: &str) -> Result<()> {
         let q = self
             .queries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        let q = q.ok_or_else(|| ExecError::QueryNotFound(id.to_string()))?;
-        let _ = q.stop.send(true);
-        let _ = q.handle.await;
+        if let Some(q) = q {
+            let _ = q.stop.send(true);
+            let _ = q.handle.await;
+        }
         self.state.delete_prefix(&query_prefix(id))?;
         Ok(())
     }
@@ -668,25 +672,31 @@ impl Engine {
                 let records = self.log.read(&def.topic, p, from, 10_000)?;
                 let Some(last) = records.last() else { break };
                 from = last.offset + 1;
-                if def.kind == SourceKind::Table {
-                    for r in &records {
-                        if r.record.value.is_none() {
-                            latest.insert(r.record.key.clone(), None);
-                        }
+                if def.kind != SourceKind::Table {
+                    for d in decode_rows(def, &records).0 {
+                        out.push(to_row(
+                            &d.values,
+                            d.rowtime,
+                            d.record.partition as i32,
+                            d.record.offset as i64,
+                        )?);
                     }
+                    continue;
                 }
-                let (rows, _) = decode_rows(def, &records);
-                for d in rows {
-                    let row = to_row(
-                        &d.values,
-                        d.rowtime,
-                        d.record.partition as i32,
-                        d.record.offset as i64,
-                    )?;
-                    if def.kind == SourceKind::Table {
-                        latest.insert(d.record.record.key.clone(), Some(row));
-                    } else {
-                        out.push(row);
+                // A table is the latest value per key, applied in offset order.
+                for r in &records {
+                    if r.record.value.is_none() {
+                        latest.insert(r.record.key.clone(), None);
+                        continue;
+                    }
+                    if let Some(d) = decode_rows(def, std::slice::from_ref(r))
+                        .0
+                        .into_iter()
+                        .next()
+                    {
+                        let row =
+                            to_row(&d.values, d.rowtime, r.partition as i32, r.offset as i64)?;
+                        latest.insert(r.record.key.clone(), Some(row));
                     }
                 }
             }

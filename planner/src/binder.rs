@@ -1006,6 +1006,12 @@ pub fn plan_create_as_select(
         timestamp_column: timestamp_prop(props, &columns)?,
         query_id: Some(query_id.to_string()),
     };
+    if def.topic == plan.source.topic {
+        return Err(PlanError::Invalid(format!(
+            "The sink topic '{}' of {name} is the topic of its source {}: a query cannot read its own output.",
+            def.topic, plan.source.name
+        )));
+    }
     Ok((def, plan))
 }
 
@@ -1033,6 +1039,11 @@ pub fn plan_insert_select(
         return Err(PlanError::Invalid(
             "LIMIT is not supported in persistent queries".into(),
         ));
+    }
+    if sink.topic == plan.source.topic {
+        return Err(PlanError::Invalid(format!(
+            "Cannot insert into {target} from itself: a query cannot read its own output."
+        )));
     }
     let describe = |cols: &mut Vec<String>| {
         cols.sort();

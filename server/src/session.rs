@@ -66,6 +66,10 @@ struct CatalogCommand {
     /// as the value format), so that replay resolves it the same way.
     #[serde(default)]
     properties: BTreeMap<String, String>,
+    /// For CREATE: the partition count the source got (an existing topic's
+    /// count wins over the statement's), so that replay gives it again.
+    #[serde(default)]
+    partitions: Option<u32>,
 }
 
 /// Format defaults from ksqlDB's `ksql.persistence.default.format.*`
@@ -118,7 +122,7 @@ impl Brook {
             let cmd: CatalogCommand =
                 serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
             let parsed = parser::parse_statement(&cmd.sql).map_err(|e| bad(e.to_string()))?;
-            apply_ddl(&mut catalog, &parsed, seq, &cmd.properties)
+            apply_ddl(&mut catalog, &parsed, seq, &cmd.properties, cmd.partitions)
                 .map_err(|e| bad(e.to_string()))?;
         }
         for def in catalog.sources.values() {
@@ -213,6 +217,7 @@ fn apply_ddl(
     parsed: &Parsed,
     seq: u64,
     properties: &BTreeMap<String, String>,
+    partitions: Option<u32>,
 ) -> Result<()> {
     match &parsed.statement {
         Statement::CreateSource {
@@ -222,8 +227,9 @@ fn apply_ddl(
             props,
             ..
         } => {
-            let def =
+            let mut def =
                 plan_create_source(*kind, name, columns, props, format_defaults(properties)?)?;
+            def.partitions = partitions.unwrap_or(def.partitions);
             catalog.sources.insert(name.clone(), def);
         }
         Statement::CreateAsSelect {
@@ -253,6 +259,8 @@ fn apply_ddl(
                     sources: vec![plan.source.name.clone()],
                 },
             );
+            let mut def = def;
+            def.partitions = partitions.unwrap_or(def.partitions);
             catalog.sources.insert(name.clone(), def);
         }
         Statement::InsertSelect {
@@ -672,7 +680,7 @@ impl Brook {
                     .into());
                 }
                 let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties)?;
+                apply_ddl(&mut next, &parsed, seq, properties, None)?;
                 let def = next.source(name)?.clone();
                 if let Some(p) = self.engine.topic_partitions(&def.topic) {
                     if p != def.partitions
@@ -694,7 +702,9 @@ impl Brook {
                     next.sources.insert(def.name.clone(), def.clone());
                 }
                 self.engine.ensure_topic(&def)?;
-                self.persist(seq, &parsed.sql, properties)?;
+                // Rows a crash left behind from an earlier table of this name.
+                self.engine.drop_materialization(&def.name)?;
+                self.persist_create(seq, &parsed.sql, properties, def.partitions)?;
                 let query = def.query_id.clone();
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 match &query {
@@ -725,7 +735,7 @@ impl Brook {
             }
             Statement::InsertSelect { .. } => {
                 let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties)?;
+                apply_ddl(&mut next, &parsed, seq, properties, None)?;
                 self.persist(seq, &parsed.sql, properties)?;
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 let id = format!("INSERTQUERY_{seq}");
@@ -792,10 +802,26 @@ impl Brook {
                     ))
                     .into());
                 }
+                if *delete_topic {
+                    let sharing: Vec<&str> = catalog
+                        .sources
+                        .values()
+                        .filter(|s| s.name != *name && s.topic == def.topic)
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    if !sharing.is_empty() {
+                        return Err(PlanError::InUse(format!(
+                            "Cannot delete topic {} of {name}: it is also used by {}.",
+                            def.topic,
+                            sharing.join(", ")
+                        ))
+                        .into());
+                    }
+                }
                 let def = def.clone();
                 self.persist(seq, &parsed.sql, properties)?;
                 let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties)?;
+                apply_ddl(&mut next, &parsed, seq, properties, None)?;
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 if let Some(q) = &def.query_id {
                     match self.engine.terminate_query(q).await {
@@ -829,7 +855,7 @@ impl Brook {
                 };
                 self.persist(seq, &parsed.sql, properties)?;
                 let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties)?;
+                apply_ddl(&mut next, &parsed, seq, properties, None)?;
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 for q in &ids {
                     match self.engine.terminate_query(q).await {
@@ -849,11 +875,35 @@ impl Brook {
     }
 
     fn persist(&self, seq: u64, sql: &str, properties: &BTreeMap<String, String>) -> Result<()> {
-        let cmd = serde_json::to_vec(&CatalogCommand {
-            sql: sql.to_string(),
-            properties: properties.clone(),
-        })
-        .map_err(|e| ServerError::Catalog {
+        self.write_command(
+            seq,
+            CatalogCommand {
+                sql: sql.to_string(),
+                properties: properties.clone(),
+                partitions: None,
+            },
+        )
+    }
+
+    fn persist_create(
+        &self,
+        seq: u64,
+        sql: &str,
+        properties: &BTreeMap<String, String>,
+        partitions: u32,
+    ) -> Result<()> {
+        self.write_command(
+            seq,
+            CatalogCommand {
+                sql: sql.to_string(),
+                properties: properties.clone(),
+                partitions: Some(partitions),
+            },
+        )
+    }
+
+    fn write_command(&self, seq: u64, command: CatalogCommand) -> Result<()> {
+        let cmd = serde_json::to_vec(&command).map_err(|e| ServerError::Catalog {
             seq,
             reason: e.to_string(),
         })?;

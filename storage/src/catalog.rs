@@ -59,13 +59,13 @@ mod tests {
     fn commands_replay_in_order() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let db = crate::SledStateStore::open_db(dir.path()).unwrap();
             let c = CatalogStore::open(&db).unwrap();
             assert_eq!(c.next_seq().unwrap(), 1);
             c.append(1, b"one").unwrap();
             c.append(2, b"two").unwrap();
         }
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = crate::SledStateStore::open_db(dir.path()).unwrap();
         let c = CatalogStore::open(&db).unwrap();
         assert_eq!(
             c.entries().unwrap(),

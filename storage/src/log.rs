@@ -333,6 +333,10 @@ impl Partition {
                 let records = seg.read_batch(batch)?;
                 for (i, record) in records.into_iter().enumerate() {
                     let offset = batch.base_offset + i as u64;
+                    if offset >= self.next_offset {
+                        // Written but not acknowledged (its fsync failed).
+                        return Ok(out);
+                    }
                     if offset < from {
                         continue;
                     }

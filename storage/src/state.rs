@@ -73,8 +73,24 @@ impl SledStateStore {
     }
 
     /// Opens a sled database at `path`.
+    ///
+    /// Brook flushes explicitly at every commit, so sled's periodic flusher
+    /// is off. A database closed a moment ago in this process may still hold
+    /// its file lock while sled's threads wind down; opening retries that
+    /// case for up to two seconds.
     pub fn open_db(path: &Path) -> Result<sled::Db> {
-        Ok(sled::Config::new().path(path).open()?)
+        let mut attempts = 0;
+        loop {
+            match sled::Config::new().path(path).flush_every_ms(None).open() {
+                Err(sled::Error::Io(e))
+                    if attempts < 100 && e.to_string().contains("could not acquire lock") =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 }
 
