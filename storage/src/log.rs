@@ -390,7 +390,9 @@ fn open_partition(
         }
         let (mut seg, damage) = Segment::open(path, base)?;
         if let Some(d) = damage {
-            if i != last {
+            // A torn write only damages the last batch of the last segment:
+            // damage with valid batches after it is corruption.
+            if i != last || seg.valid_batch_after(d.position, seg.next_offset())? {
                 return Err(StorageError::Corrupt {
                     path: seg.path.clone(),
                     position: d.position,
@@ -547,6 +549,29 @@ mod tests {
             all.iter().map(|r| r.record.timestamp).collect::<Vec<_>>(),
             vec![1, 2, 9]
         );
+    }
+
+    #[test]
+    fn damage_followed_by_valid_batches_is_an_error_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = LogStore::open(dir.path(), FlushPolicy::Always).unwrap();
+            log.create_topic("t", 1).unwrap();
+            for i in 0..5 {
+                log.append("t", 0, &[rec(i)]).unwrap();
+            }
+        }
+        let seg = dir.path().join("t/0/00000000000000000000.log");
+        let mut bytes = fs::read(&seg).unwrap();
+        let len = bytes.len();
+        bytes[len / 3] ^= 0x01; // inside an early batch: acknowledged batches follow
+        fs::write(&seg, &bytes).unwrap();
+        match LogStore::open(dir.path(), FlushPolicy::Always) {
+            Err(StorageError::Corrupt { .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("acknowledged batches after the damage would have been cut"),
+        }
+        assert_eq!(fs::read(&seg).unwrap().len(), len, "nothing was truncated");
     }
 
     #[test]

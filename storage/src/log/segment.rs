@@ -117,6 +117,46 @@ impl Segment {
         ))
     }
 
+    /// Whether a valid batch (correct CRC, a base offset at or after
+    /// `min_offset`) starts anywhere after byte `from`. A torn write only
+    /// damages the last batch, so damage followed by a valid batch is
+    /// corruption, not a torn tail.
+    pub fn valid_batch_after(&self, from: u64, min_offset: u64) -> Result<bool> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(io_err("stat", &self.path))?
+            .len();
+        let mut buf = vec![0u8; len.saturating_sub(from) as usize];
+        self.file
+            .read_exact_at(&mut buf, from)
+            .map_err(io_err("read", &self.path))?;
+        for start in 1..buf.len() {
+            let rest = &buf[start..];
+            if rest.len() < FRAME_HEADER + 12 {
+                break;
+            }
+            let mut hdr = [0u8; FRAME_HEADER];
+            hdr.copy_from_slice(&rest[..FRAME_HEADER]);
+            let (payload_len, crc) = frame_header(&hdr);
+            if payload_len < 12 || payload_len > rest.len() - FRAME_HEADER {
+                continue;
+            }
+            let payload = &rest[FRAME_HEADER..FRAME_HEADER + payload_len];
+            let mut base = [0u8; 8];
+            base.copy_from_slice(&payload[..8]);
+            // Cheap filters first: garbage rarely has a plausible base offset.
+            let base = u64::from_le_bytes(base);
+            if base < min_offset || base - min_offset > u64::from(u32::MAX) {
+                continue;
+            }
+            if crc32c::crc32c(payload) == crc && decode_payload(payload).is_ok() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Cuts the file back to its last valid batch and makes that durable.
     pub fn truncate_to_valid(&mut self) -> Result<()> {
         self.file
