@@ -260,12 +260,14 @@ impl Pipeline {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Acc {
     Count(i64),
+    /// SUM starts at 0, as in ksqlDB (NULLs are skipped).
     Sum {
         int: i64,
+        #[serde(with = "crate::datum::f64_bits")]
         float: f64,
-        n: i64,
     },
     Avg {
+        #[serde(with = "crate::datum::f64_bits")]
         sum: f64,
         n: i64,
     },
@@ -347,12 +349,12 @@ impl AggregateOp {
                 accs: self.funcs.iter().map(|f| new_acc(*f)).collect(),
             });
             new.rows += weight;
-            for (i, func) in self.funcs.iter().enumerate() {
-                let arg = match &arg_cols[i] {
+            for (acc, col) in new.accs.iter_mut().zip(&arg_cols) {
+                let arg = match col {
                     Some(col) => Some(Datum::from_scalar(&ScalarValue::try_from_array(col, row)?)?),
                     None => None,
                 };
-                update_acc(*func, &mut new.accs[i], arg.as_ref(), weight);
+                update_acc(acc, arg.as_ref(), weight);
             }
             if let Some(old) = &old {
                 out_rows.push(self.output_row(&group, old)?);
@@ -401,18 +403,14 @@ impl AggregateOp {
 fn new_acc(f: AggFunc) -> Acc {
     match f {
         AggFunc::Count => Acc::Count(0),
-        AggFunc::Sum => Acc::Sum {
-            int: 0,
-            float: 0.0,
-            n: 0,
-        },
+        AggFunc::Sum => Acc::Sum { int: 0, float: 0.0 },
         AggFunc::Avg => Acc::Avg { sum: 0.0, n: 0 },
         AggFunc::Min | AggFunc::Max => Acc::MinMax(Vec::new()),
     }
 }
 
 /// Applies one value with a weight; `arg` is `None` for `COUNT(*)`.
-fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
+fn update_acc(acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
     let value = match arg {
         None => None,
         Some(d) if d.is_null() => return, // aggregates skip NULLs
@@ -420,14 +418,11 @@ fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
     };
     match acc {
         Acc::Count(c) => *c += weight,
-        Acc::Sum { int, float, n } => {
-            match value {
-                Some(Datum::Int(i)) => *int = int.wrapping_add(i.wrapping_mul(weight)),
-                Some(Datum::Float(x)) => *float += x * weight as f64,
-                _ => {}
-            }
-            *n += weight;
-        }
+        Acc::Sum { int, float } => match value {
+            Some(Datum::Int(i)) => *int = int.wrapping_add(i.wrapping_mul(weight)),
+            Some(Datum::Float(x)) => *float += x * weight as f64,
+            _ => {}
+        },
         Acc::Avg { sum, n } => {
             match value {
                 Some(Datum::Int(i)) => *sum += (*i as f64) * weight as f64,
@@ -451,7 +446,6 @@ fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
             }
         }
     }
-    let _ = f;
 }
 
 fn acc_output(f: AggFunc, acc: &Acc, ty: &DataType) -> Datum {
@@ -471,5 +465,26 @@ fn acc_output(f: AggFunc, acc: &Acc, ty: &DataType) -> Datum {
             };
             pick.map_or(Datum::Null, |(d, _)| d.clone())
         }
+    }
+}
+
+#[cfg(test)]
+mod acc_tests {
+    use super::*;
+
+    #[test]
+    fn accumulators_keep_non_finite_sums() {
+        let mut state = GroupState {
+            rows: 0,
+            accs: vec![new_acc(AggFunc::Sum), new_acc(AggFunc::Avg)],
+        };
+        for acc in &mut state.accs {
+            update_acc(acc, Some(&Datum::Float(f64::MAX)), 1);
+            update_acc(acc, Some(&Datum::Float(f64::MAX)), 1);
+        }
+        let bytes = serde_json::to_vec(&state).expect("serializes");
+        let back: GroupState = serde_json::from_slice(&bytes).expect("infinite sums read back");
+        assert!(matches!(back.accs[0], Acc::Sum { float, .. } if float == f64::INFINITY));
+        assert!(matches!(back.accs[1], Acc::Avg { sum, n: 2 } if sum == f64::INFINITY));
     }
 }
