@@ -117,19 +117,15 @@ fn formats(
         )
     })?;
     let value = with_delimiter(value, props, "VALUE_DELIMITER")?;
-    for (format, kind) in [(key, "KEY"), (value, "VALUE")] {
-        let _ = kind;
-        if matches!(
-            prop(props, "WRAP_SINGLE_VALUE"),
-            Some(PropValue::Bool(true))
-        ) && matches!(format, Format::Delimited(_) | Format::Kafka)
-            && kind == "VALUE"
-        {
-            return Err(PlanError::Invalid(format!(
-                "Format '{}' does not support 'WRAP_SINGLE_VALUE' set to 'true'.",
-                format.name()
-            )));
-        }
+    let wrapped = matches!(
+        prop(props, "WRAP_SINGLE_VALUE"),
+        Some(PropValue::Bool(true))
+    );
+    if wrapped && matches!(value, Format::Delimited(_) | Format::Kafka) {
+        return Err(PlanError::Invalid(format!(
+            "Format '{}' does not support 'WRAP_SINGLE_VALUE' set to 'true'.",
+            value.name()
+        )));
     }
     Ok((key, value))
 }
@@ -750,13 +746,7 @@ fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> R
         LogicalPlan::SubqueryAlias(a) => lower(&a.input, ops, keys),
         LogicalPlan::Filter(f) => {
             lower(&f.input, ops, keys)?;
-            if ops
-                .iter()
-                .any(|op| matches!(op, StreamOp::Aggregate { .. }))
-                && !f.predicate.column_refs().is_empty()
-            {
-                // HAVING: fine, evaluated on aggregate output.
-            }
+            // Above an aggregation this is HAVING, evaluated on its output.
             ops.push(StreamOp::Filter {
                 predicate: f.predicate.clone(),
                 input_schema: Arc::clone(f.input.schema()),

@@ -12,6 +12,7 @@ use brook_planner::binder::{
 use brook_planner::binder::{plan_insert_select, FormatDefaults};
 use brook_planner::catalog::{Catalog, Format, QueryDef, SourceDef, SourceKind};
 use brook_planner::parser::{self, Emit, Parsed, ShowWhat, Statement};
+use brook_planner::plan::StreamPlan;
 use brook_planner::PlanError;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -117,13 +118,15 @@ impl Brook {
         })?;
         let engine = Engine::open_with(data_dir, durable)?;
         let mut catalog = Catalog::default();
+        let mut plans: BTreeMap<String, StreamPlan> = BTreeMap::new();
         for (seq, bytes) in engine.catalog_store().entries()? {
             let bad = |reason: String| ServerError::Catalog { seq, reason };
             let cmd: CatalogCommand =
                 serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
             let parsed = parser::parse_statement(&cmd.sql).map_err(|e| bad(e.to_string()))?;
-            apply_ddl(&mut catalog, &parsed, seq, &cmd.properties, cmd.partitions)
+            let created = apply_ddl(&mut catalog, &parsed, seq, &cmd.properties, cmd.partitions)
                 .map_err(|e| bad(e.to_string()))?;
+            plans.extend(created);
         }
         for def in catalog.sources.values() {
             engine.ensure_topic(def)?;
@@ -133,9 +136,14 @@ impl Brook {
             catalog: RwLock::new(catalog),
             ddl: tokio::sync::Mutex::new(()),
         });
-        let queries: Vec<QueryDef> = brook.catalog().queries.values().cloned().collect();
-        for q in queries {
-            brook.start_query(&q)?;
+        // Queries still in the catalog after replay run with the plans
+        // made when their statement was replayed.
+        let running: Vec<String> = brook.catalog().queries.keys().cloned().collect();
+        for id in running {
+            let plan = plans
+                .remove(&id)
+                .ok_or_else(|| PlanError::Internal(format!("no plan for query {id}")))?;
+            brook.start_query(&id, plan)?;
         }
         Ok(brook)
     }
@@ -154,46 +162,17 @@ impl Brook {
         &self.engine
     }
 
-    fn start_query(&self, q: &QueryDef) -> Result<()> {
-        let catalog = self.catalog().clone();
-        let parsed = parser::parse_statement(&q.sql)?;
-        let plan = match &parsed.statement {
-            Statement::CreateAsSelect {
-                kind,
-                name,
-                props,
-                query,
-                partition_by,
-                ..
-            } => {
-                let mut without_sink = catalog.clone();
-                without_sink.sources.remove(name);
-                plan_create_as_select(
-                    &without_sink,
-                    *kind,
-                    name,
-                    props,
-                    query,
-                    partition_by.as_deref(),
-                    &q.id,
-                )?
-                .1
-            }
-            Statement::InsertSelect {
-                target,
-                query,
-                partition_by,
-            } => plan_insert_select(&catalog, target, query, partition_by.as_deref())?.1,
-            _ => {
-                return Err(PlanError::Internal(format!(
-                    "query {} is not a persistent query",
-                    q.id
-                ))
-                .into())
-            }
+    /// Starts a persistent query with the plan `apply_ddl` made for it.
+    fn start_query(&self, id: &str, plan: StreamPlan) -> Result<()> {
+        let sink = {
+            let catalog = self.catalog();
+            let q = catalog
+                .queries
+                .get(id)
+                .ok_or_else(|| PlanError::Internal(format!("query {id} is not in the catalog")))?;
+            catalog.source(&q.sink)?.clone()
         };
-        let sink = catalog.source(&q.sink)?.clone();
-        self.engine.start_query(&q.id, plan, sink)?;
+        self.engine.start_query(id, plan, sink)?;
         Ok(())
     }
 
@@ -218,7 +197,8 @@ fn apply_ddl(
     seq: u64,
     properties: &BTreeMap<String, String>,
     partitions: Option<u32>,
-) -> Result<()> {
+) -> Result<Option<(String, StreamPlan)>> {
+    let mut created = None;
     match &parsed.statement {
         Statement::CreateSource {
             kind,
@@ -253,12 +233,13 @@ fn apply_ddl(
             catalog.queries.insert(
                 id.clone(),
                 QueryDef {
-                    id,
+                    id: id.clone(),
                     sql: parsed.sql.clone(),
                     sink: name.clone(),
                     sources: vec![plan.source.name.clone()],
                 },
             );
+            created = Some((id, plan));
             let mut def = def;
             def.partitions = partitions.unwrap_or(def.partitions);
             catalog.sources.insert(name.clone(), def);
@@ -273,12 +254,13 @@ fn apply_ddl(
             catalog.queries.insert(
                 id.clone(),
                 QueryDef {
-                    id,
+                    id: id.clone(),
                     sql: parsed.sql.clone(),
                     sink: target.clone(),
                     sources: vec![plan.source.name.clone()],
                 },
             );
+            created = Some((id, plan));
         }
         Statement::Drop { name, .. } => {
             if let Some(def) = catalog.sources.remove(name) {
@@ -293,7 +275,7 @@ fn apply_ddl(
         Statement::Terminate { id: None } => catalog.queries.clear(),
         _ => return Err(PlanError::Internal("not a DDL statement".into()).into()),
     }
-    Ok(())
+    Ok(created)
 }
 
 fn query_id(kind: SourceKind, name: &str, seq: u64) -> String {
@@ -680,7 +662,7 @@ impl Brook {
                     .into());
                 }
                 let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties, None)?;
+                let created = apply_ddl(&mut next, &parsed, seq, properties, None)?;
                 let def = next.source(name)?.clone();
                 if let Some(p) = self.engine.topic_partitions(&def.topic) {
                     if p != def.partitions
@@ -707,18 +689,15 @@ impl Brook {
                 self.persist_create(seq, &parsed.sql, properties, def.partitions)?;
                 let query = def.query_id.clone();
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                if let Some((id, plan)) = created {
+                    self.start_query(&id, plan)?;
+                }
                 match &query {
-                    Some(id) => {
-                        let q = self.catalog().queries.get(id).cloned();
-                        if let Some(q) = q {
-                            self.start_query(&q)?;
-                        }
-                        Output::Command {
-                            tag: format!("CREATE {}", kind.noun().to_uppercase()),
-                            message: format!("Created query with ID {id}"),
-                            query_id: query,
-                        }
-                    }
+                    Some(id) => Output::Command {
+                        tag: format!("CREATE {}", kind.noun().to_uppercase()),
+                        message: format!("Created query with ID {id}"),
+                        query_id: query,
+                    },
                     None => Output::Command {
                         tag: format!("CREATE {}", kind.noun().to_uppercase()),
                         message: format!(
@@ -735,13 +714,12 @@ impl Brook {
             }
             Statement::InsertSelect { .. } => {
                 let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties, None)?;
+                let created = apply_ddl(&mut next, &parsed, seq, properties, None)?;
                 self.persist(seq, &parsed.sql, properties)?;
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 let id = format!("INSERTQUERY_{seq}");
-                let q = self.catalog().queries.get(&id).cloned();
-                if let Some(q) = q {
-                    self.start_query(&q)?;
+                if let Some((id, plan)) = created {
+                    self.start_query(&id, plan)?;
                 }
                 Output::Command {
                     tag: "INSERT 0 0".into(),
@@ -824,10 +802,7 @@ impl Brook {
                 apply_ddl(&mut next, &parsed, seq, properties, None)?;
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 if let Some(q) = &def.query_id {
-                    match self.engine.terminate_query(q).await {
-                        Ok(()) | Err(brook_executor::ExecError::QueryNotFound(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    self.engine.terminate_query(q).await?;
                 }
                 self.engine.drop_materialization(&def.name)?;
                 if *delete_topic {
@@ -858,10 +833,7 @@ impl Brook {
                 apply_ddl(&mut next, &parsed, seq, properties, None)?;
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 for q in &ids {
-                    match self.engine.terminate_query(q).await {
-                        Ok(()) | Err(brook_executor::ExecError::QueryNotFound(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    self.engine.terminate_query(q).await?;
                 }
                 Output::Command {
                     tag: "TERMINATE".into(),

@@ -112,7 +112,8 @@ pub fn relax_json(text: &str) -> String {
     out
 }
 
-fn strings(v: Option<&Value>) -> Vec<String> {
+/// The strings of a JSON array (e.g. a case's statements).
+pub fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| {
             a.iter()

@@ -16,7 +16,9 @@ use brook_server::{Brook, StatementKind};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::qtt::{compare_outputs, fresh_brook, json_matches, produce, relax_json, Case, Outcome};
+use crate::qtt::{
+    compare_outputs, fresh_brook, json_matches, produce, relax_json, strings, Case, Outcome,
+};
 
 /// One REST case.
 #[derive(Debug, Clone)]
@@ -42,15 +44,7 @@ pub fn load_file(path: &Path) -> Result<Vec<RestCase>, String> {
         .ok_or_else(|| format!("{}: no tests", path.display()))?;
     let mut out = Vec::new();
     for t in tests {
-        let statements: Vec<String> = t
-            .get("statements")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let statements = strings(t.get("statements"));
         let upper = statements.join("\n").to_ascii_uppercase();
         let skip = ["'AVRO'", "'PROTOBUF'", "'PROTOBUF_NOSR'", "'JSON_SR'"]
             .iter()
