@@ -34,6 +34,11 @@ struct Cli {
     /// HTTP API address.
     #[arg(long, global = true, default_value = "127.0.0.1:8088")]
     http_listen: SocketAddr,
+    /// When log appends are fsynced: `always` (an acknowledged INSERT
+    /// survives power loss), `interval:<ms>` (power loss can lose the last
+    /// <ms> of acknowledged writes) or `never` (left to the OS).
+    #[arg(long, global = true, env = "BROOK_LOG_FLUSH", default_value = "always")]
+    log_flush: brook_server::FlushPolicy,
     /// Open the REPL against a running server instead (e.g. http://127.0.0.1:8088).
     #[arg(long)]
     server: Option<String>,
@@ -73,6 +78,13 @@ fn main() -> anyhow::Result<()> {
         data_dir: cli.data_dir.clone(),
         pg_listen: Some(cli.pg_listen),
         http_listen: Some(cli.http_listen),
+        engine: brook_server::EngineConfig {
+            log: brook_server::LogConfig {
+                flush: cli.log_flush,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
     };
     match cli.command {
         Some(Command::Server) => rt.block_on(run_server(config)),

@@ -10,8 +10,9 @@ use brook_planner::binder::InsertRow;
 use brook_planner::catalog::{SourceDef, SourceKind};
 use brook_planner::plan::{PullPlan, StreamPlan};
 use brook_storage::{
-    CatalogStore, FlushPolicy, LogStore, MemoryStateStore, Record, SledStateStore, StateStore,
-    StorageError, StoredRecord, WriteBatch,
+    CatalogStore, CleanupPolicy, FlushPolicy, LogConfig, LogStore, MemoryStateStore, Record,
+    RecoveryAction, SledStateStore, StateStore, StorageError, StoredRecord, TopicConfig,
+    WriteBatch,
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -41,6 +42,8 @@ struct Progress {
     offsets: Vec<u64>,
     /// Set when the query failed and stopped.
     failed: Option<String>,
+    /// While rebuilding lost state: the source offsets to reach.
+    rebuild_target: Option<Vec<u64>>,
 }
 
 struct RunningQuery {
@@ -60,6 +63,14 @@ struct Checkpoint {
     /// must get (the outbox). Written to the log after the commit; on
     /// recovery, a partition whose log ends at `base` is written again.
     outbox: Vec<OutboxPart>,
+    /// Set while the query rebuilds lost state from the log.
+    #[serde(default)]
+    rebuilding: bool,
+    /// While rebuilding: how many more records per sink partition are in
+    /// the sink already (written before the state was lost) and are not
+    /// written again.
+    #[serde(default)]
+    skip: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,14 +95,57 @@ pub struct PushStream {
     pub rows: mpsc::Receiver<Result<Vec<ScalarValue>>>,
 }
 
+/// How an engine keeps its data.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// The log store's settings (`log.flush`, segment sizes).
+    pub log: LogConfig,
+    /// Whether state commits are flushed to disk (off only for tests that
+    /// throw their data away).
+    pub durable_state: bool,
+    /// How often retention and compaction run, in milliseconds (0: never).
+    pub maintenance_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            log: LogConfig::default(),
+            durable_state: true,
+            maintenance_ms: 60_000,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Nothing fsynced: for tests that throw the data directory away.
+    pub fn throwaway() -> EngineConfig {
+        EngineConfig {
+            log: LogConfig {
+                flush: FlushPolicy::Never,
+                ..LogConfig::default()
+            },
+            durable_state: false,
+            maintenance_ms: 0,
+        }
+    }
+}
+
 /// Brook's engine: one per data directory.
 pub struct Engine {
-    log: LogStore,
+    log: Arc<LogStore>,
     state: Arc<dyn StateStore>,
     catalog: CatalogStore,
     appended: watch::Sender<u64>,
     queries: Mutex<HashMap<String, RunningQuery>>,
+    /// The state store was lost (unopenable or deleted) and is rebuilt
+    /// from the log by the queries as they start.
+    state_lost: bool,
+    config: EngineConfig,
 }
+
+/// Key marking a state store that has been initialized by an engine.
+const INITIALIZED_KEY: &[u8] = b"engine/initialized";
 
 /// Runs blocking I/O (appends that fsync) without stalling the other tasks
 /// of a multi-threaded runtime; on a current-thread runtime, in place.
@@ -126,33 +180,116 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 impl Engine {
     /// Opens the engine's storage under `data_dir` (`log/` and `meta/`).
     pub fn open(data_dir: &Path) -> Result<Arc<Engine>> {
-        Self::open_with(data_dir, true)
+        Self::open_with(data_dir, EngineConfig::default())
     }
 
-    /// [`Engine::open`]; with `durable` false nothing is fsynced (tests
-    /// that throw the data away, like the conformance runner).
-    pub fn open_with(data_dir: &Path, durable: bool) -> Result<Arc<Engine>> {
-        let policy = if durable {
-            FlushPolicy::Always
-        } else {
-            FlushPolicy::Never
-        };
-        let log = LogStore::open(data_dir.join("log"), policy)?;
+    /// [`Engine::open`] with explicit settings.
+    ///
+    /// The log is the source of truth and must open. The state store (sled,
+    /// under `meta/`) holds only derived data: if it cannot be opened it is
+    /// moved aside to `meta.unreadable-<ms>` and rebuilt from the log, and
+    /// tables say "not ready" to pull queries until their query caught up.
+    pub fn open_with(data_dir: &Path, config: EngineConfig) -> Result<Arc<Engine>> {
+        let log = Arc::new(LogStore::open(data_dir.join("log"), config.log)?);
         for r in log.recovery_reports() {
-            tracing::warn!(topic = %r.topic, partition = r.partition, file = %r.file.display(),
-                position = r.position, bytes_dropped = r.bytes_dropped, "log tail recovered");
+            match &r.action {
+                RecoveryAction::TailCut {
+                    position,
+                    bytes_dropped,
+                    reason,
+                } => tracing::warn!(topic = %r.topic, partition = r.partition,
+                    file = %r.file.display(), position, bytes_dropped, %reason,
+                    "log tail recovered"),
+                RecoveryAction::IndexRebuilt => tracing::info!(topic = %r.topic,
+                    partition = r.partition, file = %r.file.display(), "segment index rebuilt"),
+            }
         }
-        let db = SledStateStore::open_db(&data_dir.join("meta"))?;
-        let state: Arc<dyn StateStore> = Arc::new(SledStateStore::open(&db)?.with_sync(durable));
-        let catalog = CatalogStore::open(&db)?;
+        let meta = data_dir.join("meta");
+        let db = match SledStateStore::open_db(&meta) {
+            Ok(db) => Some(db),
+            Err(e) => {
+                let aside = data_dir.join(format!("meta.unreadable-{}", now_ms()));
+                tracing::error!(error = %e, path = %meta.display(), moved_to = %aside.display(),
+                    "state store cannot be opened; moving it aside and rebuilding it from the log");
+                std::fs::rename(&meta, &aside).map_err(|source| StorageError::Io {
+                    action: "move aside",
+                    path: meta.clone(),
+                    source,
+                })?;
+                None
+            }
+        };
+        // Catalogs of earlier versions lived in sled: move them over once.
+        let catalog = CatalogStore::open(Arc::clone(&log), db.as_ref())?;
+        let db = match db {
+            Some(db) => db,
+            None => SledStateStore::open_db(&meta)?,
+        };
+        let sled_state = SledStateStore::open(&db)?.with_sync(config.durable_state);
+        let initialized = sled_state.get(INITIALIZED_KEY)?.is_some();
+        let state_lost = !initialized && !catalog.entries()?.is_empty();
+        if state_lost {
+            tracing::warn!(
+                "state store is empty but the catalog is not: rebuilding state from the log"
+            );
+        }
+        if !initialized {
+            let mut b = WriteBatch::default();
+            b.put(INITIALIZED_KEY.to_vec(), b"1".to_vec());
+            sled_state.commit(b)?;
+        }
+        let state: Arc<dyn StateStore> = Arc::new(sled_state);
         let (appended, _) = watch::channel(0);
-        Ok(Arc::new(Engine {
+        let engine = Arc::new(Engine {
             log,
             state,
             catalog,
             appended,
             queries: Mutex::new(HashMap::new()),
-        }))
+            state_lost,
+            config,
+        });
+        if config.maintenance_ms > 0 {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let weak = Arc::downgrade(&engine);
+                handle.spawn(async move {
+                    let period = std::time::Duration::from_millis(config.maintenance_ms);
+                    loop {
+                        tokio::time::sleep(period).await;
+                        let Some(engine) = weak.upgrade() else { return };
+                        let log = Arc::clone(&engine.log);
+                        drop(engine);
+                        match tokio::task::spawn_blocking(move || log.maintain(now_ms())).await {
+                            Ok(Err(e)) => tracing::error!(error = %e, "log maintenance failed"),
+                            Ok(Ok(n)) if n > 0 => tracing::info!(segments = n, "log maintenance"),
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Whether the table written by query `query_id` is still rebuilding
+    /// its state from the log; `Some((done, total))` records if so.
+    pub fn rebuild_progress(&self, query_id: &str) -> Option<(u64, u64)> {
+        let queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+        let q = queries.get(query_id)?;
+        let p = q.progress.borrow();
+        let target = p.rebuild_target.as_ref()?;
+        let done: u64 = p
+            .offsets
+            .iter()
+            .zip(target)
+            .map(|(a, b)| (*a).min(*b))
+            .sum();
+        Some((done, target.iter().sum()))
     }
 
     /// The catalog command log.
@@ -175,7 +312,14 @@ impl Engine {
         if self.log.topic_exists(&def.topic) {
             return Ok(false);
         }
-        self.log.create_topic(&def.topic, def.partitions)?;
+        let mut config = TopicConfig::new(def.partitions);
+        config.retention_ms = def.retention_ms;
+        config.retention_bytes = def.retention_bytes;
+        if def.kind == SourceKind::Table {
+            // A table's topic is its changelog: only the latest value per key matters.
+            config.cleanup_policy = CleanupPolicy::Compact;
+        }
+        self.log.create_topic_with(&def.topic, config)?;
         Ok(true)
     }
 
@@ -388,6 +532,13 @@ impl Engine {
                 epoch: 0,
                 offsets: vec![0; partitions as usize],
                 outbox: vec![],
+                rebuilding: self.state_lost,
+                // What the sink holds was written before the state was lost.
+                skip: if self.state_lost {
+                    self.log.end_offsets(&sink.topic)?
+                } else {
+                    vec![]
+                },
             },
         };
         if cp.offsets.len() != partitions as usize {
@@ -397,7 +548,18 @@ impl Engine {
             )));
         }
         blocking(|| self.write_outbox(id, &sink, &cp.outbox))?;
-        progress.send_modify(|p| p.offsets = cp.offsets.clone());
+        let mut rebuild_target = if cp.rebuilding {
+            let target = self.log.end_offsets(&plan.source.topic)?;
+            tracing::warn!(query_id = %id, records = target.iter().sum::<u64>(),
+                "rebuilding query state from the log");
+            Some(target)
+        } else {
+            None
+        };
+        progress.send_modify(|p| {
+            p.offsets = cp.offsets.clone();
+            p.rebuild_target = rebuild_target.clone();
+        });
         let mut pipeline = Pipeline::new(&plan, [query_prefix(id), b"a/".to_vec()].concat())?;
         let mut table = (plan.source.kind == SourceKind::Table)
             .then(|| TableSource::new([query_prefix(id), b"t/".to_vec()].concat()));
@@ -441,7 +603,19 @@ impl Engine {
                 t.drain(&mut batch)?;
             }
             let mut outbox: BTreeMap<u32, OutboxPart> = BTreeMap::new();
+            let mut skip = cp.skip.clone();
             for r in sink_records {
+                if let (Some(mv), Some(key)) = (&r.mv, &r.record.key) {
+                    let k = [mv_prefix(&sink.name), key.clone()].concat();
+                    match mv {
+                        Some(row) => batch.put(k, json(row)?),
+                        None => batch.delete(k),
+                    }
+                }
+                if let Some(n) = skip.get_mut(r.partition as usize).filter(|n| **n > 0) {
+                    *n -= 1;
+                    continue;
+                }
                 let part = match outbox.entry(r.partition) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
@@ -453,23 +627,22 @@ impl Engine {
                         })
                     }
                 };
-                if let (Some(mv), Some(key)) = (r.mv, &r.record.key) {
-                    let k = [mv_prefix(&sink.name), key.clone()].concat();
-                    match mv {
-                        Some(row) => batch.put(k, json(&row)?),
-                        None => batch.delete(k),
-                    }
-                }
                 part.records.push(OutboxRecord {
                     timestamp: r.record.timestamp,
                     key: r.record.key,
                     value: r.record.value,
                 });
             }
+            let caught_up = rebuild_target
+                .as_ref()
+                .is_none_or(|t| offsets.iter().zip(t).all(|(a, b)| a >= b));
             cp = Checkpoint {
                 epoch: cp.epoch + 1,
                 offsets,
                 outbox: outbox.into_values().collect(),
+                rebuilding: cp.rebuilding && !caught_up,
+                // Once caught up, every output is new.
+                skip: if caught_up { vec![] } else { skip },
             };
             batch.put(meta_key.clone(), json(&cp)?);
             let state = Arc::clone(&self.state);
@@ -477,7 +650,13 @@ impl Engine {
                 .await
                 .map_err(|e| ExecError::Internal(e.to_string()))??;
             blocking(|| self.write_outbox(id, &sink, &cp.outbox))?;
-            progress.send_modify(|p| p.offsets = cp.offsets.clone());
+            if caught_up && rebuild_target.take().is_some() {
+                tracing::info!(query_id = %id, "query state rebuilt");
+            }
+            progress.send_modify(|p| {
+                p.offsets = cp.offsets.clone();
+                p.rebuild_target = rebuild_target.clone();
+            });
         }
     }
 
@@ -619,6 +798,18 @@ impl Engine {
     pub async fn pull(&self, plan: PullPlan) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let mut tables: HashMap<String, Arc<MemTable>> = HashMap::new();
         for def in &plan.sources {
+            if let Some((done, total)) = def
+                .query_id
+                .as_deref()
+                .filter(|_| def.kind == SourceKind::Table)
+                .and_then(|q| self.rebuild_progress(q))
+            {
+                return Err(ExecError::NotReady {
+                    table: def.name.clone(),
+                    done,
+                    total,
+                });
+            }
             let schema = def.batch_schema();
             let rows = self.scan_source(def)?;
             let batch = rows_to_batch(&schema, &rows)?;

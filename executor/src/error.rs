@@ -30,6 +30,16 @@ pub enum ExecError {
     /// A persistent query does not exist.
     #[error("query \"{0}\" does not exist")]
     QueryNotFound(String),
+    /// A table's state is being rebuilt from the log.
+    #[error("table \"{table}\" is not ready: its state is being rebuilt from the log ({done} of {total} records)")]
+    NotReady {
+        /// The table.
+        table: String,
+        /// Source records processed so far.
+        done: u64,
+        /// Source records to process.
+        total: u64,
+    },
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     ShuttingDown,

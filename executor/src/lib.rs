@@ -23,7 +23,7 @@ mod format;
 mod pipeline;
 
 pub use datum::Datum;
-pub use engine::{Engine, PushStream};
+pub use engine::{Engine, EngineConfig, PushStream};
 pub use error::{ExecError, Result};
 pub use format::{bytes_to_json, json_to_bytes};
 pub use pipeline::{ChangeBatch, Pipeline};

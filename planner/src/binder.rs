@@ -41,6 +41,7 @@ const KNOWN_PROPS: &[&str] = &[
     "TIMESTAMP",
     "TIMESTAMP_FORMAT",
     "RETENTION_MS",
+    "RETENTION_BYTES",
     "WRAP_SINGLE_VALUE",
     "VALUE_DELIMITER",
     "KEY_DELIMITER",
@@ -80,6 +81,22 @@ fn partitions_prop(props: &Props) -> Result<Option<u32>> {
                     "invalid PARTITIONS {}: expected a number from 1 to 1024",
                     v
                 ))
+            }),
+    }
+}
+
+/// A positive whole-number property (`RETENTION_MS`, `RETENTION_BYTES`).
+fn positive_prop(props: &Props, name: &str) -> Result<Option<u64>> {
+    match prop(props, name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_text()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0 && *n <= i64::MAX as u64)
+            .map(Some)
+            .ok_or_else(|| {
+                PlanError::Invalid(format!("invalid {name} {v}: expected a positive number"))
             }),
     }
 }
@@ -317,6 +334,8 @@ pub fn plan_create_source(
         timestamp_column,
         columns,
         query_id: None,
+        retention_ms: positive_prop(props, "RETENTION_MS")?.map(|n| n as i64),
+        retention_bytes: positive_prop(props, "RETENTION_BYTES")?,
     })
 }
 
@@ -995,6 +1014,8 @@ pub fn plan_create_as_select(
         value_format,
         timestamp_column: timestamp_prop(props, &columns)?,
         query_id: Some(query_id.to_string()),
+        retention_ms: positive_prop(props, "RETENTION_MS")?.map(|n| n as i64),
+        retention_bytes: positive_prop(props, "RETENTION_BYTES")?,
     };
     if def.topic == plan.source.topic {
         return Err(PlanError::Invalid(format!(

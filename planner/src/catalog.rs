@@ -115,6 +115,12 @@ pub struct SourceDef {
     pub timestamp_column: Option<String>,
     /// The persistent query writing this source, if it was created `AS SELECT`.
     pub query_id: Option<String>,
+    /// `WITH (RETENTION_MS=…)` for a topic Brook creates.
+    #[serde(default)]
+    pub retention_ms: Option<i64>,
+    /// `WITH (RETENTION_BYTES=…)` for a topic Brook creates.
+    #[serde(default)]
+    pub retention_bytes: Option<u64>,
 }
 
 impl SourceDef {

@@ -67,6 +67,7 @@ impl ServerError {
                 ExecError::QueryFailed { .. } => "XX000",
                 ExecError::QueryNotFound(_) => "42704",
                 ExecError::ShuttingDown => "57P01",
+                ExecError::NotReady { .. } => "55000",
                 ExecError::Internal(_) => "XX000",
             },
             ServerError::Storage(s) => storage_state(s),
@@ -86,6 +87,7 @@ impl ServerError {
             ServerError::Plan(PlanError::Unsupported(_)) => "unsupported",
             ServerError::Plan(_) => "invalid_statement",
             ServerError::Exec(ExecError::QueryNotFound(_)) => "not_found",
+            ServerError::Exec(ExecError::NotReady { .. }) => "not_ready",
             ServerError::Exec(_) => "execution_error",
             ServerError::Storage(_) => "storage_error",
             ServerError::Catalog { .. } => "catalog_corrupt",
@@ -98,7 +100,7 @@ impl ServerError {
     pub fn http_status(&self) -> StatusCode {
         match &self.sqlstate()[..2] {
             "42" | "0A" | "22" | "2B" | "08" => StatusCode::BAD_REQUEST,
-            "57" => StatusCode::SERVICE_UNAVAILABLE,
+            "57" | "55" | "53" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,9 +115,13 @@ impl ServerError {
     }
 }
 
+/// Class 53 (insufficient resources) for a full disk, 58 (system error)
+/// for other I/O failures, XX001 for corruption.
 fn storage_state(e: &StorageError) -> &'static str {
+    if e.is_disk_full() {
+        return "53100";
+    }
     match e {
-        StorageError::Io { source, .. } if source.raw_os_error() == Some(28) => "53100",
         StorageError::Io { .. } => "58030",
         StorageError::Corrupt { .. } => "XX001",
         StorageError::TopicNotFound(_) => "42P01",

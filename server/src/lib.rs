@@ -19,9 +19,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use brook_executor::{bytes_to_json, json_to_bytes};
+pub use brook_executor::{bytes_to_json, json_to_bytes, EngineConfig};
 pub use brook_planner::catalog;
-pub use brook_storage::{Record, StoredRecord};
+pub use brook_storage::{FlushPolicy, LogConfig, Record, StoredRecord};
 pub use error::{Result, ServerError};
 pub use session::{
     split_statements, Brook, Output, Session, StatementKind, KEY_FIELD, PULL_SOURCE_KIND,
@@ -36,6 +36,8 @@ pub struct Config {
     pub pg_listen: Option<SocketAddr>,
     /// HTTP address (`None`: no HTTP listener).
     pub http_listen: Option<SocketAddr>,
+    /// Storage settings (`log.flush`, segment sizes, maintenance).
+    pub engine: EngineConfig,
 }
 
 /// A running server: the instance and the addresses actually bound.
@@ -50,7 +52,7 @@ pub struct Running {
 
 /// Opens the data directory and starts the listeners in the background.
 pub async fn serve(config: &Config) -> Result<Running> {
-    let brook = Brook::open(&config.data_dir).await?;
+    let brook = Brook::open_with_config(&config.data_dir, config.engine).await?;
     let mut running = Running {
         brook: Arc::clone(&brook),
         pg_addr: None,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use brook_executor::{Engine, PushStream};
+use brook_executor::{Engine, EngineConfig, PushStream};
 use brook_planner::binder::{
     plan_create_as_select, plan_create_source, plan_insert, plan_pull, plan_stream,
 };
@@ -109,6 +109,16 @@ impl Brook {
     /// [`Brook::open`]; with `durable` false nothing is fsynced, for tests
     /// that throw their data directory away.
     pub async fn open_with(data_dir: &Path, durable: bool) -> Result<Arc<Brook>> {
+        let config = if durable {
+            EngineConfig::default()
+        } else {
+            EngineConfig::throwaway()
+        };
+        Self::open_with_config(data_dir, config).await
+    }
+
+    /// [`Brook::open`] with explicit engine settings (`log.flush`, …).
+    pub async fn open_with_config(data_dir: &Path, config: EngineConfig) -> Result<Arc<Brook>> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             ServerError::Storage(brook_storage::StorageError::Io {
                 action: "create directory",
@@ -116,7 +126,7 @@ impl Brook {
                 source: e,
             })
         })?;
-        let engine = Engine::open_with(data_dir, durable)?;
+        let engine = Engine::open_with(data_dir, config)?;
         let mut catalog = Catalog::default();
         let mut plans: BTreeMap<String, StreamPlan> = BTreeMap::new();
         for (seq, bytes) in engine.catalog_store().entries()? {
@@ -411,7 +421,7 @@ impl Session {
                     query_id: None,
                 })
             }
-            Statement::Show { what, .. } => Ok(self.show(*what, &parsed.sql)),
+            Statement::Show { what, extended } => Ok(self.show(*what, *extended, &parsed.sql)),
             Statement::Describe { name, .. } => self.describe(name, &parsed.sql),
         }
     }
@@ -443,7 +453,7 @@ impl Session {
         }
     }
 
-    fn show(&self, what: ShowWhat, sql: &str) -> Output {
+    fn show(&self, what: ShowWhat, extended: bool, sql: &str) -> Output {
         let catalog = self.brook.catalog();
         match what {
             ShowWhat::Streams | ShowWhat::Tables => {
@@ -541,8 +551,9 @@ impl Session {
                     serde_json::json!({"@type": "queries", "statementText": sql, "queries": list, "warnings": []}),
                 )
             }
+            ShowWhat::Topics if extended => self.show_topics_extended(sql),
             ShowWhat::Topics => {
-                let topics = self.brook.engine.log().topics();
+                let topics = user_topics(self.brook.engine.log());
                 let rows = topics
                     .iter()
                     .map(|(n, p)| vec![n.clone(), p.to_string()])
@@ -919,6 +930,109 @@ fn annotate_pull_schema(schema: &SchemaRef, table: Option<&SourceDef>) -> Schema
 pub const KEY_FIELD: &str = "brook.key";
 /// Schema metadata key: `table` or `stream`, what a pull query read.
 pub const PULL_SOURCE_KIND: &str = "brook.pull_source";
+
+/// Topics users see: Brook's internal ones (`_brook_…`) are hidden.
+fn user_topics(log: &brook_storage::LogStore) -> Vec<(String, u32)> {
+    log.topics()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("_brook_"))
+        .collect()
+}
+
+impl Session {
+    /// `SHOW TOPICS EXTENDED`: per topic its offsets, size, settings and
+    /// what recovery did to it when the log was opened.
+    fn show_topics_extended(&self, sql: &str) -> Output {
+        use brook_storage::{CleanupPolicy, RecoveryAction};
+        let log = self.brook.engine.log();
+        let mut rows = Vec::new();
+        let mut list = Vec::new();
+        for (name, partitions) in user_topics(log) {
+            let (Ok(stats), Ok(config)) = (log.stats(&name), log.topic_config(&name)) else {
+                continue;
+            };
+            let join = |f: &dyn Fn(&brook_storage::PartitionStats) -> String| {
+                stats.iter().map(f).collect::<Vec<_>>().join(",")
+            };
+            let mut recovered = Vec::new();
+            for r in log.recovery_reports().iter().filter(|r| r.topic == name) {
+                recovered.push(match &r.action {
+                    RecoveryAction::TailCut {
+                        bytes_dropped,
+                        position,
+                        reason,
+                    } => format!(
+                        "partition {}: cut {bytes_dropped} bytes at {position} of {} ({reason})",
+                        r.partition,
+                        r.file.display()
+                    ),
+                    RecoveryAction::IndexRebuilt => format!(
+                        "partition {}: rebuilt index of {}",
+                        r.partition,
+                        r.file.display()
+                    ),
+                });
+            }
+            let failed: Vec<String> = stats
+                .iter()
+                .enumerate()
+                .filter_map(|(p, s)| s.failed.as_ref().map(|f| format!("partition {p}: {f}")))
+                .collect();
+            let retention = match (config.retention_ms, config.retention_bytes) {
+                (None, None) => "forever".to_string(),
+                (ms, bytes) => [
+                    ms.map(|m| format!("{m} ms")),
+                    bytes.map(|b| format!("{b} bytes")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", "),
+            };
+            let cleanup = match config.cleanup_policy {
+                CleanupPolicy::Delete => "delete",
+                CleanupPolicy::Compact => "compact",
+            };
+            let bytes: u64 = stats.iter().map(|s| s.bytes).sum();
+            rows.push(vec![
+                name.clone(),
+                partitions.to_string(),
+                join(&|s| s.start_offset.to_string()),
+                join(&|s| s.end_offset.to_string()),
+                join(&|s| s.segments.to_string()),
+                bytes.to_string(),
+                retention.clone(),
+                cleanup.to_string(),
+                recovered.join("; "),
+                failed.join("; "),
+            ]);
+            list.push(serde_json::json!({
+                "name": name, "replicaInfo": vec![1; partitions as usize],
+                "startOffsets": stats.iter().map(|s| s.start_offset).collect::<Vec<_>>(),
+                "endOffsets": stats.iter().map(|s| s.end_offset).collect::<Vec<_>>(),
+                "segments": stats.iter().map(|s| s.segments).collect::<Vec<_>>(),
+                "bytes": bytes, "retention": retention, "cleanupPolicy": cleanup,
+                "recovered": recovered, "failed": failed,
+            }));
+        }
+        listing(
+            &[
+                "Kafka Topic",
+                "Partitions",
+                "Start Offsets",
+                "End Offsets",
+                "Segments",
+                "Bytes",
+                "Retention",
+                "Cleanup Policy",
+                "Recovered",
+                "Failed",
+            ],
+            rows,
+            serde_json::json!({"@type": "kafka_topics_extended", "statementText": sql, "topics": list, "warnings": []}),
+        )
+    }
+}
 
 fn listing(columns: &[&str], rows: Vec<Vec<String>>, entity: serde_json::Value) -> Output {
     let schema: SchemaRef = Arc::new(Schema::new(

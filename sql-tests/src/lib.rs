@@ -212,6 +212,7 @@ impl PgwireDb {
             data_dir: data_dir.to_path_buf(),
             pg_listen: Some(([127, 0, 0, 1], 0).into()),
             http_listen: None,
+            engine: brook_server::EngineConfig::default(),
         };
         let running = brook_server::serve(&config)
             .await

@@ -40,13 +40,15 @@ pub enum StorageError {
     },
     /// A partition stopped taking writes after a failed write or fsync.
     #[error(
-        "partition {partition} of topic \"{topic}\" is read-only after an earlier write failure"
+        "partition {partition} of topic \"{topic}\" takes no more writes after an I/O failure: {reason}"
     )]
     PartitionFailed {
         /// The topic.
         topic: String,
         /// The partition.
         partition: u32,
+        /// The failure that stopped it.
+        reason: String,
     },
     /// A record or batch is too large to frame.
     #[error("record batch too large: {0} bytes")]
@@ -62,6 +64,19 @@ pub enum StorageError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl StorageError {
+    /// Whether the error is the disk (or quota) being full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => matches!(source.raw_os_error(), Some(28 | 122)),
+            StorageError::PartitionFailed { reason, .. } => {
+                reason.contains("No space left") || reason.contains("quota exceeded")
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Result alias of the storage layer.

@@ -24,8 +24,12 @@ mod catalog;
 mod error;
 pub mod log;
 mod state;
+pub mod vfs;
 
-pub use catalog::CatalogStore;
+pub use catalog::{CatalogStore, CATALOG_TOPIC};
 pub use error::{Result, StorageError};
-pub use log::{FlushPolicy, LogStore, Record, StoredRecord};
+pub use log::{
+    CleanupPolicy, FlushPolicy, LogConfig, LogStore, PartitionStats, Record, RecoveryAction,
+    RecoveryReport, StoredRecord, TopicConfig,
+};
 pub use state::{MemoryStateStore, SledStateStore, StateStore, WriteBatch};

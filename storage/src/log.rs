@@ -1,116 +1,394 @@
 //! The log store: topics → partitions → segment files.
+//!
+//! Appends to a partition are written under its lock, in offset order, and
+//! then wait for durability outside it: with [`FlushPolicy::Always`] the
+//! first waiter becomes the *leader*, fsyncs once for everything written so
+//! far and wakes the others (group commit). Readers see a record only once
+//! it is acknowledged (`visible`), so nobody reads what a failed fsync may
+//! have lost. Any failed write or fsync fails the partition: it takes no
+//! more writes until the log is reopened and recovery has looked at the file
+//! (Postgres' rule: a failed fsync is never retried as if it succeeded).
 
+mod index;
 mod record;
 mod segment;
 
-use std::collections::BTreeMap;
-use std::fs;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::str::FromStr;
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use record::encode_batch;
 pub use record::{Record, StoredRecord};
-use segment::Segment;
+use segment::{index_paths, Segment};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, Result, StorageError};
+use crate::vfs::{RealVfs, Vfs};
 
-/// When appended bytes are forced to disk.
+/// When appended bytes are forced to disk (`log.flush`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FlushPolicy {
-    /// fsync before an append is acknowledged (the default): an
-    /// acknowledged append survives power loss.
+    /// `always` (the default): an append is acknowledged only after an
+    /// fsync covering it (shared by concurrent appenders). Loses nothing
+    /// acknowledged, even on power loss.
     #[default]
     Always,
-    /// Leave flushing to the operating system: a crash of the machine (not
-    /// of the process) can lose acknowledged appends. For tests and bulk loads.
+    /// `interval:<ms>`: acknowledged once written to the OS; fsynced every
+    /// `ms` milliseconds. A process crash loses nothing; power loss or an
+    /// OS crash can lose the last `ms` of acknowledged appends.
+    Interval(u64),
+    /// `never`: flushing is left to the OS. A process crash loses nothing;
+    /// power loss can lose any acknowledged append not yet written back.
     Never,
 }
 
-/// Default size at which the active segment is rolled.
-pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+impl FromStr for FlushPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "always" => Ok(FlushPolicy::Always),
+            "never" => Ok(FlushPolicy::Never),
+            _ => s
+                .strip_prefix("interval:")
+                .and_then(|ms| ms.trim().parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .map(FlushPolicy::Interval)
+                .ok_or_else(|| {
+                    format!("invalid log.flush \"{s}\": expected always, interval:<ms> or never")
+                }),
+        }
+    }
+}
+
+impl std::fmt::Display for FlushPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlushPolicy::Always => f.write_str("always"),
+            FlushPolicy::Interval(ms) => write!(f, "interval:{ms}"),
+            FlushPolicy::Never => f.write_str("never"),
+        }
+    }
+}
+
+/// Settings of a log store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// When appends are fsynced.
+    pub flush: FlushPolicy,
+    /// The active segment is rolled before it would exceed this size.
+    pub segment_bytes: u64,
+    /// ... or once it is this old (milliseconds since it was opened).
+    pub segment_ms: u64,
+    /// Bytes of log between two sparse index entries.
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            flush: FlushPolicy::Always,
+            segment_bytes: 64 * 1024 * 1024,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+/// What happens to old segments of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CleanupPolicy {
+    /// Segments past the retention limits are deleted.
+    #[default]
+    Delete,
+    /// Closed segments keep only the latest record per key (tables'
+    /// changelogs); tombstones go once older than `delete_retention_ms`.
+    Compact,
+}
+
+/// Per-topic settings, kept in the topic's `topic.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Delete closed segments whose newest record is older than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+    /// Delete the oldest closed segments while a partition is larger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
+    /// Delete or compact.
+    #[serde(default)]
+    pub cleanup_policy: CleanupPolicy,
+    /// Compaction keeps tombstones this long (by record timestamp).
+    #[serde(default = "default_delete_retention_ms")]
+    pub delete_retention_ms: i64,
+}
+
+fn default_delete_retention_ms() -> i64 {
+    24 * 3600 * 1000
+}
+
+impl TopicConfig {
+    /// A topic with `partitions` partitions, kept forever.
+    pub fn new(partitions: u32) -> TopicConfig {
+        TopicConfig {
+            partitions,
+            retention_ms: None,
+            retention_bytes: None,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: default_delete_retention_ms(),
+        }
+    }
+}
+
+/// What recovery did to a partition when the log was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Topic of the partition.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The segment file concerned.
+    pub file: PathBuf,
+    /// What was done.
+    pub action: RecoveryAction,
+}
+
+/// A recovery step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryAction {
+    /// A torn or garbage tail of the active segment was cut off.
+    TailCut {
+        /// Byte position it was cut back to.
+        position: u64,
+        /// How many bytes were dropped.
+        bytes_dropped: u64,
+        /// Why the tail was invalid.
+        reason: String,
+    },
+    /// Missing or damaged index files were rebuilt from the segment.
+    IndexRebuilt,
+}
+
+/// Size and offsets of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// The first offset still in the log.
+    pub start_offset: u64,
+    /// The offset the next record will get.
+    pub end_offset: u64,
+    /// Number of segment files.
+    pub segments: usize,
+    /// Bytes in segment files.
+    pub bytes: u64,
+    /// Whether the partition refuses writes after an I/O failure.
+    pub failed: Option<String>,
+}
+
+struct PartInner {
+    segments: Vec<Arc<Segment>>,
+    /// The offset the next append gets (written, maybe not durable).
+    written: u64,
+    /// Offsets below this are acknowledged and readable.
+    visible: u64,
+    /// Why the partition stopped taking writes.
+    failed: Option<String>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Offsets below this are covered by a successful fsync.
+    durable: u64,
+    /// Whether an appender is fsyncing for the group right now.
+    leader: bool,
+    /// Set when an fsync or write failed.
+    error: Option<String>,
+}
 
 struct Partition {
     topic: String,
     id: u32,
     dir: PathBuf,
-    segments: Vec<Segment>,
-    next_offset: u64,
-    /// Set after a failed write or fsync: the partition takes no more writes,
-    /// since what reached the disk is unknown (Postgres' fsync rule).
-    failed: bool,
+    inner: Mutex<PartInner>,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+impl Partition {
+    fn lock(&self) -> MutexGuard<'_, PartInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_sync(&self) -> MutexGuard<'_, SyncState> {
+        self.sync.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failed_error(&self, reason: &str) -> StorageError {
+        StorageError::PartitionFailed {
+            topic: self.topic.clone(),
+            partition: self.id,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Marks the partition failed; the caller holds `inner`.
+    fn fail(&self, inner: &mut PartInner, reason: String) {
+        tracing::error!(topic = %self.topic, partition = self.id, %reason,
+            "log partition stops taking writes");
+        inner.failed.get_or_insert(reason.clone());
+        self.lock_sync().error.get_or_insert(reason);
+        self.synced.notify_all();
+    }
+
+    /// Waits until offsets below `end` are durable, fsyncing for the group
+    /// if no one else is.
+    fn wait_durable(&self, end: u64) -> Result<()> {
+        let mut s = self.lock_sync();
+        loop {
+            if s.durable >= end {
+                return Ok(());
+            }
+            if let Some(reason) = &s.error {
+                return Err(self.failed_error(reason));
+            }
+            if s.leader {
+                s = self.synced.wait(s).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            s.leader = true;
+            drop(s);
+            let result = self.sync_now();
+            s = self.lock_sync();
+            s.leader = false;
+            if let Ok(target) = result {
+                s.durable = s.durable.max(target);
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    /// fsyncs the active segment; returns the offset it covers.
+    fn sync_now(&self) -> Result<u64> {
+        let (target, seg) = {
+            let inner = self.lock();
+            if let Some(reason) = &inner.failed {
+                return Err(self.failed_error(reason));
+            }
+            let seg = Arc::clone(inner.segments.last().expect("a partition has a segment"));
+            (inner.written, seg)
+        };
+        let result = seg.sync();
+        let mut inner = self.lock();
+        match result {
+            Ok(()) => {
+                inner.visible = inner.visible.max(target);
+                Ok(target)
+            }
+            Err(e) => {
+                self.fail(&mut inner, e.to_string());
+                Err(e)
+            }
+        }
+    }
 }
 
 struct Topic {
-    partitions: Vec<Mutex<Partition>>,
+    config: TopicConfig,
+    partitions: Vec<Arc<Partition>>,
 }
 
-/// A recovery action taken when the log was opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Topic of the damaged partition.
-    pub topic: String,
-    /// The partition.
-    pub partition: u32,
-    /// The segment file that was cut back.
-    pub file: PathBuf,
-    /// Byte position it was cut back to.
-    pub position: u64,
-    /// How many bytes were dropped.
-    pub bytes_dropped: u64,
-    /// Why the tail was invalid.
-    pub reason: String,
-}
+type Topics = Arc<RwLock<BTreeMap<String, Arc<Topic>>>>;
 
 /// Append-only, partitioned, durable log of records.
 pub struct LogStore {
     root: PathBuf,
-    policy: FlushPolicy,
-    segment_bytes: u64,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    vfs: Arc<dyn Vfs>,
+    config: LogConfig,
+    topics: Topics,
     recovery: Vec<RecoveryReport>,
+    /// Dropping it stops the interval flusher.
+    _flusher: Option<mpsc::Sender<()>>,
 }
 
 const TOPIC_META: &str = "topic.json";
 
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 impl LogStore {
-    /// Opens (or creates) the log under `root`, scanning every partition and
-    /// cutting a torn tail of an active segment back to its last valid batch.
-    pub fn open(root: impl Into<PathBuf>, policy: FlushPolicy) -> Result<LogStore> {
-        Self::open_with_segment_bytes(root, policy, DEFAULT_SEGMENT_BYTES)
+    /// Opens (or creates) the log under `root` on the real file system,
+    /// recovering every partition (see [`LogStore::open_with_vfs`]).
+    pub fn open(root: impl Into<PathBuf>, config: LogConfig) -> Result<LogStore> {
+        Self::open_with_vfs(Arc::new(RealVfs), root, config)
     }
 
-    /// [`LogStore::open`] with a custom segment size (tests roll small segments).
-    pub fn open_with_segment_bytes(
+    /// Opens the log on `vfs`. The active segment of each partition is
+    /// scanned and a torn tail cut back to its last valid batch; closed
+    /// segments are opened from their index files, or scanned (and their
+    /// index rebuilt) when those are missing or damaged. Damage anywhere but
+    /// at the very end of a partition is [`StorageError::Corrupt`].
+    pub fn open_with_vfs(
+        vfs: Arc<dyn Vfs>,
         root: impl Into<PathBuf>,
-        policy: FlushPolicy,
-        segment_bytes: u64,
+        config: LogConfig,
     ) -> Result<LogStore> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(io_err("create directory", &root))?;
+        vfs.create_dir_all(&root)
+            .map_err(io_err("create directory", &root))?;
         let mut topics = BTreeMap::new();
         let mut recovery = Vec::new();
-        for entry in fs::read_dir(&root).map_err(io_err("list", &root))? {
-            let entry = entry.map_err(io_err("list", &root))?;
-            let dir = entry.path();
+        let mut dirs = vfs.read_dir(&root).map_err(io_err("list", &root))?;
+        dirs.sort();
+        for dir in dirs {
             let meta = dir.join(TOPIC_META);
-            if !meta.exists() {
+            if !vfs.exists(&meta) {
                 continue; // a topic whose creation did not finish
             }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let partitions = read_topic_meta(&meta)?;
-            let mut parts = Vec::with_capacity(partitions as usize);
-            for p in 0..partitions {
-                let part = open_partition(&name, p, &dir.join(p.to_string()), &mut recovery)?;
-                parts.push(Mutex::new(part));
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tconfig = read_topic_meta(vfs.as_ref(), &meta)?;
+            let mut parts = Vec::with_capacity(tconfig.partitions as usize);
+            for p in 0..tconfig.partitions {
+                let part = open_partition(
+                    vfs.as_ref(),
+                    &config,
+                    &tconfig,
+                    &name,
+                    p,
+                    &dir.join(p.to_string()),
+                    &mut recovery,
+                )?;
+                parts.push(Arc::new(part));
             }
-            topics.insert(name, Arc::new(Topic { partitions: parts }));
+            topics.insert(
+                name,
+                Arc::new(Topic {
+                    config: tconfig,
+                    partitions: parts,
+                }),
+            );
         }
+        let topics: Topics = Arc::new(RwLock::new(topics));
+        let flusher = match config.flush {
+            FlushPolicy::Interval(ms) => Some(spawn_flusher(Arc::clone(&topics), ms)),
+            _ => None,
+        };
         Ok(LogStore {
             root,
-            policy,
-            segment_bytes,
-            topics: RwLock::new(topics),
+            vfs,
+            config,
+            topics,
             recovery,
+            _flusher: flusher,
         })
     }
 
@@ -119,61 +397,83 @@ impl LogStore {
         &self.recovery
     }
 
-    /// Creates a topic with `partitions` partitions.
+    /// The settings the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Creates a topic with `partitions` partitions and default settings.
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        self.create_topic_with(name, TopicConfig::new(partitions))
+    }
+
+    /// Creates a topic.
+    pub fn create_topic_with(&self, name: &str, config: TopicConfig) -> Result<()> {
         validate_topic_name(name)?;
+        let vfs = self.vfs.as_ref();
+        let config = TopicConfig {
+            partitions: config.partitions.max(1),
+            ..config
+        };
         let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
         if topics.contains_key(name) {
             return Err(StorageError::TopicExists(name.to_string()));
         }
         let dir = self.root.join(name);
-        if dir.exists() {
+        if vfs.exists(&dir) {
             // Left over from an unfinished creation or deletion.
-            fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+            vfs.remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
         }
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-        let mut parts = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions.max(1) {
+        vfs.create_dir_all(&dir)
+            .map_err(io_err("create directory", &dir))?;
+        let now = now_ms();
+        let mut parts = Vec::with_capacity(config.partitions as usize);
+        for p in 0..config.partitions {
             let pdir = dir.join(p.to_string());
-            fs::create_dir_all(&pdir).map_err(io_err("create directory", &pdir))?;
-            let seg = Segment::create(&pdir, 0)?;
-            parts.push(Mutex::new(Partition {
-                topic: name.to_string(),
-                id: p,
-                dir: pdir,
-                segments: vec![seg],
-                next_offset: 0,
-                failed: false,
-            }));
+            vfs.create_dir_all(&pdir)
+                .map_err(io_err("create directory", &pdir))?;
+            let seg = Segment::create(vfs, &pdir, 0, now)?;
+            parts.push(Arc::new(new_partition(name, p, pdir, vec![Arc::new(seg)])));
         }
-        sync_dir(&dir)?;
+        vfs.sync_dir(&dir).map_err(io_err("fsync", &dir))?;
         // The metadata file, written last and atomically, marks the topic as complete.
-        let meta = serde_json::json!({ "partitions": partitions.max(1) }).to_string();
+        let meta = serde_json::to_vec(&config).map_err(|e| StorageError::Metadata {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
         let tmp = dir.join("topic.json.tmp");
-        fs::write(&tmp, meta).map_err(io_err("write", &tmp))?;
-        fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err("fsync", &tmp))?;
+        vfs.write_synced(&tmp, &meta)
+            .map_err(io_err("write", &tmp))?;
         let meta_path = dir.join(TOPIC_META);
-        fs::rename(&tmp, &meta_path).map_err(io_err("rename", &meta_path))?;
-        sync_dir(&dir)?;
-        sync_dir(&self.root)?;
-        topics.insert(name.to_string(), Arc::new(Topic { partitions: parts }));
+        vfs.rename(&tmp, &meta_path)
+            .map_err(io_err("rename", &meta_path))?;
+        vfs.sync_dir(&dir).map_err(io_err("fsync", &dir))?;
+        vfs.sync_dir(&self.root)
+            .map_err(io_err("fsync", &self.root))?;
+        topics.insert(
+            name.to_string(),
+            Arc::new(Topic {
+                config,
+                partitions: parts,
+            }),
+        );
         Ok(())
     }
 
     /// Deletes a topic and its files.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let vfs = self.vfs.as_ref();
         let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
         if topics.remove(name).is_none() {
             return Err(StorageError::TopicNotFound(name.to_string()));
         }
         let dir = self.root.join(name);
         let meta = dir.join(TOPIC_META);
-        fs::remove_file(&meta).map_err(io_err("remove", &meta))?;
-        sync_dir(&dir)?;
-        fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
-        sync_dir(&self.root)
+        vfs.remove_file(&meta).map_err(io_err("remove", &meta))?;
+        vfs.sync_dir(&dir).map_err(io_err("fsync", &dir))?;
+        vfs.remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+        vfs.sync_dir(&self.root)
+            .map_err(io_err("fsync", &self.root))
     }
 
     /// Whether the topic exists.
@@ -193,6 +493,11 @@ impl LogStore {
             .collect()
     }
 
+    /// A topic's settings.
+    pub fn topic_config(&self, topic: &str) -> Result<TopicConfig> {
+        Ok(self.topic(topic)?.config.clone())
+    }
+
     /// Number of partitions of a topic.
     pub fn partitions(&self, topic: &str) -> Result<u32> {
         Ok(self.topic(topic)?.partitions.len() as u32)
@@ -206,57 +511,90 @@ impl LogStore {
             .ok_or_else(|| StorageError::TopicNotFound(name.to_string()))
     }
 
-    fn with_partition<T>(
-        &self,
-        topic: &str,
-        partition: u32,
-        f: impl FnOnce(&mut Partition) -> Result<T>,
-    ) -> Result<T> {
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         let t = self.topic(topic)?;
-        let p = t.partitions.get(partition as usize).ok_or_else(|| {
-            StorageError::PartitionNotFound {
+        t.partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| StorageError::PartitionNotFound {
                 topic: topic.to_string(),
                 partition,
-            }
-        })?;
-        let mut guard = p.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut guard)
+            })
     }
 
     /// Appends records to one partition as one batch and returns the offset
-    /// of the first. With [`FlushPolicy::Always`] the batch is on disk when
-    /// this returns. After a failed write or fsync the partition refuses
-    /// further appends.
+    /// of the first. With [`FlushPolicy::Always`] the batch is durable when
+    /// this returns; concurrent appenders share fsyncs. After a failed write
+    /// or fsync the partition refuses further appends.
     pub fn append(&self, topic: &str, partition: u32, records: &[Record]) -> Result<u64> {
-        let policy = self.policy;
-        let segment_bytes = self.segment_bytes;
-        self.with_partition(topic, partition, |p| {
-            if p.failed {
-                return Err(StorageError::PartitionFailed {
-                    topic: p.topic.clone(),
-                    partition: p.id,
-                });
+        let p = self.partition(topic, partition)?;
+        let end = {
+            let mut inner = p.lock();
+            if let Some(reason) = &inner.failed {
+                return Err(p.failed_error(reason));
             }
             if records.is_empty() {
-                return Ok(p.next_offset);
+                return Ok(inner.written);
             }
-            let base = p.next_offset;
+            let base = inner.written;
             let framed = encode_batch(base, records);
             if framed.len() > record::MAX_PAYLOAD {
                 return Err(StorageError::TooLarge(framed.len()));
             }
-            let result =
-                p.append_framed(base, records.len() as u32, &framed, policy, segment_bytes);
-            if result.is_err() {
-                p.failed = true;
+            let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
+            let count = records.len() as u32;
+            if let Err(e) = self.write_batch(&p, &mut inner, base, count, max_ts, &framed) {
+                p.fail(&mut inner, e.to_string());
+                return Err(e);
             }
-            result?;
-            p.next_offset = base + records.len() as u64;
-            Ok(base)
-        })
+            inner.written = base + u64::from(count);
+            if self.config.flush != FlushPolicy::Always {
+                inner.visible = inner.written;
+            }
+            inner.written
+        };
+        if self.config.flush == FlushPolicy::Always {
+            p.wait_durable(end)?;
+        }
+        Ok(end - records.len() as u64)
     }
 
-    /// Reads up to `max` records of one partition starting at offset `from`.
+    /// Writes a framed batch to the active segment, rolling it first if it
+    /// is full or old. Called under the partition lock.
+    fn write_batch(
+        &self,
+        p: &Partition,
+        inner: &mut PartInner,
+        base: u64,
+        count: u32,
+        max_ts: i64,
+        framed: &[u8],
+    ) -> Result<()> {
+        let now = now_ms();
+        let active = inner.segments.last().expect("a partition has a segment");
+        let len = active.len();
+        let full = len + framed.len() as u64 > self.config.segment_bytes;
+        let old = now.saturating_sub(active.opened_ms) >= self.config.segment_ms as i64;
+        if len > 0 && (full || old) {
+            if self.config.flush != FlushPolicy::Never {
+                active.sync()?;
+            }
+            active.write_index(self.vfs.as_ref())?;
+            let seg = Segment::create(self.vfs.as_ref(), &p.dir, base, now)?;
+            inner.segments.push(Arc::new(seg));
+        }
+        let active = inner.segments.last().expect("a partition has a segment");
+        active.append(
+            base,
+            count,
+            max_ts,
+            framed,
+            self.config.index_interval_bytes,
+        )
+    }
+
+    /// Reads up to `max` acknowledged records of one partition, starting at
+    /// the first offset at or after `from` still in the log.
     pub fn read(
         &self,
         topic: &str,
@@ -264,111 +602,354 @@ impl LogStore {
         from: u64,
         max: usize,
     ) -> Result<Vec<StoredRecord>> {
-        self.with_partition(topic, partition, |p| p.read(from, max))
+        let p = self.partition(topic, partition)?;
+        let (segments, visible) = snapshot(&p, from);
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        for (seg, len_limit) in segments {
+            if seg.end_offset() <= from {
+                continue;
+            }
+            seg.read_into(p.id, from, visible, len_limit, max, &mut out)?;
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
     }
 
-    /// The offset the next appended record of the partition will get.
+    /// The first offset of the partition whose record has a timestamp at or
+    /// after `ts` (`None` if there is none yet).
+    pub fn offset_for_time(&self, topic: &str, partition: u32, ts: i64) -> Result<Option<u64>> {
+        let p = self.partition(topic, partition)?;
+        let (segments, visible) = snapshot(&p, 0);
+        for (seg, len_limit) in segments {
+            if let Some(o) = seg.offset_for_time(ts, len_limit)? {
+                return Ok((o < visible).then_some(o));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The offset the next appended record of the partition will get (all
+    /// before it are acknowledged).
     pub fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
-        self.with_partition(topic, partition, |p| Ok(p.next_offset))
+        Ok(self.partition(topic, partition)?.lock().visible)
     }
 
     /// End offsets of every partition of a topic.
     pub fn end_offsets(&self, topic: &str) -> Result<Vec<u64>> {
         let t = self.topic(topic)?;
+        Ok(t.partitions.iter().map(|p| p.lock().visible).collect())
+    }
+
+    /// Offsets, segments and size of every partition of a topic.
+    pub fn stats(&self, topic: &str) -> Result<Vec<PartitionStats>> {
+        let t = self.topic(topic)?;
         Ok(t.partitions
             .iter()
-            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).next_offset)
+            .map(|p| {
+                let inner = p.lock();
+                PartitionStats {
+                    start_offset: inner.segments.first().map_or(0, |s| s.base_offset),
+                    end_offset: inner.visible,
+                    segments: inner.segments.len(),
+                    bytes: inner.segments.iter().map(|s| s.len()).sum(),
+                    failed: inner.failed.clone(),
+                }
+            })
             .collect())
+    }
+
+    /// Applies retention and compaction to every topic; returns how many
+    /// segments were deleted or rewritten. Servers call this periodically.
+    pub fn maintain(&self, now_ms: i64) -> Result<usize> {
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut changed = 0;
+        for t in topics {
+            for p in &t.partitions {
+                changed += self.apply_retention(&t.config, p, now_ms)?;
+                if t.config.cleanup_policy == CleanupPolicy::Compact {
+                    changed += self.compact(&t.config, p, now_ms)?;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Deletes closed segments past the topic's time or size limit.
+    fn apply_retention(&self, config: &TopicConfig, p: &Partition, now: i64) -> Result<usize> {
+        if config.retention_ms.is_none() && config.retention_bytes.is_none() {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        loop {
+            let mut inner = p.lock();
+            if inner.segments.len() < 2 {
+                return Ok(deleted);
+            }
+            let first = &inner.segments[0];
+            let total: u64 = inner.segments.iter().map(|s| s.len()).sum();
+            let too_old = config
+                .retention_ms
+                .is_some_and(|ms| first.max_ts() < now.saturating_sub(ms));
+            let too_big = config
+                .retention_bytes
+                .is_some_and(|b| total - first.len() >= b);
+            if !(too_old || too_big) {
+                return Ok(deleted);
+            }
+            let seg = inner.segments.remove(0);
+            drop(inner);
+            tracing::info!(topic = %p.topic, partition = p.id, file = %seg.path.display(),
+                "retention deletes log segment");
+            self.remove_segment_files(&seg.path)?;
+            self.vfs.sync_dir(&p.dir).map_err(io_err("fsync", &p.dir))?;
+            deleted += 1;
+        }
+    }
+
+    fn remove_segment_files(&self, path: &Path) -> Result<()> {
+        let (ip, tp) = index_paths(path);
+        for f in [&ip, &tp] {
+            if self.vfs.exists(f) {
+                self.vfs.remove_file(f).map_err(io_err("remove", f))?;
+            }
+        }
+        self.vfs.remove_file(path).map_err(io_err("remove", path))
+    }
+
+    /// Rewrites closed segments keeping only the latest record per key
+    /// (null keys are kept), and tombstones younger than the topic's
+    /// `delete_retention_ms`. Offsets are kept, leaving gaps.
+    fn compact(&self, config: &TopicConfig, p: &Partition, now: i64) -> Result<usize> {
+        let (segments, visible) = snapshot(p, 0);
+        if segments.len() < 2 {
+            return Ok(0);
+        }
+        // The latest offset of every key, over the whole partition.
+        let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
+        for (seg, len_limit) in &segments {
+            let mut recs = Vec::new();
+            seg.read_into(p.id, 0, visible, *len_limit, usize::MAX, &mut recs)?;
+            for r in recs {
+                if let Some(k) = r.record.key {
+                    latest.insert(k, r.offset);
+                }
+            }
+        }
+        let horizon = now.saturating_sub(config.delete_retention_ms);
+        let mut rewritten = 0;
+        for (seg, len_limit) in &segments[..segments.len() - 1] {
+            let mut recs = Vec::new();
+            seg.read_into(p.id, 0, visible, *len_limit, usize::MAX, &mut recs)?;
+            let before = recs.len();
+            recs.retain(|r| match &r.record.key {
+                None => true,
+                Some(k) => {
+                    latest.get(k) == Some(&r.offset)
+                        && (r.record.value.is_some() || r.record.timestamp >= horizon)
+                }
+            });
+            if recs.len() == before {
+                continue;
+            }
+            self.rewrite_segment(p, seg, &recs)?;
+            rewritten += 1;
+        }
+        Ok(rewritten)
+    }
+
+    /// Replaces a closed segment's file by one holding only `records`.
+    fn rewrite_segment(
+        &self,
+        p: &Partition,
+        seg: &Arc<Segment>,
+        records: &[StoredRecord],
+    ) -> Result<()> {
+        let vfs = self.vfs.as_ref();
+        let cleaned = seg.path.with_extension("log.cleaned");
+        if vfs.exists(&cleaned) {
+            vfs.remove_file(&cleaned)
+                .map_err(io_err("remove", &cleaned))?;
+        }
+        let file = vfs
+            .open(&cleaned, true)
+            .map_err(io_err("create", &cleaned))?;
+        // Runs of consecutive offsets become one batch each (at most 1000 records).
+        let mut i = 0;
+        while i < records.len() {
+            let mut j = i + 1;
+            while j < records.len()
+                && j - i < 1000
+                && records[j].offset == records[j - 1].offset + 1
+            {
+                j += 1;
+            }
+            let run: Vec<Record> = records[i..j].iter().map(|r| r.record.clone()).collect();
+            file.append(&encode_batch(records[i].offset, &run))
+                .map_err(io_err("write", &cleaned))?;
+            i = j;
+        }
+        file.sync_data().map_err(io_err("fsync", &cleaned))?;
+        let mut inner = p.lock();
+        let Some(pos) = inner.segments.iter().position(|s| Arc::ptr_eq(s, seg)) else {
+            // Retention deleted it meanwhile.
+            drop(inner);
+            return vfs
+                .remove_file(&cleaned)
+                .map_err(io_err("remove", &cleaned));
+        };
+        // Index files go first: a crash after the rename must not find an
+        // index describing the old contents.
+        let (ip, tp) = index_paths(&seg.path);
+        for f in [&ip, &tp] {
+            if vfs.exists(f) {
+                vfs.remove_file(f).map_err(io_err("remove", f))?;
+            }
+        }
+        vfs.sync_dir(&p.dir).map_err(io_err("fsync", &p.dir))?;
+        vfs.rename(&cleaned, &seg.path)
+            .map_err(io_err("rename", &seg.path))?;
+        vfs.sync_dir(&p.dir).map_err(io_err("fsync", &p.dir))?;
+        let (new, damage) = Segment::open_scan(
+            vfs,
+            seg.path.clone(),
+            seg.base_offset,
+            self.config.index_interval_bytes,
+            seg.opened_ms,
+        )?;
+        if let Some(d) = damage {
+            return Err(StorageError::Corrupt {
+                path: seg.path.clone(),
+                position: d.position,
+                reason: d.reason,
+            });
+        }
+        new.set_end_offset(seg.end_offset());
+        new.write_index(vfs)?;
+        inner.segments[pos] = Arc::new(new);
+        Ok(())
     }
 }
 
-impl Partition {
-    fn append_framed(
-        &mut self,
-        base: u64,
-        count: u32,
-        framed: &[u8],
-        policy: FlushPolicy,
-        segment_bytes: u64,
-    ) -> Result<()> {
-        let roll = self
-            .segments
-            .last()
-            .is_none_or(|s| s.len > 0 && s.len + framed.len() as u64 > segment_bytes);
-        if roll {
-            if let Some(last) = self.segments.last() {
-                last.sync()?;
-            }
-            self.segments.push(Segment::create(&self.dir, base)?);
-        }
-        let seg = self
-            .segments
-            .last_mut()
-            .expect("a segment was just ensured");
-        seg.append(base, count, framed)?;
-        if policy == FlushPolicy::Always {
-            seg.sync()?;
-        }
-        Ok(())
-    }
+/// The segments to read for offsets from `from`, each with the byte length
+/// readable now, and the acknowledged end of the partition.
+fn snapshot(p: &Partition, from: u64) -> (Vec<(Arc<Segment>, u64)>, u64) {
+    let inner = p.lock();
+    let first = inner
+        .segments
+        .partition_point(|s| s.base_offset <= from)
+        .saturating_sub(1);
+    let segs = inner.segments[first..]
+        .iter()
+        .map(|s| (Arc::clone(s), s.len()))
+        .collect();
+    (segs, inner.visible)
+}
 
-    fn read(&self, from: u64, max: usize) -> Result<Vec<StoredRecord>> {
-        let mut out = Vec::new();
-        if from >= self.next_offset || max == 0 {
-            return Ok(out);
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // A clean shutdown leaves nothing unsynced behind, whatever the policy.
+        if self.config.flush == FlushPolicy::Always {
+            return;
         }
-        let first_seg = self
-            .segments
-            .partition_point(|s| s.base_offset <= from)
-            .saturating_sub(1);
-        for seg in &self.segments[first_seg..] {
-            let first_batch = seg
-                .batches
-                .partition_point(|b| b.base_offset <= from)
-                .saturating_sub(1);
-            for batch in &seg.batches[first_batch..] {
-                if batch.base_offset + u64::from(batch.count) <= from {
-                    continue;
-                }
-                let records = seg.read_batch(batch)?;
-                for (i, record) in records.into_iter().enumerate() {
-                    let offset = batch.base_offset + i as u64;
-                    if offset >= self.next_offset {
-                        // Written but not acknowledged (its fsync failed).
-                        return Ok(out);
-                    }
-                    if offset < from {
-                        continue;
-                    }
-                    out.push(StoredRecord {
-                        partition: self.id,
-                        offset,
-                        record,
-                    });
-                    if out.len() >= max {
-                        return Ok(out);
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        for t in topics.values() {
+            for p in &t.partitions {
+                let _ = p.sync_now();
+            }
+        }
+    }
+}
+
+/// The `interval:<ms>` flusher: fsyncs partitions with unsynced appends
+/// until its sender is dropped.
+fn spawn_flusher(topics: Topics, ms: u64) -> mpsc::Sender<()> {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("brook-log-flusher".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(Duration::from_millis(ms))
+            {
+                let parts: Vec<Arc<Partition>> = topics
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .flat_map(|t| t.partitions.iter().cloned())
+                    .collect();
+                for p in parts {
+                    let pending = {
+                        let written = p.lock().written;
+                        written > p.lock_sync().durable
+                    };
+                    if pending {
+                        if let Ok(target) = p.sync_now() {
+                            let mut s = p.lock_sync();
+                            s.durable = s.durable.max(target);
+                        }
                     }
                 }
             }
-        }
-        Ok(out)
+        })
+        .map(|_| tx)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "could not start the log flusher thread");
+            mpsc::channel().0
+        })
+}
+
+fn new_partition(topic: &str, id: u32, dir: PathBuf, segments: Vec<Arc<Segment>>) -> Partition {
+    let end = segments.last().map_or(0, |s| s.end_offset());
+    Partition {
+        topic: topic.to_string(),
+        id,
+        dir,
+        inner: Mutex::new(PartInner {
+            segments,
+            written: end,
+            visible: end,
+            failed: None,
+        }),
+        sync: Mutex::new(SyncState {
+            durable: end,
+            ..SyncState::default()
+        }),
+        synced: Condvar::new(),
     }
 }
 
 fn open_partition(
+    vfs: &dyn Vfs,
+    config: &LogConfig,
+    tconfig: &TopicConfig,
     topic: &str,
     id: u32,
     dir: &Path,
     recovery: &mut Vec<RecoveryReport>,
 ) -> Result<Partition> {
-    fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    vfs.create_dir_all(dir)
+        .map_err(io_err("create directory", dir))?;
     let mut files: Vec<(u64, PathBuf)> = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-        let path = entry.map_err(io_err("list", dir))?.path();
+    for path in vfs.read_dir(dir).map_err(io_err("list", dir))? {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
+        if name.ends_with(".cleaned") {
+            // An unfinished compaction: the original is intact.
+            vfs.remove_file(&path).map_err(io_err("remove", &path))?;
+            continue;
+        }
         if let Some(base) = name
             .strip_suffix(".log")
             .and_then(|b| b.parse::<u64>().ok())
@@ -377,74 +958,89 @@ fn open_partition(
         }
     }
     files.sort();
-    let mut segments = Vec::with_capacity(files.len());
+    let now = now_ms();
+    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(files.len());
     let last = files.len().saturating_sub(1);
     let mut expected = files.first().map_or(0, |f| f.0);
+    let gaps_allowed = tconfig.cleanup_policy == CleanupPolicy::Compact;
     for (i, (base, path)) in files.into_iter().enumerate() {
-        if base != expected {
+        if base < expected || (base != expected && !gaps_allowed) {
             return Err(StorageError::Corrupt {
                 path,
                 position: 0,
                 reason: format!("segment starts at offset {base}, expected {expected}"),
             });
         }
-        let (mut seg, damage) = Segment::open(path, base)?;
-        if let Some(d) = damage {
-            // A torn write only damages the last batch of the last segment:
-            // damage with valid batches after it is corruption.
-            if i != last || seg.valid_batch_after(d.position, seg.next_offset())? {
-                return Err(StorageError::Corrupt {
-                    path: seg.path.clone(),
-                    position: d.position,
-                    reason: d.reason,
-                });
+        let indexed = if i == last {
+            None
+        } else {
+            Segment::open_indexed(vfs, path.clone(), base, now)?
+        };
+        let seg = match indexed {
+            Some(seg) => seg,
+            None => {
+                let (seg, damage) =
+                    Segment::open_scan(vfs, path, base, config.index_interval_bytes, now)?;
+                if let Some(d) = damage {
+                    // A torn write only damages the last batch of the last
+                    // segment: damage with valid batches after it is corruption.
+                    if i != last || seg.valid_batch_after(d.position, seg.end_offset())? {
+                        return Err(StorageError::Corrupt {
+                            path: seg.path.clone(),
+                            position: d.position,
+                            reason: d.reason,
+                        });
+                    }
+                    tracing::warn!(
+                        topic, partition = id, file = %seg.path.display(), position = d.position,
+                        bytes_dropped = d.bytes, reason = %d.reason, "cut torn tail of log segment"
+                    );
+                    seg.truncate_to_valid()?;
+                    recovery.push(RecoveryReport {
+                        topic: topic.to_string(),
+                        partition: id,
+                        file: seg.path.clone(),
+                        action: RecoveryAction::TailCut {
+                            position: d.position,
+                            bytes_dropped: d.bytes,
+                            reason: d.reason,
+                        },
+                    });
+                }
+                if i != last {
+                    tracing::info!(topic, partition = id, file = %seg.path.display(),
+                        "rebuilt missing or damaged segment index");
+                    seg.write_index(vfs)?;
+                    recovery.push(RecoveryReport {
+                        topic: topic.to_string(),
+                        partition: id,
+                        file: seg.path.clone(),
+                        action: RecoveryAction::IndexRebuilt,
+                    });
+                }
+                seg
             }
-            tracing::warn!(
-                topic, partition = id, file = %seg.path.display(), position = d.position,
-                bytes_dropped = d.bytes, reason = %d.reason, "cut torn tail of log segment"
-            );
-            seg.truncate_to_valid()?;
-            recovery.push(RecoveryReport {
-                topic: topic.to_string(),
-                partition: id,
-                file: seg.path.clone(),
-                position: d.position,
-                bytes_dropped: d.bytes,
-                reason: d.reason,
-            });
-        }
-        expected = seg.next_offset();
-        segments.push(seg);
+        };
+        expected = seg.end_offset();
+        segments.push(Arc::new(seg));
     }
     if segments.is_empty() {
-        segments.push(Segment::create(dir, 0)?);
+        segments.push(Arc::new(Segment::create(vfs, dir, 0, now)?));
     }
-    let next_offset = segments.last().map_or(0, Segment::next_offset);
-    Ok(Partition {
-        topic: topic.to_string(),
-        id,
-        dir: dir.to_path_buf(),
-        segments,
-        next_offset,
-        failed: false,
-    })
+    Ok(new_partition(topic, id, dir.to_path_buf(), segments))
 }
 
-fn read_topic_meta(path: &Path) -> Result<u32> {
+fn read_topic_meta(vfs: &dyn Vfs, path: &Path) -> Result<TopicConfig> {
     let bad = |reason: String| StorageError::Metadata {
         path: path.to_path_buf(),
         reason,
     };
-    let text = fs::read_to_string(path).map_err(io_err("read", path))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let n = v
-        .get("partitions")
-        .and_then(|p| p.as_u64())
-        .ok_or_else(|| bad("no partition count".into()))?;
-    u32::try_from(n)
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| bad(format!("bad partition count {n}")))
+    let bytes = vfs.read(path).map_err(io_err("read", path))?;
+    let config: TopicConfig = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if config.partitions == 0 {
+        return Err(bad("bad partition count 0".into()));
+    }
+    Ok(config)
 }
 
 fn validate_topic_name(name: &str) -> Result<()> {
@@ -462,138 +1058,5 @@ fn validate_topic_name(name: &str) -> Result<()> {
             path: PathBuf::from(name),
             reason: "topic names may contain only ASCII letters, digits, '.', '_' and '-'".into(),
         })
-    }
-}
-
-/// Makes a directory's entries durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("fsync", dir))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn rec(i: i64) -> Record {
-        Record {
-            timestamp: i,
-            key: Some(i.to_le_bytes().to_vec()),
-            value: Some(format!("v{i}").into_bytes()),
-            headers: vec![],
-        }
-    }
-
-    #[test]
-    fn append_read_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let log =
-                LogStore::open_with_segment_bytes(dir.path(), FlushPolicy::Always, 200).unwrap();
-            log.create_topic("t", 2).unwrap();
-            for i in 0..20 {
-                assert_eq!(log.append("t", 0, &[rec(i)]).unwrap(), i as u64);
-            }
-            assert_eq!(log.append("t", 1, &[rec(1), rec(2)]).unwrap(), 0);
-            let got = log.read("t", 0, 5, 3).unwrap();
-            assert_eq!(
-                got.iter().map(|r| r.offset).collect::<Vec<_>>(),
-                vec![5, 6, 7]
-            );
-            assert_eq!(got[0].record, rec(5));
-        }
-        let log = LogStore::open(dir.path(), FlushPolicy::Always).unwrap();
-        assert_eq!(log.end_offsets("t").unwrap(), vec![20, 2]);
-        let all = log.read("t", 0, 0, 100).unwrap();
-        assert_eq!(all.len(), 20);
-        assert_eq!(all[19].record, rec(19));
-        assert!(log.recovery_reports().is_empty());
-        assert!(matches!(
-            log.create_topic("t", 1),
-            Err(StorageError::TopicExists(_))
-        ));
-        assert!(matches!(
-            log.read("nope", 0, 0, 1),
-            Err(StorageError::TopicNotFound(_))
-        ));
-        assert!(log.create_topic("../evil", 1).is_err());
-    }
-
-    #[test]
-    fn torn_tail_is_cut_back_and_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let log = LogStore::open(dir.path(), FlushPolicy::Always).unwrap();
-            log.create_topic("t", 1).unwrap();
-            log.append("t", 0, &[rec(1), rec(2)]).unwrap();
-            log.append("t", 0, &[rec(3)]).unwrap();
-        }
-        let seg = dir.path().join("t/0/00000000000000000000.log");
-        let full = fs::metadata(&seg).unwrap().len();
-        // Tear the last batch and add garbage.
-        let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
-        f.set_len(full - 3).unwrap();
-        drop(f);
-        let mut f = fs::OpenOptions::new().append(true).open(&seg).unwrap();
-        f.write_all(b"garbage").unwrap();
-        drop(f);
-        let log = LogStore::open(dir.path(), FlushPolicy::Always).unwrap();
-        assert_eq!(log.end_offset("t", 0).unwrap(), 2);
-        assert_eq!(log.recovery_reports().len(), 1);
-        // Appends continue after the cut.
-        assert_eq!(log.append("t", 0, &[rec(9)]).unwrap(), 2);
-        let all = log.read("t", 0, 0, 10).unwrap();
-        assert_eq!(
-            all.iter().map(|r| r.record.timestamp).collect::<Vec<_>>(),
-            vec![1, 2, 9]
-        );
-    }
-
-    #[test]
-    fn damage_followed_by_valid_batches_is_an_error_not_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let log = LogStore::open(dir.path(), FlushPolicy::Always).unwrap();
-            log.create_topic("t", 1).unwrap();
-            for i in 0..5 {
-                log.append("t", 0, &[rec(i)]).unwrap();
-            }
-        }
-        let seg = dir.path().join("t/0/00000000000000000000.log");
-        let mut bytes = fs::read(&seg).unwrap();
-        let len = bytes.len();
-        bytes[len / 3] ^= 0x01; // inside an early batch: acknowledged batches follow
-        fs::write(&seg, &bytes).unwrap();
-        match LogStore::open(dir.path(), FlushPolicy::Always) {
-            Err(StorageError::Corrupt { .. }) => {}
-            Err(e) => panic!("unexpected error {e}"),
-            Ok(_) => panic!("acknowledged batches after the damage would have been cut"),
-        }
-        assert_eq!(fs::read(&seg).unwrap().len(), len, "nothing was truncated");
-    }
-
-    #[test]
-    fn damage_in_an_older_segment_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let log =
-                LogStore::open_with_segment_bytes(dir.path(), FlushPolicy::Always, 60).unwrap();
-            log.create_topic("t", 1).unwrap();
-            for i in 0..10 {
-                log.append("t", 0, &[rec(i)]).unwrap();
-            }
-        }
-        let seg = dir.path().join("t/0/00000000000000000000.log");
-        let mut bytes = fs::read(&seg).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x40;
-        fs::write(&seg, bytes).unwrap();
-        match LogStore::open(dir.path(), FlushPolicy::Always) {
-            Err(StorageError::Corrupt { .. }) => {}
-            Err(e) => panic!("unexpected error {e}"),
-            Ok(_) => panic!("corruption went unnoticed"),
-        }
     }
 }
