@@ -302,6 +302,11 @@ impl Engine {
         &self.log
     }
 
+    /// Changes whenever records are appended through the engine.
+    pub(crate) fn subscribe_appended(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
     fn notify_appended(&self) {
         self.appended.send_modify(|v| *v += 1);
     }

@@ -11,7 +11,8 @@
 //! operators), [`Datum`] (a serializable scalar for state).
 //!
 //! Layers, lowest first: `datum` and `format` (values and bytes) →
-//! `codec` (records ↔ change batches) → `pipeline` (operators) → `engine`.
+//! `codec` (records ↔ change batches) → `pipeline` (operators) → `engine`
+//! (and `print`, which shows raw topic records).
 //! It knows nothing of SQL text or wire protocols: it takes plans.
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ mod engine;
 mod error;
 mod format;
 mod pipeline;
+mod print;
 
 pub use datum::Datum;
 pub use engine::{Engine, EngineConfig, PushStream};

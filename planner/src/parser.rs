@@ -217,6 +217,17 @@ pub enum Statement {
         /// Property name.
         name: String,
     },
+    /// `PRINT 'topic' [FROM BEGINNING] [INTERVAL|SAMPLE n] [LIMIT n]`
+    Print {
+        /// The topic (as written when quoted, upper-cased otherwise).
+        topic: String,
+        /// Start at the oldest record instead of the end.
+        from_beginning: bool,
+        /// Print every n-th record.
+        interval: u64,
+        /// Stop after this many records.
+        limit: Option<u64>,
+    },
 }
 
 /// Parses a script of `;`-separated statements.
@@ -467,6 +478,9 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
                 id: Some(parse_name(&mut p)?),
             }
         }
+    } else if is_word(&first, "PRINT") {
+        p.next_token();
+        parse_print(&mut p)?
     } else if is_word(&first, "FLUSH") {
         p.next_token();
         Statement::Flush
@@ -675,6 +689,53 @@ fn parse_copy(p: &mut Parser, emit: Option<Emit>) -> Result<Statement> {
     }
 }
 
+fn parse_print(p: &mut Parser) -> Result<Statement> {
+    let t = p.next_token();
+    let topic = match &t.token {
+        Token::SingleQuotedString(s) => s.clone(),
+        Token::Word(w) => w.value.clone(),
+        _ => return Err(syntax(p.expected::<()>("a topic name", t).unwrap_err())),
+    };
+    let from_beginning = if p.parse_keyword(Keyword::FROM) {
+        let t = p.next_token();
+        if !is_word(&t.token, "BEGINNING") {
+            return Err(syntax(p.expected::<()>("BEGINNING", t).unwrap_err()));
+        }
+        true
+    } else {
+        false
+    };
+    let mut interval = 1;
+    let mut limit = None;
+    loop {
+        let t = p.peek_token();
+        if is_word(&t.token, "INTERVAL") || is_word(&t.token, "SAMPLE") {
+            p.next_token();
+            interval = parse_count(p)?.max(1);
+        } else if p.parse_keyword(Keyword::LIMIT) {
+            limit = Some(parse_count(p)?);
+        } else {
+            break;
+        }
+    }
+    Ok(Statement::Print {
+        topic,
+        from_beginning,
+        interval,
+        limit,
+    })
+}
+
+fn parse_count(p: &mut Parser) -> Result<u64> {
+    let t = p.next_token();
+    match &t.token {
+        Token::Number(n, _) => n
+            .parse()
+            .map_err(|_| PlanError::Syntax(format!("syntax error: {n} is not a valid count"))),
+        _ => Err(syntax(p.expected::<()>("a number", t).unwrap_err())),
+    }
+}
+
 fn parse_show(p: &mut Parser) -> Result<Statement> {
     let t = p.next_token();
     let what = match &t.token {
@@ -795,6 +856,30 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn print_statements() {
+        assert!(matches!(
+            one("PRINT 'my_topic' FROM BEGINNING INTERVAL 2 LIMIT 5"),
+            Statement::Print {
+                topic,
+                from_beginning: true,
+                interval: 2,
+                limit: Some(5),
+            } if topic == "my_topic"
+        ));
+        assert!(matches!(
+            one("print pageviews"),
+            Statement::Print {
+                topic,
+                from_beginning: false,
+                interval: 1,
+                limit: None,
+            } if topic == "PAGEVIEWS"
+        ));
+        assert!(parse("PRINT 'x' FROM NOW").is_err());
+        assert!(parse("PRINT 'x' LIMIT many").is_err());
     }
 
     #[test]

@@ -327,7 +327,9 @@ pub fn split_statements(sql: &str) -> Result<Vec<(String, StatementKind)>> {
         .into_iter()
         .map(|p| {
             let kind = match p.statement {
-                Statement::Select { .. } | Statement::CopyTo { .. } => StatementKind::Query,
+                Statement::Select { .. } | Statement::CopyTo { .. } | Statement::Print { .. } => {
+                    StatementKind::Query
+                }
                 Statement::Set { name, value } => StatementKind::Set(name, value),
                 Statement::Unset { name } => StatementKind::Unset(name),
                 _ => StatementKind::Other,
@@ -422,6 +424,39 @@ impl Session {
                 })
             }
             Statement::Show { what, extended } => Ok(self.show(*what, *extended, &parsed.sql)),
+            Statement::Print {
+                topic,
+                from_beginning,
+                interval,
+                limit,
+            } => {
+                // Unquoted names were upper-cased; ksqlDB then also tries the name as written.
+                let log = brook.engine.log();
+                let name = if log.topic_exists(topic) || parsed.sql.contains('\'') {
+                    topic.clone()
+                } else {
+                    log.topics()
+                        .into_iter()
+                        .map(|(n, _)| n)
+                        .find(|n| n.eq_ignore_ascii_case(topic))
+                        .unwrap_or_else(|| topic.clone())
+                };
+                if !log.topic_exists(&name) {
+                    return Err(ServerError::Storage(
+                        brook_storage::StorageError::TopicNotFound(name),
+                    ));
+                }
+                let stream = brook.engine.print(
+                    &name,
+                    *from_beginning || self.reads_from_beginning(),
+                    *interval,
+                    *limit,
+                )?;
+                Ok(Output::Stream {
+                    stream,
+                    copy: false,
+                })
+            }
             Statement::Describe { name, .. } => self.describe(name, &parsed.sql),
         }
     }
