@@ -55,6 +55,67 @@ enum Command {
         /// The script.
         file: PathBuf,
     },
+    /// Measure Brook against the machine it runs on.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Log appends (log.flush=always; 1, 8 and 64 writers; 100 B and 1 KB
+    /// records) beside the raw disk doing the same, and sequential reads.
+    Log {
+        /// Directory to write in (on the disk to measure); a temporary
+        /// directory under it is removed afterwards.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Seconds per append workload.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Megabytes to read back per record size.
+        #[arg(long, default_value_t = 1024)]
+        read_mb: u64,
+    },
+}
+
+/// `brook bench log`: prints one line per workload and the log/raw ratios.
+fn bench_log(dir: &std::path::Path, seconds: f64, read_mb: u64) -> anyhow::Result<()> {
+    use brook_server::storage_bench as bench;
+    let work = tempfile::Builder::new()
+        .prefix("brook-bench-")
+        .tempdir_in(dir)
+        .with_context(|| format!("could not create a directory in {}", dir.display()))?;
+    println!(
+        "{:<58} {:>10} {:>12} {:>9}",
+        "workload", "MB/s", "records/s", "seconds"
+    );
+    let results = bench::run_all(
+        work.path(),
+        std::time::Duration::from_secs_f64(seconds),
+        read_mb << 20,
+        |m| {
+            println!(
+                "{:<58} {:>10.1} {:>12.0} {:>9.2}",
+                m.name,
+                m.mb_per_s(),
+                m.records_per_s(),
+                m.elapsed.as_secs_f64()
+            );
+        },
+    )?;
+    println!();
+    for pair in results.chunks(2).take(6) {
+        if let [log, raw] = pair {
+            println!(
+                "{:<58} log/raw = {:.2}",
+                log.name,
+                log.mb_per_s() / raw.mb_per_s()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +149,14 @@ fn main() -> anyhow::Result<()> {
     };
     match cli.command {
         Some(Command::Server) => rt.block_on(run_server(config)),
+        Some(Command::Bench {
+            what:
+                BenchWhat::Log {
+                    dir,
+                    seconds,
+                    read_mb,
+                },
+        }) => bench_log(&dir, seconds, read_mb),
         Some(Command::Run { file }) => {
             let script = std::fs::read_to_string(&file)
                 .with_context(|| format!("could not read {}", file.display()))?;

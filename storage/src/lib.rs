@@ -16,10 +16,15 @@
 //! - [`CatalogStore`] is the ordered command log of DDL that succeeded,
 //!   replayed at start to rebuild the catalog.
 //!
-//! Layers, lowest first: `log::record` (framing) → `log::segment` →
-//! `log` (partitions, topics) → `state` and `catalog` (sled).
+//! Layers, lowest first: [`vfs`] (the file system, real or simulated) →
+//! `log::record` (framing) → `log::segment` and `log::index` (segment files
+//! and their sparse offset/time indexes) → [`log`] (partitions, group
+//! commit, recovery, retention, compaction) → `catalog` (an internal log
+//! topic) and `state` (sled). [`bench`] measures the log against the raw
+//! disk.
 #![warn(missing_docs)]
 
+pub mod bench;
 mod catalog;
 mod error;
 pub mod log;
