@@ -35,8 +35,8 @@ struct Cli {
     #[arg(long, global = true, default_value = "127.0.0.1:8088")]
     http_listen: SocketAddr,
     /// When log appends are fsynced: `always` (an acknowledged INSERT
-    /// survives power loss), `interval:<ms>` (power loss can lose the last
-    /// <ms> of acknowledged writes) or `never` (left to the OS).
+    /// survives power loss), `interval:MS` (power loss can lose the last
+    /// MS milliseconds of acknowledged writes) or `never` (left to the OS).
     #[arg(long, global = true, env = "BROOK_LOG_FLUSH", default_value = "always")]
     log_flush: brook_server::FlushPolicy,
     /// Open the REPL against a running server instead (e.g. http://127.0.0.1:8088).

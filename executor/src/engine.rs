@@ -141,6 +141,9 @@ pub struct Engine {
     /// The state store was lost (unopenable or deleted) and is rebuilt
     /// from the log by the queries as they start.
     state_lost: bool,
+    /// Set by [`Engine::finish_startup`]: queries started later are new,
+    /// not resumed, and never rebuild.
+    startup_done: std::sync::atomic::AtomicBool,
     config: EngineConfig,
 }
 
@@ -233,7 +236,9 @@ impl Engine {
                 "state store is empty but the catalog is not: rebuilding state from the log"
             );
         }
-        if !initialized {
+        if !initialized && !state_lost {
+            // (When state was lost, the marker is written only once every
+            // resumed query has a rebuilding checkpoint: see finish_startup.)
             let mut b = WriteBatch::default();
             b.put(INITIALIZED_KEY.to_vec(), b"1".to_vec());
             sled_state.commit(b)?;
@@ -247,6 +252,7 @@ impl Engine {
             appended,
             queries: Mutex::new(HashMap::new()),
             state_lost,
+            startup_done: std::sync::atomic::AtomicBool::new(false),
             config,
         });
         if config.maintenance_ms > 0 {
@@ -269,6 +275,21 @@ impl Engine {
             }
         }
         Ok(engine)
+    }
+
+    /// Says that every persistent query of the catalog has been started:
+    /// queries started from now on are new. After a state loss, this is when
+    /// the rebuild is recorded as under way (each resumed query has a
+    /// rebuilding checkpoint by then), so a crash before it rebuilds again.
+    pub fn finish_startup(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.state_lost && !self.startup_done.load(Ordering::SeqCst) {
+            let mut b = WriteBatch::default();
+            b.put(INITIALIZED_KEY.to_vec(), b"1".to_vec());
+            self.state.commit(b)?;
+        }
+        self.startup_done.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The engine's settings.
@@ -397,14 +418,28 @@ impl Engine {
             )));
         }
         let partitions = self.log.partitions(&plan.source.topic)?;
+        let cp = self.load_checkpoint(id, &sink, partitions)?;
+        let rebuild_target = if cp.rebuilding {
+            let target = self.log.end_offsets(&plan.source.topic)?;
+            let done = cp.offsets.iter().zip(&target).all(|(a, b)| a >= b);
+            tracing::warn!(query_id = %id, records = target.iter().sum::<u64>(),
+                "rebuilding query state from the log");
+            (!done).then_some(target)
+        } else {
+            None
+        };
         let (stop, stop_rx) = watch::channel(false);
-        let (progress_tx, progress) = watch::channel(Progress::default());
+        let (progress_tx, progress) = watch::channel(Progress {
+            offsets: cp.offsets.clone(),
+            failed: None,
+            rebuild_target: rebuild_target.clone(),
+        });
         let engine = Arc::clone(self);
         let qid = id.to_string();
         let source_topic = plan.source.topic.clone();
         let handle = tokio::spawn(async move {
             let result = engine
-                .run_query(&qid, plan, sink, partitions, stop_rx, &progress_tx)
+                .run_query(&qid, plan, sink, cp, rebuild_target, stop_rx, &progress_tx)
                 .await;
             if let Err(e) = result {
                 tracing::error!(query_id = %qid, error = %e, "persistent query failed");
@@ -520,31 +555,36 @@ impl Engine {
         }
     }
 
-    async fn run_query(
-        &self,
-        id: &str,
-        plan: StreamPlan,
-        sink: SourceDef,
-        partitions: u32,
-        mut stop: watch::Receiver<bool>,
-        progress: &watch::Sender<Progress>,
-    ) -> Result<()> {
+    /// A query's checkpoint, or a new one. A query resumed at startup after
+    /// the state was lost gets a rebuilding checkpoint, committed at once
+    /// (see [`Engine::finish_startup`]).
+    fn load_checkpoint(&self, id: &str, sink: &SourceDef, partitions: u32) -> Result<Checkpoint> {
         let meta_key = [query_prefix(id), b"meta".to_vec()].concat();
-        let mut cp: Checkpoint = match self.state.get(&meta_key)? {
+        let cp = match self.state.get(&meta_key)? {
             Some(b) => serde_json::from_slice(&b)
                 .map_err(|e| ExecError::Internal(format!("unreadable checkpoint of {id}: {e}")))?,
-            None => Checkpoint {
-                epoch: 0,
-                offsets: vec![0; partitions as usize],
-                outbox: vec![],
-                rebuilding: self.state_lost,
-                // What the sink holds was written before the state was lost.
-                skip: if self.state_lost {
-                    self.log.end_offsets(&sink.topic)?
-                } else {
-                    vec![]
-                },
-            },
+            None => {
+                let lost =
+                    self.state_lost && !self.startup_done.load(std::sync::atomic::Ordering::SeqCst);
+                let cp = Checkpoint {
+                    epoch: 0,
+                    offsets: vec![0; partitions as usize],
+                    outbox: vec![],
+                    rebuilding: lost,
+                    // What the sink holds was written before the state was lost.
+                    skip: if lost {
+                        self.log.end_offsets(&sink.topic)?
+                    } else {
+                        vec![]
+                    },
+                };
+                if lost {
+                    let mut b = WriteBatch::default();
+                    b.put(meta_key, json(&cp)?);
+                    self.state.commit(b)?;
+                }
+                cp
+            }
         };
         if cp.offsets.len() != partitions as usize {
             return Err(ExecError::Internal(format!(
@@ -552,19 +592,23 @@ impl Engine {
                 cp.offsets.len()
             )));
         }
+        Ok(cp)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_query(
+        &self,
+        id: &str,
+        plan: StreamPlan,
+        sink: SourceDef,
+        mut cp: Checkpoint,
+        mut rebuild_target: Option<Vec<u64>>,
+        mut stop: watch::Receiver<bool>,
+        progress: &watch::Sender<Progress>,
+    ) -> Result<()> {
+        let meta_key = [query_prefix(id), b"meta".to_vec()].concat();
+        let partitions = cp.offsets.len() as u32;
         blocking(|| self.write_outbox(id, &sink, &cp.outbox))?;
-        let mut rebuild_target = if cp.rebuilding {
-            let target = self.log.end_offsets(&plan.source.topic)?;
-            tracing::warn!(query_id = %id, records = target.iter().sum::<u64>(),
-                "rebuilding query state from the log");
-            Some(target)
-        } else {
-            None
-        };
-        progress.send_modify(|p| {
-            p.offsets = cp.offsets.clone();
-            p.rebuild_target = rebuild_target.clone();
-        });
         let mut pipeline = Pipeline::new(&plan, [query_prefix(id), b"a/".to_vec()].concat())?;
         let mut table = (plan.source.kind == SourceKind::Table)
             .then(|| TableSource::new([query_prefix(id), b"t/".to_vec()].concat()));
@@ -576,15 +620,34 @@ impl Engine {
             }
             appended.borrow_and_update();
             let mut records = Vec::new();
+            let mut skipped_gap = false;
             for p in 0..partitions {
-                records.extend(self.log.read(
-                    &plan.source.topic,
-                    p,
-                    cp.offsets[p as usize],
-                    EPOCH_RECORDS,
-                )?);
+                let end = self.log.end_offset(&plan.source.topic, p)?;
+                let read =
+                    self.log
+                        .read(&plan.source.topic, p, cp.offsets[p as usize], EPOCH_RECORDS)?;
+                if read.is_empty() && cp.offsets[p as usize] < end {
+                    // Nothing readable below the end: compaction or
+                    // retention left a gap. Move past it.
+                    cp.offsets[p as usize] = end;
+                    skipped_gap = true;
+                }
+                records.extend(read);
             }
             if records.is_empty() {
+                if skipped_gap {
+                    if rebuild_target
+                        .as_ref()
+                        .is_some_and(|t| cp.offsets.iter().zip(t).all(|(a, b)| a >= b))
+                    {
+                        rebuild_target = None;
+                    }
+                    progress.send_modify(|p| {
+                        p.offsets = cp.offsets.clone();
+                        p.rebuild_target = rebuild_target.clone();
+                    });
+                    continue;
+                }
                 tokio::select! {
                     _ = appended.changed() => {}
                     _ = stop.changed() => {}
@@ -608,7 +671,12 @@ impl Engine {
                 t.drain(&mut batch)?;
             }
             let mut outbox: BTreeMap<u32, OutboxPart> = BTreeMap::new();
-            let mut skip = cp.skip.clone();
+            // Only while rebuilding: afterwards every output is new.
+            let mut skip = if rebuild_target.is_some() {
+                cp.skip.clone()
+            } else {
+                vec![]
+            };
             for r in sink_records {
                 if let (Some(mv), Some(key)) = (&r.mv, &r.record.key) {
                     let k = [mv_prefix(&sink.name), key.clone()].concat();

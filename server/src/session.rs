@@ -155,6 +155,7 @@ impl Brook {
                 .ok_or_else(|| PlanError::Internal(format!("no plan for query {id}")))?;
             brook.start_query(&id, plan)?;
         }
+        brook.engine.finish_startup()?;
         Ok(brook)
     }
 

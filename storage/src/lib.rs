@@ -20,7 +20,7 @@
 //! `log::record` (framing) → `log::segment` and `log::index` (segment files
 //! and their sparse offset/time indexes) → [`log`] (partitions, group
 //! commit, recovery, retention, compaction) → `catalog` (an internal log
-//! topic) and `state` (sled). [`bench`] measures the log against the raw
+//! topic) and `state` (sled). [`mod@bench`] measures the log against the raw
 //! disk.
 #![warn(missing_docs)]
 

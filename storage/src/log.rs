@@ -576,9 +576,9 @@ impl LogStore {
         let full = len + framed.len() as u64 > self.config.segment_bytes;
         let old = now.saturating_sub(active.opened_ms) >= self.config.segment_ms as i64;
         if len > 0 && (full || old) {
-            if self.config.flush != FlushPolicy::Never {
-                active.sync()?;
-            }
+            // Even under `never`: a closed segment is never recovered as a
+            // torn tail, so it must be whole on disk before its index says so.
+            active.sync()?;
             active.write_index(self.vfs.as_ref())?;
             let seg = Segment::create(self.vfs.as_ref(), &p.dir, base, now)?;
             inner.segments.push(Arc::new(seg));
@@ -749,6 +749,10 @@ impl LogStore {
         let horizon = now.saturating_sub(config.delete_retention_ms);
         let mut rewritten = 0;
         for (seg, len_limit) in &segments[..segments.len() - 1] {
+            if seg.end_offset() > visible {
+                // Records still waiting for their fsync: not ours to rewrite.
+                break;
+            }
             let mut recs = Vec::new();
             seg.read_into(p.id, 0, visible, *len_limit, usize::MAX, &mut recs)?;
             let before = recs.len();
@@ -784,14 +788,29 @@ impl LogStore {
         let file = vfs
             .open(&cleaned, true)
             .map_err(io_err("create", &cleaned))?;
-        // Runs of consecutive offsets become one batch each (at most 1000 records).
+        // Runs of consecutive offsets become one batch each (at most 1000
+        // records and about 1 MiB, far below the frame size limit).
+        let size = |r: &StoredRecord| {
+            let headers: usize = r
+                .record
+                .headers
+                .iter()
+                .map(|(k, v)| 8 + k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum();
+            24 + r.record.key.as_ref().map_or(0, Vec::len)
+                + r.record.value.as_ref().map_or(0, Vec::len)
+                + headers
+        };
         let mut i = 0;
         while i < records.len() {
             let mut j = i + 1;
+            let mut bytes = size(&records[i]);
             while j < records.len()
                 && j - i < 1000
+                && bytes + size(&records[j]) <= 1 << 20
                 && records[j].offset == records[j - 1].offset + 1
             {
+                bytes += size(&records[j]);
                 j += 1;
             }
             let run: Vec<Record> = records[i..j].iter().map(|r| r.record.clone()).collect();
@@ -800,6 +819,23 @@ impl LogStore {
             i = j;
         }
         file.sync_data().map_err(io_err("fsync", &cleaned))?;
+        // Check the new file before it replaces anything.
+        let (check, damage) = Segment::open_scan(
+            vfs,
+            cleaned.clone(),
+            seg.base_offset,
+            self.config.index_interval_bytes,
+            seg.opened_ms,
+        )?;
+        drop(check);
+        if let Some(d) = damage {
+            let _ = vfs.remove_file(&cleaned);
+            return Err(StorageError::Corrupt {
+                path: cleaned,
+                position: d.position,
+                reason: d.reason,
+            });
+        }
         let mut inner = p.lock();
         let Some(pos) = inner.segments.iter().position(|s| Arc::ptr_eq(s, seg)) else {
             // Retention deleted it meanwhile.

@@ -228,7 +228,10 @@ impl Segment {
                     "batch has base offset {base}, expected at least {expected}"
                 ))));
             }
-            expected = base + records.len() as u64;
+            let Some(end) = base.checked_add(records.len() as u64) else {
+                return Ok(Some(damage(format!("batch base offset {base} overflows"))));
+            };
+            expected = end;
             let go_on = f(ScannedBatch {
                 pos,
                 len: frame_len,
