@@ -30,10 +30,7 @@ pub fn decode_rows<'r>(
 ) -> (Vec<DecodedRow<'r>>, usize) {
     let keys: Vec<&Column> = def.key_columns().collect();
     let values: Vec<&Column> = def.value_columns().collect();
-    let ts_index = def
-        .timestamp_column
-        .as_ref()
-        .and_then(|t| def.columns.iter().position(|c| &c.name == t));
+    let ts_index = def.timestamp_index();
     let mut out = Vec::with_capacity(records.len());
     let mut skipped = 0;
     for r in records {
@@ -249,10 +246,7 @@ pub fn encode_rows(
 ) -> Result<Vec<(u32, Record)>> {
     let keys: Vec<&Column> = def.key_columns().collect();
     let values: Vec<&Column> = def.value_columns().collect();
-    let ts_index = def
-        .timestamp_column
-        .as_ref()
-        .and_then(|t| def.columns.iter().position(|c| &c.name == t));
+    let ts_index = def.timestamp_index();
     let mut out = Vec::with_capacity(rows.len());
     for (rowtime, row) in rows {
         let datums: Vec<Datum> = row.iter().map(Datum::from_scalar).collect::<Result<_>>()?;

@@ -124,7 +124,13 @@ pub struct SourceDef {
 }
 
 impl SourceDef {
-    /// The key columns.
+    /// Position in `columns` of the `TIMESTAMP` column, if any.
+    pub fn timestamp_index(&self) -> Option<usize> {
+        let t = self.timestamp_column.as_ref()?;
+        self.columns.iter().position(|c| &c.name == t)
+    }
+
+    /// Key columns, in order.
     pub fn key_columns(&self) -> impl Iterator<Item = &Column> {
         self.columns.iter().filter(|c| c.key)
     }

@@ -136,15 +136,23 @@ fn substitute(v: &Value, from: &str, to: &str) -> Value {
     }
 }
 
+/// Reads a (relaxed) JSON test file of QTT or RQTT.
+pub fn read_test_file(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&relax_json(&text)).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `tests` array of a test file.
+pub fn test_array<'a>(doc: &'a Value, path: &Path) -> Result<&'a Vec<Value>, String> {
+    doc.get("tests")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{}: no tests", path.display()))
+}
+
 /// Loads a QTT file, expanding `format` and `config` matrices.
 pub fn load_file(path: &Path) -> Result<Vec<Case>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let doc: Value =
-        serde_json::from_str(&relax_json(&text)).map_err(|e| format!("{}: {e}", path.display()))?;
-    let tests = doc
-        .get("tests")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("{}: no tests", path.display()))?;
+    let doc = read_test_file(path)?;
+    let tests = test_array(&doc, path)?;
     let mut out = Vec::new();
     for t in tests {
         let name = t

@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::qtt::{
-    compare_outputs, fresh_brook, json_matches, produce, relax_json, strings, Case, Outcome,
+    compare_outputs, fresh_brook, json_matches, produce, read_test_file, strings, test_array, Case,
+    Outcome,
 };
 
 /// One REST case.
@@ -35,13 +36,8 @@ pub struct RestCase {
 
 /// Loads an RQTT file.
 pub fn load_file(path: &Path) -> Result<Vec<RestCase>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let doc: Value =
-        serde_json::from_str(&relax_json(&text)).map_err(|e| format!("{}: {e}", path.display()))?;
-    let tests = doc
-        .get("tests")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("{}: no tests", path.display()))?;
+    let doc = read_test_file(path)?;
+    let tests = test_array(&doc, path)?;
     let mut out = Vec::new();
     for t in tests {
         let statements = strings(t.get("statements"));
