@@ -216,6 +216,19 @@ struct Partition {
     inner: Mutex<PartInner>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// What the last compaction left, so that the next one runs only when
+    /// there is something new to do.
+    cleaned: Mutex<Option<CleanMark>>,
+}
+
+/// The state of a compacted partition after a compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CleanMark {
+    /// End offset of the last closed segment then.
+    closed_end: u64,
+    /// Timestamp of the oldest tombstone kept in closed segments
+    /// (`i64::MAX` if none): nothing is due before the horizon passes it.
+    oldest_tombstone: i64,
 }
 
 impl Partition {
@@ -735,6 +748,13 @@ impl LogStore {
         if segments.len() < 2 {
             return Ok(0);
         }
+        let horizon = now.saturating_sub(config.delete_retention_ms);
+        let closed_end = segments[segments.len() - 2].0.end_offset();
+        let mut cleaned = p.cleaned.lock().unwrap_or_else(|e| e.into_inner());
+        if cleaned.is_some_and(|m| m.closed_end == closed_end && horizon <= m.oldest_tombstone) {
+            // No segment closed and no tombstone expired since the last run.
+            return Ok(0);
+        }
         // The latest offset of every key, over the whole partition.
         let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
         for (seg, len_limit) in &segments {
@@ -746,12 +766,13 @@ impl LogStore {
                 }
             }
         }
-        let horizon = now.saturating_sub(config.delete_retention_ms);
         let mut rewritten = 0;
+        let mut oldest_tombstone = i64::MAX;
         for (seg, len_limit) in &segments[..segments.len() - 1] {
             if seg.end_offset() > visible {
-                // Records still waiting for their fsync: not ours to rewrite.
-                break;
+                // Records still waiting for their fsync: not ours to rewrite
+                // (and the next run must look again).
+                return Ok(rewritten);
             }
             let mut recs = Vec::new();
             seg.read_into(p.id, 0, visible, *len_limit, usize::MAX, &mut recs)?;
@@ -763,12 +784,19 @@ impl LogStore {
                         && (r.record.value.is_some() || r.record.timestamp >= horizon)
                 }
             });
+            for r in recs.iter().filter(|r| r.record.value.is_none()) {
+                oldest_tombstone = oldest_tombstone.min(r.record.timestamp);
+            }
             if recs.len() == before {
                 continue;
             }
             self.rewrite_segment(p, seg, &recs)?;
             rewritten += 1;
         }
+        *cleaned = Some(CleanMark {
+            closed_end,
+            oldest_tombstone,
+        });
         Ok(rewritten)
     }
 
@@ -961,6 +989,7 @@ fn new_partition(topic: &str, id: u32, dir: PathBuf, segments: Vec<Arc<Segment>>
             ..SyncState::default()
         }),
         synced: Condvar::new(),
+        cleaned: Mutex::new(None),
     }
 }
 

@@ -416,3 +416,47 @@ fn compaction_splits_large_runs_into_readable_batches() {
         .collect();
     assert_eq!(keys.len(), 20);
 }
+
+#[test]
+fn compaction_runs_again_only_when_there_is_something_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = LogStore::open(dir.path(), small(200)).unwrap();
+    let mut t = TopicConfig::new(1);
+    t.cleanup_policy = CleanupPolicy::Compact;
+    t.delete_retention_ms = 1000;
+    log.create_topic_with("tbl", t).unwrap();
+    let put = |k: u8, v: Option<&[u8]>, ts: i64| Record {
+        timestamp: ts,
+        key: Some(vec![k]),
+        value: v.map(<[u8]>::to_vec),
+        headers: vec![],
+    };
+    for i in 0..30 {
+        log.append("tbl", 0, &[put(i % 3, Some(b"v"), 0)]).unwrap();
+    }
+    log.append("tbl", 0, &[put(0, None, 100)]).unwrap();
+    for i in 0..10 {
+        log.append("tbl", 0, &[put(5 + i, Some(b"w"), 0)]).unwrap();
+    }
+    assert!(log.maintain(0).unwrap() > 0);
+    assert_eq!(
+        log.maintain(0).unwrap(),
+        0,
+        "nothing closed, nothing expired"
+    );
+    // The tombstone (timestamp 100) expires once the horizon passes it.
+    assert_eq!(log.maintain(1100).unwrap(), 0, "horizon 100: kept");
+    assert!(log.maintain(1101).unwrap() > 0, "horizon 101: dropped");
+    let keys: Vec<u8> = log
+        .read("tbl", 0, 0, 1000)
+        .unwrap()
+        .iter()
+        .map(|r| r.record.key.as_ref().unwrap()[0])
+        .collect();
+    assert!(!keys.contains(&0), "{keys:?}");
+    // A newly closed segment makes the next run look again.
+    for i in 0..10 {
+        log.append("tbl", 0, &[put(1, Some(b"x"), i)]).unwrap();
+    }
+    assert!(log.maintain(1101).unwrap() > 0);
+}

@@ -32,6 +32,18 @@ struct SegState {
     bytes_since_entry: u64,
 }
 
+impl SegState {
+    fn empty(base_offset: u64) -> SegState {
+        SegState {
+            len: 0,
+            end_offset: base_offset,
+            max_ts: i64::MIN,
+            entries: Vec::new(),
+            bytes_since_entry: 0,
+        }
+    }
+}
+
 pub(crate) struct Segment {
     pub base_offset: u64,
     pub path: PathBuf,
@@ -72,13 +84,7 @@ impl Segment {
             base_offset,
             path,
             file,
-            state: RwLock::new(SegState {
-                len: 0,
-                end_offset: base_offset,
-                max_ts: i64::MIN,
-                entries: Vec::new(),
-                bytes_since_entry: 0,
-            }),
+            state: RwLock::new(SegState::empty(base_offset)),
             opened_ms: now_ms,
         })
     }
@@ -138,13 +144,7 @@ impl Segment {
             base_offset,
             path,
             file,
-            state: RwLock::new(SegState {
-                len: 0,
-                end_offset: base_offset,
-                max_ts: i64::MIN,
-                entries: Vec::new(),
-                bytes_since_entry: 0,
-            }),
+            state: RwLock::new(SegState::empty(base_offset)),
             opened_ms: now_ms,
         };
         let damage = seg.scan(0, |b| {
