@@ -27,5 +27,5 @@ mod print;
 pub use datum::Datum;
 pub use engine::{Engine, EngineConfig, PushStream};
 pub use error::{ExecError, Result};
-pub use format::{bytes_to_json, json_to_bytes};
+pub use format::{bytes_to_json, datum_to_json, json_to_bytes};
 pub use pipeline::{ChangeBatch, Pipeline};

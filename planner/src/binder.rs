@@ -208,7 +208,11 @@ impl Default for FormatDefaults {
 fn check_kafka_types(key_format: Format, value_format: Format, columns: &[Column]) -> Result<()> {
     for c in columns {
         let format = if c.key { key_format } else { value_format };
-        if format == Format::Kafka && c.ty == SqlType::Boolean {
+        let supported = matches!(
+            c.ty,
+            SqlType::Int | SqlType::Bigint | SqlType::Double | SqlType::String | SqlType::Bytes
+        );
+        if format == Format::Kafka && !supported {
             return Err(PlanError::Invalid(format!(
                 "The 'KAFKA' format does not support type '{}'",
                 c.ty
@@ -304,7 +308,7 @@ pub fn plan_create_source(
         }
         columns.push(Column {
             name: spec.name.clone(),
-            ty: SqlType::from_ast(&spec.data_type)?,
+            ty: spec.ty.clone(),
             key: spec.key,
         });
     }
@@ -1185,13 +1189,13 @@ pub fn plan_insert(
         for (slot, expr) in slots.iter().zip(row) {
             match slot {
                 None => {
-                    let v = literal(expr, SqlType::Bigint, ROWTIME)?;
+                    let v = literal(expr, &SqlType::Bigint, ROWTIME)?;
                     rowtime = match v {
                         ScalarValue::Int64(v) => v,
                         _ => None,
                     };
                 }
-                Some(i) => values[*i] = literal(expr, def.columns[*i].ty, &def.columns[*i].name)?,
+                Some(i) => values[*i] = literal(expr, &def.columns[*i].ty, &def.columns[*i].name)?,
             }
         }
         if def.kind == SourceKind::Table {
@@ -1216,7 +1220,7 @@ pub fn plan_insert(
 }
 
 /// Converts a literal expression to a value of the column's type.
-fn literal(expr: &ast::Expr, ty: SqlType, column: &str) -> Result<ScalarValue> {
+fn literal(expr: &ast::Expr, ty: &SqlType, column: &str) -> Result<ScalarValue> {
     let mismatch = |found: &str| {
         PlanError::Type(format!(
             "column \"{column}\" is of type {ty} but expression is of type {found}"

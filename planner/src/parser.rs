@@ -8,7 +8,7 @@
 use std::fmt;
 
 use datafusion::sql::sqlparser::ast::{
-    self, CopySource, CopyTarget, DataType, Expr, ObjectName, Query, SetExpr, TableObject, Value,
+    self, CopySource, CopyTarget, Expr, ObjectName, Query, SetExpr, TableObject, Value,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Toke
 
 use crate::catalog::SourceKind;
 use crate::error::{PlanError, Result};
+use crate::types::SqlType;
 
 /// How deep parentheses and sub-expressions may nest before parsing stops
 /// with an error (instead of overflowing the stack).
@@ -71,7 +72,7 @@ pub struct ColumnSpec {
     /// Name (normalized).
     pub name: String,
     /// Declared type.
-    pub data_type: DataType,
+    pub ty: SqlType,
     /// `KEY` or `PRIMARY KEY`.
     pub key: bool,
     /// `PRIMARY KEY` was written (tables); `KEY` otherwise.
@@ -597,7 +598,7 @@ fn parse_create(p: &mut Parser) -> Result<Statement> {
 
 fn parse_column_spec(p: &mut Parser) -> Result<ColumnSpec, ParserError> {
     let name = p.parse_identifier()?.value;
-    let data_type = p.parse_data_type()?;
+    let ty = crate::types::parse_type(p)?;
     let (key, primary) = if p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
         (true, true)
     } else if p.parse_keyword(Keyword::KEY) {
@@ -607,7 +608,7 @@ fn parse_column_spec(p: &mut Parser) -> Result<ColumnSpec, ParserError> {
     };
     Ok(ColumnSpec {
         name,
-        data_type,
+        ty,
         key,
         primary,
     })

@@ -23,17 +23,11 @@ pub fn scalar_text(v: &ScalarValue) -> Option<String> {
     v.to_array().ok().and_then(|a| cell_text(&a, 0))
 }
 
-/// A scalar as JSON.
+/// A scalar as JSON, as ksqlDB writes values (see `brook_executor::datum_to_json`).
 pub fn scalar_json(v: &ScalarValue) -> serde_json::Value {
-    match Datum::from_scalar(v) {
-        Ok(Datum::Null) => serde_json::Value::Null,
-        Ok(Datum::Bool(b)) => b.into(),
-        Ok(Datum::Int(i)) => i.into(),
-        Ok(Datum::Float(f)) => {
-            serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into)
-        }
-        Ok(Datum::Str(s)) => s.into(),
-        Err(_) => scalar_text(v).map_or(serde_json::Value::Null, Into::into),
+    match (Datum::from_scalar(v), SqlType::from_arrow(&v.data_type())) {
+        (Ok(d), Ok(ty)) => brook_executor::datum_to_json(&d, &ty),
+        _ => scalar_text(v).map_or(serde_json::Value::Null, Into::into),
     }
 }
 
