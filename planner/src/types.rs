@@ -327,6 +327,9 @@ fn parse_type_inner(
             SqlType::Map(Box::new(k), Box::new(v))
         }
         "STRUCT" => {
+            if p.consume_token(&Token::Neq) {
+                return Ok(SqlType::Struct(Vec::new())); // STRUCT<>
+            }
             p.expect_token(&Token::Lt)?;
             let mut fields: Vec<(String, SqlType)> = Vec::new();
             if p.consume_token(&Token::Gt) {
