@@ -20,13 +20,18 @@ pub struct DecodedRow<'r> {
     pub rowtime: i64,
     /// The record it came from.
     pub record: &'r StoredRecord,
+    /// The record had no value: only the key columns are set.
+    pub null_value: bool,
 }
 
 /// Decodes records into rows of the source's declared columns; also returns
-/// how many records were skipped as undecodable.
+/// how many records were skipped as undecodable. A stream record without a
+/// value is skipped too unless `keep_null_values` (then it is a row with
+/// `null_value` set).
 pub fn decode_rows<'r>(
     def: &SourceDef,
     records: &'r [StoredRecord],
+    keep_null_values: bool,
 ) -> (Vec<DecodedRow<'r>>, usize) {
     let keys: Vec<&Column> = def.key_columns().collect();
     let values: Vec<&Column> = def.value_columns().collect();
@@ -34,9 +39,9 @@ pub fn decode_rows<'r>(
     let mut out = Vec::with_capacity(records.len());
     let mut skipped = 0;
     for r in records {
-        if r.record.value.is_none() && (def.kind == SourceKind::Table || !values.is_empty()) {
-            // A table's tombstone is no row; a stream skips records without
-            // a value, as ksqlDB does.
+        let null_value = r.record.value.is_none() && !values.is_empty();
+        if null_value && (def.kind == SourceKind::Table || !keep_null_values) {
+            // A table's tombstone is no row.
             continue;
         }
         let decoded = decode(def.key_format, &keys, r.record.key.as_deref()).and_then(|k| {
@@ -62,6 +67,7 @@ pub fn decode_rows<'r>(
                     values: row,
                     rowtime,
                     record: r,
+                    null_value,
                 });
             }
             Err(e) => {
@@ -101,7 +107,7 @@ pub fn decode_batch(
     schema: &SchemaRef,
     records: &[StoredRecord],
 ) -> Result<ChangeBatch> {
-    let (rows, _) = decode_rows(def, records);
+    let (rows, _) = decode_rows(def, records, true);
     let mut scalars = Vec::with_capacity(rows.len());
     let mut rowtimes = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -113,6 +119,7 @@ pub fn decode_batch(
         batch: rows_to_batch(schema, &scalars)?,
         weights: vec![1; rows.len()],
         rowtimes,
+        null_values: rows.iter().map(|r| r.null_value).collect(),
     })
 }
 
@@ -185,11 +192,16 @@ pub fn encode_sink(sink: &SourceDef, out: &ChangeBatch) -> Result<Vec<SinkRecord
         };
         match (sink.kind, weight > 0) {
             (SourceKind::Stream, true) => {
+                let value = if out.null_values[i] {
+                    None
+                } else {
+                    value_of(row)?
+                };
                 for _ in 0..weight {
                     let record = Record {
                         timestamp: rowtime,
                         key: key.clone(),
-                        value: value_of(row)?,
+                        value: value.clone(),
                         headers: vec![],
                     };
                     records.push(SinkRecord {
@@ -336,7 +348,7 @@ impl TableSource {
             let new = if r.record.value.is_none() {
                 None
             } else {
-                let (decoded, _) = decode_rows(def, std::slice::from_ref(r));
+                let (decoded, _) = decode_rows(def, std::slice::from_ref(r), false);
                 match decoded.into_iter().next() {
                     Some(d) => Some(MvRow {
                         values: d.values,
@@ -359,6 +371,7 @@ impl TableSource {
         }
         Ok(ChangeBatch {
             batch: rows_to_batch(schema, &rows)?,
+            null_values: vec![false; weights.len()],
             weights,
             rowtimes,
         })

@@ -843,7 +843,7 @@ impl Engine {
                     pipeline.drain_state(&mut wb)?;
                     state.commit(wb)?;
                     for i in 0..out.len() {
-                        if out.weights[i] <= 0 {
+                        if out.weights[i] <= 0 || out.null_values[i] {
                             continue;
                         }
                         if tx.send(Ok(out.row(i)?)).await.is_err() {
@@ -937,7 +937,7 @@ impl Engine {
                 let Some(last) = records.last() else { break };
                 from = last.offset + 1;
                 if def.kind != SourceKind::Table {
-                    for d in decode_rows(def, &records).0 {
+                    for d in decode_rows(def, &records, false).0 {
                         out.push(to_row(
                             &d.values,
                             d.rowtime,
@@ -953,7 +953,7 @@ impl Engine {
                         latest.insert(r.record.key.clone(), None);
                         continue;
                     }
-                    if let Some(d) = decode_rows(def, std::slice::from_ref(r))
+                    if let Some(d) = decode_rows(def, std::slice::from_ref(r), false)
                         .0
                         .into_iter()
                         .next()

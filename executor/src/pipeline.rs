@@ -35,6 +35,11 @@ pub struct ChangeBatch {
     pub weights: Vec<i64>,
     /// One event time (ms) per row.
     pub rowtimes: Vec<i64>,
+    /// Per row: the record had no value (a stream record with a null
+    /// value: only its key columns are set). ksqlDB passes such rows
+    /// through projections and PARTITION BY as records with a null value,
+    /// and drops them at filters and aggregations.
+    pub null_values: Vec<bool>,
 }
 
 impl ChangeBatch {
@@ -179,8 +184,12 @@ impl Pipeline {
                         .ok_or_else(|| {
                             ExecError::Internal("filter predicate is not boolean".into())
                         })?;
-                    // NULL counts as false.
-                    let mask: BooleanArray = mask.iter().map(|b| Some(b == Some(true))).collect();
+                    // NULL counts as false; a row without a value never passes.
+                    let mask: BooleanArray = mask
+                        .iter()
+                        .zip(&input.null_values)
+                        .map(|(b, null)| Some(b == Some(true) && !null))
+                        .collect();
                     let keep: Vec<bool> = mask.iter().map(|b| b == Some(true)).collect();
                     ChangeBatch {
                         batch: filter_record_batch(&input.batch, &mask)?,
@@ -198,6 +207,7 @@ impl Pipeline {
                             .filter(|(_, k)| **k)
                             .map(|(t, _)| *t)
                             .collect(),
+                        null_values: vec![false; keep.iter().filter(|k| **k).count()],
                     }
                 }
                 Step::Project { exprs, schema } => {
@@ -215,6 +225,7 @@ impl Pipeline {
                         )?,
                         weights: input.weights,
                         rowtimes: input.rowtimes,
+                        null_values: input.null_values,
                     }
                 }
                 Step::Aggregate(agg) => agg.process(&input, state)?,
@@ -332,11 +343,18 @@ impl AggregateOp {
         let mut out_weights = Vec::new();
         let mut out_times = Vec::new();
         for row in 0..n {
+            if input.null_values[row] {
+                continue; // a record without a value is not aggregated
+            }
             let weight = input.weights[row];
             let group: Vec<ScalarValue> = group_cols
                 .iter()
                 .map(|c| ScalarValue::try_from_array(c, row))
                 .collect::<Result<_, _>>()?;
+            if group.iter().any(ScalarValue::is_null) {
+                // ksqlDB drops rows whose grouping expressions give NULL.
+                continue;
+            }
             let group_datums = group
                 .iter()
                 .map(Datum::from_scalar)
@@ -370,6 +388,7 @@ impl AggregateOp {
         }
         Ok(ChangeBatch {
             batch: rows_to_batch(&self.schema, &out_rows)?,
+            null_values: vec![false; out_weights.len()],
             weights: out_weights,
             rowtimes: out_times,
         })
