@@ -489,6 +489,7 @@ fn quoted(name: &str) -> Ident {
 /// Plans a query with DataFusion: logical plan, analyzed.
 fn logical_plan(query: &Query, sources: &[&SourceDef]) -> Result<LogicalPlan> {
     let mut query = query.clone();
+    crate::ksql_ast::rewrite_ksql(&mut query)?;
     rewrite_projection(&mut query, sources)?;
     let ctx = planning_context(sources)?;
     let state = ctx.state();

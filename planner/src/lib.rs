@@ -21,6 +21,7 @@
 pub mod binder;
 pub mod catalog;
 mod error;
+mod ksql_ast;
 pub mod parser;
 pub mod plan;
 pub mod types;

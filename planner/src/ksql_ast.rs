@@ -1,0 +1,160 @@
+//! ksqlDB expression syntax that DataFusion's SQL planner does not know,
+//! rewritten on the parsed tree before planning:
+//!
+//! - `STRUCT(F1 := e1, …)` → `named_struct('F1', e1, …)`
+//! - `MAP(k1 := v1, …)` → `make_map(k1, v1, …)`
+//! - `s->f` → `get_field(s, 'F')` (struct field access)
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    self, visit_expressions_mut, BinaryOperator, Expr, FunctionArg, FunctionArgExpr,
+    FunctionArgOperator, FunctionArgumentList, FunctionArguments, Ident, ObjectName, Value,
+};
+
+use crate::error::{PlanError, Result};
+
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    Expr::Function(ast::Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+fn string(s: &str) -> Expr {
+    Expr::Value(Value::SingleQuotedString(s.to_string()).into())
+}
+
+/// The `name := value` pairs of a constructor's arguments.
+fn assignments(args: &[FunctionArg], what: &str) -> Result<Vec<(Expr, Expr)>> {
+    args.iter()
+        .map(|a| match a {
+            FunctionArg::Named {
+                name,
+                arg: FunctionArgExpr::Expr(v),
+                operator: FunctionArgOperator::Assignment,
+            } => Ok((Expr::Identifier(name.clone()), v.clone())),
+            FunctionArg::ExprNamed {
+                name,
+                arg: FunctionArgExpr::Expr(v),
+                operator: FunctionArgOperator::Assignment,
+            } => Ok((name.clone(), v.clone())),
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Assignment,
+                right,
+            })) => Ok((*left.clone(), *right.clone())),
+            other => Err(PlanError::Syntax(format!(
+                "syntax error: {what} expects name := value pairs, found {other}"
+            ))),
+        })
+        .collect()
+}
+
+fn struct_call(pairs: Vec<(Expr, Expr)>) -> Result<Expr> {
+    let mut args = Vec::with_capacity(pairs.len() * 2);
+    let mut names: Vec<String> = Vec::new();
+    for (name, value) in pairs {
+        let Expr::Identifier(id) = name else {
+            return Err(PlanError::Syntax(format!(
+                "syntax error: a STRUCT field name must be an identifier, found {name}"
+            )));
+        };
+        if names.contains(&id.value) {
+            return Err(PlanError::Invalid(format!(
+                "Duplicate field names found in STRUCT: '{}'",
+                id.value
+            )));
+        }
+        names.push(id.value.clone());
+        args.push(string(&id.value));
+        args.push(value);
+    }
+    Ok(call("named_struct", args))
+}
+
+fn rewrite(e: &mut Expr) -> Result<()> {
+    match e {
+        Expr::Struct { values, fields } if fields.is_empty() => {
+            let pairs = values
+                .iter()
+                .map(|v| match v {
+                    Expr::BinaryOp {
+                        left,
+                        op: BinaryOperator::Assignment,
+                        right,
+                    } => Ok((*left.clone(), *right.clone())),
+                    other => Err(PlanError::Syntax(format!(
+                        "syntax error: STRUCT expects name := value pairs, found {other}"
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            *e = struct_call(pairs)?;
+        }
+        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("STRUCT") => {
+            let args = match &f.args {
+                FunctionArguments::List(l) => l.args.clone(),
+                _ => Vec::new(),
+            };
+            *e = struct_call(assignments(&args, "STRUCT")?)?;
+        }
+        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("MAP") => {
+            let FunctionArguments::List(l) = &f.args else {
+                return Ok(());
+            };
+            let pairs = assignments(&l.args, "MAP")?;
+            if pairs.is_empty() {
+                return Err(PlanError::Invalid(
+                    "Map constructor requires at least one entry".into(),
+                ));
+            }
+            *e = call(
+                "make_map",
+                pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            );
+        }
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Arrow,
+            right,
+        } => {
+            let field = match right.as_ref() {
+                Expr::Identifier(id) => id.value.clone(),
+                other => {
+                    return Err(PlanError::Syntax(format!(
+                        "syntax error: expected a field name after ->, found {other}"
+                    )))
+                }
+            };
+            *e = call("get_field", vec![*left.clone(), string(&field)]);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Rewrites ksqlDB-only syntax in every expression of `node`.
+pub fn rewrite_ksql<V: ast::VisitMut>(node: &mut V) -> Result<()> {
+    let mut error = None;
+    let _ = visit_expressions_mut(node, |e| match rewrite(e) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(err) => {
+            error = Some(err);
+            ControlFlow::Break(())
+        }
+    });
+    error.map_or(Ok(()), Err)
+}
