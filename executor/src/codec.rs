@@ -162,7 +162,12 @@ pub fn encode_sink(sink: &SourceDef, out: &ChangeBatch) -> Result<Vec<SinkRecord
     for i in 0..out.len() {
         let row: Vec<Datum> = index
             .iter()
-            .map(|c| Datum::from_scalar(&ScalarValue::try_from_array(out.batch.column(*c), i)?))
+            .map(|c| {
+                Ok(Datum::from_scalar(&ScalarValue::try_from_array(
+                    out.batch.column(*c),
+                    i,
+                )?)?)
+            })
             .collect::<Result<_>>()?;
         let key_d: Vec<&Datum> = sink
             .columns
@@ -261,7 +266,7 @@ pub fn encode_rows(
     let ts_index = def.timestamp_index();
     let mut out = Vec::with_capacity(rows.len());
     for (rowtime, row) in rows {
-        let datums: Vec<Datum> = row.iter().map(Datum::from_scalar).collect::<Result<_>>()?;
+        let datums: Vec<Datum> = row.iter().map(|v| Datum::from_scalar(v).map_err(ExecError::from)).collect::<Result<_>>()?;
         let key_d: Vec<&Datum> = def
             .columns
             .iter()

@@ -17,14 +17,13 @@
 #![warn(missing_docs)]
 
 mod codec;
-mod datum;
 mod engine;
 mod error;
 mod format;
 mod pipeline;
 mod print;
 
-pub use datum::Datum;
+pub use brook_planner::datum::{self, Datum};
 pub use engine::{Engine, EngineConfig, PushStream};
 pub use error::{ExecError, Result};
 pub use format::{bytes_to_json, datum_to_json, json_to_bytes};

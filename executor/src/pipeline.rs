@@ -357,7 +357,7 @@ impl AggregateOp {
             }
             let group_datums = group
                 .iter()
-                .map(Datum::from_scalar)
+                .map(|v| Datum::from_scalar(v).map_err(ExecError::from))
                 .collect::<Result<Vec<_>>>()?;
             let key = serde_json::to_vec(&group_datums)
                 .map_err(|e| ExecError::Internal(e.to_string()))?;

@@ -40,5 +40,11 @@ pub enum PlanError {
     Internal(String),
 }
 
+impl From<datafusion::arrow::error::ArrowError> for PlanError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        PlanError::DataFusion(e.into())
+    }
+}
+
 /// Result alias of the planner.
 pub type Result<T, E = PlanError> = std::result::Result<T, E>;

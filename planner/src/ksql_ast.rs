@@ -38,6 +38,16 @@ fn string(s: &str) -> Expr {
     Expr::Value(Value::SingleQuotedString(s.to_string()).into())
 }
 
+/// The key of `name := value` as an expression: `'a'` is a string,
+/// `NULL` is NULL, anything else a column.
+fn named_key(name: &Ident) -> Expr {
+    match name.quote_style {
+        Some('\'') => string(&name.value),
+        None if name.value.eq_ignore_ascii_case("NULL") => Expr::Value(Value::Null.into()),
+        _ => Expr::Identifier(name.clone()),
+    }
+}
+
 /// The `name := value` pairs of a constructor's arguments.
 fn assignments(args: &[FunctionArg], what: &str) -> Result<Vec<(Expr, Expr)>> {
     args.iter()
@@ -46,7 +56,7 @@ fn assignments(args: &[FunctionArg], what: &str) -> Result<Vec<(Expr, Expr)>> {
                 name,
                 arg: FunctionArgExpr::Expr(v),
                 operator: FunctionArgOperator::Assignment,
-            } => Ok((Expr::Identifier(name.clone()), v.clone())),
+            } => Ok((named_key(name), v.clone())),
             FunctionArg::ExprNamed {
                 name,
                 arg: FunctionArgExpr::Expr(v),

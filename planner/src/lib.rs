@@ -20,6 +20,7 @@
 
 pub mod binder;
 pub mod catalog;
+pub mod datum;
 mod error;
 mod ksql_ast;
 pub mod parser;

@@ -14,9 +14,13 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
 
-use crate::error::{ExecError, Result};
+use crate::types::SqlType;
+
+use crate::error::{PlanError, Result};
 
 /// A value with a total order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,8 +47,8 @@ pub enum Datum {
     Struct(Vec<Datum>),
 }
 
-fn unsupported(v: &ScalarValue) -> ExecError {
-    ExecError::Serialization(format!(
+fn unsupported(v: &ScalarValue) -> PlanError {
+    PlanError::Unsupported(format!(
         "values of type {} are not supported yet",
         v.data_type()
     ))
@@ -153,7 +157,7 @@ impl Datum {
 
     /// Converts to a scalar of the given type.
     pub fn to_scalar(&self, ty: &DataType) -> Result<ScalarValue> {
-        let bad = || ExecError::Internal(format!("cannot convert {self:?} to {ty}"));
+        let bad = || PlanError::Internal(format!("cannot convert {self:?} to {ty}"));
         Ok(match (self, ty) {
             (Datum::Null, ty) => ScalarValue::try_from(ty)?,
             (Datum::Bool(b), DataType::Boolean) => ScalarValue::Boolean(Some(*b)),
@@ -211,7 +215,7 @@ impl Datum {
                         .iter()
                         .map(|e| pick(e).to_scalar(ty))
                         .collect::<Result<Vec<_>>>()?;
-                    Ok::<_, ExecError>(ScalarValue::iter_to_array(scalars)?)
+                    Ok::<_, PlanError>(ScalarValue::iter_to_array(scalars)?)
                 };
                 let keys = column(kv[0].data_type(), &|e| &e.0)?;
                 let values = column(kv[1].data_type(), &|e| &e.1)?;
@@ -278,6 +282,246 @@ impl Datum {
     }
 }
 
+/// A value as JSON, as ksqlDB writes it: DECIMAL as a number, BYTES as
+/// base64, DATE as days and TIME and TIMESTAMP as milliseconds, STRUCT as an
+/// object of its fields, MAP as an object keyed by the keys' text.
+pub fn datum_to_json(d: &Datum, ty: &SqlType) -> Json {
+    match (d, ty) {
+        (Datum::Null, _) => Json::Null,
+        (Datum::Bool(b), _) => Json::Bool(*b),
+        (Datum::Int(i), SqlType::Double) => float_json(*i as f64),
+        (Datum::Int(i), _) => Json::from(*i),
+        (Datum::Float(f), _) => float_json(*f),
+        (Datum::Str(s), _) => Json::String(s.clone()),
+        (Datum::Decimal(..), _) => float_json(d.as_f64().unwrap_or(0.0)),
+        (Datum::Bytes(b), _) => Json::String(B64.encode(b)),
+        (Datum::List(items), SqlType::Array(e)) => {
+            Json::Array(items.iter().map(|i| datum_to_json(i, e)).collect())
+        }
+        (Datum::List(items), _) => Json::Array(
+            items
+                .iter()
+                .map(|i| datum_to_json(i, &SqlType::String))
+                .collect(),
+        ),
+        (Datum::Map(entries), ty) => {
+            let (kt, vt) = match ty {
+                SqlType::Map(k, v) => (k.as_ref(), v.as_ref()),
+                _ => (&SqlType::String, &SqlType::String),
+            };
+            let mut map = serde_json::Map::with_capacity(entries.len());
+            for (k, v) in entries {
+                let key = match datum_to_json(k, kt) {
+                    Json::String(s) => s,
+                    Json::Null => "null".to_string(),
+                    other => other.to_string(),
+                };
+                map.insert(key, datum_to_json(v, vt));
+            }
+            Json::Object(map)
+        }
+        (Datum::Struct(values), SqlType::Struct(fields)) => {
+            let mut map = serde_json::Map::with_capacity(fields.len());
+            for ((name, t), v) in fields.iter().zip(values) {
+                map.insert(name.clone(), datum_to_json(v, t));
+            }
+            Json::Object(map)
+        }
+        (Datum::Struct(values), _) => Json::Array(
+            values
+                .iter()
+                .map(|v| datum_to_json(v, &SqlType::String))
+                .collect(),
+        ),
+    }
+}
+
+fn float_json(f: f64) -> Json {
+    serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)
+}
+
+/// Base64 as ksqlDB writes BYTES in JSON and DELIMITED.
+pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Reads a JSON value as a value of type `ty` (for column `name`), with
+/// ksqlDB's leniency: numbers from strings, strings from anything.
+pub fn json_to_datum(v: &Json, ty: &SqlType, name: &str) -> Result<Datum> {
+    let bad = || PlanError::Invalid(format!("cannot read {v} as {ty} for column {name}"));
+    Ok(match (v, ty) {
+        (Json::Null, _) => Datum::Null,
+        (Json::Bool(b), SqlType::Boolean) => Datum::Bool(*b),
+        (
+            Json::Number(n),
+            SqlType::Int | SqlType::Bigint | SqlType::Timestamp | SqlType::Date | SqlType::Time,
+        ) => {
+            let i = n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                .ok_or_else(bad)?;
+            if matches!(ty, SqlType::Int | SqlType::Date | SqlType::Time)
+                && i32::try_from(i).is_err()
+            {
+                return Err(bad());
+            }
+            Datum::Int(i)
+        }
+        (Json::Number(n), SqlType::Double) => Datum::Float(n.as_f64().ok_or_else(bad)?),
+        (Json::Number(n), SqlType::Decimal { precision, scale }) => {
+            parse_decimal(&n.to_string(), *precision, *scale).ok_or_else(bad)?
+        }
+        (Json::String(s), SqlType::String) => Datum::Str(s.clone()),
+        (Json::Array(items), SqlType::Array(e)) => Datum::List(
+            items
+                .iter()
+                .map(|i| json_to_datum(i, e, name))
+                .collect::<Result<_>>()?,
+        ),
+        (Json::Object(map), SqlType::Map(k, val)) => Datum::Map(
+            map.iter()
+                .map(|(key, value)| {
+                    Ok((
+                        parse_text(key, k, name)?,
+                        json_to_datum(value, val, name)?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+        ),
+        (Json::Object(map), SqlType::Struct(fields)) => Datum::Struct(
+            fields
+                .iter()
+                .map(|(f, t)| {
+                    let v = map.get(f).or_else(|| {
+                        map.iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(f))
+                            .map(|(_, v)| v)
+                    });
+                    v.map_or(Ok(Datum::Null), |v| json_to_datum(v, t, name))
+                })
+                .collect::<Result<_>>()?,
+        ),
+        (Json::String(s), t) if t.is_primitive() => parse_text(s, t, name)?,
+        (other, SqlType::String) => Datum::Str(other.to_string()),
+        _ => return Err(bad()),
+    })
+}
+
+/// Parses decimal text (`-12.345`, `1E+3`) to an unscaled value at `scale`,
+/// rounding half away from zero; `None` if it is not a number or needs more
+/// than `precision` digits.
+pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Option<Datum> {
+    let t = text.trim();
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (mantissa, exp) = match digits.find(['e', 'E']) {
+        Some(i) => (&digits[..i], digits[i + 1..].parse::<i32>().ok()?),
+        None => (digits, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int_part.is_empty() && frac_part.is_empty()
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let all: String = format!("{int_part}{frac_part}");
+    let all = all.trim_start_matches('0');
+    let unscaled: i128 = if all.is_empty() { 0 } else { all.parse().ok()? };
+    // value = unscaled * 10^(exp - frac_len)
+    let cur_scale = frac_part.len() as i32 - exp;
+    let v = if cur_scale >= 0 {
+        rescale(unscaled, u8::try_from(cur_scale.min(76)).ok()?, scale)?
+    } else {
+        unscaled
+            .checked_mul(pow10(u32::try_from(-cur_scale).ok()?))?
+            .checked_mul(pow10(u32::from(scale)))?
+    };
+    if v.unsigned_abs() >= pow10(u32::from(precision)) as u128 {
+        return None;
+    }
+    Some(Datum::Decimal(if neg { -v } else { v }, scale))
+}
+
+/// Days since the epoch of a `yyyy-MM-dd` date.
+fn parse_date(s: &str) -> Option<i64> {
+    let v = datafusion::common::ScalarValue::Utf8(Some(s.to_string()))
+        .cast_to(&datafusion::arrow::datatypes::DataType::Date32)
+        .ok()?;
+    match v {
+        datafusion::common::ScalarValue::Date32(Some(d)) => Some(i64::from(d)),
+        _ => None,
+    }
+}
+
+/// Milliseconds since midnight of a `HH:mm[:ss[.SSS]]` time.
+fn parse_time(s: &str) -> Option<i64> {
+    let mut parts = s.split(':');
+    let h: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let sec: f64 = parts.next().map_or(Some(0.0), |p| p.parse().ok())?;
+    if parts.next().is_some() || !(0..24).contains(&h) || !(0..60).contains(&m) || sec >= 60.0 {
+        return None;
+    }
+    Some(h * 3_600_000 + m * 60_000 + (sec * 1000.0).round() as i64)
+}
+
+/// Parses a textual field as a value of type `ty` (for column `name`).
+pub fn parse_text(s: &str, ty: &SqlType, name: &str) -> Result<Datum> {
+    let bad = || PlanError::Invalid(format!("cannot read '{s}' as {ty} for column {name}"));
+    let t = s.trim();
+    Ok(match ty {
+        SqlType::String | SqlType::Custom(_) => Datum::Str(s.to_string()),
+        SqlType::Boolean => match t.to_ascii_lowercase().as_str() {
+            "true" => Datum::Bool(true),
+            "false" => Datum::Bool(false),
+            _ => return Err(bad()),
+        },
+        SqlType::Int => Datum::Int(i64::from(t.parse::<i32>().map_err(|_| bad())?)),
+        SqlType::Bigint => Datum::Int(t.parse::<i64>().map_err(|_| bad())?),
+        SqlType::Double => Datum::Float(t.parse::<f64>().map_err(|_| bad())?),
+        SqlType::Decimal { precision, scale } => {
+            parse_decimal(t, *precision, *scale).ok_or_else(bad)?
+        }
+        SqlType::Bytes => Datum::Bytes(B64.decode(t).map_err(|_| bad())?),
+        SqlType::Date => match t.parse::<i64>() {
+            Ok(days) => Datum::Int(days),
+            Err(_) => Datum::Int(parse_date(t).ok_or_else(bad)?),
+        },
+        SqlType::Time => match t.parse::<i64>() {
+            Ok(ms) => Datum::Int(ms),
+            Err(_) => Datum::Int(parse_time(t).ok_or_else(bad)?),
+        },
+        SqlType::Timestamp => match t.parse::<i64>() {
+            Ok(ms) => Datum::Int(ms),
+            Err(_) => {
+                let v = datafusion::common::ScalarValue::Utf8(Some(t.to_string()))
+                    .cast_to(&SqlType::Timestamp.arrow())
+                    .map_err(|_| bad())?;
+                Datum::from_scalar(&v)?
+            }
+        },
+        SqlType::Array(_) | SqlType::Map(..) | SqlType::Struct(_) => {
+            let json: Json = serde_json::from_str(t).map_err(|_| bad())?;
+            json_to_datum(&json, ty, name)?
+        }
+    })
+}
+
+/// A decimal as text with exactly `scale` fractional digits.
+pub fn decimal_text(v: i128, scale: u8) -> String {
+    let digits = v.unsigned_abs().to_string();
+    let sign = if v < 0 { "-" } else { "" };
+    let scale = usize::from(scale);
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{sign}{int}.{frac}")
+}
+
+
 impl Ord for Datum {
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
@@ -324,27 +568,31 @@ impl PartialEq for Datum {
 impl Eq for Datum {}
 
 /// Serializes an `f64` as its IEEE bits: JSON has no NaN or infinity.
-pub(crate) mod f64_bits {
+pub mod f64_bits {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes the bits.
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(v.to_bits())
     }
 
+    /// Reads the bits.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         u64::deserialize(d).map(f64::from_bits)
     }
 }
 
 /// Serializes an `i128` as decimal text: JSON numbers lose precision.
-pub(crate) mod i128_text {
+pub mod i128_text {
     use serde::de::Error;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes the text.
     pub fn serialize<S: Serializer>(v: &i128, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.to_string())
     }
 
+    /// Reads the text.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
         String::deserialize(d)?.parse().map_err(D::Error::custom)
     }
@@ -353,7 +601,7 @@ pub(crate) mod i128_text {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use brook_planner::types::SqlType;
+    use crate::types::SqlType;
 
     #[test]
     fn non_finite_doubles_round_trip_through_state() {
