@@ -284,6 +284,10 @@ enum Acc {
     },
     /// Multiset of values with their multiplicities, sorted.
     MinMax(Vec<(Datum, i64)>),
+    /// The last (or first) non-NULL value seen.
+    Pick(Datum),
+    /// The non-NULL values in arrival order.
+    List(Vec<Datum>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -367,12 +371,12 @@ impl AggregateOp {
                 accs: self.funcs.iter().map(|f| new_acc(*f)).collect(),
             });
             new.rows += weight;
-            for (acc, col) in new.accs.iter_mut().zip(&arg_cols) {
+            for ((acc, col), f) in new.accs.iter_mut().zip(&arg_cols).zip(&self.funcs) {
                 let arg = match col {
                     Some(col) => Some(Datum::from_scalar(&ScalarValue::try_from_array(col, row)?)?),
                     None => None,
                 };
-                update_acc(acc, arg.as_ref(), weight);
+                update_acc(*f, acc, arg.as_ref(), weight);
             }
             if let Some(old) = &old {
                 out_rows.push(self.output_row(&group, old)?);
@@ -425,11 +429,15 @@ fn new_acc(f: AggFunc) -> Acc {
         AggFunc::Sum => Acc::Sum { int: 0, float: 0.0 },
         AggFunc::Avg => Acc::Avg { sum: 0.0, n: 0 },
         AggFunc::Min | AggFunc::Max => Acc::MinMax(Vec::new()),
+        AggFunc::Latest | AggFunc::Earliest => Acc::Pick(Datum::Null),
+        AggFunc::CollectList => Acc::List(Vec::new()),
     }
 }
 
 /// Applies one value with a weight; `arg` is `None` for `COUNT(*)`.
-fn update_acc(acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
+/// LATEST_BY_OFFSET and EARLIEST_BY_OFFSET ignore retractions (ksqlDB does
+/// not support them on tables, where retractions come from).
+fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
     let value = match arg {
         None => None,
         Some(d) if d.is_null() => return, // aggregates skip NULLs
@@ -464,6 +472,24 @@ fn update_acc(acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
                 }
             }
         }
+        Acc::Pick(cur) => {
+            if let Some(v) = value {
+                if weight > 0 && (f == AggFunc::Latest || cur.is_null()) {
+                    *cur = v.clone();
+                }
+            }
+        }
+        Acc::List(items) => {
+            if let Some(v) = value {
+                if weight > 0 {
+                    for _ in 0..weight {
+                        items.push(v.clone());
+                    }
+                } else if let Some(i) = items.iter().position(|x| x == v) {
+                    items.remove(i);
+                }
+            }
+        }
     }
 }
 
@@ -484,6 +510,8 @@ fn acc_output(f: AggFunc, acc: &Acc, ty: &DataType) -> Datum {
             };
             pick.map_or(Datum::Null, |(d, _)| d.clone())
         }
+        Acc::Pick(d) => d.clone(),
+        Acc::List(items) => Datum::List(items.clone()),
     }
 }
 
@@ -498,8 +526,8 @@ mod acc_tests {
             accs: vec![new_acc(AggFunc::Sum), new_acc(AggFunc::Avg)],
         };
         for acc in &mut state.accs {
-            update_acc(acc, Some(&Datum::Float(f64::MAX)), 1);
-            update_acc(acc, Some(&Datum::Float(f64::MAX)), 1);
+            update_acc(AggFunc::Sum, acc, Some(&Datum::Float(f64::MAX)), 1);
+            update_acc(AggFunc::Sum, acc, Some(&Datum::Float(f64::MAX)), 1);
         }
         let bytes = serde_json::to_vec(&state).expect("serializes");
         let back: GroupState = serde_json::from_slice(&bytes).expect("infinite sums read back");

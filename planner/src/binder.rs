@@ -398,21 +398,8 @@ fn planning_context(sources: &[&SourceDef]) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-/// ksqlDB's names for DataFusion functions with the same semantics.
-const KSQL_ALIASES: &[(&str, &str)] = &[
-    ("len", "character_length"),
-    ("ucase", "upper"),
-    ("lcase", "lower"),
-    ("sign", "signum"),
-];
-
 fn register_ksql_names(ctx: &SessionContext) {
-    let state = ctx.state();
-    for (alias, name) in KSQL_ALIASES {
-        if let Some(udf) = state.scalar_functions().get(*name) {
-            ctx.register_udf(udf.as_ref().clone().with_aliases([*alias]));
-        }
-    }
+    crate::functions::register(ctx);
 }
 
 /// ksqlDB's projection rules: `*` is the declared columns (no
@@ -883,6 +870,9 @@ fn agg_call(e: &Expr) -> Result<AggCall> {
         "avg" => AggFunc::Avg,
         "min" => AggFunc::Min,
         "max" => AggFunc::Max,
+        "last_value" => AggFunc::Latest,
+        "first_value" => AggFunc::Earliest,
+        "array_agg" => AggFunc::CollectList,
         other => {
             return Err(PlanError::Unsupported(format!(
                 "aggregate function {} is not supported yet",

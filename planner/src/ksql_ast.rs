@@ -4,6 +4,8 @@
 //! - `STRUCT(F1 := e1, …)` → `named_struct('F1', e1, …)`
 //! - `MAP(k1 := v1, …)` → `make_map(k1, v1, …)`
 //! - `s->f` → `get_field(s, 'F')` (struct field access)
+//! - `SUBSTRING(s, p, n)` → Brook's `substring` (not DataFusion's `substr`)
+//! - `TIMESTAMPADD(SECONDS, …)`: the unit word becomes a string
 
 use std::ops::ControlFlow;
 
@@ -151,9 +153,45 @@ fn rewrite(e: &mut Expr) -> Result<()> {
             };
             *e = call("get_field", vec![*left.clone(), string(&field)]);
         }
+        Expr::Substring {
+            expr,
+            substring_from,
+            substring_for,
+            ..
+        } => {
+            // ksqlDB's SUBSTRING (negative positions count from the end).
+            let mut args = vec![*expr.clone()];
+            args.extend(substring_from.as_deref().cloned());
+            args.extend(substring_for.as_deref().cloned());
+            *e = call("substring", args);
+        }
+        Expr::Function(f) if is_time_arithmetic(&f.name.to_string()) => {
+            // TIMESTAMPADD(SECONDS, 5, ts): the unit is a word, not a column.
+            if let FunctionArguments::List(l) = &mut f.args {
+                if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) = l.args.first_mut()
+                {
+                    if let Expr::Identifier(unit) = first {
+                        *first = string(&unit.value);
+                    }
+                }
+            }
+        }
         _ => {}
     }
     Ok(())
+}
+
+fn is_time_arithmetic(name: &str) -> bool {
+    [
+        "TIMESTAMPADD",
+        "TIMESTAMPSUB",
+        "DATEADD",
+        "DATESUB",
+        "TIMEADD",
+        "TIMESUB",
+    ]
+    .iter()
+    .any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Rewrites ksqlDB-only syntax in every expression of `node`.

@@ -22,6 +22,7 @@ pub mod binder;
 pub mod catalog;
 pub mod datum;
 mod error;
+pub mod functions;
 mod ksql_ast;
 pub mod parser;
 pub mod plan;

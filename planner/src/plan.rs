@@ -26,6 +26,12 @@ pub enum AggFunc {
     Min,
     /// `MAX(x)`
     Max,
+    /// `LATEST_BY_OFFSET(x)`: the last non-NULL value.
+    Latest,
+    /// `EARLIEST_BY_OFFSET(x)`: the first non-NULL value.
+    Earliest,
+    /// `COLLECT_LIST(x)`: the non-NULL values in arrival order.
+    CollectList,
 }
 
 /// One aggregate call of a [`StreamOp::Aggregate`].

@@ -1,0 +1,1365 @@
+//! Brook's implementations of ksqlDB scalar functions (those DataFusion
+//! lacks or gets different from ksqlDB).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::ScalarUDF;
+use serde_json::Value as Json;
+
+use super::udf::{no_variant, RowFn};
+use crate::datum::{datum_to_json, Datum};
+use crate::types::SqlType;
+
+fn err(msg: impl Into<String>) -> DataFusionError {
+    DataFusionError::Execution(msg.into())
+}
+
+fn is_str(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+    )
+}
+
+fn is_int(t: &DataType) -> bool {
+    t.is_integer() || *t == DataType::Null
+}
+
+fn is_num(t: &DataType) -> bool {
+    t.is_numeric() || *t == DataType::Null
+}
+
+fn text(v: &ScalarValue) -> Option<&str> {
+    match v {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
+fn int(v: &ScalarValue) -> Option<i64> {
+    match Datum::from_scalar(v).ok()? {
+        Datum::Int(i) => Some(i),
+        _ => None,
+    }
+}
+
+fn utf8(s: impl Into<String>) -> ScalarValue {
+    ScalarValue::Utf8(Some(s.into()))
+}
+
+fn list_of(t: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", t, true)))
+}
+
+fn string_list(items: Vec<Option<String>>) -> ScalarValue {
+    let scalars: Vec<ScalarValue> = items.into_iter().map(ScalarValue::Utf8).collect();
+    ScalarValue::List(ScalarValue::new_list_nullable(&scalars, &DataType::Utf8))
+}
+
+fn check(name: &str, args: &[DataType], ok: bool, ret: DataType) -> Result<DataType> {
+    if ok {
+        Ok(ret)
+    } else {
+        Err(no_variant(name, args))
+    }
+}
+
+// ---------------------------------------------------------------- generic
+
+fn as_value() -> ScalarUDF {
+    RowFn::lenient(
+        "AS_VALUE",
+        |a| match a {
+            [t] => Ok(t.clone()),
+            _ => Err(no_variant("AS_VALUE", a)),
+        },
+        |a, _| Ok(a[0].clone()),
+    )
+}
+
+// ---------------------------------------------------------------- JSON
+
+/// The first JSON value in `s`, ignoring what follows (as Jackson does).
+fn parse_json(s: &str) -> Option<Json> {
+    serde_json::Deserializer::from_str(s)
+        .into_iter::<Json>()
+        .next()
+        .and_then(|r| r.ok())
+}
+
+fn to_json_string() -> ScalarUDF {
+    RowFn::lenient(
+        "TO_JSON_STRING",
+        |a| check("TO_JSON_STRING", a, a.len() == 1, DataType::Utf8),
+        |a, _| {
+            let ty = match a[0].data_type() {
+                DataType::Null => SqlType::String,
+                t => SqlType::from_arrow(&t).map_err(|e| err(e.to_string()))?,
+            };
+            let d = Datum::from_scalar(&a[0]).map_err(|e| err(e.to_string()))?;
+            Ok(utf8(datum_to_json(&d, &ty).to_string()))
+        },
+    )
+}
+
+/// Follows a JSONPath like `$.a.b[0]` or `$['a']`.
+fn json_path<'j>(root: &'j Json, path: &str) -> Option<&'j Json> {
+    let rest = path.trim().strip_prefix('$')?;
+    let mut cur = root;
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                let mut key = String::new();
+                while let Some(&n) = chars.peek() {
+                    if n == '.' || n == '[' {
+                        break;
+                    }
+                    key.push(n);
+                    chars.next();
+                }
+                cur = cur.as_object()?.get(&key)?;
+            }
+            '[' => {
+                let mut inner = String::new();
+                for n in chars.by_ref() {
+                    if n == ']' {
+                        break;
+                    }
+                    inner.push(n);
+                }
+                let inner = inner.trim();
+                if let Some(key) = inner
+                    .strip_prefix('\'')
+                    .and_then(|k| k.strip_suffix('\''))
+                    .or_else(|| inner.strip_prefix('"').and_then(|k| k.strip_suffix('"')))
+                {
+                    cur = cur.as_object()?.get(key)?;
+                } else {
+                    cur = cur.as_array()?.get(inner.parse::<usize>().ok()?)?;
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(cur)
+}
+
+fn extract_json_field() -> ScalarUDF {
+    RowFn::strict(
+        "EXTRACTJSONFIELD",
+        |a| {
+            check(
+                "EXTRACTJSONFIELD",
+                a,
+                a.len() == 2 && is_str(&a[0]) && is_str(&a[1]),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            let (Some(s), Some(path)) = (text(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
+            let found = parse_json(s).and_then(|j| json_path(&j, path).cloned());
+            Ok(ScalarValue::Utf8(match found {
+                None | Some(Json::Null) => None,
+                Some(Json::String(s)) => Some(s),
+                Some(other) => Some(other.to_string()),
+            }))
+        },
+    )
+}
+
+fn is_json_string() -> ScalarUDF {
+    RowFn::lenient(
+        "IS_JSON_STRING",
+        |a| check("IS_JSON_STRING", a, a.len() == 1 && is_str(&a[0]), DataType::Boolean),
+        |a, _| {
+            Ok(ScalarValue::Boolean(Some(
+                text(&a[0]).is_some_and(|s| serde_json::from_str::<Json>(s).is_ok()),
+            )))
+        },
+    )
+}
+
+fn json_array_length() -> ScalarUDF {
+    RowFn::strict(
+        "JSON_ARRAY_LENGTH",
+        |a| check("JSON_ARRAY_LENGTH", a, a.len() == 1 && is_str(&a[0]), DataType::Int32),
+        |a, _| {
+            let n = text(&a[0])
+                .and_then(|s| serde_json::from_str::<Json>(s).ok())
+                .and_then(|j| j.as_array().map(|a| a.len() as i32));
+            Ok(ScalarValue::Int32(n))
+        },
+    )
+}
+
+fn json_keys() -> ScalarUDF {
+    RowFn::strict(
+        "JSON_KEYS",
+        |a| check("JSON_KEYS", a, a.len() == 1 && is_str(&a[0]), list_of(DataType::Utf8)),
+        |a, ret| match text(&a[0]).and_then(|s| serde_json::from_str::<Json>(s).ok()) {
+            Some(Json::Object(m)) => Ok(string_list(m.keys().map(|k| Some(k.clone())).collect())),
+            _ => ScalarValue::try_from(ret),
+        },
+    )
+}
+
+fn json_items() -> ScalarUDF {
+    RowFn::strict(
+        "JSON_ITEMS",
+        |a| check("JSON_ITEMS", a, a.len() == 1 && is_str(&a[0]), list_of(DataType::Utf8)),
+        |a, ret| match text(&a[0]).and_then(|s| serde_json::from_str::<Json>(s).ok()) {
+            Some(Json::Array(items)) => Ok(string_list(
+                items.iter().map(|i| Some(i.to_string())).collect(),
+            )),
+            _ => ScalarValue::try_from(ret),
+        },
+    )
+}
+
+fn json_records() -> ScalarUDF {
+    RowFn::strict(
+        "JSON_RECORDS",
+        |a| {
+            check(
+                "JSON_RECORDS",
+                a,
+                a.len() == 1 && is_str(&a[0]),
+                crate::types::map_type(DataType::Utf8, DataType::Utf8),
+            )
+        },
+        |a, ret| match text(&a[0]).and_then(|s| serde_json::from_str::<Json>(s).ok()) {
+            Some(Json::Object(m)) => Datum::Map(
+                m.iter()
+                    .map(|(k, v)| (Datum::Str(k.clone()), Datum::Str(v.to_string())))
+                    .collect(),
+            )
+            .to_scalar(ret)
+            .map_err(|e| err(e.to_string())),
+            _ => ScalarValue::try_from(ret),
+        },
+    )
+}
+
+fn json_concat() -> ScalarUDF {
+    RowFn::lenient(
+        "JSON_CONCAT",
+        |a| {
+            check(
+                "JSON_CONCAT",
+                a,
+                !a.is_empty() && a.iter().all(is_str),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            let mut parsed = Vec::with_capacity(a.len());
+            for v in a {
+                match text(v).and_then(|s| serde_json::from_str::<Json>(s).ok()) {
+                    Some(j) => parsed.push(j),
+                    None => return Ok(ScalarValue::Utf8(None)),
+                }
+            }
+            if parsed.iter().all(Json::is_object) {
+                let mut out = serde_json::Map::new();
+                for j in parsed {
+                    if let Json::Object(m) = j {
+                        out.extend(m);
+                    }
+                }
+                return Ok(utf8(Json::Object(out).to_string()));
+            }
+            let mut out = Vec::new();
+            for j in parsed {
+                match j {
+                    Json::Array(items) => out.extend(items),
+                    other => out.push(other),
+                }
+            }
+            Ok(utf8(Json::Array(out).to_string()))
+        },
+    )
+}
+
+// ---------------------------------------------------------------- strings
+
+fn split() -> ScalarUDF {
+    RowFn::strict(
+        "SPLIT",
+        |a| {
+            check(
+                "SPLIT",
+                a,
+                a.len() == 2 && is_str(&a[0]) && is_str(&a[1]),
+                list_of(DataType::Utf8),
+            )
+        },
+        |a, _| {
+            let (Some(s), Some(d)) = (text(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Null);
+            };
+            let parts: Vec<Option<String>> = if d.is_empty() {
+                s.chars().map(|c| Some(c.to_string())).collect()
+            } else {
+                s.split(d).map(|p| Some(p.to_string())).collect()
+            };
+            Ok(string_list(parts))
+        },
+    )
+}
+
+fn regex(p: &str) -> Result<regex::Regex> {
+    regex::Regex::new(p).map_err(|e| err(format!("invalid regular expression {p}: {e}")))
+}
+
+fn regexp_extract() -> ScalarUDF {
+    RowFn::strict(
+        "REGEXP_EXTRACT",
+        |a| {
+            check(
+                "REGEXP_EXTRACT",
+                a,
+                (a.len() == 2 || a.len() == 3 && is_int(&a[2])) && is_str(&a[0]) && is_str(&a[1]),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            let (Some(s), Some(p)) = (text(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
+            let group = a.get(2).and_then(int).unwrap_or(0);
+            let re = regex(p)?;
+            Ok(ScalarValue::Utf8(re.captures(s).and_then(|c| {
+                c.get(usize::try_from(group).ok()?)
+                    .map(|m| m.as_str().to_string())
+            })))
+        },
+    )
+}
+
+fn regexp_extract_all() -> ScalarUDF {
+    RowFn::strict(
+        "REGEXP_EXTRACT_ALL",
+        |a| {
+            check(
+                "REGEXP_EXTRACT_ALL",
+                a,
+                (a.len() == 2 || a.len() == 3 && is_int(&a[2])) && is_str(&a[0]) && is_str(&a[1]),
+                list_of(DataType::Utf8),
+            )
+        },
+        |a, _| {
+            let (Some(s), Some(p)) = (text(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Null);
+            };
+            let group = usize::try_from(a.get(2).and_then(int).unwrap_or(0)).unwrap_or(0);
+            let re = regex(p)?;
+            Ok(string_list(
+                re.captures_iter(s)
+                    .map(|c| c.get(group).map(|m| m.as_str().to_string()))
+                    .collect(),
+            ))
+        },
+    )
+}
+
+fn regexp_split_to_array() -> ScalarUDF {
+    RowFn::strict(
+        "REGEXP_SPLIT_TO_ARRAY",
+        |a| {
+            check(
+                "REGEXP_SPLIT_TO_ARRAY",
+                a,
+                a.len() == 2 && is_str(&a[0]) && is_str(&a[1]),
+                list_of(DataType::Utf8),
+            )
+        },
+        |a, _| {
+            let (Some(s), Some(p)) = (text(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Null);
+            };
+            let re = regex(p)?;
+            Ok(string_list(re.split(s).map(|p| Some(p.to_string())).collect()))
+        },
+    )
+}
+
+fn regexp_replace() -> ScalarUDF {
+    RowFn::strict(
+        "REGEXP_REPLACE",
+        |a| {
+            check(
+                "REGEXP_REPLACE",
+                a,
+                a.len() == 3 && a.iter().all(is_str),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            let (Some(s), Some(p), Some(r)) = (text(&a[0]), text(&a[1]), text(&a[2])) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
+            // Java's $1 group references are regex's ${1}.
+            let r = java_replacement(r);
+            Ok(utf8(regex(p)?.replace_all(s, r.as_str()).into_owned()))
+        },
+    )
+}
+
+fn java_replacement(r: &str) -> String {
+    let mut out = String::with_capacity(r.len());
+    let mut chars = r.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    if n == '$' {
+                        out.push_str("$$");
+                    } else {
+                        out.push(n);
+                    }
+                }
+            }
+            '$' => {
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                out.push_str(&format!("${{{digits}}}"));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn instr() -> ScalarUDF {
+    RowFn::strict(
+        "INSTR",
+        |a| {
+            check(
+                "INSTR",
+                a,
+                (2..=4).contains(&a.len())
+                    && is_str(&a[0])
+                    && is_str(&a[1])
+                    && a[2..].iter().all(is_int),
+                DataType::Int32,
+            )
+        },
+        |a, _| {
+            let (Some(s), Some(sub)) = (text(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Int32(None));
+            };
+            let chars: Vec<char> = s.chars().collect();
+            let needle: Vec<char> = sub.chars().collect();
+            let position = a.get(2).and_then(int).unwrap_or(1);
+            let occurrence = a.get(3).and_then(int).unwrap_or(1).max(1);
+            let n = chars.len() as i64;
+            let matches_at = |i: i64| -> bool {
+                i >= 0
+                    && (i as usize) + needle.len() <= chars.len()
+                    && chars[i as usize..i as usize + needle.len()] == needle[..]
+            };
+            let mut found = 0;
+            if position > 0 {
+                let mut i = position - 1;
+                while i <= n - needle.len() as i64 {
+                    if matches_at(i) {
+                        found += 1;
+                        if found == occurrence {
+                            return Ok(ScalarValue::Int32(Some(i as i32 + 1)));
+                        }
+                    }
+                    i += 1;
+                }
+            } else if position < 0 {
+                let mut i = n + position;
+                while i >= 0 {
+                    if matches_at(i) {
+                        found += 1;
+                        if found == occurrence {
+                            return Ok(ScalarValue::Int32(Some(i as i32 + 1)));
+                        }
+                    }
+                    i -= 1;
+                }
+            }
+            Ok(ScalarValue::Int32(Some(0)))
+        },
+    )
+}
+
+fn substring() -> ScalarUDF {
+    RowFn::strict(
+        "SUBSTRING",
+        |a| {
+            check(
+                "SUBSTRING",
+                a,
+                (a.len() == 2 || a.len() == 3) && is_str(&a[0]) && a[1..].iter().all(is_int),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            let Some(s) = text(&a[0]) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
+            let chars: Vec<char> = s.chars().collect();
+            let n = chars.len() as i64;
+            let pos = int(&a[1]).unwrap_or(1);
+            // ksqlDB: 1-based; negative counts from the end; 0 is 1.
+            let start = if pos > 0 { pos - 1 } else if pos < 0 { (n + pos).max(0) } else { 0 };
+            let end = match a.get(2).and_then(int) {
+                Some(len) => (start + len.max(0)).min(n),
+                None => n,
+            };
+            if start >= n || end <= start {
+                return Ok(utf8(""));
+            }
+            Ok(utf8(chars[start as usize..end as usize].iter().collect::<String>()))
+        },
+    )
+}
+
+fn mask_char(c: char, upper: Option<char>, lower: Option<char>, digit: Option<char>, other: Option<char>) -> char {
+    let pick = if c.is_ascii_uppercase() {
+        upper
+    } else if c.is_ascii_lowercase() {
+        lower
+    } else if c.is_ascii_digit() {
+        digit
+    } else {
+        other
+    };
+    pick.unwrap_or(c)
+}
+
+fn mask_args(a: &[ScalarValue], from: usize) -> [Option<char>; 4] {
+    let defaults = ['X', 'x', 'n', '-'];
+    let mut out = [None; 4];
+    for (i, d) in defaults.iter().enumerate() {
+        out[i] = match a.get(from + i) {
+            None => Some(*d),
+            Some(v) if v.is_null() => None,
+            Some(v) => text(v).and_then(|s| s.chars().next()),
+        };
+    }
+    out
+}
+
+fn mask_udf(name: &'static str, with_count: bool) -> ScalarUDF {
+    let ret: super::udf::ReturnFn = if with_count {
+        |a| {
+            check(
+                "MASK",
+                a,
+                (2..=6).contains(&a.len()) && is_str(&a[0]) && is_int(&a[1]),
+                DataType::Utf8,
+            )
+        }
+    } else {
+        |a| {
+            check(
+                "MASK",
+                a,
+                (1..=5).contains(&a.len()) && a.iter().all(is_str),
+                DataType::Utf8,
+            )
+        }
+    };
+    let eval: super::udf::EvalFn = match name {
+        "MASK" => |a, _| {
+            let Some(s) = text(&a[0]) else { return Ok(ScalarValue::Utf8(None)) };
+            let [u, l, d, o] = mask_args(a, 1);
+            Ok(utf8(s.chars().map(|c| mask_char(c, u, l, d, o)).collect::<String>()))
+        },
+        "MASK_LEFT" | "MASK_KEEP_RIGHT" => |a, _| {
+            let Some(s) = text(&a[0]) else { return Ok(ScalarValue::Utf8(None)) };
+            let n = int(&a[1]).unwrap_or(0).max(0) as usize;
+            let [u, l, d, o] = mask_args(a, 2);
+            Ok(utf8(s.chars().enumerate().map(|(i, c)| if i < n { mask_char(c, u, l, d, o) } else { c }).collect::<String>()))
+        },
+        _ => |a, _| {
+            let Some(s) = text(&a[0]) else { return Ok(ScalarValue::Utf8(None)) };
+            let n = int(&a[1]).unwrap_or(0).max(0) as usize;
+            let [u, l, d, o] = mask_args(a, 2);
+            let len = s.chars().count();
+            Ok(utf8(s.chars().enumerate().map(|(i, c)| if i + n >= len { mask_char(c, u, l, d, o) } else { c }).collect::<String>()))
+        },
+    };
+    RowFn::strict(name, ret, eval)
+}
+
+fn mask_keep(name: &'static str) -> ScalarUDF {
+    // MASK_KEEP_LEFT(s, n): mask all but the first n; MASK_KEEP_RIGHT: all but the last n.
+    let eval: super::udf::EvalFn = if name == "MASK_KEEP_LEFT" {
+        |a, _| {
+            let Some(s) = text(&a[0]) else { return Ok(ScalarValue::Utf8(None)) };
+            let n = int(&a[1]).unwrap_or(0).max(0) as usize;
+            let [u, l, d, o] = mask_args(a, 2);
+            Ok(utf8(s.chars().enumerate().map(|(i, c)| if i >= n { mask_char(c, u, l, d, o) } else { c }).collect::<String>()))
+        }
+    } else {
+        |a, _| {
+            let Some(s) = text(&a[0]) else { return Ok(ScalarValue::Utf8(None)) };
+            let n = int(&a[1]).unwrap_or(0).max(0) as usize;
+            let [u, l, d, o] = mask_args(a, 2);
+            let len = s.chars().count();
+            Ok(utf8(s.chars().enumerate().map(|(i, c)| if i + n < len { mask_char(c, u, l, d, o) } else { c }).collect::<String>()))
+        }
+    };
+    RowFn::strict(
+        name,
+        |a| {
+            check(
+                "MASK",
+                a,
+                (2..=6).contains(&a.len()) && is_str(&a[0]) && is_int(&a[1]),
+                DataType::Utf8,
+            )
+        },
+        eval,
+    )
+}
+
+// ---------------------------------------------------------------- bytes
+
+fn to_bytes() -> ScalarUDF {
+    RowFn::strict(
+        "TO_BYTES",
+        |a| check("TO_BYTES", a, a.len() == 2 && is_str(&a[0]) && is_str(&a[1]), DataType::Binary),
+        |a, _| {
+            let (Some(s), Some(enc)) = (text(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Binary(None));
+            };
+            Ok(ScalarValue::Binary(Some(decode_text(s, enc)?)))
+        },
+    )
+}
+
+fn decode_text(s: &str, enc: &str) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    match enc.to_ascii_lowercase().as_str() {
+        "hex" => (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                s.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| err(format!("invalid hex string: {s}")))
+            })
+            .collect(),
+        "utf8" | "ascii" => Ok(s.as_bytes().to_vec()),
+        "base64" => crate::datum::B64
+            .decode(s)
+            .map_err(|_| err(format!("invalid base64 string: {s}"))),
+        other => Err(err(format!(
+            "Supported input encodings are: hex, utf8, ascii and base64, found {other}"
+        ))),
+    }
+}
+
+fn from_bytes() -> ScalarUDF {
+    RowFn::strict(
+        "FROM_BYTES",
+        |a| {
+            check(
+                "FROM_BYTES",
+                a,
+                a.len() == 2 && matches!(a[0], DataType::Binary | DataType::Null) && is_str(&a[1]),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            use base64::Engine as _;
+            let (ScalarValue::Binary(Some(b)), Some(enc)) = (&a[0], text(&a[1])) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
+            Ok(utf8(match enc.to_ascii_lowercase().as_str() {
+                "hex" => b.iter().map(|x| format!("{x:02X}")).collect::<String>(),
+                "utf8" | "ascii" => String::from_utf8_lossy(b).into_owned(),
+                "base64" => crate::datum::B64.encode(b),
+                other => {
+                    return Err(err(format!(
+                        "Supported output encodings are: hex, utf8, ascii and base64, found {other}"
+                    )))
+                }
+            }))
+        },
+    )
+}
+
+fn int_from_bytes(name: &'static str, width: usize) -> ScalarUDF {
+    let ret: super::udf::ReturnFn = match width {
+        4 => |a| check("INT_FROM_BYTES", a, (1..=2).contains(&a.len()), DataType::Int32),
+        _ => |a| check("BIGINT_FROM_BYTES", a, (1..=2).contains(&a.len()), DataType::Int64),
+    };
+    let eval: super::udf::EvalFn = match (name, width) {
+        ("DOUBLE_FROM_BYTES", _) => |a, _| {
+            let ScalarValue::Binary(Some(b)) = &a[0] else { return Ok(ScalarValue::Float64(None)) };
+            let arr: [u8; 8] = b.as_slice().try_into().map_err(|_| err("Number of bytes must be equal to 8, but found different"))?;
+            let little = a.get(1).and_then(text).is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
+            Ok(ScalarValue::Float64(Some(if little { f64::from_le_bytes(arr) } else { f64::from_be_bytes(arr) })))
+        },
+        (_, 4) => |a, _| {
+            let ScalarValue::Binary(Some(b)) = &a[0] else { return Ok(ScalarValue::Int32(None)) };
+            let arr: [u8; 4] = b.as_slice().try_into().map_err(|_| err("Number of bytes must be equal to 4, but found different"))?;
+            let little = a.get(1).and_then(text).is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
+            Ok(ScalarValue::Int32(Some(if little { i32::from_le_bytes(arr) } else { i32::from_be_bytes(arr) })))
+        },
+        _ => |a, _| {
+            let ScalarValue::Binary(Some(b)) = &a[0] else { return Ok(ScalarValue::Int64(None)) };
+            let arr: [u8; 8] = b.as_slice().try_into().map_err(|_| err("Number of bytes must be equal to 8, but found different"))?;
+            let little = a.get(1).and_then(text).is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
+            Ok(ScalarValue::Int64(Some(if little { i64::from_le_bytes(arr) } else { i64::from_be_bytes(arr) })))
+        },
+    };
+    if name == "DOUBLE_FROM_BYTES" {
+        RowFn::strict(name, |a| check("DOUBLE_FROM_BYTES", a, (1..=2).contains(&a.len()), DataType::Float64), eval)
+    } else {
+        RowFn::strict(name, ret, eval)
+    }
+}
+
+// ---------------------------------------------------------------- math
+
+fn ln_log() -> ScalarUDF {
+    RowFn::strict(
+        "LOG",
+        |a| check("LOG", a, (1..=2).contains(&a.len()) && a.iter().all(is_num), DataType::Float64),
+        |a, _| {
+            let x = Datum::from_scalar(a.last().unwrap_or(&ScalarValue::Null))
+                .ok()
+                .and_then(|d| d.as_f64());
+            let base = if a.len() == 2 {
+                Datum::from_scalar(&a[0]).ok().and_then(|d| d.as_f64())
+            } else {
+                Some(std::f64::consts::E)
+            };
+            Ok(ScalarValue::Float64(match (x, base) {
+                (Some(x), Some(b)) => Some(x.ln() / b.ln()),
+                _ => None,
+            }))
+        },
+    )
+}
+
+fn float_fn(name: &'static str) -> ScalarUDF {
+    let eval: super::udf::EvalFn = match name {
+        "SQRT" => |a, _| Ok(ScalarValue::Float64(num(&a[0]).map(f64::sqrt))),
+        "LN" => |a, _| Ok(ScalarValue::Float64(num(&a[0]).map(f64::ln))),
+        "EXP" => |a, _| Ok(ScalarValue::Float64(num(&a[0]).map(f64::exp))),
+        _ => |a, _| Ok(ScalarValue::Float64(num(&a[0]).map(f64::cbrt))),
+    };
+    RowFn::strict(
+        name,
+        |a| check("MATH", a, a.len() == 1 && is_num(&a[0]), DataType::Float64),
+        eval,
+    )
+}
+
+fn num(v: &ScalarValue) -> Option<f64> {
+    Datum::from_scalar(v).ok()?.as_f64()
+}
+
+fn sign() -> ScalarUDF {
+    RowFn::strict(
+        "SIGN",
+        |a| check("SIGN", a, a.len() == 1 && is_num(&a[0]), DataType::Int32),
+        |a, _| {
+            Ok(ScalarValue::Int32(num(&a[0]).map(|x| {
+                if x > 0.0 {
+                    1
+                } else if x < 0.0 {
+                    -1
+                } else {
+                    0
+                }
+            })))
+        },
+    )
+}
+
+// ---------------------------------------------------------------- collections
+
+fn generate_series() -> ScalarUDF {
+    RowFn::strict(
+        "GENERATE_SERIES",
+        |a| {
+            let ok = (2..=3).contains(&a.len()) && a.iter().all(is_int);
+            let elem = if a.iter().any(|t| *t == DataType::Int64) {
+                DataType::Int64
+            } else {
+                DataType::Int32
+            };
+            check("GENERATE_SERIES", a, ok, list_of(elem))
+        },
+        |a, ret| {
+            let (Some(start), Some(end)) = (int(&a[0]), int(&a[1])) else {
+                return ScalarValue::try_from(ret);
+            };
+            let step = match a.get(2).and_then(int) {
+                Some(0) => return Err(err("GENERATE_SERIES step cannot be zero")),
+                Some(s) => s,
+                None if end >= start => 1,
+                None => -1,
+            };
+            if (step > 0 && end < start) || (step < 0 && end > start) {
+                return Err(err(
+                    "GENERATE_SERIES step has wrong sign",
+                ));
+            }
+            let DataType::List(f) = ret else {
+                return Err(err("GENERATE_SERIES returns a list"));
+            };
+            let mut items = Vec::new();
+            let mut i = start;
+            while (step > 0 && i <= end) || (step < 0 && i >= end) {
+                items.push(Datum::Int(i).to_scalar(f.data_type()).map_err(|e| err(e.to_string()))?);
+                i = match i.checked_add(step) {
+                    Some(n) => n,
+                    None => break,
+                };
+            }
+            Ok(ScalarValue::List(ScalarValue::new_list_nullable(&items, f.data_type())))
+        },
+    )
+}
+
+fn entries() -> ScalarUDF {
+    RowFn::strict(
+        "ENTRIES",
+        |a| match a {
+            [DataType::Map(f, _), DataType::Boolean] => match f.data_type() {
+                DataType::Struct(kv) if kv.len() == 2 => Ok(list_of(DataType::Struct(Fields::from(vec![
+                    Field::new("K", kv[0].data_type().clone(), true),
+                    Field::new("V", kv[1].data_type().clone(), true),
+                ])))),
+                _ => Err(no_variant("ENTRIES", a)),
+            },
+            _ => Err(no_variant("ENTRIES", a)),
+        },
+        |a, ret| {
+            let Datum::Map(mut entries) = Datum::from_scalar(&a[0]).map_err(|e| err(e.to_string()))? else {
+                return ScalarValue::try_from(ret);
+            };
+            if matches!(a[1], ScalarValue::Boolean(Some(true))) {
+                entries.sort_by(|x, y| x.0.cmp(&y.0));
+            }
+            Datum::List(entries.into_iter().map(|(k, v)| Datum::Struct(vec![k, v])).collect())
+                .to_scalar(ret)
+                .map_err(|e| err(e.to_string()))
+        },
+    )
+}
+
+fn as_map() -> ScalarUDF {
+    RowFn::strict(
+        "AS_MAP",
+        |a| match a {
+            [DataType::List(k), DataType::List(v)] => {
+                Ok(crate::types::map_type(k.data_type().clone(), v.data_type().clone()))
+            }
+            _ => Err(no_variant("AS_MAP", a)),
+        },
+        |a, ret| {
+            let (Datum::List(keys), Datum::List(values)) = (
+                Datum::from_scalar(&a[0]).map_err(|e| err(e.to_string()))?,
+                Datum::from_scalar(&a[1]).map_err(|e| err(e.to_string()))?,
+            ) else {
+                return ScalarValue::try_from(ret);
+            };
+            let mut out: Vec<(Datum, Datum)> = Vec::new();
+            for (k, v) in keys.into_iter().zip(values) {
+                if k.is_null() {
+                    continue;
+                }
+                if let Some(e) = out.iter_mut().find(|e| e.0 == k) {
+                    e.1 = v;
+                } else {
+                    out.push((k, v));
+                }
+            }
+            Datum::Map(out).to_scalar(ret).map_err(|e| err(e.to_string()))
+        },
+    )
+}
+
+// ---------------------------------------------------------------- date/time
+
+/// Converts a Java `DateTimeFormatter` pattern to a chrono format string.
+pub fn java_format(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            // quoted literal; '' is a single quote
+            if chars.get(i + 1) == Some(&'\'') {
+                out.push('\'');
+                i += 2;
+                continue;
+            }
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '\'' {
+                    if chars.get(i + 1) == Some(&'\'') {
+                        out.push('\'');
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                if chars[i] == '%' {
+                    out.push_str("%%");
+                } else {
+                    out.push(chars[i]);
+                }
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        let mut n = 1;
+        while chars.get(i + n) == Some(&c) {
+            n += 1;
+        }
+        let spec = match (c, n) {
+            ('y' | 'u', 2) => "%y",
+            ('y' | 'u', _) => "%Y",
+            ('M', 1) => "%-m",
+            ('M', 2) => "%m",
+            ('M', 3) => "%b",
+            ('M', _) => "%B",
+            ('d', 1) => "%-d",
+            ('d', _) => "%d",
+            ('D', _) => "%j",
+            ('H', 1) => "%-H",
+            ('H', _) => "%H",
+            ('h', 1) => "%-I",
+            ('h', _) => "%I",
+            ('m', 1) => "%-M",
+            ('m', _) => "%M",
+            ('s', 1) => "%-S",
+            ('s', _) => "%S",
+            ('S', 1..=3) => "%3f",
+            ('S', 4..=6) => "%6f",
+            ('S', _) => "%9f",
+            ('a', _) => "%p",
+            ('E', 1..=3) => "%a",
+            ('E', _) => "%A",
+            ('z', _) => "%Z",
+            ('Z', _) => "%z",
+            ('X' | 'x', 1) => "%#z",
+            ('X' | 'x', 2) => "%z",
+            ('X' | 'x', _) => "%:z",
+            ('%', _) => "%%",
+            _ => {
+                for _ in 0..n {
+                    out.push(c);
+                }
+                i += n;
+                continue;
+            }
+        };
+        out.push_str(spec);
+        i += n;
+    }
+    out
+}
+
+fn tz_of(v: Option<&ScalarValue>) -> Result<chrono_tz::Tz> {
+    match v.and_then(text) {
+        None => Ok(chrono_tz::UTC),
+        Some(name) => name
+            .parse::<chrono_tz::Tz>()
+            .or_else(|_| match name {
+                "Z" | "GMT" => Ok(chrono_tz::UTC),
+                _ => Err(()),
+            })
+            .map_err(|_| err(format!("Unknown time-zone ID: {name}"))),
+    }
+}
+
+fn format_ms(ms: i64, pattern: &str, tz: chrono_tz::Tz) -> Result<String> {
+    let utc: DateTime<Utc> = DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| err(format!("timestamp {ms} is out of range")))?;
+    let fmt = java_format(pattern);
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    write!(out, "{}", utc.with_timezone(&tz).format(&fmt))
+        .map_err(|_| err(format!("invalid format: {pattern}")))?;
+    Ok(out)
+}
+
+/// Parses `s` with a Java pattern into epoch milliseconds.
+fn parse_ms(s: &str, pattern: &str, tz: chrono_tz::Tz) -> Result<i64> {
+    let fmt = java_format(pattern);
+    let fail = || err(format!("Failed to parse timestamp '{s}' with formatter '{pattern}'"));
+    if let Ok(dt) = DateTime::parse_from_str(s, &fmt) {
+        return Ok(dt.timestamp_millis());
+    }
+    let naive = NaiveDateTime::parse_from_str(s, &fmt)
+        .or_else(|_| NaiveDate::parse_from_str(s, &fmt).map(|d| d.and_time(NaiveTime::MIN)))
+        .map_err(|_| fail())?;
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .map(|d| d.timestamp_millis())
+        .ok_or_else(fail)
+}
+
+fn ts_ms(v: &ScalarValue) -> Option<i64> {
+    match Datum::from_scalar(v).ok()? {
+        Datum::Int(i) => Some(i),
+        _ => None,
+    }
+}
+
+fn timestamp_to_string(name: &'static str) -> ScalarUDF {
+    // TIMESTAMPTOSTRING(BIGINT ms, fmt[, tz]); FORMAT_TIMESTAMP(TIMESTAMP, fmt[, tz])
+    RowFn::strict(
+        name,
+        |a| {
+            check(
+                "FORMAT_TIMESTAMP",
+                a,
+                (2..=3).contains(&a.len())
+                    && (is_int(&a[0]) || matches!(a[0], DataType::Timestamp(..)))
+                    && a[1..].iter().all(is_str),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            let (Some(ms), Some(fmt)) = (ts_ms(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
+            Ok(utf8(format_ms(ms, fmt, tz_of(a.get(2))?)?))
+        },
+    )
+}
+
+fn string_to_timestamp() -> ScalarUDF {
+    RowFn::strict(
+        "STRINGTOTIMESTAMP",
+        |a| {
+            check(
+                "STRINGTOTIMESTAMP",
+                a,
+                (2..=3).contains(&a.len()) && a.iter().all(is_str),
+                DataType::Int64,
+            )
+        },
+        |a, _| {
+            let (Some(s), Some(fmt)) = (text(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Int64(None));
+            };
+            Ok(ScalarValue::Int64(Some(parse_ms(s, fmt, tz_of(a.get(2))?)?)))
+        },
+    )
+}
+
+fn parse_timestamp() -> ScalarUDF {
+    RowFn::strict(
+        "PARSE_TIMESTAMP",
+        |a| {
+            check(
+                "PARSE_TIMESTAMP",
+                a,
+                (2..=3).contains(&a.len()) && a.iter().all(is_str),
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+            )
+        },
+        |a, _| {
+            let (Some(s), Some(fmt)) = (text(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::TimestampMillisecond(None, None));
+            };
+            Ok(ScalarValue::TimestampMillisecond(
+                Some(parse_ms(s, fmt, tz_of(a.get(2))?)?),
+                None,
+            ))
+        },
+    )
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+fn format_date(name: &'static str) -> ScalarUDF {
+    // DATETOSTRING(INT days, fmt); FORMAT_DATE(DATE, fmt)
+    RowFn::strict(
+        name,
+        |a| {
+            check(
+                "FORMAT_DATE",
+                a,
+                a.len() == 2
+                    && (is_int(&a[0]) || a[0] == DataType::Date32)
+                    && is_str(&a[1]),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            let (Some(days), Some(fmt)) = (ts_ms(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
+            Ok(utf8(format_ms(days * DAY_MS, fmt, chrono_tz::UTC)?))
+        },
+    )
+}
+
+fn parse_date(name: &'static str) -> ScalarUDF {
+    // STRINGTODATE → INT days; PARSE_DATE → DATE
+    let ret: super::udf::ReturnFn = if name == "PARSE_DATE" {
+        |a| check("PARSE_DATE", a, a.len() == 2 && a.iter().all(is_str), DataType::Date32)
+    } else {
+        |a| check("STRINGTODATE", a, a.len() == 2 && a.iter().all(is_str), DataType::Int32)
+    };
+    RowFn::strict(name, ret, |a, ret| {
+        let (Some(s), Some(fmt)) = (text(&a[0]), text(&a[1])) else {
+            return ScalarValue::try_from(ret);
+        };
+        let days = parse_ms(s, fmt, chrono_tz::UTC)?.div_euclid(DAY_MS) as i32;
+        Ok(if *ret == DataType::Date32 {
+            ScalarValue::Date32(Some(days))
+        } else {
+            ScalarValue::Int32(Some(days))
+        })
+    })
+}
+
+fn format_time() -> ScalarUDF {
+    RowFn::strict(
+        "FORMAT_TIME",
+        |a| {
+            check(
+                "FORMAT_TIME",
+                a,
+                a.len() == 2 && matches!(a[0], DataType::Time32(_) | DataType::Null) && is_str(&a[1]),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            let (Some(ms), Some(fmt)) = (ts_ms(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
+            Ok(utf8(format_ms(ms, fmt, chrono_tz::UTC)?))
+        },
+    )
+}
+
+fn parse_time() -> ScalarUDF {
+    RowFn::strict(
+        "PARSE_TIME",
+        |a| check("PARSE_TIME", a, a.len() == 2 && a.iter().all(is_str), DataType::Time32(TimeUnit::Millisecond)),
+        |a, _| {
+            let (Some(s), Some(fmt)) = (text(&a[0]), text(&a[1])) else {
+                return Ok(ScalarValue::Time32Millisecond(None));
+            };
+            let f = java_format(fmt);
+            let t = NaiveTime::parse_from_str(s, &f)
+                .map_err(|_| err(format!("Failed to parse time '{s}' with formatter '{fmt}'")))?;
+            let ms = t.signed_duration_since(NaiveTime::MIN).num_milliseconds();
+            Ok(ScalarValue::Time32Millisecond(Some(ms as i32)))
+        },
+    )
+}
+
+fn unix_timestamp() -> ScalarUDF {
+    RowFn::volatile(
+        "UNIX_TIMESTAMP",
+        |a| {
+            check(
+                "UNIX_TIMESTAMP",
+                a,
+                a.is_empty() || a.len() == 1 && matches!(a[0], DataType::Timestamp(..) | DataType::Null),
+                DataType::Int64,
+            )
+        },
+        |a, _| {
+            Ok(ScalarValue::Int64(match a.first() {
+                Some(v) => ts_ms(v),
+                None => Some(Utc::now().timestamp_millis()),
+            }))
+        },
+    )
+}
+
+fn unix_date() -> ScalarUDF {
+    RowFn::volatile(
+        "UNIX_DATE",
+        |a| {
+            check(
+                "UNIX_DATE",
+                a,
+                a.is_empty() || a.len() == 1 && matches!(a[0], DataType::Date32 | DataType::Null),
+                DataType::Int32,
+            )
+        },
+        |a, _| {
+            Ok(ScalarValue::Int32(match a.first() {
+                Some(v) => ts_ms(v).map(|d| d as i32),
+                None => Some(Utc::now().timestamp_millis().div_euclid(DAY_MS) as i32),
+            }))
+        },
+    )
+}
+
+fn from_unixtime() -> ScalarUDF {
+    RowFn::strict(
+        "FROM_UNIXTIME",
+        |a| check("FROM_UNIXTIME", a, a.len() == 1 && is_int(&a[0]), DataType::Timestamp(TimeUnit::Millisecond, None)),
+        |a, _| Ok(ScalarValue::TimestampMillisecond(int(&a[0]), None)),
+    )
+}
+
+fn from_days() -> ScalarUDF {
+    RowFn::strict(
+        "FROM_DAYS",
+        |a| check("FROM_DAYS", a, a.len() == 1 && is_int(&a[0]), DataType::Date32),
+        |a, _| Ok(ScalarValue::Date32(int(&a[0]).and_then(|d| i32::try_from(d).ok()))),
+    )
+}
+
+/// Milliseconds in one `unit` (SECONDS, MINUTES, …, DAYS).
+fn unit_ms(unit: &str) -> Result<i64> {
+    Ok(match unit.to_ascii_uppercase().trim_end_matches('S') {
+        "MILLISECOND" => 1,
+        "SECOND" => 1000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => DAY_MS,
+        other => return Err(err(format!("unknown time unit {other}"))),
+    })
+}
+
+fn time_add(name: &'static str, sign: i64) -> ScalarUDF {
+    let eval: super::udf::EvalFn = if sign > 0 {
+        |a, ret| shift_time(a, ret, 1)
+    } else {
+        |a, ret| shift_time(a, ret, -1)
+    };
+    RowFn::strict(
+        name,
+        |a| match a {
+            [u, n, t] if is_str(u) && is_int(n) => match t {
+                DataType::Timestamp(..) | DataType::Date32 | DataType::Time32(_) => Ok(t.clone()),
+                DataType::Null => Ok(DataType::Timestamp(TimeUnit::Millisecond, None)),
+                _ => Err(no_variant("TIMESTAMPADD", a)),
+            },
+            _ => Err(no_variant("TIMESTAMPADD", a)),
+        },
+        eval,
+    )
+}
+
+fn shift_time(a: &[ScalarValue], ret: &DataType, sign: i64) -> Result<ScalarValue> {
+    let (Some(unit), Some(n), Some(t)) = (text(&a[0]), int(&a[1]), ts_ms(&a[2])) else {
+        return ScalarValue::try_from(ret);
+    };
+    let delta = unit_ms(unit)?.saturating_mul(n).saturating_mul(sign);
+    Ok(match ret {
+        DataType::Date32 => {
+            ScalarValue::Date32(Some((t + delta.div_euclid(DAY_MS)) as i32))
+        }
+        DataType::Time32(_) => {
+            ScalarValue::Time32Millisecond(Some((t + delta).rem_euclid(DAY_MS) as i32))
+        }
+        _ => ScalarValue::TimestampMillisecond(Some(t.saturating_add(delta)), None),
+    })
+}
+
+/// Brook's scalar functions, by ksqlDB name.
+pub fn all() -> Vec<ScalarUDF> {
+    vec![
+        as_value(),
+        to_json_string(),
+        extract_json_field(),
+        is_json_string(),
+        json_array_length(),
+        json_keys(),
+        json_items(),
+        json_records(),
+        json_concat(),
+        split(),
+        regexp_extract(),
+        regexp_extract_all(),
+        regexp_split_to_array(),
+        regexp_replace(),
+        instr(),
+        substring(),
+        mask_udf("MASK", false),
+        mask_udf("MASK_LEFT", true),
+        mask_udf("MASK_RIGHT", true),
+        mask_keep("MASK_KEEP_LEFT"),
+        mask_keep("MASK_KEEP_RIGHT"),
+        to_bytes(),
+        from_bytes(),
+        int_from_bytes("INT_FROM_BYTES", 4),
+        int_from_bytes("BIGINT_FROM_BYTES", 8),
+        int_from_bytes("DOUBLE_FROM_BYTES", 8),
+        ln_log(),
+        float_fn("SQRT"),
+        float_fn("LN"),
+        float_fn("EXP"),
+        float_fn("CBRT"),
+        sign(),
+        generate_series(),
+        entries(),
+        as_map(),
+        timestamp_to_string("TIMESTAMPTOSTRING"),
+        timestamp_to_string("FORMAT_TIMESTAMP"),
+        string_to_timestamp(),
+        parse_timestamp(),
+        format_date("DATETOSTRING"),
+        format_date("FORMAT_DATE"),
+        parse_date("STRINGTODATE"),
+        parse_date("PARSE_DATE"),
+        format_time(),
+        parse_time(),
+        unix_timestamp(),
+        unix_date(),
+        from_unixtime(),
+        from_days(),
+        time_add("TIMESTAMPADD", 1),
+        time_add("TIMESTAMPSUB", -1),
+        time_add("DATEADD", 1),
+        time_add("DATESUB", -1),
+        time_add("TIMEADD", 1),
+        time_add("TIMESUB", -1),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn java_patterns_become_chrono_formats() {
+        assert_eq!(java_format("yyyy-MM-dd'T'HH:mm:ss.SSSX"), "%Y-%m-%dT%H:%M:%S.%3f%#z");
+        assert_eq!(
+            format_ms(1_526_075_913_000, "yyyy-MM-dd HH:mm:ss", chrono_tz::UTC).expect("formats"),
+            "2018-05-11 21:58:33"
+        );
+        assert_eq!(
+            parse_ms("2018-05-11T21:58:33Z", "yyyy-MM-dd'T'HH:mm:ssX", chrono_tz::UTC)
+                .expect("parses"),
+            1_526_075_913_000
+        );
+    }
+
+    #[test]
+    fn json_paths_follow_objects_and_arrays() {
+        let j: Json = serde_json::from_str(r#"{"a": {"b": [1, {"c": "x"}]}}"#).expect("json");
+        assert_eq!(json_path(&j, "$.a.b[1].c"), Some(&Json::from("x")));
+        assert_eq!(json_path(&j, "$['a'].b[0]"), Some(&Json::from(1)));
+        assert_eq!(json_path(&j, "$.nope"), None);
+    }
+}

@@ -1,0 +1,170 @@
+//! A scalar function defined row by row on [`ScalarValue`]s: the shape of
+//! Brook's own implementations of ksqlDB functions whose semantics differ
+//! from DataFusion's (or that DataFusion lacks).
+//!
+//! Row-at-a-time evaluation is simple and exact; hot functions can move to
+//! vectorized kernels later without changing the registry.
+
+use std::fmt;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+/// Computes the return type from the argument types, or refuses them.
+pub type ReturnFn = fn(&[DataType]) -> Result<DataType>;
+/// Evaluates one row: the arguments and the return type.
+pub type EvalFn = fn(&[ScalarValue], &DataType) -> Result<ScalarValue>;
+
+/// A row-wise scalar function. Equal by name: names are unique.
+pub struct RowFn {
+    name: String,
+    signature: Signature,
+    ret: ReturnFn,
+    eval: EvalFn,
+    /// NULL in any argument gives NULL without calling `eval`.
+    strict: bool,
+}
+
+impl PartialEq for RowFn {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for RowFn {}
+
+impl std::hash::Hash for RowFn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl fmt::Debug for RowFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RowFn({})", self.name)
+    }
+}
+
+impl RowFn {
+    /// A function that returns NULL when any argument is NULL.
+    pub fn strict(name: &str, ret: ReturnFn, eval: EvalFn) -> ScalarUDF {
+        Self::build(name, ret, eval, true, Volatility::Immutable)
+    }
+
+    /// A function that sees NULL arguments itself.
+    pub fn lenient(name: &str, ret: ReturnFn, eval: EvalFn) -> ScalarUDF {
+        Self::build(name, ret, eval, false, Volatility::Immutable)
+    }
+
+    /// A function whose result changes between calls (clocks, random).
+    pub fn volatile(name: &str, ret: ReturnFn, eval: EvalFn) -> ScalarUDF {
+        Self::build(name, ret, eval, false, Volatility::Volatile)
+    }
+
+    fn build(
+        name: &str,
+        ret: ReturnFn,
+        eval: EvalFn,
+        strict: bool,
+        volatility: Volatility,
+    ) -> ScalarUDF {
+        ScalarUDF::new_from_impl(RowFn {
+            name: name.to_ascii_lowercase(),
+            signature: Signature::user_defined(volatility),
+            ret,
+            eval,
+            strict,
+        })
+    }
+}
+
+impl ScalarUDFImpl for RowFn {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        // Arguments keep their types; `ret` decides what it accepts.
+        (self.ret)(arg_types)?;
+        Ok(arg_types.to_vec())
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        (self.ret)(arg_types)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let ret = args.return_field.data_type().clone();
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let call = |row: &[ScalarValue]| -> Result<ScalarValue> {
+            if self.strict && row.iter().any(ScalarValue::is_null) {
+                return ScalarValue::try_from(&ret);
+            }
+            let v = (self.eval)(row, &ret)?;
+            if v.data_type() == ret {
+                Ok(v)
+            } else if v.is_null() {
+                ScalarValue::try_from(&ret)
+            } else {
+                v.cast_to(&ret)
+            }
+        };
+        if all_scalar && self.signature.volatility != Volatility::Volatile {
+            let row: Vec<ScalarValue> = args
+                .args
+                .iter()
+                .map(|a| match a {
+                    ColumnarValue::Scalar(s) => s.clone(),
+                    ColumnarValue::Array(_) => unreachable!("checked above"),
+                })
+                .collect();
+            return Ok(ColumnarValue::Scalar(call(&row)?));
+        }
+        let n = args.number_rows;
+        let mut out = Vec::with_capacity(n);
+        let mut row = Vec::with_capacity(args.args.len());
+        for i in 0..n {
+            row.clear();
+            for a in &args.args {
+                row.push(match a {
+                    ColumnarValue::Scalar(s) => s.clone(),
+                    ColumnarValue::Array(arr) => ScalarValue::try_from_array(arr, i)?,
+                });
+            }
+            out.push(call(&row)?);
+        }
+        if out.is_empty() {
+            return Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_empty_array(&ret),
+            ));
+        }
+        Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
+    }
+}
+
+/// A planning error for a function call: ksqlDB's wording.
+pub fn no_variant(name: &str, args: &[DataType]) -> DataFusionError {
+    let types: Vec<String> = args
+        .iter()
+        .map(|t| match t {
+            DataType::Null => "null".to_string(),
+            t => crate::types::SqlType::from_arrow(t)
+                .map_or_else(|_| t.to_string(), |t| t.to_string()),
+        })
+        .collect();
+    DataFusionError::Plan(format!(
+        "Function '{}' does not accept parameters ({}).",
+        name.to_ascii_lowercase(),
+        types.join(", ")
+    ))
+}
