@@ -473,6 +473,31 @@ fn quoted(name: &str) -> Ident {
     Ident::with_quote('"', name)
 }
 
+/// ksqlDB's literal typing: an integer literal that fits in 32 bits is an
+/// INT (DataFusion makes every integer literal a BIGINT).
+fn int_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::Transformed;
+    let out = plan.transform_up(|node| {
+        let node = node.map_expressions(|e| {
+            e.transform_up(|e| match e {
+                Expr::Literal(ScalarValue::Int64(Some(v)), meta) if i32::try_from(v).is_ok() => {
+                    Ok(Transformed::yes(Expr::Literal(
+                        ScalarValue::Int32(Some(v as i32)),
+                        meta,
+                    )))
+                }
+                other => Ok(Transformed::no(other)),
+            })
+        })?;
+        if node.transformed {
+            Ok(Transformed::yes(node.data.recompute_schema()?))
+        } else {
+            Ok(node)
+        }
+    })?;
+    Ok(out.data)
+}
+
 /// Plans a query with DataFusion: logical plan, analyzed.
 fn logical_plan(query: &Query, sources: &[&SourceDef]) -> Result<LogicalPlan> {
     let mut query = query.clone();
@@ -484,6 +509,7 @@ fn logical_plan(query: &Query, sources: &[&SourceDef]) -> Result<LogicalPlan> {
     let stmt = DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query))));
     // Resolving placeholder tables does no I/O: the future completes at once.
     let plan = futures::executor::block_on(state.statement_to_plan(stmt)).map_err(plan_error)?;
+    let plan = int_literals(plan)?;
     check_comparisons(&plan)?;
     state
         .analyzer()
@@ -1210,8 +1236,77 @@ pub fn plan_insert(
     Ok((def, out))
 }
 
+/// Evaluates a constant expression (`ARRAY[1, 2]`, `STRUCT(A := 1)`,
+/// `1.5 * 2`, a function call) with DataFusion and casts it to the
+/// column's type.
+fn constant(expr: &ast::Expr, ty: &SqlType, column: &str) -> Result<ScalarValue> {
+    let mut e = expr.clone();
+    crate::ksql_ast::rewrite_ksql(&mut e)?;
+    let sql = format!("SELECT {e}");
+    let query = match crate::parser::parse_statement(&sql)?.statement {
+        crate::parser::Statement::Select { query, .. } => query,
+        _ => return Err(PlanError::Internal("SELECT did not parse as a query".into())),
+    };
+    let ctx = planning_context(&[])?;
+    let state = ctx.state();
+    let stmt = DFStatement::Statement(Box::new(ast::Statement::Query(query)));
+    let plan = futures::executor::block_on(state.statement_to_plan(stmt)).map_err(plan_error)?;
+    let plan = state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})
+        .map_err(plan_error)?;
+    let LogicalPlan::Projection(p) = &plan else {
+        return Err(PlanError::Unsupported(format!(
+            "unsupported value {expr} in INSERT VALUES"
+        )));
+    };
+    let [value] = p.expr.as_slice() else {
+        return Err(PlanError::Internal("expected one expression".into()));
+    };
+    let physical = datafusion::physical_expr::create_physical_expr(
+        value,
+        p.input.schema(),
+        &datafusion::logical_expr::execution_props::ExecutionProps::new(),
+        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+    )?;
+    let batch = datafusion::arrow::array::RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
+    )?;
+    let v = physical.evaluate(&batch)?.into_array(1)?;
+    let v = ScalarValue::try_from_array(&v, 0)?;
+    let target = ty.arrow();
+    if v.data_type() == target {
+        return Ok(v);
+    }
+    v.cast_to(&target).map_err(|_| {
+        PlanError::Type(format!(
+            "column \"{column}\" is of type {ty} but expression is of type {}",
+            SqlType::from_arrow(&v.data_type()).map_or_else(|_| v.data_type().to_string(), |t| t.to_string())
+        ))
+    })
+}
+
 /// Converts a literal expression to a value of the column's type.
 fn literal(expr: &ast::Expr, ty: &SqlType, column: &str) -> Result<ScalarValue> {
+    let simple_type = matches!(
+        ty,
+        SqlType::Boolean
+            | SqlType::Int
+            | SqlType::Bigint
+            | SqlType::Double
+            | SqlType::String
+            | SqlType::Timestamp
+    );
+    let is_literal = match expr {
+        ast::Expr::Value(_) => true,
+        ast::Expr::UnaryOp { expr, .. } => matches!(expr.as_ref(), ast::Expr::Value(_)),
+        _ => false,
+    };
+    if !simple_type || !is_literal {
+        return constant(expr, ty, column);
+    }
     let mismatch = |found: &str| {
         PlanError::Type(format!(
             "column \"{column}\" is of type {ty} but expression is of type {found}"

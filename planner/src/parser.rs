@@ -101,6 +101,8 @@ pub enum ShowWhat {
     Topics,
     /// `SHOW PROPERTIES`
     Properties,
+    /// `SHOW FUNCTIONS`
+    Functions,
 }
 
 /// A Brook statement.
@@ -179,6 +181,11 @@ pub enum Statement {
         what: ShowWhat,
         /// `EXTENDED`
         extended: bool,
+    },
+    /// `DESCRIBE FUNCTION name`
+    DescribeFunction {
+        /// The function's name.
+        name: String,
     },
     /// `DESCRIBE [EXTENDED] name`
     Describe {
@@ -463,10 +470,16 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         parse_show(&mut p)?
     } else if is_word(&first, "DESCRIBE") {
         p.next_token();
-        let extended = p.parse_keyword(Keyword::EXTENDED);
-        Statement::Describe {
-            name: parse_name(&mut p)?,
-            extended,
+        if is_word(&p.peek_token().token, "FUNCTION") {
+            p.next_token();
+            let name = p.parse_identifier().map_err(syntax)?.value;
+            Statement::DescribeFunction { name }
+        } else {
+            let extended = p.parse_keyword(Keyword::EXTENDED);
+            Statement::Describe {
+                name: parse_name(&mut p)?,
+                extended,
+            }
         }
     } else if is_word(&first, "DROP") {
         parse_drop(&mut p)?
@@ -745,9 +758,13 @@ fn parse_show(p: &mut Parser) -> Result<Statement> {
         w if is_word(w, "QUERIES") => ShowWhat::Queries,
         w if is_word(w, "TOPICS") => ShowWhat::Topics,
         w if is_word(w, "PROPERTIES") => ShowWhat::Properties,
+        w if is_word(w, "FUNCTIONS") => ShowWhat::Functions,
         _ => {
             return Err(syntax(
-                p.expected::<()>("STREAMS, TABLES, QUERIES, TOPICS or PROPERTIES", t)
+                p.expected::<()>(
+                    "STREAMS, TABLES, QUERIES, TOPICS, PROPERTIES or FUNCTIONS",
+                    t,
+                )
                     .unwrap_err(),
             ))
         }

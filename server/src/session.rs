@@ -12,6 +12,7 @@ use brook_planner::binder::{
 use brook_planner::binder::{plan_insert_select, FormatDefaults};
 use brook_planner::catalog::{Catalog, Format, QueryDef, SourceDef, SourceKind};
 use brook_planner::parser::{self, Emit, Parsed, ShowWhat, Statement};
+use brook_planner::functions::{self, FunctionInfo};
 use brook_planner::plan::StreamPlan;
 use brook_planner::PlanError;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -459,6 +460,7 @@ impl Session {
                 })
             }
             Statement::Describe { name, .. } => self.describe(name, &parsed.sql),
+            Statement::DescribeFunction { name } => describe_function(name, &parsed.sql),
         }
     }
 
@@ -604,6 +606,7 @@ impl Session {
                     serde_json::json!({"@type": "kafka_topics", "statementText": sql, "topics": list, "warnings": []}),
                 )
             }
+            ShowWhat::Functions => show_functions(sql),
             ShowWhat::Properties => {
                 let rows: Vec<Vec<String>> = self
                     .properties
@@ -1068,6 +1071,62 @@ impl Session {
             serde_json::json!({"@type": "kafka_topics_extended", "statementText": sql, "topics": list, "warnings": []}),
         )
     }
+}
+
+/// `SHOW FUNCTIONS`: every built-in function, by name.
+fn show_functions(sql: &str) -> Output {
+    let mut functions: Vec<&FunctionInfo> = functions::FUNCTIONS.iter().collect();
+    functions.sort_by_key(|f| f.name);
+    let rows = functions
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.to_string(),
+                f.kind.name().to_string(),
+                f.category.to_string(),
+                f.signatures.join("; "),
+            ]
+        })
+        .collect();
+    let list: Vec<serde_json::Value> = functions
+        .iter()
+        .map(|f| serde_json::json!({"name": f.name, "type": f.kind.name(), "category": f.category}))
+        .collect();
+    listing(
+        &["Function Name", "Type", "Category", "Signatures"],
+        rows,
+        serde_json::json!({"@type": "function_names", "statementText": sql, "functions": list, "warnings": []}),
+    )
+}
+
+/// `DESCRIBE FUNCTION name`: what it does and its variants.
+fn describe_function(name: &str, sql: &str) -> Result<Output> {
+    let f = functions::lookup(name).ok_or_else(|| {
+        PlanError::Invalid(format!("Can't find any functions with the name '{name}'"))
+    })?;
+    let mut rows = vec![
+        vec!["Name".to_string(), f.name.to_string()],
+        vec!["Type".to_string(), f.kind.name().to_string()],
+        vec!["Category".to_string(), f.category.to_string()],
+        vec!["Description".to_string(), f.description.to_string()],
+    ];
+    for s in f.signatures {
+        rows.push(vec!["Variation".to_string(), s.to_string()]);
+    }
+    let variants: Vec<serde_json::Value> = f
+        .signatures
+        .iter()
+        .map(|s| serde_json::json!({"signature": s, "description": f.description}))
+        .collect();
+    Ok(listing(
+        &["Property", "Value"],
+        rows,
+        serde_json::json!({
+            "@type": "describe_function", "statementText": sql, "name": f.name,
+            "description": f.description, "author": "Brook", "version": env!("CARGO_PKG_VERSION"),
+            "path": "internal", "type": f.kind.name(), "functions": variants, "warnings": [],
+        }),
+    ))
 }
 
 fn listing(columns: &[&str], rows: Vec<Vec<String>>, entity: serde_json::Value) -> Output {
