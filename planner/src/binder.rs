@@ -474,10 +474,15 @@ fn quoted(name: &str) -> Ident {
 }
 
 /// ksqlDB's literal typing: an integer literal that fits in 32 bits is an
-/// INT (DataFusion makes every integer literal a BIGINT).
+/// INT (DataFusion makes every integer literal a BIGINT). Only filters and
+/// projections are rewritten: other nodes' expressions are referred to by
+/// their generated names.
 fn int_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
     use datafusion::common::tree_node::Transformed;
     let out = plan.transform_up(|node| {
+        if !matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Filter(_)) {
+            return Ok(Transformed::no(node));
+        }
         let node = node.map_expressions(|e| {
             e.transform_up(|e| match e {
                 Expr::Literal(ScalarValue::Int64(Some(v)), meta) if i32::try_from(v).is_ok() => {
