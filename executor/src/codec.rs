@@ -266,7 +266,10 @@ pub fn encode_rows(
     let ts_index = def.timestamp_index();
     let mut out = Vec::with_capacity(rows.len());
     for (rowtime, row) in rows {
-        let datums: Vec<Datum> = row.iter().map(|v| Datum::from_scalar(v).map_err(ExecError::from)).collect::<Result<_>>()?;
+        let datums: Vec<Datum> = row
+            .iter()
+            .map(|v| Datum::from_scalar(v).map_err(ExecError::from))
+            .collect::<Result<_>>()?;
         let key_d: Vec<&Datum> = def
             .columns
             .iter()

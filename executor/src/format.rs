@@ -6,10 +6,10 @@ use brook_planner::catalog::{Column, Format};
 use brook_planner::types::SqlType;
 use serde_json::Value as Json;
 
-use brook_planner::datum::{self, decimal_text, Datum, B64};
-pub use brook_planner::datum::datum_to_json;
-use base64::Engine as _;
 use crate::error::{ExecError, Result};
+use base64::Engine as _;
+pub use brook_planner::datum::datum_to_json;
+use brook_planner::datum::{self, decimal_text, Datum, B64};
 
 fn ser(msg: impl Into<String>) -> ExecError {
     ExecError::Serialization(msg.into())
@@ -89,9 +89,11 @@ pub fn decode(format: Format, columns: &[&Column], bytes: Option<&[u8]>) -> Resu
                         v.map_or(Ok(Datum::Null), |v| json_to_datum(v, &c.ty, &c.name))
                     })
                     .collect(),
-                other if columns.len() == 1 => {
-                    Ok(vec![json_to_datum(&other, &columns[0].ty, &columns[0].name)?])
-                }
+                other if columns.len() == 1 => Ok(vec![json_to_datum(
+                    &other,
+                    &columns[0].ty,
+                    &columns[0].name,
+                )?]),
                 _ => Err(ser("expected a JSON object")),
             }
         }

@@ -485,12 +485,9 @@ fn int_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
         }
         let node = node.map_expressions(|e| {
             e.transform_up(|e| match e {
-                Expr::Literal(ScalarValue::Int64(Some(v)), meta) if i32::try_from(v).is_ok() => {
-                    Ok(Transformed::yes(Expr::Literal(
-                        ScalarValue::Int32(Some(v as i32)),
-                        meta,
-                    )))
-                }
+                Expr::Literal(ScalarValue::Int64(Some(v)), meta) if i32::try_from(v).is_ok() => Ok(
+                    Transformed::yes(Expr::Literal(ScalarValue::Int32(Some(v as i32)), meta)),
+                ),
                 other => Ok(Transformed::no(other)),
             })
         })?;
@@ -1250,7 +1247,11 @@ fn constant(expr: &ast::Expr, ty: &SqlType, column: &str) -> Result<ScalarValue>
     let sql = format!("SELECT {e}");
     let query = match crate::parser::parse_statement(&sql)?.statement {
         crate::parser::Statement::Select { query, .. } => query,
-        _ => return Err(PlanError::Internal("SELECT did not parse as a query".into())),
+        _ => {
+            return Err(PlanError::Internal(
+                "SELECT did not parse as a query".into(),
+            ))
+        }
     };
     let ctx = planning_context(&[])?;
     let state = ctx.state();
@@ -1288,7 +1289,8 @@ fn constant(expr: &ast::Expr, ty: &SqlType, column: &str) -> Result<ScalarValue>
     v.cast_to(&target).map_err(|_| {
         PlanError::Type(format!(
             "column \"{column}\" is of type {ty} but expression is of type {}",
-            SqlType::from_arrow(&v.data_type()).map_or_else(|_| v.data_type().to_string(), |t| t.to_string())
+            SqlType::from_arrow(&v.data_type())
+                .map_or_else(|_| v.data_type().to_string(), |t| t.to_string())
         ))
     })
 }

@@ -8,13 +8,11 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    new_empty_array, Array, ArrayRef, MapArray, StructArray,
-};
+use base64::Engine as _;
+use datafusion::arrow::array::{new_empty_array, Array, ArrayRef, MapArray, StructArray};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -195,10 +193,7 @@ impl Datum {
                     .iter()
                     .map(|d| d.to_scalar(field.data_type()))
                     .collect::<Result<Vec<_>>>()?;
-                ScalarValue::List(ScalarValue::new_list_nullable(
-                    &scalars,
-                    field.data_type(),
-                ))
+                ScalarValue::List(ScalarValue::new_list_nullable(&scalars, field.data_type()))
             }
             (Datum::Map(entries), DataType::Map(field, sorted)) => {
                 let DataType::Struct(kv) = field.data_type() else {
@@ -221,13 +216,8 @@ impl Datum {
                 let values = column(kv[1].data_type(), &|e| &e.1)?;
                 let entries_array = StructArray::try_new(kv.clone(), vec![keys, values], None)?;
                 let offsets = OffsetBuffer::new(vec![0i32, entries.len() as i32].into());
-                let map = MapArray::try_new(
-                    Arc::clone(field),
-                    offsets,
-                    entries_array,
-                    None,
-                    *sorted,
-                )?;
+                let map =
+                    MapArray::try_new(Arc::clone(field), offsets, entries_array, None, *sorted)?;
                 ScalarValue::Map(Arc::new(map))
             }
             (Datum::Struct(values), DataType::Struct(fields)) => {
@@ -379,10 +369,7 @@ pub fn json_to_datum(v: &Json, ty: &SqlType, name: &str) -> Result<Datum> {
         (Json::Object(map), SqlType::Map(k, val)) => Datum::Map(
             map.iter()
                 .map(|(key, value)| {
-                    Ok((
-                        parse_text(key, k, name)?,
-                        json_to_datum(value, val, name)?,
-                    ))
+                    Ok((parse_text(key, k, name)?, json_to_datum(value, val, name)?))
                 })
                 .collect::<Result<_>>()?,
         ),
@@ -521,7 +508,6 @@ pub fn decimal_text(v: i128, scale: u8) -> String {
     format!("{sign}{int}.{frac}")
 }
 
-
 impl Ord for Datum {
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
@@ -532,12 +518,13 @@ impl Ord for Datum {
                 let s = (*sa).max(*sb);
                 match (rescale(*a, *sa, s), rescale(*b, *sb, s)) {
                     (Some(a), Some(b)) => a.cmp(&b),
-                    _ => self.as_f64().unwrap_or(0.0).total_cmp(&other.as_f64().unwrap_or(0.0)),
+                    _ => self
+                        .as_f64()
+                        .unwrap_or(0.0)
+                        .total_cmp(&other.as_f64().unwrap_or(0.0)),
                 }
             }
-            (Datum::Int(a), Datum::Decimal(..)) => {
-                Datum::Decimal(i128::from(*a), 0).cmp(other)
-            }
+            (Datum::Int(a), Datum::Decimal(..)) => Datum::Decimal(i128::from(*a), 0).cmp(other),
             (Datum::Decimal(..), Datum::Int(b)) => self.cmp(&Datum::Decimal(i128::from(*b), 0)),
             (Datum::Str(a), Datum::Str(b)) => a.cmp(b),
             (Datum::Bytes(a), Datum::Bytes(b)) => a.cmp(b),

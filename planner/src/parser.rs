@@ -765,7 +765,7 @@ fn parse_show(p: &mut Parser) -> Result<Statement> {
                     "STREAMS, TABLES, QUERIES, TOPICS, PROPERTIES or FUNCTIONS",
                     t,
                 )
-                    .unwrap_err(),
+                .unwrap_err(),
             ))
         }
     };

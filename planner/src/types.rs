@@ -152,8 +152,9 @@ impl SqlType {
     /// Replaces every [`SqlType::Custom`] name with the type `lookup` gives.
     pub fn resolve(&self, lookup: &dyn Fn(&str) -> Option<SqlType>) -> Result<SqlType> {
         Ok(match self {
-            SqlType::Custom(name) => lookup(name)
-                .ok_or_else(|| PlanError::Invalid(format!("Unknown type: {name}")))?,
+            SqlType::Custom(name) => {
+                lookup(name).ok_or_else(|| PlanError::Invalid(format!("Unknown type: {name}")))?
+            }
             SqlType::Array(e) => SqlType::Array(Box::new(e.resolve(lookup)?)),
             SqlType::Map(k, v) => {
                 SqlType::Map(Box::new(k.resolve(lookup)?), Box::new(v.resolve(lookup)?))
@@ -372,7 +373,10 @@ mod tests {
         for (text, printed) in [
             ("ARRAY<INT>", "ARRAY<INTEGER>"),
             ("ARRAY<ARRAY<STRING>>", "ARRAY<ARRAY<STRING>>"),
-            ("MAP<STRING, ARRAY<DECIMAL(4,2)>>", "MAP<STRING, ARRAY<DECIMAL(4, 2)>>"),
+            (
+                "MAP<STRING, ARRAY<DECIMAL(4,2)>>",
+                "MAP<STRING, ARRAY<DECIMAL(4, 2)>>",
+            ),
             (
                 "STRUCT<A INT, B MAP<STRING,STRUCT<C BYTES>>>",
                 "STRUCT<A INTEGER, B MAP<STRING, STRUCT<C BYTES>>>",

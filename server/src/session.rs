@@ -11,8 +11,8 @@ use brook_planner::binder::{
 };
 use brook_planner::binder::{plan_insert_select, FormatDefaults};
 use brook_planner::catalog::{Catalog, Format, QueryDef, SourceDef, SourceKind};
-use brook_planner::parser::{self, Emit, Parsed, ShowWhat, Statement};
 use brook_planner::functions::{self, FunctionInfo};
+use brook_planner::parser::{self, Emit, Parsed, ShowWhat, Statement};
 use brook_planner::plan::StreamPlan;
 use brook_planner::PlanError;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};

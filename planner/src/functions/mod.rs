@@ -218,16 +218,19 @@ pub static FUNCTIONS: &[FunctionInfo] = &[
 
 /// A function by name, any case.
 pub fn lookup(name: &str) -> Option<&'static FunctionInfo> {
-    FUNCTIONS
-        .iter()
-        .find(|f| f.name.eq_ignore_ascii_case(name))
+    FUNCTIONS.iter().find(|f| f.name.eq_ignore_ascii_case(name))
 }
 
 /// The lower-case names of [`FUNCTIONS`], in order (DataFusion resolves
 /// function names in lower case; aliases must live forever).
 fn lower_names() -> &'static [String] {
     static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    NAMES.get_or_init(|| FUNCTIONS.iter().map(|f| f.name.to_ascii_lowercase()).collect())
+    NAMES.get_or_init(|| {
+        FUNCTIONS
+            .iter()
+            .map(|f| f.name.to_ascii_lowercase())
+            .collect()
+    })
 }
 
 /// Registers every function under its ksqlDB name in a planning context.

@@ -34,9 +34,9 @@ fn is_num(t: &DataType) -> bool {
 
 fn text(v: &ScalarValue) -> Option<&str> {
     match v {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            Some(s)
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s),
         _ => None,
     }
 }
@@ -178,7 +178,14 @@ fn extract_json_field() -> ScalarUDF {
 fn is_json_string() -> ScalarUDF {
     RowFn::lenient(
         "IS_JSON_STRING",
-        |a| check("IS_JSON_STRING", a, a.len() == 1 && is_str(&a[0]), DataType::Boolean),
+        |a| {
+            check(
+                "IS_JSON_STRING",
+                a,
+                a.len() == 1 && is_str(&a[0]),
+                DataType::Boolean,
+            )
+        },
         |a, _| {
             Ok(ScalarValue::Boolean(Some(
                 text(&a[0]).is_some_and(|s| serde_json::from_str::<Json>(s).is_ok()),
@@ -190,7 +197,14 @@ fn is_json_string() -> ScalarUDF {
 fn json_array_length() -> ScalarUDF {
     RowFn::strict(
         "JSON_ARRAY_LENGTH",
-        |a| check("JSON_ARRAY_LENGTH", a, a.len() == 1 && is_str(&a[0]), DataType::Int32),
+        |a| {
+            check(
+                "JSON_ARRAY_LENGTH",
+                a,
+                a.len() == 1 && is_str(&a[0]),
+                DataType::Int32,
+            )
+        },
         |a, _| {
             let n = text(&a[0])
                 .and_then(|s| serde_json::from_str::<Json>(s).ok())
@@ -203,7 +217,14 @@ fn json_array_length() -> ScalarUDF {
 fn json_keys() -> ScalarUDF {
     RowFn::strict(
         "JSON_KEYS",
-        |a| check("JSON_KEYS", a, a.len() == 1 && is_str(&a[0]), list_of(DataType::Utf8)),
+        |a| {
+            check(
+                "JSON_KEYS",
+                a,
+                a.len() == 1 && is_str(&a[0]),
+                list_of(DataType::Utf8),
+            )
+        },
         |a, ret| match text(&a[0]).and_then(|s| serde_json::from_str::<Json>(s).ok()) {
             Some(Json::Object(m)) => Ok(string_list(m.keys().map(|k| Some(k.clone())).collect())),
             _ => ScalarValue::try_from(ret),
@@ -214,7 +235,14 @@ fn json_keys() -> ScalarUDF {
 fn json_items() -> ScalarUDF {
     RowFn::strict(
         "JSON_ITEMS",
-        |a| check("JSON_ITEMS", a, a.len() == 1 && is_str(&a[0]), list_of(DataType::Utf8)),
+        |a| {
+            check(
+                "JSON_ITEMS",
+                a,
+                a.len() == 1 && is_str(&a[0]),
+                list_of(DataType::Utf8),
+            )
+        },
         |a, ret| match text(&a[0]).and_then(|s| serde_json::from_str::<Json>(s).ok()) {
             Some(Json::Array(items)) => Ok(string_list(
                 items.iter().map(|i| Some(i.to_string())).collect(),
@@ -386,7 +414,9 @@ fn regexp_split_to_array() -> ScalarUDF {
                 return Ok(ScalarValue::Null);
             };
             let re = regex(p)?;
-            Ok(string_list(re.split(s).map(|p| Some(p.to_string())).collect()))
+            Ok(string_list(
+                re.split(s).map(|p| Some(p.to_string())).collect(),
+            ))
         },
     )
 }
@@ -517,7 +547,13 @@ fn substring() -> ScalarUDF {
             let n = chars.len() as i64;
             let pos = int(&a[1]).unwrap_or(1);
             // ksqlDB: 1-based; negative counts from the end; 0 is 1.
-            let start = if pos > 0 { pos - 1 } else if pos < 0 { (n + pos).max(0) } else { 0 };
+            let start = if pos > 0 {
+                pos - 1
+            } else if pos < 0 {
+                (n + pos).max(0)
+            } else {
+                0
+            };
             let end = match a.get(2).and_then(int) {
                 Some(len) => (start + len.max(0)).min(n),
                 None => n,
@@ -525,12 +561,22 @@ fn substring() -> ScalarUDF {
             if start >= n || end <= start {
                 return Ok(utf8(""));
             }
-            Ok(utf8(chars[start as usize..end as usize].iter().collect::<String>()))
+            Ok(utf8(
+                chars[start as usize..end as usize]
+                    .iter()
+                    .collect::<String>(),
+            ))
         },
     )
 }
 
-fn mask_char(c: char, upper: Option<char>, lower: Option<char>, digit: Option<char>, other: Option<char>) -> char {
+fn mask_char(
+    c: char,
+    upper: Option<char>,
+    lower: Option<char>,
+    digit: Option<char>,
+    other: Option<char>,
+) -> char {
     let pick = if c.is_ascii_uppercase() {
         upper
     } else if c.is_ascii_lowercase() {
@@ -578,22 +624,48 @@ fn mask_udf(name: &'static str, with_count: bool) -> ScalarUDF {
     };
     let eval: super::udf::EvalFn = match name {
         "MASK" => |a, _| {
-            let Some(s) = text(&a[0]) else { return Ok(ScalarValue::Utf8(None)) };
+            let Some(s) = text(&a[0]) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
             let [u, l, d, o] = mask_args(a, 1);
-            Ok(utf8(s.chars().map(|c| mask_char(c, u, l, d, o)).collect::<String>()))
+            Ok(utf8(
+                s.chars()
+                    .map(|c| mask_char(c, u, l, d, o))
+                    .collect::<String>(),
+            ))
         },
         "MASK_LEFT" | "MASK_KEEP_RIGHT" => |a, _| {
-            let Some(s) = text(&a[0]) else { return Ok(ScalarValue::Utf8(None)) };
+            let Some(s) = text(&a[0]) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
             let n = int(&a[1]).unwrap_or(0).max(0) as usize;
             let [u, l, d, o] = mask_args(a, 2);
-            Ok(utf8(s.chars().enumerate().map(|(i, c)| if i < n { mask_char(c, u, l, d, o) } else { c }).collect::<String>()))
+            Ok(utf8(
+                s.chars()
+                    .enumerate()
+                    .map(|(i, c)| if i < n { mask_char(c, u, l, d, o) } else { c })
+                    .collect::<String>(),
+            ))
         },
         _ => |a, _| {
-            let Some(s) = text(&a[0]) else { return Ok(ScalarValue::Utf8(None)) };
+            let Some(s) = text(&a[0]) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
             let n = int(&a[1]).unwrap_or(0).max(0) as usize;
             let [u, l, d, o] = mask_args(a, 2);
             let len = s.chars().count();
-            Ok(utf8(s.chars().enumerate().map(|(i, c)| if i + n >= len { mask_char(c, u, l, d, o) } else { c }).collect::<String>()))
+            Ok(utf8(
+                s.chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if i + n >= len {
+                            mask_char(c, u, l, d, o)
+                        } else {
+                            c
+                        }
+                    })
+                    .collect::<String>(),
+            ))
         },
     };
     RowFn::strict(name, ret, eval)
@@ -603,18 +675,38 @@ fn mask_keep(name: &'static str) -> ScalarUDF {
     // MASK_KEEP_LEFT(s, n): mask all but the first n; MASK_KEEP_RIGHT: all but the last n.
     let eval: super::udf::EvalFn = if name == "MASK_KEEP_LEFT" {
         |a, _| {
-            let Some(s) = text(&a[0]) else { return Ok(ScalarValue::Utf8(None)) };
+            let Some(s) = text(&a[0]) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
             let n = int(&a[1]).unwrap_or(0).max(0) as usize;
             let [u, l, d, o] = mask_args(a, 2);
-            Ok(utf8(s.chars().enumerate().map(|(i, c)| if i >= n { mask_char(c, u, l, d, o) } else { c }).collect::<String>()))
+            Ok(utf8(
+                s.chars()
+                    .enumerate()
+                    .map(|(i, c)| if i >= n { mask_char(c, u, l, d, o) } else { c })
+                    .collect::<String>(),
+            ))
         }
     } else {
         |a, _| {
-            let Some(s) = text(&a[0]) else { return Ok(ScalarValue::Utf8(None)) };
+            let Some(s) = text(&a[0]) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
             let n = int(&a[1]).unwrap_or(0).max(0) as usize;
             let [u, l, d, o] = mask_args(a, 2);
             let len = s.chars().count();
-            Ok(utf8(s.chars().enumerate().map(|(i, c)| if i + n < len { mask_char(c, u, l, d, o) } else { c }).collect::<String>()))
+            Ok(utf8(
+                s.chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if i + n < len {
+                            mask_char(c, u, l, d, o)
+                        } else {
+                            c
+                        }
+                    })
+                    .collect::<String>(),
+            ))
         }
     };
     RowFn::strict(
@@ -636,7 +728,14 @@ fn mask_keep(name: &'static str) -> ScalarUDF {
 fn to_bytes() -> ScalarUDF {
     RowFn::strict(
         "TO_BYTES",
-        |a| check("TO_BYTES", a, a.len() == 2 && is_str(&a[0]) && is_str(&a[1]), DataType::Binary),
+        |a| {
+            check(
+                "TO_BYTES",
+                a,
+                a.len() == 2 && is_str(&a[0]) && is_str(&a[1]),
+                DataType::Binary,
+            )
+        },
         |a, _| {
             let (Some(s), Some(enc)) = (text(&a[0]), text(&a[1])) else {
                 return Ok(ScalarValue::Binary(None));
@@ -699,31 +798,92 @@ fn from_bytes() -> ScalarUDF {
 
 fn int_from_bytes(name: &'static str, width: usize) -> ScalarUDF {
     let ret: super::udf::ReturnFn = match width {
-        4 => |a| check("INT_FROM_BYTES", a, (1..=2).contains(&a.len()), DataType::Int32),
-        _ => |a| check("BIGINT_FROM_BYTES", a, (1..=2).contains(&a.len()), DataType::Int64),
+        4 => |a| {
+            check(
+                "INT_FROM_BYTES",
+                a,
+                (1..=2).contains(&a.len()),
+                DataType::Int32,
+            )
+        },
+        _ => |a| {
+            check(
+                "BIGINT_FROM_BYTES",
+                a,
+                (1..=2).contains(&a.len()),
+                DataType::Int64,
+            )
+        },
     };
     let eval: super::udf::EvalFn = match (name, width) {
         ("DOUBLE_FROM_BYTES", _) => |a, _| {
-            let ScalarValue::Binary(Some(b)) = &a[0] else { return Ok(ScalarValue::Float64(None)) };
-            let arr: [u8; 8] = b.as_slice().try_into().map_err(|_| err("Number of bytes must be equal to 8, but found different"))?;
-            let little = a.get(1).and_then(text).is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
-            Ok(ScalarValue::Float64(Some(if little { f64::from_le_bytes(arr) } else { f64::from_be_bytes(arr) })))
+            let ScalarValue::Binary(Some(b)) = &a[0] else {
+                return Ok(ScalarValue::Float64(None));
+            };
+            let arr: [u8; 8] = b
+                .as_slice()
+                .try_into()
+                .map_err(|_| err("Number of bytes must be equal to 8, but found different"))?;
+            let little = a
+                .get(1)
+                .and_then(text)
+                .is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
+            Ok(ScalarValue::Float64(Some(if little {
+                f64::from_le_bytes(arr)
+            } else {
+                f64::from_be_bytes(arr)
+            })))
         },
         (_, 4) => |a, _| {
-            let ScalarValue::Binary(Some(b)) = &a[0] else { return Ok(ScalarValue::Int32(None)) };
-            let arr: [u8; 4] = b.as_slice().try_into().map_err(|_| err("Number of bytes must be equal to 4, but found different"))?;
-            let little = a.get(1).and_then(text).is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
-            Ok(ScalarValue::Int32(Some(if little { i32::from_le_bytes(arr) } else { i32::from_be_bytes(arr) })))
+            let ScalarValue::Binary(Some(b)) = &a[0] else {
+                return Ok(ScalarValue::Int32(None));
+            };
+            let arr: [u8; 4] = b
+                .as_slice()
+                .try_into()
+                .map_err(|_| err("Number of bytes must be equal to 4, but found different"))?;
+            let little = a
+                .get(1)
+                .and_then(text)
+                .is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
+            Ok(ScalarValue::Int32(Some(if little {
+                i32::from_le_bytes(arr)
+            } else {
+                i32::from_be_bytes(arr)
+            })))
         },
         _ => |a, _| {
-            let ScalarValue::Binary(Some(b)) = &a[0] else { return Ok(ScalarValue::Int64(None)) };
-            let arr: [u8; 8] = b.as_slice().try_into().map_err(|_| err("Number of bytes must be equal to 8, but found different"))?;
-            let little = a.get(1).and_then(text).is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
-            Ok(ScalarValue::Int64(Some(if little { i64::from_le_bytes(arr) } else { i64::from_be_bytes(arr) })))
+            let ScalarValue::Binary(Some(b)) = &a[0] else {
+                return Ok(ScalarValue::Int64(None));
+            };
+            let arr: [u8; 8] = b
+                .as_slice()
+                .try_into()
+                .map_err(|_| err("Number of bytes must be equal to 8, but found different"))?;
+            let little = a
+                .get(1)
+                .and_then(text)
+                .is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
+            Ok(ScalarValue::Int64(Some(if little {
+                i64::from_le_bytes(arr)
+            } else {
+                i64::from_be_bytes(arr)
+            })))
         },
     };
     if name == "DOUBLE_FROM_BYTES" {
-        RowFn::strict(name, |a| check("DOUBLE_FROM_BYTES", a, (1..=2).contains(&a.len()), DataType::Float64), eval)
+        RowFn::strict(
+            name,
+            |a| {
+                check(
+                    "DOUBLE_FROM_BYTES",
+                    a,
+                    (1..=2).contains(&a.len()),
+                    DataType::Float64,
+                )
+            },
+            eval,
+        )
     } else {
         RowFn::strict(name, ret, eval)
     }
@@ -734,7 +894,14 @@ fn int_from_bytes(name: &'static str, width: usize) -> ScalarUDF {
 fn ln_log() -> ScalarUDF {
     RowFn::strict(
         "LOG",
-        |a| check("LOG", a, (1..=2).contains(&a.len()) && a.iter().all(is_num), DataType::Float64),
+        |a| {
+            check(
+                "LOG",
+                a,
+                (1..=2).contains(&a.len()) && a.iter().all(is_num),
+                DataType::Float64,
+            )
+        },
         |a, _| {
             let x = Datum::from_scalar(a.last().unwrap_or(&ScalarValue::Null))
                 .ok()
@@ -813,9 +980,7 @@ fn generate_series() -> ScalarUDF {
                 None => -1,
             };
             if (step > 0 && end < start) || (step < 0 && end > start) {
-                return Err(err(
-                    "GENERATE_SERIES step has wrong sign",
-                ));
+                return Err(err("GENERATE_SERIES step has wrong sign"));
             }
             let DataType::List(f) = ret else {
                 return Err(err("GENERATE_SERIES returns a list"));
@@ -823,13 +988,20 @@ fn generate_series() -> ScalarUDF {
             let mut items = Vec::new();
             let mut i = start;
             while (step > 0 && i <= end) || (step < 0 && i >= end) {
-                items.push(Datum::Int(i).to_scalar(f.data_type()).map_err(|e| err(e.to_string()))?);
+                items.push(
+                    Datum::Int(i)
+                        .to_scalar(f.data_type())
+                        .map_err(|e| err(e.to_string()))?,
+                );
                 i = match i.checked_add(step) {
                     Some(n) => n,
                     None => break,
                 };
             }
-            Ok(ScalarValue::List(ScalarValue::new_list_nullable(&items, f.data_type())))
+            Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+                &items,
+                f.data_type(),
+            )))
         },
     )
 }
@@ -839,24 +1011,33 @@ fn entries() -> ScalarUDF {
         "ENTRIES",
         |a| match a {
             [DataType::Map(f, _), DataType::Boolean] => match f.data_type() {
-                DataType::Struct(kv) if kv.len() == 2 => Ok(list_of(DataType::Struct(Fields::from(vec![
-                    Field::new("K", kv[0].data_type().clone(), true),
-                    Field::new("V", kv[1].data_type().clone(), true),
-                ])))),
+                DataType::Struct(kv) if kv.len() == 2 => {
+                    Ok(list_of(DataType::Struct(Fields::from(vec![
+                        Field::new("K", kv[0].data_type().clone(), true),
+                        Field::new("V", kv[1].data_type().clone(), true),
+                    ]))))
+                }
                 _ => Err(no_variant("ENTRIES", a)),
             },
             _ => Err(no_variant("ENTRIES", a)),
         },
         |a, ret| {
-            let Datum::Map(mut entries) = Datum::from_scalar(&a[0]).map_err(|e| err(e.to_string()))? else {
+            let Datum::Map(mut entries) =
+                Datum::from_scalar(&a[0]).map_err(|e| err(e.to_string()))?
+            else {
                 return ScalarValue::try_from(ret);
             };
             if matches!(a[1], ScalarValue::Boolean(Some(true))) {
                 entries.sort_by(|x, y| x.0.cmp(&y.0));
             }
-            Datum::List(entries.into_iter().map(|(k, v)| Datum::Struct(vec![k, v])).collect())
-                .to_scalar(ret)
-                .map_err(|e| err(e.to_string()))
+            Datum::List(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| Datum::Struct(vec![k, v]))
+                    .collect(),
+            )
+            .to_scalar(ret)
+            .map_err(|e| err(e.to_string()))
         },
     )
 }
@@ -865,9 +1046,10 @@ fn as_map() -> ScalarUDF {
     RowFn::strict(
         "AS_MAP",
         |a| match a {
-            [DataType::List(k), DataType::List(v)] => {
-                Ok(crate::types::map_type(k.data_type().clone(), v.data_type().clone()))
-            }
+            [DataType::List(k), DataType::List(v)] => Ok(crate::types::map_type(
+                k.data_type().clone(),
+                v.data_type().clone(),
+            )),
             _ => Err(no_variant("AS_MAP", a)),
         },
         |a, ret| {
@@ -888,7 +1070,9 @@ fn as_map() -> ScalarUDF {
                     out.push((k, v));
                 }
             }
-            Datum::Map(out).to_scalar(ret).map_err(|e| err(e.to_string()))
+            Datum::Map(out)
+                .to_scalar(ret)
+                .map_err(|e| err(e.to_string()))
         },
     )
 }
@@ -1004,7 +1188,11 @@ fn format_ms(ms: i64, pattern: &str, tz: chrono_tz::Tz) -> Result<String> {
 /// Parses `s` with a Java pattern into epoch milliseconds.
 fn parse_ms(s: &str, pattern: &str, tz: chrono_tz::Tz) -> Result<i64> {
     let fmt = java_format(pattern);
-    let fail = || err(format!("Failed to parse timestamp '{s}' with formatter '{pattern}'"));
+    let fail = || {
+        err(format!(
+            "Failed to parse timestamp '{s}' with formatter '{pattern}'"
+        ))
+    };
     if let Ok(dt) = DateTime::parse_from_str(s, &fmt) {
         return Ok(dt.timestamp_millis());
     }
@@ -1062,7 +1250,11 @@ fn string_to_timestamp() -> ScalarUDF {
             let (Some(s), Some(fmt)) = (text(&a[0]), text(&a[1])) else {
                 return Ok(ScalarValue::Int64(None));
             };
-            Ok(ScalarValue::Int64(Some(parse_ms(s, fmt, tz_of(a.get(2))?)?)))
+            Ok(ScalarValue::Int64(Some(parse_ms(
+                s,
+                fmt,
+                tz_of(a.get(2))?,
+            )?)))
         },
     )
 }
@@ -1100,9 +1292,7 @@ fn format_date(name: &'static str) -> ScalarUDF {
             check(
                 "FORMAT_DATE",
                 a,
-                a.len() == 2
-                    && (is_int(&a[0]) || a[0] == DataType::Date32)
-                    && is_str(&a[1]),
+                a.len() == 2 && (is_int(&a[0]) || a[0] == DataType::Date32) && is_str(&a[1]),
                 DataType::Utf8,
             )
         },
@@ -1118,9 +1308,23 @@ fn format_date(name: &'static str) -> ScalarUDF {
 fn parse_date(name: &'static str) -> ScalarUDF {
     // STRINGTODATE → INT days; PARSE_DATE → DATE
     let ret: super::udf::ReturnFn = if name == "PARSE_DATE" {
-        |a| check("PARSE_DATE", a, a.len() == 2 && a.iter().all(is_str), DataType::Date32)
+        |a| {
+            check(
+                "PARSE_DATE",
+                a,
+                a.len() == 2 && a.iter().all(is_str),
+                DataType::Date32,
+            )
+        }
     } else {
-        |a| check("STRINGTODATE", a, a.len() == 2 && a.iter().all(is_str), DataType::Int32)
+        |a| {
+            check(
+                "STRINGTODATE",
+                a,
+                a.len() == 2 && a.iter().all(is_str),
+                DataType::Int32,
+            )
+        }
     };
     RowFn::strict(name, ret, |a, ret| {
         let (Some(s), Some(fmt)) = (text(&a[0]), text(&a[1])) else {
@@ -1142,7 +1346,9 @@ fn format_time() -> ScalarUDF {
             check(
                 "FORMAT_TIME",
                 a,
-                a.len() == 2 && matches!(a[0], DataType::Time32(_) | DataType::Null) && is_str(&a[1]),
+                a.len() == 2
+                    && matches!(a[0], DataType::Time32(_) | DataType::Null)
+                    && is_str(&a[1]),
                 DataType::Utf8,
             )
         },
@@ -1158,7 +1364,14 @@ fn format_time() -> ScalarUDF {
 fn parse_time() -> ScalarUDF {
     RowFn::strict(
         "PARSE_TIME",
-        |a| check("PARSE_TIME", a, a.len() == 2 && a.iter().all(is_str), DataType::Time32(TimeUnit::Millisecond)),
+        |a| {
+            check(
+                "PARSE_TIME",
+                a,
+                a.len() == 2 && a.iter().all(is_str),
+                DataType::Time32(TimeUnit::Millisecond),
+            )
+        },
         |a, _| {
             let (Some(s), Some(fmt)) = (text(&a[0]), text(&a[1])) else {
                 return Ok(ScalarValue::Time32Millisecond(None));
@@ -1179,7 +1392,8 @@ fn unix_timestamp() -> ScalarUDF {
             check(
                 "UNIX_TIMESTAMP",
                 a,
-                a.is_empty() || a.len() == 1 && matches!(a[0], DataType::Timestamp(..) | DataType::Null),
+                a.is_empty()
+                    || a.len() == 1 && matches!(a[0], DataType::Timestamp(..) | DataType::Null),
                 DataType::Int64,
             )
         },
@@ -1215,7 +1429,14 @@ fn unix_date() -> ScalarUDF {
 fn from_unixtime() -> ScalarUDF {
     RowFn::strict(
         "FROM_UNIXTIME",
-        |a| check("FROM_UNIXTIME", a, a.len() == 1 && is_int(&a[0]), DataType::Timestamp(TimeUnit::Millisecond, None)),
+        |a| {
+            check(
+                "FROM_UNIXTIME",
+                a,
+                a.len() == 1 && is_int(&a[0]),
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+            )
+        },
         |a, _| Ok(ScalarValue::TimestampMillisecond(int(&a[0]), None)),
     )
 }
@@ -1223,8 +1444,19 @@ fn from_unixtime() -> ScalarUDF {
 fn from_days() -> ScalarUDF {
     RowFn::strict(
         "FROM_DAYS",
-        |a| check("FROM_DAYS", a, a.len() == 1 && is_int(&a[0]), DataType::Date32),
-        |a, _| Ok(ScalarValue::Date32(int(&a[0]).and_then(|d| i32::try_from(d).ok()))),
+        |a| {
+            check(
+                "FROM_DAYS",
+                a,
+                a.len() == 1 && is_int(&a[0]),
+                DataType::Date32,
+            )
+        },
+        |a, _| {
+            Ok(ScalarValue::Date32(
+                int(&a[0]).and_then(|d| i32::try_from(d).ok()),
+            ))
+        },
     )
 }
 
@@ -1266,9 +1498,7 @@ fn shift_time(a: &[ScalarValue], ret: &DataType, sign: i64) -> Result<ScalarValu
     };
     let delta = unit_ms(unit)?.saturating_mul(n).saturating_mul(sign);
     Ok(match ret {
-        DataType::Date32 => {
-            ScalarValue::Date32(Some((t + delta.div_euclid(DAY_MS)) as i32))
-        }
+        DataType::Date32 => ScalarValue::Date32(Some((t + delta.div_euclid(DAY_MS)) as i32)),
         DataType::Time32(_) => {
             ScalarValue::Time32Millisecond(Some((t + delta).rem_euclid(DAY_MS) as i32))
         }
@@ -1343,14 +1573,21 @@ mod tests {
 
     #[test]
     fn java_patterns_become_chrono_formats() {
-        assert_eq!(java_format("yyyy-MM-dd'T'HH:mm:ss.SSSX"), "%Y-%m-%dT%H:%M:%S.%3f%#z");
+        assert_eq!(
+            java_format("yyyy-MM-dd'T'HH:mm:ss.SSSX"),
+            "%Y-%m-%dT%H:%M:%S.%3f%#z"
+        );
         assert_eq!(
             format_ms(1_526_075_913_000, "yyyy-MM-dd HH:mm:ss", chrono_tz::UTC).expect("formats"),
             "2018-05-11 21:58:33"
         );
         assert_eq!(
-            parse_ms("2018-05-11T21:58:33Z", "yyyy-MM-dd'T'HH:mm:ssX", chrono_tz::UTC)
-                .expect("parses"),
+            parse_ms(
+                "2018-05-11T21:58:33Z",
+                "yyyy-MM-dd'T'HH:mm:ssX",
+                chrono_tz::UTC
+            )
+            .expect("parses"),
             1_526_075_913_000
         );
     }
