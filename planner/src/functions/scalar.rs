@@ -962,7 +962,7 @@ fn generate_series() -> ScalarUDF {
         "GENERATE_SERIES",
         |a| {
             let ok = (2..=3).contains(&a.len()) && a.iter().all(is_int);
-            let elem = if a.iter().any(|t| *t == DataType::Int64) {
+            let elem = if a.contains(&DataType::Int64) {
                 DataType::Int64
             } else {
                 DataType::Int32
@@ -1164,12 +1164,9 @@ pub fn java_format(pattern: &str) -> String {
 fn tz_of(v: Option<&ScalarValue>) -> Result<chrono_tz::Tz> {
     match v.and_then(text) {
         None => Ok(chrono_tz::UTC),
+        Some("Z" | "GMT") => Ok(chrono_tz::UTC),
         Some(name) => name
             .parse::<chrono_tz::Tz>()
-            .or_else(|_| match name {
-                "Z" | "GMT" => Ok(chrono_tz::UTC),
-                _ => Err(()),
-            })
             .map_err(|_| err(format!("Unknown time-zone ID: {name}"))),
     }
 }
