@@ -388,7 +388,7 @@ fn planning_context(sources: &[&SourceDef]) -> Result<SessionContext> {
     cfg.options_mut().sql_parser.enable_ident_normalization = false;
     cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
     let ctx = SessionContext::new_with_config(cfg);
-    register_ksql_names(&ctx);
+    crate::functions::register(&ctx);
     for s in sources {
         ctx.register_table(
             TableReference::bare(s.name.as_str()),
@@ -396,10 +396,6 @@ fn planning_context(sources: &[&SourceDef]) -> Result<SessionContext> {
         )?;
     }
     Ok(ctx)
-}
-
-fn register_ksql_names(ctx: &SessionContext) {
-    crate::functions::register(ctx);
 }
 
 /// ksqlDB's projection rules: `*` is the declared columns (no
@@ -1242,10 +1238,7 @@ pub fn plan_insert(
 /// `1.5 * 2`, a function call) with DataFusion and casts it to the
 /// column's type.
 fn constant(expr: &ast::Expr, ty: &SqlType, column: &str) -> Result<ScalarValue> {
-    let mut e = expr.clone();
-    crate::ksql_ast::rewrite_ksql(&mut e)?;
-    let sql = format!("SELECT {e}");
-    let query = match crate::parser::parse_statement(&sql)?.statement {
+    let query = match crate::parser::parse_statement(&format!("SELECT {expr}"))?.statement {
         crate::parser::Statement::Select { query, .. } => query,
         _ => {
             return Err(PlanError::Internal(
@@ -1253,14 +1246,7 @@ fn constant(expr: &ast::Expr, ty: &SqlType, column: &str) -> Result<ScalarValue>
             ))
         }
     };
-    let ctx = planning_context(&[])?;
-    let state = ctx.state();
-    let stmt = DFStatement::Statement(Box::new(ast::Statement::Query(query)));
-    let plan = futures::executor::block_on(state.statement_to_plan(stmt)).map_err(plan_error)?;
-    let plan = state
-        .analyzer()
-        .execute_and_check(plan, state.config_options(), |_, _| {})
-        .map_err(plan_error)?;
+    let plan = logical_plan(&query, &[])?;
     let LogicalPlan::Projection(p) = &plan else {
         return Err(PlanError::Unsupported(format!(
             "unsupported value {expr} in INSERT VALUES"

@@ -116,13 +116,6 @@ fn rewrite(e: &mut Expr) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             *e = struct_call(pairs)?;
         }
-        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("STRUCT") => {
-            let args = match &f.args {
-                FunctionArguments::List(l) => l.args.clone(),
-                _ => Vec::new(),
-            };
-            *e = struct_call(assignments(&args, "STRUCT")?)?;
-        }
         Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("MAP") => {
             let FunctionArguments::List(l) = &f.args else {
                 return Ok(());

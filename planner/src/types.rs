@@ -106,11 +106,13 @@ impl SqlType {
             | DataType::LargeList(f)
             | DataType::FixedSizeList(f, _)
             | DataType::ListView(f)
-            | DataType::LargeListView(f) => SqlType::Array(Box::new(element_type(f.data_type())?)),
+            | DataType::LargeListView(f) => {
+                SqlType::Array(Box::new(SqlType::from_arrow(f.data_type())?))
+            }
             DataType::Map(entries, _) => match entries.data_type() {
                 DataType::Struct(kv) if kv.len() == 2 => SqlType::Map(
                     Box::new(SqlType::from_arrow(kv[0].data_type())?),
-                    Box::new(element_type(kv[1].data_type())?),
+                    Box::new(SqlType::from_arrow(kv[1].data_type())?),
                 ),
                 other => {
                     return Err(PlanError::Unsupported(format!(
@@ -121,7 +123,7 @@ impl SqlType {
             DataType::Struct(fields) => SqlType::Struct(
                 fields
                     .iter()
-                    .map(|f| Ok((f.name().clone(), element_type(f.data_type())?)))
+                    .map(|f| Ok((f.name().clone(), SqlType::from_arrow(f.data_type())?)))
                     .collect::<Result<_>>()?,
             ),
             DataType::Null => SqlType::String,
@@ -168,11 +170,6 @@ impl SqlType {
             other => other.clone(),
         })
     }
-}
-
-/// A NULL literal inside a collection has Arrow type Null: read it as STRING.
-fn element_type(t: &DataType) -> Result<SqlType> {
-    SqlType::from_arrow(t)
 }
 
 /// The Arrow map type with the given key and value types.

@@ -570,49 +570,67 @@ fn substring() -> ScalarUDF {
     )
 }
 
-fn mask_char(
-    c: char,
-    upper: Option<char>,
-    lower: Option<char>,
-    digit: Option<char>,
-    other: Option<char>,
-) -> char {
+fn mask_char(c: char, with: &[Option<char>; 4]) -> char {
     let pick = if c.is_ascii_uppercase() {
-        upper
+        with[0]
     } else if c.is_ascii_lowercase() {
-        lower
+        with[1]
     } else if c.is_ascii_digit() {
-        digit
+        with[2]
     } else {
-        other
+        with[3]
     };
     pick.unwrap_or(c)
 }
 
-fn mask_args(a: &[ScalarValue], from: usize) -> [Option<char>; 4] {
-    let defaults = ['X', 'x', 'n', '-'];
-    let mut out = [None; 4];
-    for (i, d) in defaults.iter().enumerate() {
-        out[i] = match a.get(from + i) {
-            None => Some(*d),
-            Some(v) if v.is_null() => None,
+/// Masks the characters of `a[0]` at the positions `masked(i, len, n)`
+/// selects; `n` is `a[1]` when `counted`. The replacement characters follow
+/// (X, x, n, - by default; NULL keeps that class unmasked).
+fn mask_with(
+    a: &[ScalarValue],
+    counted: bool,
+    masked: fn(usize, usize, usize) -> bool,
+) -> Result<ScalarValue> {
+    let Some(s) = text(&a[0]) else {
+        return Ok(ScalarValue::Utf8(None));
+    };
+    let n = if counted {
+        int(&a[1]).unwrap_or(0).max(0) as usize
+    } else {
+        0
+    };
+    let from = if counted { 2 } else { 1 };
+    let mut with = [None; 4];
+    for (i, default) in ['X', 'x', 'n', '-'].into_iter().enumerate() {
+        with[i] = match a.get(from + i) {
+            None => Some(default),
             Some(v) => text(v).and_then(|s| s.chars().next()),
         };
     }
-    out
+    let len = s.chars().count();
+    Ok(utf8(
+        s.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if masked(i, len, n) {
+                    mask_char(c, &with)
+                } else {
+                    c
+                }
+            })
+            .collect::<String>(),
+    ))
 }
 
-fn mask_udf(name: &'static str, with_count: bool) -> ScalarUDF {
-    let ret: super::udf::ReturnFn = if with_count {
-        |a| {
-            check(
-                "MASK",
-                a,
-                (2..=6).contains(&a.len()) && is_str(&a[0]) && is_int(&a[1]),
-                DataType::Utf8,
-            )
-        }
-    } else {
+fn mask(name: &'static str) -> ScalarUDF {
+    let eval: super::udf::EvalFn = match name {
+        "MASK" => |a, _| mask_with(a, false, |_, _, _| true),
+        "MASK_LEFT" => |a, _| mask_with(a, true, |i, _, n| i < n),
+        "MASK_RIGHT" => |a, _| mask_with(a, true, |i, len, n| i + n >= len),
+        "MASK_KEEP_LEFT" => |a, _| mask_with(a, true, |i, _, n| i >= n),
+        _ => |a, _| mask_with(a, true, |i, len, n| i + n < len),
+    };
+    let ret: super::udf::ReturnFn = if name == "MASK" {
         |a| {
             check(
                 "MASK",
@@ -621,106 +639,21 @@ fn mask_udf(name: &'static str, with_count: bool) -> ScalarUDF {
                 DataType::Utf8,
             )
         }
-    };
-    let eval: super::udf::EvalFn = match name {
-        "MASK" => |a, _| {
-            let Some(s) = text(&a[0]) else {
-                return Ok(ScalarValue::Utf8(None));
-            };
-            let [u, l, d, o] = mask_args(a, 1);
-            Ok(utf8(
-                s.chars()
-                    .map(|c| mask_char(c, u, l, d, o))
-                    .collect::<String>(),
-            ))
-        },
-        "MASK_LEFT" | "MASK_KEEP_RIGHT" => |a, _| {
-            let Some(s) = text(&a[0]) else {
-                return Ok(ScalarValue::Utf8(None));
-            };
-            let n = int(&a[1]).unwrap_or(0).max(0) as usize;
-            let [u, l, d, o] = mask_args(a, 2);
-            Ok(utf8(
-                s.chars()
-                    .enumerate()
-                    .map(|(i, c)| if i < n { mask_char(c, u, l, d, o) } else { c })
-                    .collect::<String>(),
-            ))
-        },
-        _ => |a, _| {
-            let Some(s) = text(&a[0]) else {
-                return Ok(ScalarValue::Utf8(None));
-            };
-            let n = int(&a[1]).unwrap_or(0).max(0) as usize;
-            let [u, l, d, o] = mask_args(a, 2);
-            let len = s.chars().count();
-            Ok(utf8(
-                s.chars()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        if i + n >= len {
-                            mask_char(c, u, l, d, o)
-                        } else {
-                            c
-                        }
-                    })
-                    .collect::<String>(),
-            ))
-        },
-    };
-    RowFn::strict(name, ret, eval)
-}
-
-fn mask_keep(name: &'static str) -> ScalarUDF {
-    // MASK_KEEP_LEFT(s, n): mask all but the first n; MASK_KEEP_RIGHT: all but the last n.
-    let eval: super::udf::EvalFn = if name == "MASK_KEEP_LEFT" {
-        |a, _| {
-            let Some(s) = text(&a[0]) else {
-                return Ok(ScalarValue::Utf8(None));
-            };
-            let n = int(&a[1]).unwrap_or(0).max(0) as usize;
-            let [u, l, d, o] = mask_args(a, 2);
-            Ok(utf8(
-                s.chars()
-                    .enumerate()
-                    .map(|(i, c)| if i >= n { mask_char(c, u, l, d, o) } else { c })
-                    .collect::<String>(),
-            ))
-        }
     } else {
-        |a, _| {
-            let Some(s) = text(&a[0]) else {
-                return Ok(ScalarValue::Utf8(None));
-            };
-            let n = int(&a[1]).unwrap_or(0).max(0) as usize;
-            let [u, l, d, o] = mask_args(a, 2);
-            let len = s.chars().count();
-            Ok(utf8(
-                s.chars()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        if i + n < len {
-                            mask_char(c, u, l, d, o)
-                        } else {
-                            c
-                        }
-                    })
-                    .collect::<String>(),
-            ))
-        }
-    };
-    RowFn::strict(
-        name,
         |a| {
             check(
                 "MASK",
                 a,
-                (2..=6).contains(&a.len()) && is_str(&a[0]) && is_int(&a[1]),
+                (2..=6).contains(&a.len())
+                    && is_str(&a[0])
+                    && is_int(&a[1])
+                    && a[2..].iter().all(is_str),
                 DataType::Utf8,
             )
-        },
-        eval,
-    )
+        }
+    };
+    // Not strict: a NULL replacement means "leave that class as is".
+    RowFn::lenient(name, ret, eval)
 }
 
 // ---------------------------------------------------------------- bytes
@@ -796,84 +729,69 @@ fn from_bytes() -> ScalarUDF {
     )
 }
 
-fn int_from_bytes(name: &'static str, width: usize) -> ScalarUDF {
-    let ret: super::udf::ReturnFn = match width {
-        4 => |a| {
-            check(
-                "INT_FROM_BYTES",
-                a,
-                (1..=2).contains(&a.len()),
-                DataType::Int32,
-            )
-        },
-        _ => |a| {
-            check(
-                "BIGINT_FROM_BYTES",
-                a,
-                (1..=2).contains(&a.len()),
-                DataType::Int64,
-            )
-        },
+/// The `N` bytes of `a[0]` and whether `a[1]` asks for LITTLE_ENDIAN.
+fn fixed_bytes<const N: usize>(a: &[ScalarValue]) -> Result<Option<([u8; N], bool)>> {
+    let ScalarValue::Binary(Some(b)) = &a[0] else {
+        return Ok(None);
     };
-    let eval: super::udf::EvalFn = match (name, width) {
-        ("DOUBLE_FROM_BYTES", _) => |a, _| {
-            let ScalarValue::Binary(Some(b)) = &a[0] else {
-                return Ok(ScalarValue::Float64(None));
-            };
-            let arr: [u8; 8] = b
-                .as_slice()
-                .try_into()
-                .map_err(|_| err("Number of bytes must be equal to 8, but found different"))?;
-            let little = a
-                .get(1)
-                .and_then(text)
-                .is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
-            Ok(ScalarValue::Float64(Some(if little {
-                f64::from_le_bytes(arr)
-            } else {
-                f64::from_be_bytes(arr)
-            })))
-        },
-        (_, 4) => |a, _| {
-            let ScalarValue::Binary(Some(b)) = &a[0] else {
-                return Ok(ScalarValue::Int32(None));
-            };
-            let arr: [u8; 4] = b
-                .as_slice()
-                .try_into()
-                .map_err(|_| err("Number of bytes must be equal to 4, but found different"))?;
-            let little = a
-                .get(1)
-                .and_then(text)
-                .is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
-            Ok(ScalarValue::Int32(Some(if little {
-                i32::from_le_bytes(arr)
-            } else {
-                i32::from_be_bytes(arr)
-            })))
-        },
-        _ => |a, _| {
-            let ScalarValue::Binary(Some(b)) = &a[0] else {
-                return Ok(ScalarValue::Int64(None));
-            };
-            let arr: [u8; 8] = b
-                .as_slice()
-                .try_into()
-                .map_err(|_| err("Number of bytes must be equal to 8, but found different"))?;
-            let little = a
-                .get(1)
-                .and_then(text)
-                .is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
-            Ok(ScalarValue::Int64(Some(if little {
-                i64::from_le_bytes(arr)
-            } else {
-                i64::from_be_bytes(arr)
-            })))
-        },
-    };
-    if name == "DOUBLE_FROM_BYTES" {
-        RowFn::strict(
-            name,
+    let bytes: [u8; N] = b.as_slice().try_into().map_err(|_| {
+        err(format!(
+            "Number of bytes must be equal to {N}, but found {}",
+            b.len()
+        ))
+    })?;
+    let little = a
+        .get(1)
+        .and_then(text)
+        .is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
+    Ok(Some((bytes, little)))
+}
+
+fn number_from_bytes(name: &'static str) -> ScalarUDF {
+    let (ret, eval): (super::udf::ReturnFn, super::udf::EvalFn) = match name {
+        "INT_FROM_BYTES" => (
+            |a| {
+                check(
+                    "INT_FROM_BYTES",
+                    a,
+                    (1..=2).contains(&a.len()),
+                    DataType::Int32,
+                )
+            },
+            |a, _| {
+                Ok(ScalarValue::Int32(fixed_bytes::<4>(a)?.map(
+                    |(b, little)| {
+                        if little {
+                            i32::from_le_bytes(b)
+                        } else {
+                            i32::from_be_bytes(b)
+                        }
+                    },
+                )))
+            },
+        ),
+        "BIGINT_FROM_BYTES" => (
+            |a| {
+                check(
+                    "BIGINT_FROM_BYTES",
+                    a,
+                    (1..=2).contains(&a.len()),
+                    DataType::Int64,
+                )
+            },
+            |a, _| {
+                Ok(ScalarValue::Int64(fixed_bytes::<8>(a)?.map(
+                    |(b, little)| {
+                        if little {
+                            i64::from_le_bytes(b)
+                        } else {
+                            i64::from_be_bytes(b)
+                        }
+                    },
+                )))
+            },
+        ),
+        _ => (
             |a| {
                 check(
                     "DOUBLE_FROM_BYTES",
@@ -882,11 +800,20 @@ fn int_from_bytes(name: &'static str, width: usize) -> ScalarUDF {
                     DataType::Float64,
                 )
             },
-            eval,
-        )
-    } else {
-        RowFn::strict(name, ret, eval)
-    }
+            |a, _| {
+                Ok(ScalarValue::Float64(fixed_bytes::<8>(a)?.map(
+                    |(b, little)| {
+                        if little {
+                            f64::from_le_bytes(b)
+                        } else {
+                            f64::from_be_bytes(b)
+                        }
+                    },
+                )))
+            },
+        ),
+    };
+    RowFn::strict(name, ret, eval)
 }
 
 // ---------------------------------------------------------------- math
@@ -1522,16 +1449,16 @@ pub fn all() -> Vec<ScalarUDF> {
         regexp_replace(),
         instr(),
         substring(),
-        mask_udf("MASK", false),
-        mask_udf("MASK_LEFT", true),
-        mask_udf("MASK_RIGHT", true),
-        mask_keep("MASK_KEEP_LEFT"),
-        mask_keep("MASK_KEEP_RIGHT"),
+        mask("MASK"),
+        mask("MASK_LEFT"),
+        mask("MASK_RIGHT"),
+        mask("MASK_KEEP_LEFT"),
+        mask("MASK_KEEP_RIGHT"),
         to_bytes(),
         from_bytes(),
-        int_from_bytes("INT_FROM_BYTES", 4),
-        int_from_bytes("BIGINT_FROM_BYTES", 8),
-        int_from_bytes("DOUBLE_FROM_BYTES", 8),
+        number_from_bytes("INT_FROM_BYTES"),
+        number_from_bytes("BIGINT_FROM_BYTES"),
+        number_from_bytes("DOUBLE_FROM_BYTES"),
         ln_log(),
         float_fn("SQRT"),
         float_fn("LN"),
@@ -1587,6 +1514,27 @@ mod tests {
             .expect("parses"),
             1_526_075_913_000
         );
+    }
+
+    #[test]
+    fn masks_cover_the_chosen_characters() {
+        let s = |v: &str| ScalarValue::Utf8(Some(v.into()));
+        let n = |v: i32| ScalarValue::Int32(Some(v));
+        let all = mask_with(&[s("Ab1-")], false, |_, _, _| true).expect("mask");
+        assert_eq!(all, s("Xxn-"));
+        let left = mask_with(&[s("Abc1"), n(2)], true, |i, _, n| i < n).expect("mask");
+        assert_eq!(left, s("Xxc1"));
+        let keep_upper = || ScalarValue::Utf8(None);
+        let right = mask_with(&[s("Abc1"), n(2)], true, |i, len, n| i + n >= len).expect("mask");
+        assert_eq!(right, s("Abxn"));
+        let upper = mask_with(&[s("Ab"), keep_upper()], false, |_, _, _| true).expect("mask");
+        assert_eq!(
+            upper,
+            s("Ax"),
+            "a NULL replacement leaves that class unmasked"
+        );
+        let wrong = fixed_bytes::<4>(&[ScalarValue::Binary(Some(vec![1, 2]))]);
+        assert!(wrong.is_err());
     }
 
     #[test]

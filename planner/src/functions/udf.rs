@@ -102,10 +102,6 @@ impl ScalarUDFImpl for RowFn {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let ret = args.return_field.data_type().clone();
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let call = |row: &[ScalarValue]| -> Result<ScalarValue> {
             if self.strict && row.iter().any(ScalarValue::is_null) {
                 return ScalarValue::try_from(&ret);
@@ -119,15 +115,15 @@ impl ScalarUDFImpl for RowFn {
                 v.cast_to(&ret)
             }
         };
-        if all_scalar && self.signature.volatility != Volatility::Volatile {
-            let row: Vec<ScalarValue> = args
-                .args
-                .iter()
-                .map(|a| match a {
-                    ColumnarValue::Scalar(s) => s.clone(),
-                    ColumnarValue::Array(_) => unreachable!("checked above"),
-                })
-                .collect();
+        let scalars: Option<Vec<ScalarValue>> = args
+            .args
+            .iter()
+            .map(|a| match a {
+                ColumnarValue::Scalar(s) => Some(s.clone()),
+                ColumnarValue::Array(_) => None,
+            })
+            .collect();
+        if let Some(row) = scalars.filter(|_| self.signature.volatility != Volatility::Volatile) {
             return Ok(ColumnarValue::Scalar(call(&row)?));
         }
         let n = args.number_rows;
