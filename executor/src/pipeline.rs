@@ -19,7 +19,9 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::Expr;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use serde::{Deserialize, Serialize};
 
@@ -93,9 +95,15 @@ fn coerce(v: &ScalarValue, ty: &DataType) -> Result<ScalarValue> {
 
 type PhysExpr = Arc<dyn PhysicalExpr>;
 
+/// Simplifies an analyzed expression (some DataFusion functions, such as
+/// `coalesce`, only run once rewritten) and makes it executable.
 fn physical(e: &Expr, schema: &datafusion::common::DFSchema) -> Result<PhysExpr> {
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::new(schema.clone()))
+        .build();
+    let e = ExprSimplifier::new(context).simplify(e.clone())?;
     Ok(create_physical_expr(
-        e,
+        &e,
         schema,
         &ExecutionProps::new(),
         &PhysicalPlanningContext::default(),

@@ -204,55 +204,98 @@ impl Default for FormatDefaults {
     }
 }
 
-/// The KAFKA format serializes single primitive columns only.
-fn check_kafka_types(key_format: Format, value_format: Format, columns: &[Column]) -> Result<()> {
-    for c in columns {
-        let format = if c.key { key_format } else { value_format };
-        let supported = matches!(
-            c.ty,
-            SqlType::Int | SqlType::Bigint | SqlType::Double | SqlType::String | SqlType::Bytes
-        );
-        if format == Format::Kafka && !supported {
+/// ksqlDB's checks of a schema against its key and value formats, in its
+/// order and words: no MAP in keys, then what each format can serialize.
+fn check_formats(key_format: Format, value_format: Format, columns: &[Column]) -> Result<()> {
+    for c in columns.iter().filter(|c| c.key) {
+        if c.ty.contains_map() {
             return Err(PlanError::Invalid(format!(
-                "The 'KAFKA' format does not support type '{}'",
-                c.ty
+                "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: `{}`. Column type: {}. See https://github.com/confluentinc/ksql/issues/6621 for more.",
+                c.name,
+                c.ty.quoted()
             )));
         }
     }
-    let values = columns.iter().filter(|c| !c.key).count();
-    if value_format == Format::Kafka && values > 1 {
-        return Err(PlanError::Invalid(format!(
-            "The 'KAFKA' format only supports a single field. Got: [{}]",
-            columns
+    for (key, format) in [(true, key_format), (false, value_format)] {
+        let part: Vec<&Column> = columns.iter().filter(|c| c.key == key).collect();
+        if let Some(reason) = format_refusal(format, &part) {
+            let schema = part
                 .iter()
-                .filter(|c| !c.key)
-                .map(|c| format!("`{}` {}", c.name, c.ty))
+                .map(|c| {
+                    format!(
+                        "`{}` {}{}",
+                        c.name,
+                        c.ty.quoted(),
+                        if key { " KEY" } else { "" }
+                    )
+                })
                 .collect::<Vec<_>>()
-                .join(", ")
-        )));
+                .join(", ");
+            return Err(PlanError::Invalid(format!(
+                "{} format does not support schema.\nformat: {}\nschema: Persistence{{columns=[{schema}], features=[]}}\nreason: {reason}",
+                if key { "Key" } else { "Value" },
+                format.name()
+            )));
+        }
     }
     Ok(())
 }
 
-fn check_key_format(name: &str, key_format: Format, columns: &[Column]) -> Result<()> {
-    let keys: Vec<&str> = columns
-        .iter()
-        .filter(|c| c.key)
-        .map(|c| c.name.as_str())
-        .collect();
-    if key_format == Format::Kafka && keys.len() > 1 {
-        return Err(PlanError::Invalid(format!(
-            "The 'KAFKA' format only supports a single field. Got: [{}] for the key of {name}; use KEY_FORMAT='JSON'",
-            keys.join(", ")
-        )));
+/// Why `format` cannot serialize these columns, if it cannot.
+fn format_refusal(format: Format, columns: &[&Column]) -> Option<String> {
+    let unsupported = |c: &Column| {
+        format!(
+            "The '{}' format does not support type '{}', column: `{}`",
+            format.name(),
+            c.ty.base_name(),
+            c.name
+        )
+    };
+    match format {
+        Format::Kafka => {
+            if columns.len() > 1 {
+                return Some(format!(
+                    "The 'KAFKA' format only supports a single field. Got: [{}]",
+                    columns
+                        .iter()
+                        .map(|c| format!(
+                            "`{}` {}{}",
+                            c.name,
+                            c.ty.quoted(),
+                            if c.key { " KEY" } else { "" }
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            columns
+                .iter()
+                .find(|c| {
+                    !matches!(
+                        c.ty,
+                        SqlType::Int
+                            | SqlType::Bigint
+                            | SqlType::Double
+                            | SqlType::String
+                            | SqlType::Bytes
+                    )
+                })
+                .map(|c| unsupported(c))
+        }
+        Format::Delimited(_) => columns
+            .iter()
+            .find(|c| matches!(c.ty, SqlType::Array(_) | SqlType::Map(..) | SqlType::Struct(_)))
+            .map(|c| unsupported(c)),
+        Format::None if !columns.is_empty() => Some(format!(
+            "The 'NONE' format can only be used when no columns are defined. Got: [{}]",
+            columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => None,
     }
-    if key_format == Format::None && !keys.is_empty() {
-        return Err(PlanError::Invalid(format!(
-            "The 'NONE' format can only be used when no columns are defined. Got: {}",
-            keys.join(", ")
-        )));
-    }
-    Ok(())
 }
 
 fn reserved(name: &str) -> bool {
@@ -325,8 +368,7 @@ pub fn plan_create_source(
     } else {
         Format::None
     };
-    check_key_format(name, key_format, &columns)?;
-    check_kafka_types(key_format, value_format, &columns)?;
+    check_formats(key_format, value_format, &columns)?;
     let timestamp_column = timestamp_prop(props, &columns)?;
     Ok(SourceDef {
         name: name.to_string(),
@@ -1016,8 +1058,7 @@ pub fn plan_create_as_select(
     } else {
         key_format
     };
-    check_key_format(name, key_format, &sorted)?;
-    check_kafka_types(key_format, value_format, &sorted)?;
+    check_formats(key_format, value_format, &sorted)?;
     if sorted.iter().all(|c| c.key) {
         return Err(PlanError::Invalid(
             "The projection contains no value columns.".into(),

@@ -187,6 +187,57 @@ pub fn map_type(key: DataType, value: DataType) -> DataType {
     )
 }
 
+impl SqlType {
+    /// The type's name without parameters (`ARRAY`, `DECIMAL`), as
+    /// ksqlDB's format errors say it.
+    pub fn base_name(&self) -> &'static str {
+        match self {
+            SqlType::Boolean => "BOOLEAN",
+            SqlType::Int => "INTEGER",
+            SqlType::Bigint => "BIGINT",
+            SqlType::Double => "DOUBLE",
+            SqlType::String => "STRING",
+            SqlType::Timestamp => "TIMESTAMP",
+            SqlType::Decimal { .. } => "DECIMAL",
+            SqlType::Bytes => "BYTES",
+            SqlType::Date => "DATE",
+            SqlType::Time => "TIME",
+            SqlType::Array(_) => "ARRAY",
+            SqlType::Map(..) => "MAP",
+            SqlType::Struct(_) => "STRUCT",
+            SqlType::Custom(_) => "CUSTOM",
+        }
+    }
+
+    /// The type as ksqlDB prints it in schemas of error messages: struct
+    /// field names in backticks.
+    pub fn quoted(&self) -> String {
+        match self {
+            SqlType::Array(e) => format!("ARRAY<{}>", e.quoted()),
+            SqlType::Map(k, v) => format!("MAP<{}, {}>", k.quoted(), v.quoted()),
+            SqlType::Struct(fields) => format!(
+                "STRUCT<{}>",
+                fields
+                    .iter()
+                    .map(|(n, t)| format!("`{n}` {}", t.quoted()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether this is, or contains, a MAP.
+    pub fn contains_map(&self) -> bool {
+        match self {
+            SqlType::Map(..) => true,
+            SqlType::Array(e) => e.contains_map(),
+            SqlType::Struct(fields) => fields.iter().any(|(_, t)| t.contains_map()),
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for SqlType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
