@@ -44,10 +44,15 @@ pub fn decode_rows<'r>(
             // A table's tombstone is no row.
             continue;
         }
-        let decoded = decode(def.key_format, &keys, r.record.key.as_deref()).and_then(|k| {
+        let decoded = decode(def.key_format, &keys, r.record.key.as_deref(), false).and_then(|k| {
             Ok((
                 k,
-                decode(def.value_format, &values, r.record.value.as_deref())?,
+                decode(
+                    def.value_format,
+                    &values,
+                    r.record.value.as_deref(),
+                    def.unwrapped,
+                )?,
             ))
         });
         match decoded {
@@ -145,7 +150,13 @@ pub struct SinkRecord {
 /// Encodes a query's output changes for its sink. A table sink turns a
 /// retraction followed by an insertion of the same key into one upsert and
 /// a lone retraction into a tombstone; a stream sink writes insertions.
-pub fn encode_sink(sink: &SourceDef, out: &ChangeBatch) -> Result<Vec<SinkRecord>> {
+/// `computed_keys`: keys were computed by `PARTITION BY`, so a key whose
+/// columns are all NULL is written as such rather than as no key.
+pub fn encode_sink(
+    sink: &SourceDef,
+    out: &ChangeBatch,
+    computed_keys: bool,
+) -> Result<Vec<SinkRecord>> {
     let schema = out.batch.schema();
     let index: Vec<usize> = sink
         .columns
@@ -176,7 +187,11 @@ pub fn encode_sink(sink: &SourceDef, out: &ChangeBatch) -> Result<Vec<SinkRecord
             .filter(|(c, _)| c.key)
             .map(|(_, d)| d)
             .collect();
-        let key = encode(sink.key_format, &keys, &key_d)?;
+        let key = if !computed_keys && key_d.iter().all(|d| d.is_null()) {
+            None
+        } else {
+            encode(sink.key_format, &keys, &key_d, false)?
+        };
         rows.push((row, key));
     }
     let mut records = Vec::new();
@@ -193,7 +208,7 @@ pub fn encode_sink(sink: &SourceDef, out: &ChangeBatch) -> Result<Vec<SinkRecord
                 .filter(|(c, _)| !c.key)
                 .map(|(_, d)| d)
                 .collect();
-            encode(sink.value_format, &values, &val_d)
+            encode(sink.value_format, &values, &val_d, sink.unwrapped)
         };
         match (sink.kind, weight > 0) {
             (SourceKind::Stream, true) => {
@@ -284,8 +299,8 @@ pub fn encode_rows(
             .filter(|(c, _)| !c.key)
             .map(|(_, d)| d)
             .collect();
-        let key = encode(def.key_format, &keys, &key_d)?;
-        let value = encode(def.value_format, &values, &val_d)?;
+        let key = encode(def.key_format, &keys, &key_d, false)?;
+        let value = encode(def.value_format, &values, &val_d, def.unwrapped)?;
         let timestamp = rowtime
             .or_else(|| match ts_index.map(|i| &datums[i]) {
                 Some(Datum::Int(t)) => Some(*t),

@@ -664,7 +664,7 @@ impl Engine {
                 None => decode_batch(&plan.source, &schema, &records)?,
             };
             let output = pipeline.process_guarded(input, self.state.as_ref())?;
-            let sink_records = encode_sink(&sink, &output)?;
+            let sink_records = encode_sink(&sink, &output, plan.repartitioned)?;
             let mut batch = WriteBatch::default();
             pipeline.drain_state(&mut batch)?;
             if let Some(t) = &mut table {

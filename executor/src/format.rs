@@ -17,17 +17,24 @@ fn ser(msg: impl Into<String>) -> ExecError {
 
 /// Encodes the given columns (all key columns or all value columns) in a format.
 /// Returns `None` when there is nothing to write (no columns, format NONE).
-pub fn encode(format: Format, columns: &[&Column], values: &[&Datum]) -> Result<Option<Vec<u8>>> {
+/// `unwrapped`: a single value column is written as a bare JSON value
+/// (`WRAP_SINGLE_VALUE=false`); a single key column always is.
+pub fn encode(
+    format: Format,
+    columns: &[&Column],
+    values: &[&Datum],
+    unwrapped: bool,
+) -> Result<Option<Vec<u8>>> {
     if columns.is_empty() || format == Format::None {
         return Ok(None);
     }
-    // A key whose columns are all NULL is written as no key at all.
-    if is_key_like(columns) && values.iter().all(|v| v.is_null()) {
+    // A single key column that is NULL is written as no key at all.
+    if is_key_like(columns) && columns.len() == 1 && values[0].is_null() {
         return Ok(None);
     }
     match format {
         Format::Json => {
-            let json = if columns.len() == 1 && is_key_like(columns) {
+            let json = if columns.len() == 1 && (unwrapped || is_key_like(columns)) {
                 datum_to_json(values[0], &columns[0].ty)
             } else {
                 let mut map = serde_json::Map::with_capacity(columns.len());
@@ -65,8 +72,13 @@ fn is_key_like(columns: &[&Column]) -> bool {
     columns.iter().all(|c| c.key)
 }
 
-/// Decodes bytes into one datum per column.
-pub fn decode(format: Format, columns: &[&Column], bytes: Option<&[u8]>) -> Result<Vec<Datum>> {
+/// Decodes bytes into one datum per column (`unwrapped` as in [`encode`]).
+pub fn decode(
+    format: Format,
+    columns: &[&Column],
+    bytes: Option<&[u8]>,
+    unwrapped: bool,
+) -> Result<Vec<Datum>> {
     if columns.is_empty() {
         return Ok(Vec::new());
     }
@@ -78,17 +90,21 @@ pub fn decode(format: Format, columns: &[&Column], bytes: Option<&[u8]>) -> Resu
             let json: Json =
                 serde_json::from_slice(bytes).map_err(|e| ser(format!("invalid JSON: {e}")))?;
             match json {
-                Json::Object(map) if !(columns.len() == 1 && is_key_like(columns)) => columns
-                    .iter()
-                    .map(|c| {
-                        let v = map.get(&c.name).or_else(|| {
-                            map.iter()
-                                .find(|(k, _)| k.eq_ignore_ascii_case(&c.name))
-                                .map(|(_, v)| v)
-                        });
-                        v.map_or(Ok(Datum::Null), |v| json_to_datum(v, &c.ty, &c.name))
-                    })
-                    .collect(),
+                Json::Object(map)
+                    if !(columns.len() == 1 && (unwrapped || is_key_like(columns))) =>
+                {
+                    columns
+                        .iter()
+                        .map(|c| {
+                            let v = map.get(&c.name).or_else(|| {
+                                map.iter()
+                                    .find(|(k, _)| k.eq_ignore_ascii_case(&c.name))
+                                    .map(|(_, v)| v)
+                            });
+                            v.map_or(Ok(Datum::Null), |v| json_to_datum(v, &c.ty, &c.name))
+                        })
+                        .collect()
+                }
                 other if columns.len() == 1 => Ok(vec![json_to_datum(
                     &other,
                     &columns[0].ty,
@@ -332,15 +348,19 @@ mod tests {
         let vals = [Datum::Int(3), Datum::Str("x,\"y\"".into()), Datum::Null];
         let vrefs: Vec<&Datum> = vals.iter().collect();
         for f in [Format::Json, Format::Delimited(','), Format::Delimited('|')] {
-            let bytes = encode(f, &refs, &vrefs).unwrap();
-            assert_eq!(decode(f, &refs, bytes.as_deref()).unwrap(), vals, "{f:?}");
+            let bytes = encode(f, &refs, &vrefs, false).unwrap();
+            assert_eq!(
+                decode(f, &refs, bytes.as_deref(), false).unwrap(),
+                vals,
+                "{f:?}"
+            );
         }
         let key = [col("K", SqlType::Bigint, true)];
         let krefs: Vec<&Column> = key.iter().collect();
-        let bytes = encode(Format::Kafka, &krefs, &[&Datum::Int(-7)]).unwrap();
+        let bytes = encode(Format::Kafka, &krefs, &[&Datum::Int(-7)], false).unwrap();
         assert_eq!(bytes.as_deref(), Some(&(-7i64).to_be_bytes()[..]));
         assert_eq!(
-            decode(Format::Kafka, &krefs, bytes.as_deref()).unwrap(),
+            decode(Format::Kafka, &krefs, bytes.as_deref(), false).unwrap(),
             vec![Datum::Int(-7)]
         );
     }
@@ -356,10 +376,11 @@ mod tests {
             Format::Json,
             &refs,
             Some(br#"{"user_id": "5", "Name": 12}"#),
+            false,
         )
         .unwrap();
         assert_eq!(got, vec![Datum::Int(5), Datum::Str("12".into())]);
-        assert!(decode(Format::Json, &refs, Some(b"{not json")).is_err());
-        assert!(decode(Format::Json, &refs, Some(br#"{"USER_ID": 1e20}"#)).is_err());
+        assert!(decode(Format::Json, &refs, Some(b"{not json"), false).is_err());
+        assert!(decode(Format::Json, &refs, Some(br#"{"USER_ID": 1e20}"#), false).is_err());
     }
 }

@@ -284,7 +284,12 @@ fn format_refusal(format: Format, columns: &[&Column]) -> Option<String> {
         }
         Format::Delimited(_) => columns
             .iter()
-            .find(|c| matches!(c.ty, SqlType::Array(_) | SqlType::Map(..) | SqlType::Struct(_)))
+            .find(|c| {
+                matches!(
+                    c.ty,
+                    SqlType::Array(_) | SqlType::Map(..) | SqlType::Struct(_)
+                )
+            })
             .map(|c| unsupported(c)),
         Format::None if !columns.is_empty() => Some(format!(
             "The 'NONE' format can only be used when no columns are defined. Got: [{}]",
@@ -363,13 +368,17 @@ pub fn plan_create_source(
     // Key columns first, each group in declaration order.
     columns.sort_by_key(|c| !c.key);
     let (key_format, value_format) = formats(props, defaults.key, defaults.value)?;
-    let key_format = if columns.iter().any(|c| c.key) {
-        key_format
+    let (key_format, keyless_format) = if columns.iter().any(|c| c.key) {
+        (key_format, None)
     } else {
-        Format::None
+        (
+            Format::None,
+            Some(key_format).filter(|f| *f != Format::None),
+        )
     };
     check_formats(key_format, value_format, &columns)?;
     let timestamp_column = timestamp_prop(props, &columns)?;
+    let unwrapped = unwrapped_prop(props, &columns)?;
     Ok(SourceDef {
         name: name.to_string(),
         kind,
@@ -382,7 +391,25 @@ pub fn plan_create_source(
         query_id: None,
         retention_ms: positive_prop(props, "RETENTION_MS")?.map(|n| n as i64),
         retention_bytes: positive_prop(props, "RETENTION_BYTES")?,
+        keyless_format,
+        unwrapped,
     })
+}
+
+/// `WRAP_SINGLE_VALUE=false` for a source with one value column.
+fn unwrapped_prop(props: &Props, columns: &[Column]) -> Result<bool> {
+    if !matches!(
+        prop(props, "WRAP_SINGLE_VALUE"),
+        Some(PropValue::Bool(false))
+    ) {
+        return Ok(false);
+    }
+    if columns.iter().filter(|c| !c.key).count() != 1 {
+        return Err(PlanError::Invalid(
+            "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas".into(),
+        ));
+    }
+    Ok(true)
 }
 
 fn timestamp_prop(props: &Props, columns: &[Column]) -> Result<Option<String>> {
@@ -720,11 +747,13 @@ fn plan_error(e: DataFusionError) -> PlanError {
 }
 
 /// A continuous query (`CREATE … AS SELECT` or a push query).
-/// `partition_by` names the columns that become the key of the result.
+/// `partition_by` gives the expressions that become the key of the result;
+/// `sink` names the source being built, for messages.
 pub fn plan_stream(
     catalog: &Catalog,
     query: &Query,
     partition_by: Option<&[ast::Expr]>,
+    sink: Option<&str>,
 ) -> Result<StreamPlan> {
     let sources = referenced_sources(catalog, query)?;
     let [source] = sources.as_slice() else {
@@ -734,7 +763,31 @@ pub fn plan_stream(
             "joins are not supported yet".into()
         }));
     };
-    let plan = logical_plan(query, &sources)?;
+    let partition = match partition_by {
+        Some([ast::Expr::Value(v)]) if v.value == Value::Null => Some(None),
+        Some(exprs) => {
+            if exprs
+                .iter()
+                .any(|e| matches!(e, ast::Expr::Value(v) if v.value == Value::Null))
+            {
+                return Err(PlanError::Invalid(
+                    "Cannot PARTITION BY multiple columns including NULL".into(),
+                ));
+            }
+            Some(Some(exprs))
+        }
+        None => None,
+    };
+    let mut query = query.clone();
+    let mut star_keys = None;
+    let mut partition_exprs = Vec::new();
+    if let Some(Some(exprs)) = partition {
+        partition_exprs = partition_expressions(&query, source, exprs)?;
+        if is_select_star(&query) {
+            star_keys = Some(star_partition(&mut query, source, exprs, &partition_exprs)?);
+        }
+    }
+    let plan = logical_plan(&query, &sources)?;
     let mut limit = None;
     let mut body = &plan;
     if let LogicalPlan::Limit(l) = &plan {
@@ -761,20 +814,27 @@ pub fn plan_stream(
         .filter(|(_, k)| **k)
         .map(|(i, _)| i)
         .collect();
-    let is_table_output = ops
+    let is_table = ops
         .iter()
         .any(|op| matches!(op, StreamOp::Aggregate { .. }));
-    if let Some(exprs) = partition_by {
-        if is_table_output || source.kind == SourceKind::Table {
+    if let Some(exprs) = partition {
+        if is_table || source.kind == SourceKind::Table {
             return Err(PlanError::Invalid(
                 "PARTITION BY is only supported on streams, without GROUP BY".into(),
             ));
         }
-        key_columns = partition_keys(exprs, &output_schema)?;
+        key_columns = match (exprs, star_keys) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(n)) => (0..n).collect(),
+            (Some(exprs), None) => projected_keys(
+                body,
+                source,
+                exprs,
+                &partition_exprs,
+                sink.unwrap_or("the result"),
+            )?,
+        };
     }
-    let is_table = ops
-        .iter()
-        .any(|op| matches!(op, StreamOp::Aggregate { .. }));
     Ok(StreamPlan {
         source: (*source).clone(),
         ops,
@@ -782,37 +842,189 @@ pub fn plan_stream(
         key_columns,
         is_table,
         limit,
+        repartitioned: matches!(partition, Some(Some(_))),
     })
 }
 
-/// The output columns that `PARTITION BY` makes the key: each expression
-/// must be a projected column; `PARTITION BY NULL` means no key.
-fn partition_keys(exprs: &[ast::Expr], schema: &Schema) -> Result<Vec<usize>> {
-    if let [ast::Expr::Value(v)] = exprs {
-        if v.value == Value::Null {
-            return Ok(Vec::new());
+fn is_select_star(query: &Query) -> bool {
+    matches!(query.body.as_ref(), SetExpr::Select(s)
+        if matches!(s.projection.as_slice(), [SelectItem::Wildcard(_)]))
+}
+
+/// The PARTITION BY expressions planned against the source: PARTITION BY
+/// applies to the input rows, before the projection.
+fn partition_expressions(
+    query: &Query,
+    source: &SourceDef,
+    exprs: &[ast::Expr],
+) -> Result<Vec<Expr>> {
+    let mut probe = query.clone();
+    probe.order_by = None;
+    if let SetExpr::Select(select) = probe.body.as_mut() {
+        select.projection = exprs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| SelectItem::ExprWithAlias {
+                expr: e.clone(),
+                alias: quoted(&format!("__partition_{i}")),
+            })
+            .collect();
+        select.group_by = ast::GroupByExpr::Expressions(vec![], vec![]);
+        select.having = None;
+    }
+    let plan = logical_plan(&probe, &[source]).map_err(|e| match e {
+        PlanError::NotFound { kind: "column", name } => PlanError::Invalid(format!(
+            "PARTITION BY column '{name}' cannot be resolved. '{name}' must be a column in the source schema since PARTITION BY is applied on the input."
+        )),
+        other => other,
+    })?;
+    let mut node = &plan;
+    loop {
+        match node {
+            LogicalPlan::Projection(p) => {
+                return Ok(p.expr.iter().map(|e| strip_alias(e).clone()).collect())
+            }
+            other => match other.inputs().first() {
+                Some(input) => node = input,
+                None => {
+                    return Err(PlanError::Internal(
+                        "PARTITION BY expressions did not plan as a projection".into(),
+                    ))
+                }
+            },
         }
     }
-    let mut keys = Vec::with_capacity(exprs.len());
-    for e in exprs {
-        let name = match e {
-            ast::Expr::Identifier(i) => Some(i.value.clone()),
-            ast::Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
-            _ => None,
-        };
-        let index = name.as_ref().and_then(|n| schema.index_of(n).ok()).ok_or_else(|| {
-            PlanError::Invalid(format!(
-                "Key missing from projection (ie, SELECT). The query must include the partitioning expression {e} in its projection (eg, SELECT {e}...)."
-            ))
-        })?;
-        if keys.contains(&index) {
-            return Err(PlanError::Invalid(format!(
-                "Duplicate PARTITION BY expression: {e}"
-            )));
+}
+
+/// The name ksqlDB gives a PARTITION BY key under `SELECT *`: a column's
+/// name, a struct field's name, or `KSQL_COL_<n>`.
+fn partition_key_name(e: &Expr, generated: &mut usize) -> String {
+    match e {
+        Expr::Column(c) if !reserved(&c.name) => c.name.clone(),
+        Expr::ScalarFunction(f) if f.func.name() == "get_field" => match f.args.get(1) {
+            Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) => name.clone(),
+            _ => {
+                *generated += 1;
+                format!("KSQL_COL_{}", *generated - 1)
+            }
+        },
+        _ => {
+            *generated += 1;
+            format!("KSQL_COL_{}", *generated - 1)
         }
-        keys.push(index);
+    }
+}
+
+/// `SELECT * … PARTITION BY e…`: the projection becomes the keys, then the
+/// source's value columns, then its old key columns, leaving out columns
+/// that became keys. Returns the number of key columns.
+fn star_partition(
+    query: &mut Query,
+    source: &SourceDef,
+    exprs: &[ast::Expr],
+    planned: &[Expr],
+) -> Result<usize> {
+    let mut generated = 0usize;
+    let mut items = Vec::new();
+    let mut moved = Vec::new();
+    for (ast_expr, e) in exprs.iter().zip(planned) {
+        if let Expr::Column(c) = e {
+            moved.push(c.name.clone());
+        }
+        items.push(SelectItem::ExprWithAlias {
+            expr: ast_expr.clone(),
+            alias: quoted(&partition_key_name(e, &mut generated)),
+        });
+    }
+    let rest = source
+        .value_columns()
+        .chain(source.key_columns())
+        .filter(|c| !moved.contains(&c.name));
+    items.extend(rest.map(|c| SelectItem::UnnamedExpr(ast::Expr::Identifier(quoted(&c.name)))));
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        select.projection = items;
+    }
+    Ok(exprs.len())
+}
+
+/// The output columns that an explicit projection gives the PARTITION BY
+/// expressions, in PARTITION BY order.
+fn projected_keys(
+    plan: &LogicalPlan,
+    source: &SourceDef,
+    exprs: &[ast::Expr],
+    planned: &[Expr],
+    sink: &str,
+) -> Result<Vec<usize>> {
+    let projection: Vec<&Expr> = match plan {
+        LogicalPlan::Projection(p) => p.expr.iter().collect(),
+        _ => Vec::new(),
+    };
+    let names: Vec<String> = plan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut keys = Vec::with_capacity(planned.len());
+    for pk in planned {
+        let found: Vec<usize> = projection
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| strip_alias(e) == pk)
+            .map(|(i, _)| i)
+            .collect();
+        match found.as_slice() {
+            [] => {
+                let texts: Vec<String> = exprs
+                    .iter()
+                    .map(|e| qualified_text(e, &source.name))
+                    .collect();
+                let (what, listed) = match texts.as_slice() {
+                    [one] => ("expression", one.clone()),
+                    [init @ .., last] => ("expressions", format!("{} and {last}", init.join(", "))),
+                    [] => ("expression", String::new()),
+                };
+                return Err(PlanError::Invalid(format!(
+                    "Key missing from projection (ie, SELECT). The query used to build `{sink}` must include the partitioning {what} {listed} in its projection (eg, SELECT {}...).",
+                    texts.join(", ")
+                )));
+            }
+            [one] => {
+                if keys.contains(one) {
+                    return Err(PlanError::Invalid(format!(
+                        "Duplicate PARTITION BY expression: {pk}"
+                    )));
+                }
+                keys.push(*one)
+            }
+            several => {
+                let key = match pk {
+                    Expr::Column(c) => c.name.clone(),
+                    _ => names[several[0]].clone(),
+                };
+                let aliases: Vec<&str> = several.iter().map(|i| names[*i].as_str()).collect();
+                return Err(PlanError::Invalid(format!(
+                    "The projection contains a key column (`{key}`) more than once, aliased as: {}.",
+                    aliases.join(" and ")
+                )));
+            }
+        }
     }
     Ok(keys)
+}
+
+/// An expression with its column names qualified by the source, as
+/// ksqlDB prints PARTITION BY expressions in messages.
+fn qualified_text(e: &ast::Expr, source: &str) -> String {
+    let mut e = e.clone();
+    let _ = ast::visit_expressions_mut(&mut e, |e| {
+        if let ast::Expr::Identifier(i) = e {
+            *e = ast::Expr::CompoundIdentifier(vec![Ident::new(source), i.clone()]);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    e.to_string()
 }
 
 /// Lowers a logical plan into stream operators, tracking which columns of
@@ -970,7 +1182,7 @@ pub fn plan_create_as_select(
     query_id: &str,
 ) -> Result<(SourceDef, StreamPlan)> {
     check_props(props)?;
-    let plan = plan_stream(catalog, query, partition_by)?;
+    let plan = plan_stream(catalog, query, partition_by, Some(name))?;
     if plan.limit.is_some() {
         return Err(PlanError::Invalid(
             "LIMIT is not supported in persistent queries".into(),
@@ -1043,14 +1255,25 @@ pub fn plan_create_as_select(
             names.join(", ")
         )));
     }
-    // Key columns first, as in every Brook source; the sink maps columns by name.
-    let mut sorted = columns.clone();
-    sorted.sort_by_key(|c| !c.key);
-    let (key_format, value_format) = formats(
-        props,
-        plan.source.key_format,
-        Some(plan.source.value_format),
-    )?;
+    // Key columns first (in key order), as in every Brook source; the sink
+    // maps columns by name.
+    let mut sorted: Vec<Column> = plan
+        .key_columns
+        .iter()
+        .map(|i| columns[*i].clone())
+        .collect();
+    sorted.extend(columns.iter().filter(|c| !c.key).cloned());
+    let source_key_format = match plan.source.key_format {
+        Format::None => plan.source.keyless_format.unwrap_or(Format::None),
+        other => other,
+    };
+    let (key_format, value_format) =
+        formats(props, source_key_format, Some(plan.source.value_format))?;
+    if plan.key_columns.is_empty() && prop(props, "KEY_FORMAT").is_some() {
+        return Err(PlanError::Invalid(
+            "Key format specified for stream without key columns.".into(),
+        ));
+    }
     let key_format = if plan.key_columns.is_empty() {
         Format::None
     } else if key_format == Format::None {
@@ -1064,6 +1287,7 @@ pub fn plan_create_as_select(
             "The projection contains no value columns.".into(),
         ));
     }
+    let unwrapped = unwrapped_prop(props, &sorted)?;
     let def = SourceDef {
         name: name.to_string(),
         kind,
@@ -1076,6 +1300,8 @@ pub fn plan_create_as_select(
         query_id: Some(query_id.to_string()),
         retention_ms: positive_prop(props, "RETENTION_MS")?.map(|n| n as i64),
         retention_bytes: positive_prop(props, "RETENTION_BYTES")?,
+        keyless_format: None,
+        unwrapped,
     };
     if def.topic == plan.source.topic {
         return Err(PlanError::Invalid(format!(
@@ -1100,7 +1326,7 @@ pub fn plan_insert_select(
             "INSERT INTO can only be used to insert into a stream. {target} is a table."
         )));
     }
-    let plan = plan_stream(catalog, query, partition_by)?;
+    let plan = plan_stream(catalog, query, partition_by, Some(target))?;
     if plan.is_table || plan.source.kind == SourceKind::Table {
         return Err(PlanError::Invalid(
             "INSERT INTO can only be used to insert from a stream into a stream. The query produces a table, not a stream.".into(),

@@ -121,6 +121,14 @@ pub struct SourceDef {
     /// `WITH (RETENTION_BYTES=…)` for a topic Brook creates.
     #[serde(default)]
     pub retention_bytes: Option<u64>,
+    /// The key format declared for a source without key columns (its
+    /// `key_format` is NONE); a `PARTITION BY` of it writes keys in it.
+    #[serde(default)]
+    pub keyless_format: Option<Format>,
+    /// `WRAP_SINGLE_VALUE=false`: the single value column is written as a
+    /// bare value rather than an object of one field.
+    #[serde(default)]
+    pub unwrapped: bool,
 }
 
 impl SourceDef {

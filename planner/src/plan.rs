@@ -91,6 +91,9 @@ pub struct StreamPlan {
     pub is_table: bool,
     /// `LIMIT n` of a push query.
     pub limit: Option<usize>,
+    /// `PARTITION BY` computes the key: a key whose columns are all NULL
+    /// is still written (rather than as no key).
+    pub repartitioned: bool,
 }
 
 impl StreamPlan {

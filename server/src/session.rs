@@ -472,7 +472,7 @@ impl Session {
     ) -> Result<Output> {
         let catalog = self.brook.catalog().clone();
         if emit.is_some() {
-            let plan = plan_stream(&catalog, query, None)?;
+            let plan = plan_stream(&catalog, query, None, None)?;
             let stream = self.brook.engine.push(plan, self.reads_from_beginning())?;
             Ok(Output::Stream { stream, copy })
         } else {
