@@ -11,6 +11,7 @@ use crate::datum::Datum;
 use crate::error::{ExecError, Result};
 use crate::format::{decode, encode, partition_for};
 use crate::pipeline::{rows_to_batch, ChangeBatch};
+use crate::processing_log::ProcessingError;
 
 /// A record decoded into the declared columns of its source.
 pub struct DecodedRow<'r> {
@@ -25,19 +26,19 @@ pub struct DecodedRow<'r> {
 }
 
 /// Decodes records into rows of the source's declared columns; also returns
-/// how many records were skipped as undecodable. A stream record without a
+/// the records skipped as undecodable, as processing-log entries. A stream record without a
 /// value is skipped too unless `keep_null_values` (then it is a row with
 /// `null_value` set).
 pub fn decode_rows<'r>(
     def: &SourceDef,
     records: &'r [StoredRecord],
     keep_null_values: bool,
-) -> (Vec<DecodedRow<'r>>, usize) {
+) -> (Vec<DecodedRow<'r>>, Vec<ProcessingError>) {
     let keys: Vec<&Column> = def.key_columns().collect();
     let values: Vec<&Column> = def.value_columns().collect();
     let ts_index = def.timestamp_index();
     let mut out = Vec::with_capacity(records.len());
-    let mut skipped = 0;
+    let mut skipped = Vec::new();
     for r in records {
         let null_value = r.record.value.is_none() && !values.is_empty();
         if null_value && (def.kind == SourceKind::Table || !keep_null_values) {
@@ -76,7 +77,11 @@ pub fn decode_rows<'r>(
                 });
             }
             Err(e) => {
-                skipped += 1;
+                skipped.push(ProcessingError::Deserialization {
+                    topic: def.topic.clone(),
+                    message: e.to_string(),
+                    bytes: r.record.value.clone(),
+                });
                 tracing::warn!(source = %def.name, partition = r.partition, offset = r.offset, error = %e, "skipped undecodable record");
             }
         }
@@ -106,13 +111,14 @@ pub fn batch_row(
 }
 
 /// Decodes records into a change batch with the source's batch schema
-/// (declared columns, then ROWTIME, ROWPARTITION, ROWOFFSET).
+/// (declared columns, then ROWTIME, ROWPARTITION, ROWOFFSET), and the
+/// records skipped as undecodable.
 pub fn decode_batch(
     def: &SourceDef,
     schema: &SchemaRef,
     records: &[StoredRecord],
-) -> Result<ChangeBatch> {
-    let (rows, _) = decode_rows(def, records, true);
+) -> Result<(ChangeBatch, Vec<ProcessingError>)> {
+    let (rows, skipped) = decode_rows(def, records, true);
     let mut scalars = Vec::with_capacity(rows.len());
     let mut rowtimes = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -120,12 +126,13 @@ pub fn decode_batch(
         scalars.push(batch_row(def, &row.values, row.rowtime, partition, offset)?);
         rowtimes.push(row.rowtime);
     }
-    Ok(ChangeBatch {
+    let batch = ChangeBatch {
         batch: rows_to_batch(schema, &scalars)?,
         weights: vec![1; rows.len()],
         rowtimes,
         null_values: rows.iter().map(|r| r.null_value).collect(),
-    })
+    };
+    Ok((batch, skipped))
 }
 
 /// A row of a materialized table, as kept in the state store.

@@ -31,6 +31,7 @@ use crate::codec::{
 use crate::datum::Datum;
 use crate::error::{ExecError, Result};
 use crate::pipeline::{rows_to_batch, Pipeline};
+use crate::processing_log::{self, ProcessingError};
 
 /// Records read per partition per epoch.
 const EPOCH_RECORDS: usize = 1000;
@@ -373,6 +374,21 @@ impl Engine {
         Ok(offset)
     }
 
+    /// Appends failures of query `logger` to the processing log. Failing to
+    /// log is itself only logged: it must not stop the query.
+    pub fn log_processing_errors(&self, logger: &str, problems: &[ProcessingError]) {
+        if problems.is_empty() {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let records: Vec<Record> = problems.iter().map(|p| p.to_record(logger, now)).collect();
+        if let Err(e) = self.produce(processing_log::TOPIC, 0, &records) {
+            tracing::warn!(query = logger, error = %e, "could not write the processing log");
+        }
+    }
+
     /// Every record of a topic, partition by partition, in offset order.
     pub fn read_topic(&self, topic: &str) -> Result<Vec<StoredRecord>> {
         let mut out = Vec::new();
@@ -659,11 +675,19 @@ impl Engine {
             for r in &records {
                 offsets[r.partition as usize] = offsets[r.partition as usize].max(r.offset + 1);
             }
-            let input = match &mut table {
-                Some(t) => t.changes(&plan.source, &schema, &records, self.state.as_ref())?,
+            let (input, mut problems) = match &mut table {
+                Some(t) => (
+                    t.changes(&plan.source, &schema, &records, self.state.as_ref())?,
+                    Vec::new(),
+                ),
                 None => decode_batch(&plan.source, &schema, &records)?,
             };
             let output = pipeline.process_guarded(input, self.state.as_ref())?;
+            problems.extend(pipeline.take_errors());
+            // A rebuild replays records whose problems were logged before.
+            if rebuild_target.is_none() {
+                self.log_processing_errors(id, &problems);
+            }
             let sink_records = encode_sink(&sink, &output, plan.repartitioned)?;
             let mut batch = WriteBatch::default();
             pipeline.drain_state(&mut batch)?;
@@ -837,8 +861,10 @@ impl Engine {
                         offsets[r.partition as usize] =
                             offsets[r.partition as usize].max(r.offset + 1);
                     }
-                    let out = pipeline
-                        .process_guarded(decode_batch(&plan.source, &schema, &records)?, &state)?;
+                    let (input, mut problems) = decode_batch(&plan.source, &schema, &records)?;
+                    let out = pipeline.process_guarded(input, &state)?;
+                    problems.extend(pipeline.take_errors());
+                    engine.log_processing_errors("transient", &problems);
                     let mut wb = WriteBatch::default();
                     pipeline.drain_state(&mut wb)?;
                     state.commit(wb)?;

@@ -22,6 +22,7 @@ mod error;
 mod format;
 mod pipeline;
 mod print;
+pub mod processing_log;
 
 pub use brook_planner::datum::{self, Datum};
 pub use engine::{Engine, EngineConfig, PushStream};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use brook_planner::plan::{AggFunc, StreamOp, StreamPlan};
 use brook_storage::{StateStore, WriteBatch};
 use datafusion::arrow::array::{
-    new_empty_array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
+    new_empty_array, new_null_array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
 };
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::datum::Datum;
 use crate::error::{ExecError, Result};
+use crate::processing_log::ProcessingError;
+use brook_planner::functions::take_row_errors;
 
 /// Rows with a weight each (+1 insert, −1 retraction) and an event time.
 #[derive(Debug, Clone)]
@@ -122,6 +124,64 @@ enum Step {
 /// A compiled stream pipeline.
 pub struct Pipeline {
     steps: Vec<Step>,
+    /// Rows an expression failed on since the last [`Pipeline::take_errors`].
+    errors: Vec<ProcessingError>,
+}
+
+/// Evaluates an expression on a batch. If it fails, each row is evaluated
+/// alone and a row it fails on gets NULL, recorded in `errors` (ksqlDB's
+/// per-record error handling: one bad row does not stop a query).
+fn evaluate_lenient(
+    e: &PhysExpr,
+    batch: &RecordBatch,
+    errors: &mut Vec<ProcessingError>,
+) -> Result<ArrayRef> {
+    let n = batch.num_rows();
+    take_row_errors();
+    let whole = e.evaluate(batch).and_then(|v| v.into_array(n));
+    errors.extend(
+        take_row_errors()
+            .into_iter()
+            .map(|message| ProcessingError::Record {
+                message,
+                row: String::new(),
+            }),
+    );
+    let Err(first) = whole else {
+        return Ok(whole?);
+    };
+    if n == 0 {
+        return Err(first.into());
+    }
+    let ty = e.data_type(&batch.schema())?;
+    let mut parts: Vec<ArrayRef> = Vec::with_capacity(n);
+    for i in 0..n {
+        let row = batch.slice(i, 1);
+        match e.evaluate(&row).and_then(|v| v.into_array(1)) {
+            Ok(a) if a.data_type() == &ty => parts.push(a),
+            Ok(a) => parts.push(datafusion::arrow::compute::cast(&a, &ty)?),
+            Err(err) => {
+                errors.push(ProcessingError::Record {
+                    message: format!("Error computing expression {e}: {err}"),
+                    row: row_text(&row),
+                });
+                parts.push(new_null_array(&ty, 1));
+            }
+        }
+    }
+    let refs: Vec<&dyn datafusion::arrow::array::Array> =
+        parts.iter().map(|a| a.as_ref()).collect();
+    Ok(datafusion::arrow::compute::concat(&refs)?)
+}
+
+/// A one-row batch as `[v1, v2, …]`, for the processing log.
+fn row_text(row: &RecordBatch) -> String {
+    let values: Vec<String> = row
+        .columns()
+        .iter()
+        .map(|c| ScalarValue::try_from_array(c, 0).map_or_else(|_| "?".into(), |v| v.to_string()))
+        .collect();
+    format!("[{}]", values.join(", "))
 }
 
 impl Pipeline {
@@ -171,7 +231,15 @@ impl Pipeline {
                 }),
             });
         }
-        Ok(Pipeline { steps })
+        Ok(Pipeline {
+            steps,
+            errors: Vec::new(),
+        })
+    }
+
+    /// The rows expressions failed on since the last call.
+    pub fn take_errors(&mut self) -> Vec<ProcessingError> {
+        std::mem::take(&mut self.errors)
     }
 
     /// Pushes a batch of changes through every step.
@@ -185,7 +253,7 @@ impl Pipeline {
         for step in &mut self.steps {
             input = match step {
                 Step::Filter(pred) => {
-                    let mask = pred.evaluate(&input.batch)?.into_array(input.len())?;
+                    let mask = evaluate_lenient(pred, &input.batch, &mut self.errors)?;
                     let mask = mask
                         .as_any()
                         .downcast_ref::<BooleanArray>()
@@ -222,7 +290,7 @@ impl Pipeline {
                     let n = input.len();
                     let columns = exprs
                         .iter()
-                        .map(|e| Ok(e.evaluate(&input.batch)?.into_array(n)?))
+                        .map(|e| evaluate_lenient(e, &input.batch, &mut self.errors))
                         .collect::<Result<Vec<_>>>()?;
                     let options = RecordBatchOptions::new().with_row_count(Some(n));
                     ChangeBatch {

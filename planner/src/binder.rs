@@ -393,6 +393,7 @@ pub fn plan_create_source(
         retention_bytes: positive_prop(props, "RETENTION_BYTES")?,
         keyless_format,
         unwrapped,
+        read_only: false,
     })
 }
 
@@ -544,6 +545,7 @@ fn quoted(name: &str) -> Ident {
 /// their generated names.
 fn int_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
     use datafusion::common::tree_node::Transformed;
+    use datafusion::logical_expr::Operator;
     let out = plan.transform_up(|node| {
         if !matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Filter(_)) {
             return Ok(Transformed::no(node));
@@ -553,6 +555,29 @@ fn int_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
                 Expr::Literal(ScalarValue::Int64(Some(v)), meta) if i32::try_from(v).is_ok() => Ok(
                     Transformed::yes(Expr::Literal(ScalarValue::Int32(Some(v as i32)), meta)),
                 ),
+                // ksqlDB compares like Java: with a NULL side the result is
+                // false, not NULL.
+                Expr::BinaryExpr(b)
+                    if matches!(
+                        b.op,
+                        Operator::Eq
+                            | Operator::NotEq
+                            | Operator::Lt
+                            | Operator::LtEq
+                            | Operator::Gt
+                            | Operator::GtEq
+                    ) =>
+                {
+                    let both_literal = matches!(*b.left, Expr::Literal(..))
+                        && matches!(*b.right, Expr::Literal(..));
+                    if both_literal {
+                        Ok(Transformed::no(Expr::BinaryExpr(b)))
+                    } else {
+                        Ok(Transformed::yes(Expr::IsTrue(Box::new(Expr::BinaryExpr(
+                            b,
+                        )))))
+                    }
+                }
                 other => Ok(Transformed::no(other)),
             })
         })?;
@@ -787,7 +812,15 @@ pub fn plan_stream(
             star_keys = Some(star_partition(&mut query, source, exprs, &partition_exprs)?);
         }
     }
-    let plan = logical_plan(&query, &sources)?;
+    let plan = logical_plan(&query, &sources).map_err(|e| match e {
+        PlanError::NotFound {
+            kind: "column",
+            name,
+        } if mentions_column(&query, &name) => {
+            PlanError::Invalid(format!("WHERE column '{name}' cannot be resolved."))
+        }
+        other => other,
+    })?;
     let mut limit = None;
     let mut body = &plan;
     if let LogicalPlan::Limit(l) = &plan {
@@ -817,6 +850,9 @@ pub fn plan_stream(
     let is_table = ops
         .iter()
         .any(|op| matches!(op, StreamOp::Aggregate { .. }));
+    if partition.is_none() && !is_table {
+        check_key_projected_once(body, source)?;
+    }
     if let Some(exprs) = partition {
         if is_table || source.kind == SourceKind::Table {
             return Err(PlanError::Invalid(
@@ -844,6 +880,49 @@ pub fn plan_stream(
         limit,
         repartitioned: matches!(partition, Some(Some(_))),
     })
+}
+
+/// Whether the WHERE clause of `query` names the column `name`.
+fn mentions_column(query: &Query, name: &str) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let Some(selection) = &select.selection else {
+        return false;
+    };
+    let mut found = false;
+    let _ = ast::visit_expressions(selection, |e| {
+        if let ast::Expr::Identifier(i) = e {
+            found |= i.value == name;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+/// ksqlDB refuses a projection that copies a key column twice: the copy
+/// would be a value column holding the key.
+fn check_key_projected_once(plan: &LogicalPlan, source: &SourceDef) -> Result<()> {
+    let LogicalPlan::Projection(p) = plan else {
+        return Ok(());
+    };
+    for key in source.key_columns() {
+        let aliases: Vec<&str> = p
+            .expr
+            .iter()
+            .zip(p.schema.fields())
+            .filter(|(e, _)| matches!(strip_alias(e), Expr::Column(c) if c.name == key.name))
+            .map(|(_, f)| f.name().as_str())
+            .collect();
+        if aliases.len() > 1 {
+            return Err(PlanError::Invalid(format!(
+                "The projection contains a key column (`{}`) more than once, aliased as: {}.",
+                key.name,
+                aliases.join(" and ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn is_select_star(query: &Query) -> bool {
@@ -1249,9 +1328,12 @@ pub fn plan_create_as_select(
             )
         };
         let plural = if names.len() > 1 { "s" } else { "" };
+        let listed = match names.as_slice() {
+            [init @ .., last] if !init.is_empty() => format!("{} and {last}", init.join(", ")),
+            _ => names.join(", "),
+        };
         return Err(PlanError::Invalid(format!(
-            "Key missing from projection (ie, SELECT). The query used to build `{name}` must include the {what}{plural} {} in its projection (eg, SELECT {}...).",
-            names.join(", "),
+            "Key missing from projection (ie, SELECT). The query used to build `{name}` must include the {what}{plural} {listed} in its projection (eg, SELECT {}...).",
             names.join(", ")
         )));
     }
@@ -1302,6 +1384,7 @@ pub fn plan_create_as_select(
         retention_bytes: positive_prop(props, "RETENTION_BYTES")?,
         keyless_format: None,
         unwrapped,
+        read_only: false,
     };
     if def.topic == plan.source.topic {
         return Err(PlanError::Invalid(format!(
@@ -1310,6 +1393,62 @@ pub fn plan_create_as_select(
         )));
     }
     Ok((def, plan))
+}
+
+/// `ALTER STREAM|TABLE name ADD COLUMN …`: the source with the value
+/// columns appended. Records written before read the new columns as NULL.
+pub fn plan_alter(
+    catalog: &Catalog,
+    kind: SourceKind,
+    name: &str,
+    specs: &[ColumnSpec],
+) -> Result<SourceDef> {
+    let mut def = catalog.source(name)?.clone();
+    if def.kind != kind {
+        return Err(PlanError::Invalid(format!(
+            "Incompatible data source type is {}, but statement was ALTER {}",
+            def.kind.noun().to_uppercase(),
+            kind.noun().to_uppercase()
+        )));
+    }
+    if def.read_only {
+        return Err(PlanError::Invalid(format!(
+            "Cannot alter {} '{name}': ALTER operations are not supported on source {}s.",
+            kind.noun(),
+            kind.noun()
+        )));
+    }
+    if def.query_id.is_some() {
+        return Err(PlanError::Invalid(
+            "ALTER command is not supported for CREATE ... AS statements.".into(),
+        ));
+    }
+    for spec in specs {
+        if reserved(&spec.name) {
+            return Err(PlanError::Invalid(format!(
+                "'{}' is a reserved column name. You cannot use it as a name for a column.",
+                spec.name
+            )));
+        }
+        if def.column(&spec.name).is_some() {
+            return Err(PlanError::Invalid(format!(
+                "Cannot add column `{}` to schema. A column with the same name already exists.",
+                spec.name
+            )));
+        }
+        def.columns.push(Column {
+            name: spec.name.clone(),
+            ty: spec.ty.clone(),
+            key: false,
+        });
+    }
+    check_formats(def.key_format, def.value_format, &def.columns)?;
+    if def.unwrapped && def.value_columns().count() != 1 {
+        return Err(PlanError::Invalid(
+            "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas".into(),
+        ));
+    }
+    Ok(def)
 }
 
 /// `INSERT INTO target SELECT …`: the plan, checked against the target
@@ -1321,12 +1460,29 @@ pub fn plan_insert_select(
     partition_by: Option<&[ast::Expr]>,
 ) -> Result<(SourceDef, StreamPlan)> {
     let sink = catalog.source(target)?.clone();
+    if sink.read_only {
+        return Err(PlanError::Invalid(format!(
+            "Cannot insert into read-only {}: {target}",
+            sink.kind.noun()
+        )));
+    }
     if sink.kind != SourceKind::Stream {
         return Err(PlanError::Invalid(format!(
             "INSERT INTO can only be used to insert into a stream. {target} is a table."
         )));
     }
     let plan = plan_stream(catalog, query, partition_by, Some(target))?;
+    if let Some(f) = plan
+        .output_schema
+        .fields()
+        .iter()
+        .find(|f| reserved(f.name()))
+    {
+        return Err(PlanError::Invalid(format!(
+            "Reserved column name in select: `{}`. Please remove or alias the column.",
+            f.name()
+        )));
+    }
     if plan.is_table || plan.source.kind == SourceKind::Table {
         return Err(PlanError::Invalid(
             "INSERT INTO can only be used to insert from a stream into a stream. The query produces a table, not a stream.".into(),
@@ -1419,6 +1575,13 @@ pub fn plan_insert(
     rows: &[Vec<ast::Expr>],
 ) -> Result<(SourceDef, Vec<InsertRow>)> {
     let def = catalog.source(target)?.clone();
+    if def.read_only {
+        return Err(PlanError::Invalid(format!(
+            "Cannot insert values into read-only {}: {}",
+            def.kind.noun(),
+            def.name
+        )));
+    }
     if let Some(q) = &def.query_id {
         return Err(PlanError::Invalid(format!(
             "cannot insert into {} \"{}\": it is written by persistent query {q}",
@@ -1533,7 +1696,11 @@ fn constant(expr: &ast::Expr, ty: &SqlType, column: &str) -> Result<ScalarValue>
         vec![],
         &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
     )?;
+    crate::functions::take_row_errors();
     let v = physical.evaluate(&batch)?.into_array(1)?;
+    if let Some(e) = crate::functions::take_row_errors().into_iter().next() {
+        return Err(PlanError::Invalid(e));
+    }
     let v = ScalarValue::try_from_array(&v, 0)?;
     let target = ty.arrow();
     if v.data_type() == target {

@@ -129,6 +129,10 @@ pub struct SourceDef {
     /// bare value rather than an object of one field.
     #[serde(default)]
     pub unwrapped: bool,
+    /// `CREATE SOURCE STREAM|TABLE`: read-only (no INSERT, ALTER or
+    /// DELETE TOPIC).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl SourceDef {

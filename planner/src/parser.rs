@@ -118,6 +118,8 @@ pub enum Statement {
         if_not_exists: bool,
         /// `OR REPLACE`
         or_replace: bool,
+        /// `SOURCE`: read-only (no INSERT, ALTER, DELETE TOPIC).
+        source: bool,
         /// Declared columns.
         columns: Vec<ColumnSpec>,
         /// `WITH (…)`
@@ -204,6 +206,15 @@ pub enum Statement {
         if_exists: bool,
         /// `DELETE TOPIC`
         delete_topic: bool,
+    },
+    /// `ALTER STREAM|TABLE name ADD [COLUMN] col type, …`
+    Alter {
+        /// Stream or table.
+        kind: SourceKind,
+        /// Name.
+        name: String,
+        /// The value columns added.
+        columns: Vec<ColumnSpec>,
     },
     /// `TERMINATE id` / `TERMINATE ALL`
     Terminate {
@@ -483,6 +494,8 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         }
     } else if is_word(&first, "DROP") {
         parse_drop(&mut p)?
+    } else if is_word(&first, "ALTER") {
+        parse_alter(&mut p)?
     } else if is_word(&first, "TERMINATE") {
         p.next_token();
         if p.parse_keyword(Keyword::ALL) {
@@ -568,7 +581,7 @@ fn parse_source_kind(p: &mut Parser) -> Result<SourceKind> {
 fn parse_create(p: &mut Parser) -> Result<Statement> {
     p.next_token(); // CREATE
     let or_replace = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
-    let _source = p.parse_keyword(Keyword::SOURCE);
+    let source = p.parse_keyword(Keyword::SOURCE);
     let kind = parse_source_kind(p)?;
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = parse_name(p)?;
@@ -604,6 +617,7 @@ fn parse_create(p: &mut Parser) -> Result<Statement> {
         name,
         if_not_exists,
         or_replace,
+        source,
         columns,
         props,
     })
@@ -771,6 +785,35 @@ fn parse_show(p: &mut Parser) -> Result<Statement> {
     };
     let extended = p.parse_keyword(Keyword::EXTENDED);
     Ok(Statement::Show { what, extended })
+}
+
+fn parse_alter(p: &mut Parser) -> Result<Statement> {
+    p.next_token(); // ALTER
+    let kind = parse_source_kind(p)?;
+    let name = parse_name(p)?;
+    let mut columns = Vec::new();
+    loop {
+        let t = p.next_token();
+        if !is_word(&t.token, "ADD") {
+            return Err(syntax(p.expected::<()>("ADD", t).unwrap_err()));
+        }
+        let _ = p.parse_keyword(Keyword::COLUMN);
+        let spec = parse_column_spec(p).map_err(syntax)?;
+        if spec.key {
+            return Err(PlanError::Syntax(
+                "syntax error: ALTER can only add value columns".into(),
+            ));
+        }
+        columns.push(spec);
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    Ok(Statement::Alter {
+        kind,
+        name,
+        columns,
+    })
 }
 
 fn parse_drop(p: &mut Parser) -> Result<Statement> {

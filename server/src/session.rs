@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use brook_executor::processing_log;
 use brook_executor::{Engine, EngineConfig, PushStream};
+use brook_planner::binder::{plan_alter, plan_insert_select, FormatDefaults};
 use brook_planner::binder::{
     plan_create_as_select, plan_create_source, plan_insert, plan_pull, plan_stream,
 };
-use brook_planner::binder::{plan_insert_select, FormatDefaults};
 use brook_planner::catalog::{Catalog, Format, QueryDef, SourceDef, SourceKind};
 use brook_planner::functions::{self, FunctionInfo};
 use brook_planner::parser::{self, Emit, Parsed, ShowWhat, Statement};
@@ -139,6 +140,11 @@ impl Brook {
                 .map_err(|e| bad(e.to_string()))?;
             plans.extend(created);
         }
+        // ksqlDB's processing log, unless a statement defined that name.
+        catalog
+            .sources
+            .entry(processing_log::STREAM.to_string())
+            .or_insert_with(processing_log::source_def);
         for def in catalog.sources.values() {
             engine.ensure_topic(def)?;
         }
@@ -217,11 +223,13 @@ fn apply_ddl(
             name,
             columns,
             props,
+            source,
             ..
         } => {
             let mut def =
                 plan_create_source(*kind, name, columns, props, format_defaults(properties)?)?;
             def.partitions = partitions.unwrap_or(def.partitions);
+            def.read_only = *source;
             catalog.sources.insert(name.clone(), def);
         }
         Statement::CreateAsSelect {
@@ -273,6 +281,14 @@ fn apply_ddl(
                 },
             );
             created = Some((id, plan));
+        }
+        Statement::Alter {
+            kind,
+            name,
+            columns,
+        } => {
+            let def = plan_alter(catalog, *kind, name, columns)?;
+            catalog.sources.insert(name.clone(), def);
         }
         Statement::Drop { name, .. } => {
             if let Some(def) = catalog.sources.remove(name) {
@@ -380,6 +396,7 @@ impl Session {
             Statement::CreateSource { .. }
             | Statement::CreateAsSelect { .. }
             | Statement::Drop { .. }
+            | Statement::Alter { .. }
             | Statement::Terminate { .. }
             | Statement::InsertSelect { .. } => brook.execute_ddl(parsed, &self.properties).await,
             Statement::InsertValues {
@@ -694,6 +711,26 @@ impl Brook {
                 if_not_exists,
                 ..
             } => {
+                let replace_source = match &parsed.statement {
+                    Statement::CreateSource {
+                        or_replace, source, ..
+                    } => {
+                        *or_replace
+                            && (*source || catalog.sources.get(name).is_some_and(|d| d.read_only))
+                    }
+                    Statement::CreateAsSelect { or_replace, .. } => {
+                        *or_replace && catalog.sources.get(name).is_some_and(|d| d.read_only)
+                    }
+                    _ => false,
+                };
+                if replace_source {
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot add {} '{name}': CREATE OR REPLACE is not supported on source {}s.",
+                        kind.noun(),
+                        kind.noun()
+                    ))
+                    .into());
+                }
                 if let Some(existing) = catalog.sources.get(name) {
                     if *if_not_exists {
                         return Ok(Output::Command {
@@ -762,6 +799,24 @@ impl Brook {
                     },
                 }
             }
+            Statement::Alter { kind, .. } => {
+                let mut next = catalog.clone();
+                apply_ddl(&mut next, &parsed, seq, properties, None)?;
+                self.persist(seq, &parsed.sql, properties)?;
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                Output::Command {
+                    tag: format!("ALTER {}", kind.noun().to_uppercase()),
+                    message: format!(
+                        "{} altered.",
+                        if *kind == SourceKind::Stream {
+                            "Stream"
+                        } else {
+                            "Table"
+                        }
+                    ),
+                    query_id: None,
+                }
+            }
             Statement::InsertSelect { .. } => {
                 let mut next = catalog.clone();
                 let created = apply_ddl(&mut next, &parsed, seq, properties, None)?;
@@ -827,6 +882,12 @@ impl Brook {
                     return Err(PlanError::InUse(format!(
                         "Cannot drop {name}.\nThe following queries read from this source: [{}].\nYou need to terminate them before dropping {name}.",
                         readers.join(", ")
+                    ))
+                    .into());
+                }
+                if *delete_topic && def.read_only {
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot delete topic for read-only source: {name}"
                     ))
                     .into());
                 }

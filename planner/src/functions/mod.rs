@@ -10,6 +10,8 @@
 pub mod scalar;
 pub mod udf;
 
+pub use udf::take_row_errors;
+
 use datafusion::execution::context::SessionContext;
 
 /// What kind of function.
@@ -182,7 +184,7 @@ pub static FUNCTIONS: &[FunctionInfo] = &[
     // nulls and generic
     f("AS_VALUE", S, OTHER, B, &["AS_VALUE(x T) → T"], "Copies a key column into the value."),
     f("COALESCE", S, NULLS, D("coalesce"), &["COALESCE(x T, …) → T"], "The first non-NULL argument."),
-    f("IFNULL", S, NULLS, D("nvl"), &["IFNULL(x T, alternative T) → T"], "x, or alternative if x is NULL."),
+    f("IFNULL", S, NULLS, D("coalesce"), &["IFNULL(x T, alternative T) → T"], "x, or alternative if x is NULL."),
     f("NULLIF", S, NULLS, D("nullif"), &["NULLIF(x T, y T) → T"], "NULL if x = y, else x."),
     // date and time
     f("DATEADD", S, DT, B, &["DATEADD(unit, n INT, d DATE) → DATE"], "d plus n units."),

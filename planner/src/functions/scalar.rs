@@ -1254,7 +1254,15 @@ fn parse_date(name: &'static str) -> ScalarUDF {
         let (Some(s), Some(fmt)) = (text(&a[0]), text(&a[1])) else {
             return ScalarValue::try_from(ret);
         };
-        let days = parse_ms(s, fmt, chrono_tz::UTC)?.div_euclid(DAY_MS) as i32;
+        // Like Java's parse at a position, text after the date is ignored.
+        let days = match parse_ms(s, fmt, chrono_tz::UTC) {
+            Ok(ms) => ms.div_euclid(DAY_MS) as i32,
+            Err(e) => NaiveDate::parse_and_remainder(s, &java_format(fmt))
+                .map_err(|_| e)?
+                .0
+                .signed_duration_since(NaiveDate::default())
+                .num_days() as i32,
+        };
         Ok(if *ret == DataType::Date32 {
             ScalarValue::Date32(Some(days))
         } else {

@@ -13,6 +13,17 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
+thread_local! {
+    static ROW_ERRORS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The failures of Brook functions on rows evaluated on this thread since
+/// the last call (each made its call NULL). Evaluation is synchronous, so
+/// a caller clears this, evaluates, and takes what its rows caused.
+pub fn take_row_errors() -> Vec<String> {
+    ROW_ERRORS.with(|errors| std::mem::take(&mut *errors.borrow_mut()))
+}
+
 /// Computes the return type from the argument types, or refuses them.
 pub type ReturnFn = fn(&[DataType]) -> Result<DataType>;
 /// Evaluates one row: the arguments and the return type.
@@ -106,7 +117,20 @@ impl ScalarUDFImpl for RowFn {
             if self.strict && row.iter().any(ScalarValue::is_null) {
                 return ScalarValue::try_from(&ret);
             }
-            let v = (self.eval)(row, &ret)?;
+            // ksqlDB: a function failing on a row gives NULL for that
+            // call, and the failure goes to the processing log.
+            let v = match (self.eval)(row, &ret) {
+                Ok(v) => v,
+                Err(e) => {
+                    ROW_ERRORS.with(|errors| {
+                        errors.borrow_mut().push(format!(
+                            "Error in function {}: {e}",
+                            self.name.to_uppercase()
+                        ))
+                    });
+                    return ScalarValue::try_from(&ret);
+                }
+            };
             if v.data_type() == ret {
                 Ok(v)
             } else if v.is_null() {
