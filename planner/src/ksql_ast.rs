@@ -6,6 +6,8 @@
 //! - `s->f` → `get_field(s, 'F')` (struct field access)
 //! - `SUBSTRING(s, p, n)` → Brook's `substring` (not DataFusion's `substr`)
 //! - `TIMESTAMPADD(SECONDS, …)`: the unit word becomes a string
+//! - `TRANSFORM(arr, x => e)` / `FILTER(arr, x => p)` → DataFusion's
+//!   `array_transform` / `array_filter` with a lambda
 
 use std::ops::ControlFlow;
 
@@ -158,6 +160,59 @@ fn rewrite(e: &mut Expr) -> Result<()> {
             args.extend(substring_for.as_deref().cloned());
             *e = call("substring", args);
         }
+        Expr::Function(f) if lambda_function(&f.name.to_string()).is_some() => {
+            let name = f.name.to_string().to_ascii_uppercase();
+            let FunctionArguments::List(l) = &mut f.args else {
+                return Ok(());
+            };
+            let mut lambdas = 0;
+            for arg in &mut l.args {
+                if let FunctionArg::Named {
+                    name: param,
+                    arg: FunctionArgExpr::Expr(body),
+                    operator: FunctionArgOperator::RightArrow,
+                } = arg
+                {
+                    // Quoted, so DataFusion keeps the parameter's case as it
+                    // does the body's column names.
+                    let name = if param.quote_style.is_none() {
+                        param.value.to_ascii_uppercase()
+                    } else {
+                        param.value.clone()
+                    };
+                    let mut body = body.clone();
+                    let _ = visit_expressions_mut(&mut body, |e| {
+                        if let Expr::Identifier(i) = e {
+                            if i.value == name {
+                                *i = Ident::with_quote('"', name.clone());
+                            }
+                        }
+                        ControlFlow::<()>::Continue(())
+                    });
+                    *arg = FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Lambda(
+                        ast::LambdaFunction {
+                            params: ast::OneOrManyWithParens::One(ast::LambdaFunctionParameter {
+                                name: Ident::with_quote('"', name.clone()),
+                                data_type: None,
+                            }),
+                            body: Box::new(body),
+                            syntax: ast::LambdaSyntax::Arrow,
+                        },
+                    )));
+                    lambdas += 1;
+                }
+            }
+            match (lambda_function(&name), lambdas, l.args.len()) {
+                (Some(Some(df)), 1, 2) => f.name = ObjectName::from(vec![Ident::new(df)]),
+                (_, 0, _) if name == "FILTER" => {}
+                _ => {
+                    return Err(PlanError::Unsupported(format!(
+                        "{name} is supported over arrays with a one-parameter lambda (x => …); \
+                         map lambdas and REDUCE are not supported yet"
+                    )))
+                }
+            }
+        }
         Expr::Function(f) if is_time_arithmetic(&f.name.to_string()) => {
             // TIMESTAMPADD(SECONDS, 5, ts): the unit is a word, not a column.
             if let FunctionArguments::List(l) = &mut f.args {
@@ -172,6 +227,17 @@ fn rewrite(e: &mut Expr) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// ksqlDB's lambda functions and the DataFusion higher-order function
+/// that computes each over an array (`None`: not supported yet).
+fn lambda_function(name: &str) -> Option<Option<&'static str>> {
+    match name.to_ascii_uppercase().as_str() {
+        "TRANSFORM" => Some(Some("array_transform")),
+        "FILTER" => Some(Some("array_filter")),
+        "REDUCE" => Some(None),
+        _ => None,
+    }
 }
 
 fn is_time_arithmetic(name: &str) -> bool {
