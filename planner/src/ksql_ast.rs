@@ -138,15 +138,31 @@ fn rewrite(e: &mut Expr) -> Result<()> {
             op: BinaryOperator::Arrow,
             right,
         } => {
-            let field = match right.as_ref() {
-                Expr::Identifier(id) => id.value.clone(),
-                other => {
-                    return Err(PlanError::Syntax(format!(
-                        "syntax error: expected a field name after ->, found {other}"
-                    )))
+            match right.as_mut() {
+                Expr::Identifier(id) => {
+                    let field = id.value.clone();
+                    *e = call("get_field", vec![*left.clone(), string(&field)]);
                 }
-            };
-            *e = call("get_field", vec![*left.clone(), string(&field)]);
+                other => {
+                    // `->` binds tightest in ksqlDB, but the parser gives it a
+                    // low precedence: `s->f LIKE 'x'` arrives as
+                    // `s -> (f LIKE 'x')`. Re-associate onto the leftmost
+                    // operand.
+                    let Some(slot) = leftmost(other) else {
+                        return Err(PlanError::Syntax(format!(
+                            "syntax error: expected a field name after ->, found {other}"
+                        )));
+                    };
+                    let Expr::Identifier(id) = &*slot else {
+                        return Err(PlanError::Syntax(format!(
+                            "syntax error: expected a field name after ->, found {slot}"
+                        )));
+                    };
+                    let field = id.value.clone();
+                    *slot = call("get_field", vec![*left.clone(), string(&field)]);
+                    *e = other.clone();
+                }
+            }
         }
         Expr::Substring {
             expr,
@@ -227,6 +243,33 @@ fn rewrite(e: &mut Expr) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// The leftmost operand of an operator expression (where a mis-bound
+/// `->` belongs), descending through struct field accesses.
+fn leftmost(e: &mut Expr) -> Option<&mut Expr> {
+    match e {
+        Expr::Identifier(_) => Some(e),
+        Expr::BinaryOp { left, .. } => leftmost(left),
+        Expr::Like { expr, .. }
+        | Expr::ILike { expr, .. }
+        | Expr::Between { expr, .. }
+        | Expr::InList { expr, .. }
+        | Expr::IsNull(expr)
+        | Expr::IsNotNull(expr)
+        | Expr::IsTrue(expr)
+        | Expr::IsFalse(expr)
+        | Expr::IsDistinctFrom(expr, _)
+        | Expr::IsNotDistinctFrom(expr, _) => leftmost(expr),
+        Expr::Function(f) if f.name.to_string() == "get_field" => match &mut f.args {
+            FunctionArguments::List(l) => match l.args.first_mut() {
+                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) => leftmost(first),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// ksqlDB's lambda functions and the DataFusion higher-order function
