@@ -6,6 +6,7 @@
 //! - `s->f` → `get_field(s, 'F')` (struct field access)
 //! - `SUBSTRING(s, p, n)` → Brook's `substring` (not DataFusion's `substr`)
 //! - `TIMESTAMPADD(SECONDS, …)`: the unit word becomes a string
+//! - `'a' + s`: `+` next to a string literal concatenates
 //! - `TRANSFORM(arr, x => e)` / `FILTER(arr, x => p)` → DataFusion's
 //!   `array_transform` / `array_filter` with a lambda
 
@@ -164,6 +165,14 @@ fn rewrite(e: &mut Expr) -> Result<()> {
                 }
             }
         }
+        Expr::BinaryOp {
+            left,
+            op: op @ BinaryOperator::Plus,
+            right,
+        } if is_text(left) || is_text(right) => {
+            // ksqlDB concatenates strings with `+`.
+            *op = BinaryOperator::StringConcat;
+        }
         Expr::Substring {
             expr,
             substring_from,
@@ -243,6 +252,19 @@ fn rewrite(e: &mut Expr) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// A string literal or a concatenation: `+` next to it concatenates.
+fn is_text(e: &Expr) -> bool {
+    match e {
+        Expr::Value(v) => matches!(v.value, Value::SingleQuotedString(_)),
+        Expr::BinaryOp {
+            op: BinaryOperator::StringConcat,
+            ..
+        } => true,
+        Expr::Nested(inner) => is_text(inner),
+        _ => false,
+    }
 }
 
 /// The leftmost operand of an operator expression (where a mis-bound
