@@ -219,18 +219,7 @@ fn check_formats(key_format: Format, value_format: Format, columns: &[Column]) -
     for (key, format) in [(true, key_format), (false, value_format)] {
         let part: Vec<&Column> = columns.iter().filter(|c| c.key == key).collect();
         if let Some(reason) = format_refusal(format, &part) {
-            let schema = part
-                .iter()
-                .map(|c| {
-                    format!(
-                        "`{}` {}{}",
-                        c.name,
-                        c.ty.quoted(),
-                        if key { " KEY" } else { "" }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let schema = persistence_columns(&part);
             return Err(PlanError::Invalid(format!(
                 "{} format does not support schema.\nformat: {}\nschema: Persistence{{columns=[{schema}], features=[]}}\nreason: {reason}",
                 if key { "Key" } else { "Value" },
@@ -239,6 +228,22 @@ fn check_formats(key_format: Format, value_format: Format, columns: &[Column]) -
         }
     }
     Ok(())
+}
+
+/// Columns as ksqlDB prints a persistence schema: `` `A` INTEGER KEY, … ``.
+fn persistence_columns(columns: &[&Column]) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            format!(
+                "`{}` {}{}",
+                c.name,
+                c.ty.quoted(),
+                if c.key { " KEY" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why `format` cannot serialize these columns, if it cannot.
@@ -256,16 +261,7 @@ fn format_refusal(format: Format, columns: &[&Column]) -> Option<String> {
             if columns.len() > 1 {
                 return Some(format!(
                     "The 'KAFKA' format only supports a single field. Got: [{}]",
-                    columns
-                        .iter()
-                        .map(|c| format!(
-                            "`{}` {}{}",
-                            c.name,
-                            c.ty.quoted(),
-                            if c.key { " KEY" } else { "" }
-                        ))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    persistence_columns(columns)
                 ));
             }
             columns
@@ -303,6 +299,16 @@ fn format_refusal(format: Format, columns: &[&Column]) -> Option<String> {
     }
 }
 
+/// A declared column may not take a pseudo-column's name.
+fn check_not_reserved(name: &str) -> Result<()> {
+    if reserved(name) {
+        return Err(PlanError::Invalid(format!(
+            "'{name}' is a reserved column name. You cannot use it as a name for a column."
+        )));
+    }
+    Ok(())
+}
+
 fn reserved(name: &str) -> bool {
     [ROWTIME, ROWPARTITION, ROWOFFSET, "WINDOWSTART", "WINDOWEND"].contains(&name)
 }
@@ -327,12 +333,7 @@ pub fn plan_create_source(
     let mut columns = Vec::with_capacity(specs.len());
     let mut seen = BTreeSet::new();
     for spec in specs {
-        if reserved(&spec.name) {
-            return Err(PlanError::Invalid(format!(
-                "'{}' is a reserved column name. You cannot use it as a name for a column.",
-                spec.name
-            )));
-        }
+        check_not_reserved(&spec.name)?;
         if !seen.insert(spec.name.clone()) {
             return Err(PlanError::Invalid(format!(
                 "Duplicate column names: {}",
@@ -915,11 +916,7 @@ fn check_key_projected_once(plan: &LogicalPlan, source: &SourceDef) -> Result<()
             .map(|(_, f)| f.name().as_str())
             .collect();
         if aliases.len() > 1 {
-            return Err(PlanError::Invalid(format!(
-                "The projection contains a key column (`{}`) more than once, aliased as: {}.",
-                key.name,
-                aliases.join(" and ")
-            )));
+            return Err(key_projected_twice(&key.name, &aliases));
         }
     }
     Ok(())
@@ -979,19 +976,32 @@ fn partition_expressions(
 /// name, a struct field's name, or `KSQL_COL_<n>`.
 fn partition_key_name(e: &Expr, generated: &mut usize) -> String {
     match e {
-        Expr::Column(c) if !reserved(&c.name) => c.name.clone(),
-        Expr::ScalarFunction(f) if f.func.name() == "get_field" => match f.args.get(1) {
-            Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) => name.clone(),
-            _ => {
-                *generated += 1;
-                format!("KSQL_COL_{}", *generated - 1)
+        Expr::Column(c) if !reserved(&c.name) => return c.name.clone(),
+        Expr::ScalarFunction(f) if f.func.name() == "get_field" => {
+            if let Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) = f.args.get(1) {
+                return name.clone();
             }
-        },
-        _ => {
-            *generated += 1;
-            format!("KSQL_COL_{}", *generated - 1)
         }
+        _ => {}
     }
+    *generated += 1;
+    format!("KSQL_COL_{}", *generated - 1)
+}
+
+/// `A`, `A and B`, `A, B and C`, as ksqlDB lists names in messages.
+fn and_list(names: &[String]) -> String {
+    match names {
+        [init @ .., last] if !init.is_empty() => format!("{} and {last}", init.join(", ")),
+        _ => names.join(", "),
+    }
+}
+
+/// ksqlDB's refusal of a key column projected under several names.
+fn key_projected_twice(key: &str, aliases: &[&str]) -> PlanError {
+    PlanError::Invalid(format!(
+        "The projection contains a key column (`{key}`) more than once, aliased as: {}.",
+        aliases.join(" and ")
+    ))
 }
 
 /// `SELECT * … PARTITION BY e…`: the projection becomes the keys, then the
@@ -1059,11 +1069,12 @@ fn projected_keys(
                     .iter()
                     .map(|e| qualified_text(e, &source.name))
                     .collect();
-                let (what, listed) = match texts.as_slice() {
-                    [one] => ("expression", one.clone()),
-                    [init @ .., last] => ("expressions", format!("{} and {last}", init.join(", "))),
-                    [] => ("expression", String::new()),
+                let what = if texts.len() > 1 {
+                    "expressions"
+                } else {
+                    "expression"
                 };
+                let listed = and_list(&texts);
                 return Err(PlanError::Invalid(format!(
                     "Key missing from projection (ie, SELECT). The query used to build `{sink}` must include the partitioning {what} {listed} in its projection (eg, SELECT {}...).",
                     texts.join(", ")
@@ -1083,10 +1094,7 @@ fn projected_keys(
                     _ => names[several[0]].clone(),
                 };
                 let aliases: Vec<&str> = several.iter().map(|i| names[*i].as_str()).collect();
-                return Err(PlanError::Invalid(format!(
-                    "The projection contains a key column (`{key}`) more than once, aliased as: {}.",
-                    aliases.join(" and ")
-                )));
+                return Err(key_projected_twice(&key, &aliases));
             }
         }
     }
@@ -1328,10 +1336,7 @@ pub fn plan_create_as_select(
             )
         };
         let plural = if names.len() > 1 { "s" } else { "" };
-        let listed = match names.as_slice() {
-            [init @ .., last] if !init.is_empty() => format!("{} and {last}", init.join(", ")),
-            _ => names.join(", "),
-        };
+        let listed = and_list(&names);
         return Err(PlanError::Invalid(format!(
             "Key missing from projection (ie, SELECT). The query used to build `{name}` must include the {what}{plural} {listed} in its projection (eg, SELECT {}...).",
             names.join(", ")
@@ -1424,12 +1429,7 @@ pub fn plan_alter(
         ));
     }
     for spec in specs {
-        if reserved(&spec.name) {
-            return Err(PlanError::Invalid(format!(
-                "'{}' is a reserved column name. You cannot use it as a name for a column.",
-                spec.name
-            )));
-        }
+        check_not_reserved(&spec.name)?;
         if def.column(&spec.name).is_some() {
             return Err(PlanError::Invalid(format!(
                 "Cannot add column `{}` to schema. A column with the same name already exists.",
