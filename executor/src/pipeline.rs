@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use brook_planner::plan::{AggFunc, StreamOp, StreamPlan};
+use brook_planner::plan::{AggFunc, ByOffsetArgs, StreamOp, StreamPlan};
 use brook_storage::{StateStore, WriteBatch};
 use datafusion::arrow::array::{
     new_empty_array, new_null_array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
@@ -364,6 +364,9 @@ enum Acc {
     Pick(Datum),
     /// The non-NULL values in arrival order.
     List(Vec<Datum>),
+    /// LATEST/EARLIEST_BY_OFFSET with a count or with NULLs kept: the
+    /// values kept, oldest first.
+    Offsets(Vec<Datum>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -505,7 +508,10 @@ fn new_acc(f: AggFunc) -> Acc {
         AggFunc::Sum => Acc::Sum { int: 0, float: 0.0 },
         AggFunc::Avg => Acc::Avg { sum: 0.0, n: 0 },
         AggFunc::Min | AggFunc::Max => Acc::MinMax(Vec::new()),
-        AggFunc::Latest | AggFunc::Earliest => Acc::Pick(Datum::Null),
+        AggFunc::Latest(a) | AggFunc::Earliest(a) if a == ByOffsetArgs::DEFAULT => {
+            Acc::Pick(Datum::Null)
+        }
+        AggFunc::Latest(_) | AggFunc::Earliest(_) => Acc::Offsets(Vec::new()),
         AggFunc::CollectList => Acc::List(Vec::new()),
     }
 }
@@ -514,6 +520,22 @@ fn new_acc(f: AggFunc) -> Acc {
 /// LATEST_BY_OFFSET and EARLIEST_BY_OFFSET ignore retractions (ksqlDB does
 /// not support them on tables, where retractions come from).
 fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
+    if let (Acc::Offsets(kept), AggFunc::Latest(a) | AggFunc::Earliest(a)) = (&mut *acc, f) {
+        let Some(v) = arg else { return };
+        if weight <= 0 || (v.is_null() && a.ignore_nulls) {
+            return;
+        }
+        let keep = a.n.unwrap_or(1);
+        if matches!(f, AggFunc::Latest(_)) {
+            kept.push(v.clone());
+            if kept.len() > keep {
+                kept.remove(0);
+            }
+        } else if kept.len() < keep {
+            kept.push(v.clone());
+        }
+        return;
+    }
     let value = match arg {
         None => None,
         Some(d) if d.is_null() => return, // aggregates skip NULLs
@@ -550,11 +572,12 @@ fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
         }
         Acc::Pick(cur) => {
             if let Some(v) = value {
-                if weight > 0 && (f == AggFunc::Latest || cur.is_null()) {
+                if weight > 0 && (matches!(f, AggFunc::Latest(_)) || cur.is_null()) {
                     *cur = v.clone();
                 }
             }
         }
+        Acc::Offsets(_) => {} // handled above
         Acc::List(items) => {
             if let Some(v) = value {
                 if weight > 0 {
@@ -587,6 +610,11 @@ fn acc_output(f: AggFunc, acc: &Acc, ty: &DataType) -> Datum {
             pick.map_or(Datum::Null, |(d, _)| d.clone())
         }
         Acc::Pick(d) => d.clone(),
+        Acc::Offsets(kept) => match f {
+            AggFunc::Latest(ByOffsetArgs { n: Some(_), .. })
+            | AggFunc::Earliest(ByOffsetArgs { n: Some(_), .. }) => Datum::List(kept.clone()),
+            _ => kept.first().cloned().unwrap_or(Datum::Null),
+        },
         Acc::List(items) => Datum::List(items.clone()),
     }
 }

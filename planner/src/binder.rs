@@ -27,7 +27,7 @@ use crate::catalog::{
 };
 use crate::error::{PlanError, Result};
 use crate::parser::{object_name, ColumnSpec, PropValue, Props};
-use crate::plan::{AggCall, AggFunc, PullPlan, StreamOp, StreamPlan};
+use crate::plan::{AggCall, AggFunc, ByOffsetArgs, PullPlan, StreamOp, StreamPlan};
 use crate::types::SqlType;
 
 /// Properties accepted in `WITH (…)`; others are an error.
@@ -1235,8 +1235,31 @@ fn agg_call(e: &Expr) -> Result<AggCall> {
         "avg" => AggFunc::Avg,
         "min" => AggFunc::Min,
         "max" => AggFunc::Max,
-        "last_value" => AggFunc::Latest,
-        "first_value" => AggFunc::Earliest,
+        "latest_by_offset" | "earliest_by_offset" => {
+            let constants: Vec<Option<&ScalarValue>> = f.params.args[1..]
+                .iter()
+                .map(|a| match a {
+                    Expr::Literal(v, _) => Some(v),
+                    _ => None,
+                })
+                .collect();
+            let opts = ByOffsetArgs::from_constants(&constants).ok_or_else(|| {
+                PlanError::Invalid(format!(
+                    "{}: the number of values must be a positive integer literal and ignoreNulls a boolean literal",
+                    f.func.name().to_uppercase()
+                ))
+            })?;
+            let arg = f.params.args[0].clone();
+            let func = if f.func.name() == "latest_by_offset" {
+                AggFunc::Latest(opts)
+            } else {
+                AggFunc::Earliest(opts)
+            };
+            return Ok(AggCall {
+                func,
+                arg: Some(arg),
+            });
+        }
         "array_agg" => AggFunc::CollectList,
         other => {
             return Err(PlanError::Unsupported(format!(

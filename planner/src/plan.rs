@@ -12,6 +12,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use std::fmt;
 
 use crate::catalog::SourceDef;
+pub use crate::functions::agg::ByOffsetArgs;
 
 /// An aggregate function Brook maintains incrementally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +27,10 @@ pub enum AggFunc {
     Min,
     /// `MAX(x)`
     Max,
-    /// `LATEST_BY_OFFSET(x)`: the last non-NULL value.
-    Latest,
-    /// `EARLIEST_BY_OFFSET(x)`: the first non-NULL value.
-    Earliest,
+    /// `LATEST_BY_OFFSET(x [, n] [, ignoreNulls])`: the last (n) values.
+    Latest(ByOffsetArgs),
+    /// `EARLIEST_BY_OFFSET(x [, n] [, ignoreNulls])`: the first (n) values.
+    Earliest(ByOffsetArgs),
     /// `COLLECT_LIST(x)`: the non-NULL values in arrival order.
     CollectList,
 }

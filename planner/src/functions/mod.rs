@@ -7,6 +7,7 @@
 //! computes (planned through a DataFusion aggregate of the same meaning,
 //! so pull queries can run it too).
 
+pub mod agg;
 pub mod scalar;
 pub mod udf;
 
@@ -211,8 +212,8 @@ pub static FUNCTIONS: &[FunctionInfo] = &[
     f("AVG", A, AGG, D("avg"), &["AVG(x INT|BIGINT|DOUBLE) → DOUBLE"], "The mean of the non-NULL values."),
     f("COLLECT_LIST", A, AGG, D("array_agg"), &["COLLECT_LIST(x T) → ARRAY<T>"], "Every non-NULL value, in arrival order."),
     f("COUNT", A, AGG, D("count"), &["COUNT(*) → BIGINT", "COUNT(x T) → BIGINT"], "The number of rows, or of non-NULL values."),
-    f("EARLIEST_BY_OFFSET", A, AGG, D("first_value"), &["EARLIEST_BY_OFFSET(x T) → T"], "The first non-NULL value by offset."),
-    f("LATEST_BY_OFFSET", A, AGG, D("last_value"), &["LATEST_BY_OFFSET(x T) → T"], "The last non-NULL value by offset."),
+    f("EARLIEST_BY_OFFSET", A, AGG, B, &["EARLIEST_BY_OFFSET(x T [, ignoreNulls BOOLEAN]) → T", "EARLIEST_BY_OFFSET(x T, n INT [, ignoreNulls BOOLEAN]) → ARRAY<T>"], "The first value by offset, or the first n; NULLs are skipped unless ignoreNulls is false."),
+    f("LATEST_BY_OFFSET", A, AGG, B, &["LATEST_BY_OFFSET(x T [, ignoreNulls BOOLEAN]) → T", "LATEST_BY_OFFSET(x T, n INT [, ignoreNulls BOOLEAN]) → ARRAY<T>"], "The last value by offset, or the last n (oldest first); NULLs are skipped unless ignoreNulls is false."),
     f("MAX", A, AGG, D("max"), &["MAX(x T) → T"], "The largest non-NULL value."),
     f("MIN", A, AGG, D("min"), &["MIN(x T) → T"], "The smallest non-NULL value."),
     f("SUM", A, AGG, D("sum"), &["SUM(x INT|BIGINT|DOUBLE) → same type"], "The sum of the non-NULL values (0 when there are none)."),
@@ -261,6 +262,9 @@ pub fn register(ctx: &SessionContext) {
     for udf in scalar::all() {
         ctx.register_udf(udf);
     }
+    for udaf in agg::all() {
+        ctx.register_udaf(udaf);
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +287,11 @@ mod tests {
         }
         for udf in scalar::all() {
             let info = lookup(udf.name()).unwrap_or_else(|| panic!("{} is not listed", udf.name()));
+            assert_eq!(info.source, Source::Brook, "{}", info.name);
+        }
+        for udaf in agg::all() {
+            let info =
+                lookup(udaf.name()).unwrap_or_else(|| panic!("{} is not listed", udaf.name()));
             assert_eq!(info.source, Source::Brook, "{}", info.name);
         }
         let mut names: Vec<&str> = FUNCTIONS.iter().map(|f| f.name).collect();
