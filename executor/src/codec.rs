@@ -36,7 +36,6 @@ pub fn decode_rows<'r>(
 ) -> (Vec<DecodedRow<'r>>, Vec<ProcessingError>) {
     let keys: Vec<&Column> = def.key_columns().collect();
     let values: Vec<&Column> = def.value_columns().collect();
-    let ts_index = def.timestamp_index();
     let mut out = Vec::with_capacity(records.len());
     let mut skipped = Vec::new();
     for r in records {
@@ -65,9 +64,16 @@ pub fn decode_rows<'r>(
                     .iter()
                     .map(|c| if c.key { k.next() } else { v.next() }.unwrap_or(Datum::Null))
                     .collect();
-                let rowtime = match ts_index.map(|i| &row[i]) {
-                    Some(Datum::Int(t)) => *t,
-                    _ => r.record.timestamp,
+                let rowtime = match def.event_time(&row) {
+                    Ok(t) => t.unwrap_or(r.record.timestamp),
+                    Err(message) => {
+                        tracing::warn!(source = %def.name, partition = r.partition, offset = r.offset, error = %message, "skipped record without a valid timestamp");
+                        skipped.push(ProcessingError::Record {
+                            message,
+                            row: format!("{row:?}"),
+                        });
+                        continue;
+                    }
                 };
                 out.push(DecodedRow {
                     values: row,
@@ -205,7 +211,16 @@ pub fn encode_sink(
     for i in 0..out.len() {
         let (row, key) = &rows[i];
         let weight = out.weights[i];
-        let rowtime = out.rowtimes[i];
+        // `WITH (TIMESTAMP=…)` on the sink: the column's value is the
+        // record's timestamp; records without a valid one are skipped,
+        // as ksqlDB does.
+        let rowtime = match sink.event_time(row) {
+            Ok(t) => t.unwrap_or(out.rowtimes[i]),
+            Err(error) => {
+                tracing::warn!(sink = %sink.name, %error, "skipped output record without a valid timestamp");
+                continue;
+            }
+        };
         let partition = partition_for(key.as_deref(), sink.partitions);
         let value_of = |row: &[Datum]| -> Result<Option<Vec<u8>>> {
             let val_d: Vec<&Datum> = sink
@@ -285,7 +300,6 @@ pub fn encode_rows(
 ) -> Result<Vec<(u32, Record)>> {
     let keys: Vec<&Column> = def.key_columns().collect();
     let values: Vec<&Column> = def.value_columns().collect();
-    let ts_index = def.timestamp_index();
     let mut out = Vec::with_capacity(rows.len());
     for (rowtime, row) in rows {
         let datums: Vec<Datum> = row
@@ -308,12 +322,13 @@ pub fn encode_rows(
             .collect();
         let key = encode(def.key_format, &keys, &key_d, false)?;
         let value = encode(def.value_format, &values, &val_d, def.unwrapped)?;
-        let timestamp = rowtime
-            .or_else(|| match ts_index.map(|i| &datums[i]) {
-                Some(Datum::Int(t)) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(now_ms);
+        let timestamp = match rowtime {
+            Some(t) => *t,
+            None => def
+                .event_time(&datums)
+                .map_err(ExecError::Serialization)?
+                .unwrap_or(now_ms),
+        };
         let partition = partition_for(key.as_deref(), def.partitions);
         out.push((
             partition,

@@ -127,6 +127,7 @@ pub fn source_def() -> SourceDef {
         key_format: Format::None,
         value_format: Format::Json,
         timestamp_column: None,
+        timestamp_format: None,
         query_id: None,
         retention_ms: None,
         retention_bytes: None,

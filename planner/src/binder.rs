@@ -378,7 +378,7 @@ pub fn plan_create_source(
         )
     };
     check_formats(key_format, value_format, &columns)?;
-    let timestamp_column = timestamp_prop(props, &columns)?;
+    let (timestamp_column, timestamp_format) = timestamp_prop(props, &columns)?;
     let unwrapped = unwrapped_prop(props, &columns)?;
     Ok(SourceDef {
         name: name.to_string(),
@@ -388,6 +388,7 @@ pub fn plan_create_source(
         key_format,
         value_format,
         timestamp_column,
+        timestamp_format,
         columns,
         query_id: None,
         retention_ms: positive_prop(props, "RETENTION_MS")?.map(|n| n as i64),
@@ -414,23 +415,32 @@ fn unwrapped_prop(props: &Props, columns: &[Column]) -> Result<bool> {
     Ok(true)
 }
 
-fn timestamp_prop(props: &Props, columns: &[Column]) -> Result<Option<String>> {
+/// `TIMESTAMP` and `TIMESTAMP_FORMAT`: the event-time column and the
+/// pattern a STRING one is parsed with.
+fn timestamp_prop(props: &Props, columns: &[Column]) -> Result<(Option<String>, Option<String>)> {
+    let format = prop(props, "TIMESTAMP_FORMAT").map(PropValue::as_text);
     let Some(v) = prop(props, "TIMESTAMP") else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let text = v.as_text();
     let col = columns
         .iter()
         .find(|c| c.name == text)
         .or_else(|| columns.iter().find(|c| c.name == text.to_ascii_uppercase()))
-        .ok_or_else(|| PlanError::Invalid(format!("The TIMESTAMP column set in the WITH clause does not exist in the schema: '{text}'")))?;
-    if !matches!(col.ty, SqlType::Bigint | SqlType::Timestamp) {
-        return Err(PlanError::Type(format!(
-            "Timestamp column, `{}`, should be of type BIGINT or TIMESTAMP, but is {}",
-            col.name, col.ty
-        )));
+        .ok_or_else(|| {
+            PlanError::Invalid(format!(
+                "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{}'",
+                text.to_ascii_uppercase()
+            ))
+        })?;
+    match (&col.ty, &format) {
+        (SqlType::Bigint | SqlType::Timestamp, _) => Ok((Some(col.name.clone()), None)),
+        (SqlType::String, Some(_)) => Ok((Some(col.name.clone()), format)),
+        _ => Err(PlanError::Type(format!(
+            "Timestamp column, `{}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified",
+            col.name
+        ))),
     }
-    Ok(Some(col.name.clone()))
 }
 
 /// The sources a query reads, in order of appearance.
@@ -1332,6 +1342,7 @@ pub fn plan_create_as_select(
             key: plan.key_columns.contains(&i),
         });
     }
+    let (timestamp_column, timestamp_format) = timestamp_prop(props, &columns)?;
     let source_keys: Vec<&str> = plan.source.key_columns().map(|c| c.name.as_str()).collect();
     let expected_keys = match plan.ops.iter().find_map(|op| match op {
         StreamOp::Aggregate { group, .. } => Some(group.len()),
@@ -1406,7 +1417,8 @@ pub fn plan_create_as_select(
         partitions: partitions_prop(props)?.unwrap_or(plan.source.partitions),
         key_format,
         value_format,
-        timestamp_column: timestamp_prop(props, &columns)?,
+        timestamp_column,
+        timestamp_format,
         query_id: Some(query_id.to_string()),
         retention_ms: positive_prop(props, "RETENTION_MS")?.map(|n| n as i64),
         retention_bytes: positive_prop(props, "RETENTION_BYTES")?,

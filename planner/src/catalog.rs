@@ -9,6 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
+use crate::datum::Datum;
 use crate::error::{PlanError, Result};
 use crate::types::SqlType;
 
@@ -113,6 +114,10 @@ pub struct SourceDef {
     pub value_format: Format,
     /// A column whose value is the event time instead of the record's timestamp.
     pub timestamp_column: Option<String>,
+    /// `TIMESTAMP_FORMAT`: the Java pattern a STRING timestamp column is
+    /// parsed with.
+    #[serde(default)]
+    pub timestamp_format: Option<String>,
     /// The persistent query writing this source, if it was created `AS SELECT`.
     pub query_id: Option<String>,
     /// `WITH (RETENTION_MS=…)` for a topic Brook creates.
@@ -140,6 +145,30 @@ impl SourceDef {
     pub fn timestamp_index(&self) -> Option<usize> {
         let t = self.timestamp_column.as_ref()?;
         self.columns.iter().position(|c| &c.name == t)
+    }
+
+    /// The event time a row of `columns` carries in its `TIMESTAMP`
+    /// column: `Ok(None)` when there is no such column or it is NULL (the
+    /// record's own timestamp applies), an error when the value cannot be
+    /// parsed or is negative (ksqlDB skips such records).
+    pub fn event_time(&self, row: &[Datum]) -> Result<Option<i64>, String> {
+        let Some(i) = self.timestamp_index() else {
+            return Ok(None);
+        };
+        let t = match (row.get(i), &self.timestamp_format) {
+            (Some(Datum::Int(t)), _) => *t,
+            (Some(Datum::Str(s)), Some(pattern)) => {
+                crate::functions::scalar::parse_timestamp_ms(s, pattern)?
+            }
+            _ => return Ok(None),
+        };
+        if t < 0 {
+            return Err(format!(
+                "Timestamp extracted from column {} is negative: {t}",
+                self.columns[i].name
+            ));
+        }
+        Ok(Some(t))
     }
 
     /// Key columns, in order.

@@ -4,7 +4,7 @@ use brook_executor::Datum;
 use brook_planner::types::SqlType;
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::ScalarValue;
 
 /// A cell as text; `None` for NULL.
@@ -12,7 +12,11 @@ pub fn cell_text(array: &dyn Array, row: usize) -> Option<String> {
     if array.is_null(row) {
         return None;
     }
-    array_value_to_string(array, row).ok()
+    // NULLs inside arrays, maps and structs read `null`, as in ksqlDB.
+    let options = FormatOptions::default().with_null("null");
+    ArrayFormatter::try_new(array, &options)
+        .map(|f| f.value(row).to_string())
+        .ok()
 }
 
 /// A scalar as text; `None` for NULL.

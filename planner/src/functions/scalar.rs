@@ -1109,9 +1109,22 @@ fn format_ms(ms: i64, pattern: &str, tz: chrono_tz::Tz) -> Result<String> {
     Ok(out)
 }
 
+/// Parses a timestamp with a Java pattern (UTC unless the pattern has a
+/// zone): ms since the epoch, or ksqlDB's message.
+pub fn parse_timestamp_ms(s: &str, pattern: &str) -> std::result::Result<i64, String> {
+    parse_ms(s, pattern, chrono_tz::UTC).map_err(|e| match e {
+        DataFusionError::Execution(m) | DataFusionError::Plan(m) => m,
+        other => other.to_string(),
+    })
+}
+
 /// Parses `s` with a Java pattern into epoch milliseconds.
 fn parse_ms(s: &str, pattern: &str, tz: chrono_tz::Tz) -> Result<i64> {
-    let fmt = java_format(pattern);
+    // Java reads any number of fraction digits for S…S.
+    let fmt = java_format(pattern)
+        .replace(".%3f", "%.f")
+        .replace(".%6f", "%.f")
+        .replace(".%9f", "%.f");
     let fail = || {
         err(format!(
             "Failed to parse timestamp '{s}' with formatter '{pattern}'"
