@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use brook_planner::plan::{AggFunc, ByOffsetArgs, StreamOp, StreamPlan};
+use brook_planner::plan::{AggFunc, ByOffsetArgs, StreamOp, StreamPlan, TableFunc};
 use brook_storage::{StateStore, WriteBatch};
 use datafusion::arrow::array::{
-    new_empty_array, new_null_array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
+    new_empty_array, new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
 };
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -119,6 +119,10 @@ enum Step {
         schema: SchemaRef,
     },
     Aggregate(AggregateOp),
+    Explode {
+        calls: Vec<(TableFunc, PhysExpr)>,
+        schema: SchemaRef,
+    },
 }
 
 /// A compiled stream pipeline.
@@ -174,6 +178,116 @@ fn evaluate_lenient(
     Ok(datafusion::arrow::compute::concat(&refs)?)
 }
 
+/// The values one table-function call yields for one row.
+fn table_values(f: TableFunc, list: Option<ArrayRef>) -> Result<Vec<ScalarValue>> {
+    let Some(list) = list else {
+        return Ok(Vec::new()); // a NULL array yields no rows
+    };
+    let items = (0..list.len())
+        .map(|i| ScalarValue::try_from_array(&list, i))
+        .collect::<datafusion::common::Result<Vec<_>>>()?;
+    match f {
+        TableFunc::Explode => Ok(items),
+        TableFunc::CubeExplode => {
+            let n = items.len();
+            if n > 20 {
+                return Err(ExecError::Serialization(format!(
+                    "CUBE_EXPLODE of {n} elements would yield more than a million rows"
+                )));
+            }
+            let ty = list.data_type();
+            let mut out = Vec::with_capacity(1 << n);
+            // The first element is the most significant: all NULLs first,
+            // every element last.
+            for mask in 0..(1usize << n) {
+                let combo: Vec<ScalarValue> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        if mask & (1 << (n - 1 - i)) != 0 {
+                            Ok(v.clone())
+                        } else {
+                            ScalarValue::try_from(ty)
+                        }
+                    })
+                    .collect::<datafusion::common::Result<_>>()?;
+                out.push(ScalarValue::List(ScalarValue::new_list_nullable(
+                    &combo, ty,
+                )));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Runs table functions: each row is repeated once per value of its
+/// longest call, with the calls' values appended (NULL past a shorter one).
+fn explode(
+    calls: &[(TableFunc, PhysExpr)],
+    schema: &SchemaRef,
+    input: ChangeBatch,
+    errors: &mut Vec<ProcessingError>,
+) -> Result<ChangeBatch> {
+    let lists = calls
+        .iter()
+        .map(|(_, e)| evaluate_lenient(e, &input.batch, errors))
+        .collect::<Result<Vec<_>>>()?;
+    let mut take = Vec::new();
+    let mut produced: Vec<Vec<ScalarValue>> = vec![Vec::new(); calls.len()];
+    for row in 0..input.len() {
+        let mut values = Vec::with_capacity(calls.len());
+        for ((f, _), list) in calls.iter().zip(&lists) {
+            let arr = match ScalarValue::try_from_array(list, row)? {
+                ScalarValue::List(l) if !l.is_null(0) => Some(l.value(0)),
+                _ => None,
+            };
+            values.push(table_values(*f, arr)?);
+        }
+        let count = values.iter().map(Vec::len).max().unwrap_or(0);
+        for j in 0..count {
+            take.push(row as u64);
+            for (k, vals) in values.iter().enumerate() {
+                let ty = schema.field(input.batch.num_columns() + k).data_type();
+                produced[k].push(match vals.get(j) {
+                    Some(v) => v.clone(),
+                    None => ScalarValue::try_from(ty)?,
+                });
+            }
+        }
+    }
+    let indices = datafusion::arrow::array::UInt64Array::from(take.clone());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for c in input.batch.columns() {
+        columns.push(datafusion::arrow::compute::take(c, &indices, None)?);
+    }
+    for (k, vals) in produced.into_iter().enumerate() {
+        let ty = schema.field(input.batch.num_columns() + k).data_type();
+        columns.push(if vals.is_empty() {
+            new_empty_array(ty)
+        } else {
+            coerce_array(ScalarValue::iter_to_array(vals)?, ty)?
+        });
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(take.len()));
+    let pick = |i: &u64| *i as usize;
+    Ok(ChangeBatch {
+        batch: RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?,
+        weights: take.iter().map(|i| input.weights[pick(i)]).collect(),
+        rowtimes: take.iter().map(|i| input.rowtimes[pick(i)]).collect(),
+        null_values: take.iter().map(|i| input.null_values[pick(i)]).collect(),
+    })
+}
+
+/// `array` as `ty` (list fields built from scalars may differ in name or
+/// nullability).
+fn coerce_array(array: ArrayRef, ty: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == ty {
+        Ok(array)
+    } else {
+        Ok(datafusion::arrow::compute::cast(&array, ty)?)
+    }
+}
+
 /// A one-row batch as `[v1, v2, …]`, for the processing log.
 fn row_text(row: &RecordBatch) -> String {
     let values: Vec<String> = row
@@ -202,6 +316,17 @@ impl Pipeline {
                     exprs: exprs
                         .iter()
                         .map(|e| physical(e, input_schema))
+                        .collect::<Result<_>>()?,
+                    schema: Arc::new(output_schema.as_arrow().clone()),
+                },
+                StreamOp::Explode {
+                    calls,
+                    input_schema,
+                    output_schema,
+                } => Step::Explode {
+                    calls: calls
+                        .iter()
+                        .map(|(f, e)| Ok((*f, physical(e, input_schema)?)))
                         .collect::<Result<_>>()?,
                     schema: Arc::new(output_schema.as_arrow().clone()),
                 },
@@ -305,6 +430,7 @@ impl Pipeline {
                     }
                 }
                 Step::Aggregate(agg) => agg.process(&input, state)?,
+                Step::Explode { calls, schema } => explode(calls, schema, input, &mut self.errors)?,
             };
         }
         Ok(input)

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 use datafusion::catalog::empty::EmptyTable;
-use datafusion::common::tree_node::TreeNode;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ScalarValue, SchemaError, TableReference};
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::{Expr, FetchType, LogicalPlan};
@@ -27,7 +27,7 @@ use crate::catalog::{
 };
 use crate::error::{PlanError, Result};
 use crate::parser::{object_name, ColumnSpec, PropValue, Props};
-use crate::plan::{AggCall, AggFunc, ByOffsetArgs, PullPlan, StreamOp, StreamPlan};
+use crate::plan::{AggCall, AggFunc, ByOffsetArgs, PullPlan, StreamOp, StreamPlan, TableFunc};
 use crate::types::SqlType;
 
 /// Properties accepted in `WITH (…)`; others are an error.
@@ -861,6 +861,18 @@ pub fn plan_stream(
     let is_table = ops
         .iter()
         .any(|op| matches!(op, StreamOp::Aggregate { .. }));
+    if ops.iter().any(|op| matches!(op, StreamOp::Explode { .. })) {
+        if source.kind == SourceKind::Table {
+            return Err(PlanError::Invalid(
+                "Table source is not supported with table functions".into(),
+            ));
+        }
+        if is_table {
+            return Err(PlanError::Invalid(
+                "Table functions cannot be used with aggregations.".into(),
+            ));
+        }
+    }
     if partition.is_none() && !is_table {
         check_key_projected_once(body, source)?;
     }
@@ -1124,6 +1136,94 @@ fn qualified_text(e: &ast::Expr, source: &str) -> String {
     e.to_string()
 }
 
+/// Table functions belong in the SELECT list only.
+fn refuse_table_functions(exprs: &[Expr]) -> Result<()> {
+    for e in exprs {
+        let mut found = None;
+        e.apply(|n| {
+            if let Expr::ScalarFunction(f) = n {
+                if TableFunc::from_name(f.func.name()).is_some() {
+                    found = Some(f.func.name().to_uppercase());
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if let Some(name) = found {
+            return Err(PlanError::Invalid(format!(
+                "Table function {name} can only be used in the SELECT list"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Moves the table-function calls of a projection (`EXPLODE(x)`) into a
+/// [`StreamOp::Explode`] before it: each call becomes a column the
+/// projection reads. Returns the projection's expressions and input schema.
+fn split_table_functions(
+    exprs: &[Expr],
+    input_schema: &datafusion::common::DFSchemaRef,
+    ops: &mut Vec<StreamOp>,
+    keys: &mut Vec<bool>,
+) -> Result<(Vec<Expr>, datafusion::common::DFSchemaRef)> {
+    use datafusion::common::tree_node::Transformed;
+    let mut calls: Vec<(TableFunc, Expr)> = Vec::new();
+    let mut fields = Vec::new();
+    let mut out = Vec::with_capacity(exprs.len());
+    for e in exprs {
+        let rewritten = e
+            .clone()
+            .transform_up(|node| {
+                let Expr::ScalarFunction(f) = &node else {
+                    return Ok(Transformed::no(node));
+                };
+                let Some(func) = TableFunc::from_name(f.func.name()) else {
+                    return Ok(Transformed::no(node));
+                };
+                let [arg] = f.args.as_slice() else {
+                    return Ok(Transformed::no(node));
+                };
+                let name = format!("__brook_udtf_{}", calls.len());
+                let ty = datafusion::logical_expr::ExprSchemable::get_type(
+                    &node,
+                    input_schema.as_ref(),
+                )?;
+                fields.push(datafusion::arrow::datatypes::Field::new(&name, ty, true));
+                calls.push((func, arg.clone()));
+                Ok(Transformed::yes(Expr::Column(
+                    datafusion::common::Column::from_name(name),
+                )))
+            })
+            .map_err(PlanError::from)?
+            .data;
+        out.push(rewritten);
+    }
+    if calls.is_empty() {
+        return Ok((out, Arc::clone(input_schema)));
+    }
+    if calls.iter().any(|(_, arg)| {
+        arg.exists(|n| {
+            Ok(matches!(n, Expr::ScalarFunction(f) if TableFunc::from_name(f.func.name()).is_some()))
+        })
+        .unwrap_or(false)
+    }) {
+        return Err(PlanError::Invalid("Table functions cannot be nested.".into()));
+    }
+    let extra =
+        datafusion::common::DFSchema::from_unqualified_fields(fields.into(), Default::default())?;
+    let mut output_schema = input_schema.as_ref().clone();
+    output_schema.merge(&extra);
+    let output_schema = Arc::new(output_schema);
+    keys.extend(calls.iter().map(|_| false));
+    ops.push(StreamOp::Explode {
+        calls,
+        input_schema: Arc::clone(input_schema),
+        output_schema: Arc::clone(&output_schema),
+    });
+    Ok((out, output_schema))
+}
+
 /// Lowers a logical plan into stream operators, tracking which columns of
 /// each step's output are key columns.
 fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> Result<()> {
@@ -1132,6 +1232,7 @@ fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> R
         LogicalPlan::SubqueryAlias(a) => lower(&a.input, ops, keys),
         LogicalPlan::Filter(f) => {
             lower(&f.input, ops, keys)?;
+            refuse_table_functions(std::slice::from_ref(&f.predicate))?;
             // Above an aggregation this is HAVING, evaluated on its output.
             ops.push(StreamOp::Filter {
                 predicate: f.predicate.clone(),
@@ -1141,9 +1242,10 @@ fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> R
         }
         LogicalPlan::Projection(p) => {
             lower(&p.input, ops, keys)?;
-            let input_schema = p.input.schema();
-            let new_keys = p
-                .expr
+            let (exprs, input_schema) =
+                split_table_functions(&p.expr, p.input.schema(), ops, keys)?;
+            let input_schema = &input_schema;
+            let new_keys = exprs
                 .iter()
                 .map(|e| match strip_alias(e) {
                     Expr::Column(c) => input_schema
@@ -1155,7 +1257,7 @@ fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> R
                 .collect();
             *keys = new_keys;
             ops.push(StreamOp::Project {
-                exprs: p.expr.clone(),
+                exprs,
                 input_schema: Arc::clone(input_schema),
                 output_schema: Arc::clone(&p.schema),
             });
@@ -1182,6 +1284,8 @@ fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> R
                         .into(),
                 ));
             }
+            refuse_table_functions(&a.group_expr)?;
+            refuse_table_functions(&a.aggr_expr)?;
             let aggs = a
                 .aggr_expr
                 .iter()

@@ -44,6 +44,27 @@ pub struct AggCall {
     pub arg: Option<Expr>,
 }
 
+/// A table function: one input row becomes zero or more output rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFunc {
+    /// `EXPLODE(array)`: one row per element.
+    Explode,
+    /// `CUBE_EXPLODE(array)`: one row per combination of the elements and
+    /// NULL (2^n rows).
+    CubeExplode,
+}
+
+impl TableFunc {
+    /// The planning function's name (lower case), if `name` is one.
+    pub fn from_name(name: &str) -> Option<TableFunc> {
+        match name {
+            "explode" => Some(TableFunc::Explode),
+            "cube_explode" => Some(TableFunc::CubeExplode),
+            _ => None,
+        }
+    }
+}
+
 /// One step of a stream pipeline.
 #[derive(Debug, Clone)]
 pub enum StreamOp {
@@ -58,6 +79,17 @@ pub enum StreamOp {
     Project {
         /// One expression per output column.
         exprs: Vec<Expr>,
+        /// Schema of the rows it sees.
+        input_schema: DFSchemaRef,
+        /// Schema of the rows it produces.
+        output_schema: DFSchemaRef,
+    },
+    /// Table functions: each row is repeated once per value of its longest
+    /// table function; the output is the input columns, then one column
+    /// per call (NULL where a call has fewer values).
+    Explode {
+        /// The calls and their array arguments.
+        calls: Vec<(TableFunc, Expr)>,
         /// Schema of the rows it sees.
         input_schema: DFSchemaRef,
         /// Schema of the rows it produces.
@@ -132,6 +164,10 @@ impl fmt::Display for StreamPlan {
                 StreamOp::Project { exprs, .. } => {
                     let e: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
                     writeln!(f, "{pad}StreamProject: {}", e.join(", "))?
+                }
+                StreamOp::Explode { calls, .. } => {
+                    let c: Vec<String> = calls.iter().map(|(t, e)| format!("{t:?}({e})")).collect();
+                    writeln!(f, "{pad}StreamTableFunctions: {}", c.join(", "))?
                 }
                 StreamOp::Aggregate { group, aggs, .. } => {
                     let g: Vec<String> = group.iter().map(|e| e.to_string()).collect();

@@ -23,6 +23,7 @@ const TEST_FUNCTIONS: &[&str] = &[
     "VAR_ARG",
     "BAD_UDF",
     "MULT_UDF",
+    "THROWING_UDTF",
 ];
 
 /// One runnable case (a matrix leg is its own case).

@@ -22,6 +22,8 @@ pub enum FunctionKind {
     Scalar,
     /// One value per group.
     Aggregate,
+    /// Zero or more rows per row.
+    Table,
 }
 
 impl FunctionKind {
@@ -30,6 +32,7 @@ impl FunctionKind {
         match self {
             FunctionKind::Scalar => "SCALAR",
             FunctionKind::Aggregate => "AGGREGATE",
+            FunctionKind::Table => "TABLE",
         }
     }
 }
@@ -77,7 +80,7 @@ const fn f(
     }
 }
 
-use FunctionKind::{Aggregate as A, Scalar as S};
+use FunctionKind::{Aggregate as A, Scalar as S, Table as T};
 use Source::{Brook as B, DataFusion as D};
 
 const MATH: &str = "MATHEMATICAL";
@@ -90,6 +93,7 @@ const BYTES: &str = "BYTES";
 const NULLS: &str = "CONDITIONAL";
 const OTHER: &str = "OTHER";
 const AGG: &str = "AGGREGATE";
+const TABLE: &str = "TABLE";
 
 /// Every built-in function.
 pub static FUNCTIONS: &[FunctionInfo] = &[
@@ -208,6 +212,9 @@ pub static FUNCTIONS: &[FunctionInfo] = &[
     f("TIMESUB", S, DT, B, &["TIMESUB(unit, n INT, t TIME) → TIME"], "t minus n units, wrapping at midnight."),
     f("UNIX_DATE", S, DT, B, &["UNIX_DATE([d DATE]) → INT"], "Days since the epoch of d, or of today."),
     f("UNIX_TIMESTAMP", S, DT, B, &["UNIX_TIMESTAMP([ts TIMESTAMP]) → BIGINT"], "Milliseconds since the epoch of ts, or now."),
+    // table functions
+    f("CUBE_EXPLODE", T, TABLE, B, &["CUBE_EXPLODE(a ARRAY<T>) → ARRAY<T>"], "One row per combination of the elements of a and NULL: 2^n rows."),
+    f("EXPLODE", T, TABLE, B, &["EXPLODE(a ARRAY<T>) → T"], "One row per element of a; several table functions in one SELECT are zipped, the shorter padded with NULL."),
     // aggregates (incremental, in Brook's pipeline)
     f("AVG", A, AGG, D("avg"), &["AVG(x INT|BIGINT|DOUBLE) → DOUBLE"], "The mean of the non-NULL values."),
     f("COLLECT_LIST", A, AGG, D("array_agg"), &["COLLECT_LIST(x T) → ARRAY<T>"], "Every non-NULL value, in arrival order."),
@@ -247,7 +254,7 @@ pub fn register(ctx: &SessionContext) {
             continue;
         }
         match f.kind {
-            FunctionKind::Scalar => {
+            FunctionKind::Scalar | FunctionKind::Table => {
                 if let Some(udf) = state.scalar_functions().get(df) {
                     ctx.register_udf(udf.as_ref().clone().with_aliases([alias.as_str()]));
                 }
@@ -279,7 +286,7 @@ mod tests {
         for f in FUNCTIONS {
             let name = f.name.to_ascii_lowercase();
             let found = match f.kind {
-                FunctionKind::Scalar => ctx.udf(&name).is_ok(),
+                FunctionKind::Scalar | FunctionKind::Table => ctx.udf(&name).is_ok(),
                 FunctionKind::Aggregate => ctx.udaf(&name).is_ok(),
             };
             assert!(found, "{} is listed but not registered", f.name);

@@ -884,6 +884,34 @@ fn sign() -> ScalarUDF {
 
 // ---------------------------------------------------------------- collections
 
+/// `EXPLODE` / `CUBE_EXPLODE` for planning: their type is the type of one
+/// output value. The stream planner moves each call into a table-function
+/// step; a call anywhere else (WHERE, a pull query) reaches this and fails.
+fn table_function(name: &'static str) -> ScalarUDF {
+    fn explode_type(a: &[DataType]) -> Result<DataType> {
+        match a {
+            [DataType::List(f)] => Ok(f.data_type().clone()),
+            _ => Err(no_variant("EXPLODE", a)),
+        }
+    }
+    fn cube_type(a: &[DataType]) -> Result<DataType> {
+        match a {
+            [t @ DataType::List(_)] => Ok(t.clone()),
+            _ => Err(no_variant("CUBE_EXPLODE", a)),
+        }
+    }
+    let ret: super::udf::ReturnFn = if name == "EXPLODE" {
+        explode_type
+    } else {
+        cube_type
+    };
+    RowFn::lenient(name, ret, |_, _| {
+        Err(err(
+            "table functions can only be used in the SELECT list of a persistent or push query",
+        ))
+    })
+}
+
 fn generate_series() -> ScalarUDF {
     RowFn::strict(
         "GENERATE_SERIES",
@@ -1454,6 +1482,8 @@ fn shift_time(a: &[ScalarValue], ret: &DataType, sign: i64) -> Result<ScalarValu
 /// Brook's scalar functions, by ksqlDB name.
 pub fn all() -> Vec<ScalarUDF> {
     vec![
+        table_function("EXPLODE"),
+        table_function("CUBE_EXPLODE"),
         as_value(),
         to_json_string(),
         extract_json_field(),
