@@ -1136,6 +1136,64 @@ fn qualified_text(e: &ast::Expr, source: &str) -> String {
     e.to_string()
 }
 
+/// ksqlDB's casts: refuses collection casts ksqlDB refuses (`context`
+/// prefixes the message, as ksqlDB's does), and routes casts of
+/// collections to STRING through ksqlDB's text form.
+fn ksql_casts(
+    exprs: Vec<Expr>,
+    schema: &datafusion::common::DFSchemaRef,
+    context: &str,
+) -> Result<Vec<Expr>> {
+    use crate::functions::cast;
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::logical_expr::ExprSchemable;
+    let is_collection = |t: &DataType| {
+        matches!(
+            t,
+            DataType::List(_) | DataType::Map(..) | DataType::Struct(_)
+        )
+    };
+    exprs
+        .into_iter()
+        .map(|e| {
+            e.transform_up(|node| match &node {
+                Expr::ScalarFunction(f) if f.func.name() == cast::NAME => {
+                    let arg_type = f.args[0].get_type(schema.as_ref())?;
+                    if arg_type == DataType::Null {
+                        return Ok(Transformed::no(node));
+                    }
+                    let from = SqlType::from_arrow(&arg_type);
+                    let to = SqlType::from_arrow(&node.get_type(schema.as_ref())?);
+                    if let (Ok(from), Ok(to)) = (from, to) {
+                        if let Some(why) = cast::refusal(&from, &to) {
+                            return Err(DataFusionError::Plan(format!("{context}{why}")));
+                        }
+                    }
+                    Ok(Transformed::no(node))
+                }
+                Expr::Cast(c)
+                    if c.field.data_type() == &DataType::Utf8
+                        && is_collection(&c.expr.get_type(schema.as_ref())?) =>
+                {
+                    let call = Expr::ScalarFunction(
+                        datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                            Arc::new(cast::udf()),
+                            vec![
+                                (*c.expr).clone(),
+                                Expr::Literal(ScalarValue::Utf8(Some("STRING".into())), None),
+                            ],
+                        ),
+                    );
+                    Ok(Transformed::yes(call))
+                }
+                _ => Ok(Transformed::no(node)),
+            })
+            .map(|t| t.data)
+            .map_err(plan_error)
+        })
+        .collect()
+}
+
 /// Table functions belong in the SELECT list only.
 fn refuse_table_functions(exprs: &[Expr]) -> Result<()> {
     for e in exprs {
@@ -1242,8 +1300,8 @@ fn lower(plan: &LogicalPlan, ops: &mut Vec<StreamOp>, keys: &mut Vec<bool>) -> R
         }
         LogicalPlan::Projection(p) => {
             lower(&p.input, ops, keys)?;
-            let (exprs, input_schema) =
-                split_table_functions(&p.expr, p.input.schema(), ops, keys)?;
+            let exprs = ksql_casts(p.expr.clone(), p.input.schema(), "Invalid Select: ")?;
+            let (exprs, input_schema) = split_table_functions(&exprs, p.input.schema(), ops, keys)?;
             let input_schema = &input_schema;
             let new_keys = exprs
                 .iter()

@@ -441,8 +441,72 @@ fn take_partition_by(
     Ok((rest, Some(exprs)))
 }
 
+/// `CAST(e AS ARRAY<…>|MAP<…>|STRUCT<…>)` → `__BROOK_CAST(e, 'type')`:
+/// sqlparser and DataFusion do not read every ksqlDB collection type, and
+/// ksqlDB's collection casts differ from Arrow's (see
+/// [`crate::functions::cast`]).
+fn rewrite_collection_casts(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        let open = tokens[i + 1..]
+            .iter()
+            .position(|t| !matches!(t.token, Token::Whitespace(_)))
+            .map(|n| n + i + 1);
+        let is_cast = matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value == "CAST")
+            && open.is_some_and(|o| tokens[o].token == Token::LParen);
+        if let (true, Some(open)) = (is_cast, open) {
+            // The matching `)` and the last `AS` at the cast's own depth.
+            let mut depth = 0i32;
+            let mut close = None;
+            let mut as_at = None;
+            for (j, tok) in tokens.iter().enumerate().skip(open) {
+                match &tok.token {
+                    Token::LParen => depth += 1,
+                    Token::RParen => {
+                        depth -= 1;
+                        if depth == 0 {
+                            close = Some(j);
+                            break;
+                        }
+                    }
+                    Token::Word(w) if depth == 1 && w.quote_style.is_none() && w.value == "AS" => {
+                        as_at = Some(j)
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(close), Some(as_at)) = (close, as_at) {
+                let type_text: String = tokens[as_at + 1..close]
+                    .iter()
+                    .map(|t| t.token.to_string())
+                    .collect::<String>()
+                    .trim()
+                    .to_string();
+                if type_text.contains('<') {
+                    let span = t.span;
+                    let wrap = |token: Token| TokenWithSpan { token, span };
+                    out.push(wrap(Token::make_word("__BROOK_CAST", None)));
+                    out.push(wrap(Token::LParen));
+                    out.extend(rewrite_collection_casts(tokens[open + 1..as_at].to_vec()));
+                    out.push(wrap(Token::Comma));
+                    out.push(wrap(Token::SingleQuotedString(type_text)));
+                    out.push(wrap(Token::RParen));
+                    i = close + 1;
+                    continue;
+                }
+            }
+        }
+        out.push(t.clone());
+        i += 1;
+    }
+    out
+}
+
 fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     let (tokens, emit) = normalize_tokens(tokens);
+    let tokens = rewrite_collection_casts(tokens);
     let (tokens, partition_by) = take_partition_by(tokens)?;
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect)

@@ -268,6 +268,22 @@ impl fmt::Display for SqlType {
     }
 }
 
+/// Parses a ksqlDB type from its text (`MAP<STRING, ARRAY<INT>>`).
+pub fn parse_type_text(text: &str) -> Result<SqlType> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    let dialect = GenericDialect {};
+    let mut p = Parser::new(&dialect)
+        .try_with_sql(text)
+        .map_err(|e| PlanError::Syntax(format!("syntax error: {e}")))?;
+    let t = parse_type(&mut p).map_err(|e| PlanError::Syntax(format!("syntax error: {e}")))?;
+    if p.peek_token().token != Token::EOF {
+        return Err(PlanError::Syntax(format!(
+            "syntax error: unexpected text after type {t}"
+        )));
+    }
+    Ok(t)
+}
+
 /// Parses a ksqlDB type from the parser's tokens. Nested `>>` closes two
 /// levels. Unknown names are custom types (`CREATE TYPE`).
 pub fn parse_type(p: &mut Parser) -> std::result::Result<SqlType, ParserError> {

@@ -8,6 +8,7 @@
 //! so pull queries can run it too).
 
 pub mod agg;
+pub mod cast;
 pub mod scalar;
 pub mod udf;
 
@@ -272,6 +273,7 @@ pub fn register(ctx: &SessionContext) {
     for udaf in agg::all() {
         ctx.register_udaf(udaf);
     }
+    ctx.register_udf(cast::udf());
 }
 
 #[cfg(test)]
