@@ -1,7 +1,7 @@
 //! Between log records and change batches: decoding a source's records,
 //! encoding a query's output for its sink.
 
-use brook_planner::catalog::{Column, SourceDef, SourceKind};
+use brook_planner::catalog::{Column, HeaderSource, SourceDef, SourceKind};
 use brook_storage::{Record, StateStore, StoredRecord, WriteBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
@@ -62,7 +62,11 @@ pub fn decode_rows<'r>(
                 let row: Vec<Datum> = def
                     .columns
                     .iter()
-                    .map(|c| if c.key { k.next() } else { v.next() }.unwrap_or(Datum::Null))
+                    .map(|c| match &c.header {
+                        Some(h) => header_datum(h, &r.record.headers),
+                        None if c.key => k.next().unwrap_or(Datum::Null),
+                        None => v.next().unwrap_or(Datum::Null),
+                    })
                     .collect();
                 let rowtime = match def.event_time(&row) {
                     Ok(t) => t.unwrap_or(r.record.timestamp),
@@ -93,6 +97,25 @@ pub fn decode_rows<'r>(
         }
     }
     (out, skipped)
+}
+
+/// A header column's value: every header as `{KEY, VALUE}` structs, or
+/// the value of the last header with the column's key (NULL if none).
+fn header_datum(h: &HeaderSource, headers: &[(String, Option<Vec<u8>>)]) -> Datum {
+    let bytes = |v: &Option<Vec<u8>>| v.clone().map_or(Datum::Null, Datum::Bytes);
+    match h {
+        HeaderSource::All => Datum::List(
+            headers
+                .iter()
+                .map(|(k, v)| Datum::Struct(vec![Datum::Str(k.clone()), bytes(v)]))
+                .collect(),
+        ),
+        HeaderSource::Key(key) => headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map_or(Datum::Null, |(_, v)| bytes(v)),
+    }
 }
 
 /// A row in a source's batch schema: its declared columns, then ROWTIME,
@@ -227,7 +250,7 @@ pub fn encode_sink(
                 .columns
                 .iter()
                 .zip(row)
-                .filter(|(c, _)| !c.key)
+                .filter(|(c, _)| c.is_value())
                 .map(|(_, d)| d)
                 .collect();
             encode(sink.value_format, &values, &val_d, sink.unwrapped)
@@ -317,7 +340,7 @@ pub fn encode_rows(
             .columns
             .iter()
             .zip(&datums)
-            .filter(|(c, _)| !c.key)
+            .filter(|(c, _)| c.is_value())
             .map(|(_, d)| d)
             .collect();
         let key = encode(def.key_format, &keys, &key_d, false)?;

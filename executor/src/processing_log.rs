@@ -108,11 +108,7 @@ pub fn source_def() -> SourceDef {
             ]),
         ),
     ]);
-    let col = |name: &str, ty: SqlType| Column {
-        name: name.into(),
-        ty,
-        key: false,
-    };
+    let col = |name: &str, ty: SqlType| Column::new(name, ty, false);
     SourceDef {
         name: STREAM.into(),
         kind: SourceKind::Stream,

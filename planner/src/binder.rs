@@ -23,7 +23,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::catalog::{
-    Catalog, Column, Format, SourceDef, SourceKind, ROWOFFSET, ROWPARTITION, ROWTIME,
+    Catalog, Column, Format, HeaderSource, SourceDef, SourceKind, ROWOFFSET, ROWPARTITION, ROWTIME,
 };
 use crate::error::{PlanError, Result};
 use crate::parser::{object_name, ColumnSpec, PropValue, Props};
@@ -355,10 +355,20 @@ pub fn plan_create_source(
             }
             _ => {}
         }
+        if let Some(h) = &spec.header {
+            check_header_type(h, &spec.ty)?;
+            if spec.key {
+                return Err(PlanError::Invalid(format!(
+                    "Column `{}` cannot be both a key and a header column.",
+                    spec.name
+                )));
+            }
+        }
         columns.push(Column {
             name: spec.name.clone(),
             ty: spec.ty.clone(),
             key: spec.key,
+            header: spec.header.clone(),
         });
     }
     if kind == SourceKind::Table && !columns.iter().any(|c| c.key) {
@@ -399,6 +409,27 @@ pub fn plan_create_source(
     })
 }
 
+/// A `HEADERS` column is `ARRAY<STRUCT<KEY STRING, VALUE BYTES>>`; a
+/// `HEADER('k')` column is BYTES.
+fn check_header_type(h: &HeaderSource, ty: &SqlType) -> Result<()> {
+    let all = SqlType::Array(Box::new(SqlType::Struct(vec![
+        ("KEY".into(), SqlType::String),
+        ("VALUE".into(), SqlType::Bytes),
+    ])));
+    match h {
+        HeaderSource::All if *ty != all => Err(PlanError::Type(format!(
+            "Invalid type for HEADERS column: expected {}, got {}",
+            all.quoted(),
+            ty.quoted()
+        ))),
+        HeaderSource::Key(k) if *ty != SqlType::Bytes => Err(PlanError::Type(format!(
+            "Invalid type for HEADER('{k}') column: expected BYTES, got {}",
+            ty.quoted()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `WRAP_SINGLE_VALUE=false` for a source with one value column.
 fn unwrapped_prop(props: &Props, columns: &[Column]) -> Result<bool> {
     if !matches!(
@@ -407,7 +438,7 @@ fn unwrapped_prop(props: &Props, columns: &[Column]) -> Result<bool> {
     ) {
         return Ok(false);
     }
-    if columns.iter().filter(|c| !c.key).count() != 1 {
+    if columns.iter().filter(|c| c.is_value()).count() != 1 {
         return Err(PlanError::Invalid(
             "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas".into(),
         ));
@@ -1498,11 +1529,11 @@ pub fn plan_create_as_select(
                 )
             }));
         }
-        columns.push(Column {
-            name: f.name().clone(),
-            ty: SqlType::from_arrow(f.data_type())?,
-            key: plan.key_columns.contains(&i),
-        });
+        columns.push(Column::new(
+            f.name().clone(),
+            SqlType::from_arrow(f.data_type())?,
+            plan.key_columns.contains(&i),
+        ));
     }
     let (timestamp_column, timestamp_format) = timestamp_prop(props, &columns)?;
     let source_keys: Vec<&str> = plan.source.key_columns().map(|c| c.name.as_str()).collect();
@@ -1633,10 +1664,14 @@ pub fn plan_alter(
                 spec.name
             )));
         }
+        if let Some(h) = &spec.header {
+            check_header_type(h, &spec.ty)?;
+        }
         def.columns.push(Column {
             name: spec.name.clone(),
             ty: spec.ty.clone(),
             key: false,
+            header: spec.header.clone(),
         });
     }
     check_formats(def.key_format, def.value_format, &def.columns)?;
@@ -1666,6 +1701,11 @@ pub fn plan_insert_select(
     if sink.kind != SourceKind::Stream {
         return Err(PlanError::Invalid(format!(
             "INSERT INTO can only be used to insert into a stream. {target} is a table."
+        )));
+    }
+    if sink.header_columns().next().is_some() {
+        return Err(PlanError::Invalid(format!(
+            "Cannot insert into {target} because it has header columns"
         )));
     }
     let plan = plan_stream(catalog, query, partition_by, Some(target))?;
@@ -1812,6 +1852,18 @@ pub fn plan_insert(
             }
             slots.push(Some(i));
         }
+    }
+    let headers: Vec<&str> = slots
+        .iter()
+        .flatten()
+        .filter(|i| def.columns[**i].header.is_some())
+        .map(|i| def.columns[*i].name.as_str())
+        .collect();
+    if !headers.is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "Cannot insert into HEADER columns: {}",
+            headers.join(", ")
+        )));
     }
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {

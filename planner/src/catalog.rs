@@ -93,6 +93,47 @@ pub struct Column {
     pub ty: SqlType,
     /// Part of the key (`KEY` for streams, `PRIMARY KEY` for tables).
     pub key: bool,
+    /// `HEADERS` / `HEADER('k')`: read from the record's headers rather
+    /// than from its key or value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderSource>,
+}
+
+/// Where a header column's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeaderSource {
+    /// `HEADERS`: every header, as `ARRAY<STRUCT<KEY STRING, VALUE BYTES>>`.
+    All,
+    /// `HEADER('k')`: the last header named k, as BYTES.
+    Key(String),
+}
+
+impl Column {
+    /// A key or value column (no header).
+    pub fn new(name: impl Into<String>, ty: SqlType, key: bool) -> Column {
+        Column {
+            name: name.into(),
+            ty,
+            key,
+            header: None,
+        }
+    }
+
+    /// Stored in the record's value (neither key nor header).
+    pub fn is_value(&self) -> bool {
+        !self.key && self.header.is_none()
+    }
+
+    /// ` KEY`, ` HEADERS` or ` HEADER('k')` after the type, as declared.
+    pub fn suffix(&self, kind: SourceKind) -> String {
+        match (&self.header, self.key, kind) {
+            (Some(HeaderSource::All), ..) => " HEADERS".into(),
+            (Some(HeaderSource::Key(k)), ..) => format!(" HEADER('{k}')"),
+            (None, true, SourceKind::Table) => " PRIMARY KEY".into(),
+            (None, true, _) => " KEY".into(),
+            (None, false, _) => String::new(),
+        }
+    }
 }
 
 /// A stream or a table.
@@ -178,7 +219,12 @@ impl SourceDef {
 
     /// The value columns.
     pub fn value_columns(&self) -> impl Iterator<Item = &Column> {
-        self.columns.iter().filter(|c| !c.key)
+        self.columns.iter().filter(|c| c.is_value())
+    }
+
+    /// The header columns.
+    pub fn header_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| c.header.is_some())
     }
 
     /// A column by name.

@@ -77,6 +77,8 @@ pub struct ColumnSpec {
     pub key: bool,
     /// `PRIMARY KEY` was written (tables); `KEY` otherwise.
     pub primary: bool,
+    /// `HEADERS` or `HEADER('k')`.
+    pub header: Option<crate::catalog::HeaderSource>,
 }
 
 /// What `EMIT` asked for.
@@ -690,6 +692,18 @@ fn parse_create(p: &mut Parser) -> Result<Statement> {
 fn parse_column_spec(p: &mut Parser) -> Result<ColumnSpec, ParserError> {
     let name = p.parse_identifier()?.value;
     let ty = crate::types::parse_type(p)?;
+    let header = if is_word(&p.peek_token().token, "HEADERS") {
+        p.next_token();
+        Some(crate::catalog::HeaderSource::All)
+    } else if is_word(&p.peek_token().token, "HEADER") {
+        p.next_token();
+        p.expect_token(&Token::LParen)?;
+        let key = p.parse_literal_string()?;
+        p.expect_token(&Token::RParen)?;
+        Some(crate::catalog::HeaderSource::Key(key))
+    } else {
+        None
+    };
     let (key, primary) = if p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
         (true, true)
     } else if p.parse_keyword(Keyword::KEY) {
@@ -702,6 +716,7 @@ fn parse_column_spec(p: &mut Parser) -> Result<ColumnSpec, ParserError> {
         ty,
         key,
         primary,
+        header,
     })
 }
 

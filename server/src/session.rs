@@ -11,7 +11,7 @@ use brook_planner::binder::{plan_alter, plan_insert_select, FormatDefaults};
 use brook_planner::binder::{
     plan_create_as_select, plan_create_source, plan_insert, plan_pull, plan_stream,
 };
-use brook_planner::catalog::{Catalog, Format, QueryDef, SourceDef, SourceKind};
+use brook_planner::catalog::{Catalog, Format, HeaderSource, QueryDef, SourceDef, SourceKind};
 use brook_planner::functions::{self, FunctionInfo};
 use brook_planner::parser::{self, Emit, Parsed, ShowWhat, Statement};
 use brook_planner::plan::StreamPlan;
@@ -650,10 +650,12 @@ impl Session {
         let mut rows = Vec::new();
         let mut fields = Vec::new();
         for c in &def.columns {
-            let key = match (c.key, def.kind) {
-                (true, SourceKind::Stream) => " (key)",
-                (true, SourceKind::Table) => " (primary key)",
-                _ => "",
+            let key = match (&c.header, c.key, def.kind) {
+                (Some(HeaderSource::All), ..) => " (headers)".to_string(),
+                (Some(HeaderSource::Key(k)), ..) => format!(" (header('{k}'))"),
+                (None, true, SourceKind::Stream) => " (key)".to_string(),
+                (None, true, SourceKind::Table) => " (primary key)".to_string(),
+                _ => String::new(),
             };
             rows.push(vec![c.name.clone(), format!("{}{key}", c.ty)]);
             let mut f = serde_json::json!({"name": c.name, "schema": {"type": c.ty.to_string(), "fields": null, "memberSchema": null}});

@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use brook_server::catalog::{Column, SourceDef};
 use brook_server::{bytes_to_json, json_to_bytes, Brook, Record};
 use serde_json::Value;
@@ -373,11 +375,29 @@ pub fn produce(brook: &Brook, input: &Value) -> Result<(), String> {
         json_to_bytes(def.value_format, &value_columns(def), value).map_err(|e| e.to_string())?;
     let timestamp = input.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
     let partition = input.get("partition").and_then(Value::as_u64).unwrap_or(0) as u32;
+    // Headers: `[{"KEY": "k", "VALUE": "<base64>" | null}, …]`.
+    let mut headers = Vec::new();
+    for h in input
+        .get("headers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let k = h
+            .get("KEY")
+            .and_then(Value::as_str)
+            .ok_or("a header without KEY")?;
+        let v = match h.get("VALUE").and_then(Value::as_str) {
+            Some(b64) => Some(B64.decode(b64).map_err(|e| format!("header {k}: {e}"))?),
+            None => None,
+        };
+        headers.push((k.to_string(), v));
+    }
     let record = Record {
         timestamp,
         key,
         value,
-        headers: Vec::new(),
+        headers,
     };
     brook
         .engine()
