@@ -775,6 +775,17 @@ fn ksql_text(e: &Expr) -> String {
 
 /// DataFusion's planning errors in Brook's words where we know them.
 fn plan_error(e: DataFusionError) -> PlanError {
+    // A function's own refusal of its argument types arrives wrapped in
+    // DataFusion's coercion message: keep just the function's words.
+    let text = e.to_string();
+    if let Some(inner) = text
+        .split("user-defined coercion failed with: Error during planning: ")
+        .nth(1)
+    {
+        let inner = inner.split(". No function matches").next().unwrap_or(inner);
+        let inner = inner.strip_suffix('.').unwrap_or(inner);
+        return PlanError::Invalid(format!("{inner}."));
+    }
     match e.find_root() {
         DataFusionError::SchemaError(inner, _) => match inner.as_ref() {
             SchemaError::FieldNotFound { field, .. } => PlanError::NotFound {
@@ -1202,6 +1213,24 @@ fn ksql_casts(
                     }
                     Ok(Transformed::no(node))
                 }
+                Expr::BinaryExpr(b) if is_ordering(b.op) => {
+                    let lt = b.left.get_type(schema.as_ref())?;
+                    let rt = b.right.get_type(schema.as_ref())?;
+                    if is_collection(&lt) || is_collection(&rt) {
+                        let name = |t: &DataType| {
+                            SqlType::from_arrow(t).map_or_else(|_| t.to_string(), |t| t.quoted())
+                        };
+                        return Err(DataFusionError::Plan(format!(
+                            "Cannot compare {} ({}) to {} ({}) with {}.",
+                            ksql_text(&b.left),
+                            name(&lt),
+                            ksql_text(&b.right),
+                            name(&rt),
+                            comparison_name(b.op)
+                        )));
+                    }
+                    Ok(Transformed::no(node))
+                }
                 Expr::Cast(c)
                     if c.field.data_type() == &DataType::Utf8
                         && is_collection(&c.expr.get_type(schema.as_ref())?) =>
@@ -1223,6 +1252,29 @@ fn ksql_casts(
             .map_err(plan_error)
         })
         .collect()
+}
+
+/// `<`, `<=`, `>`, `>=`: comparisons collections do not support.
+fn is_ordering(op: datafusion::logical_expr::Operator) -> bool {
+    use datafusion::logical_expr::Operator;
+    matches!(
+        op,
+        Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+    )
+}
+
+/// ksqlDB's name of a comparison operator.
+fn comparison_name(op: datafusion::logical_expr::Operator) -> &'static str {
+    use datafusion::logical_expr::Operator;
+    match op {
+        Operator::Lt => "LESS_THAN",
+        Operator::LtEq => "LESS_THAN_OR_EQUAL",
+        Operator::Gt => "GREATER_THAN",
+        Operator::GtEq => "GREATER_THAN_OR_EQUAL",
+        Operator::Eq => "EQUAL",
+        Operator::NotEq => "NOT_EQUAL",
+        _ => "COMPARISON",
+    }
 }
 
 /// Table functions belong in the SELECT list only.
@@ -1811,7 +1863,26 @@ pub fn plan_insert(
     columns: &[String],
     rows: &[Vec<ast::Expr>],
 ) -> Result<(SourceDef, Vec<InsertRow>)> {
-    let def = catalog.source(target)?.clone();
+    let def = match catalog.source(target) {
+        Ok(def) => def.clone(),
+        Err(e) => {
+            // The name differs only in case from an existing one: say how
+            // to write it, as ksqlDB does.
+            let similar = catalog
+                .sources
+                .keys()
+                .find(|n| n.eq_ignore_ascii_case(target) && n.as_str() != target);
+            return Err(match similar {
+                Some(n) if *n != n.to_ascii_uppercase() => PlanError::Invalid(format!(
+                    "Cannot insert values into an unknown stream/table: `{target}`\nDid you mean \"{n}\"? Hint: wrap the source name in double quotes to make it case-sensitive."
+                )),
+                Some(n) => PlanError::Invalid(format!(
+                    "Cannot insert values into an unknown stream/table: `{target}`\nDid you mean {n}? Hint: try removing double quotes from the source name."
+                )),
+                None => e,
+            });
+        }
+    };
     if def.read_only {
         return Err(PlanError::Invalid(format!(
             "Cannot insert values into read-only {}: {}",

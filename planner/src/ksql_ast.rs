@@ -126,7 +126,18 @@ fn rewrite(e: &mut Expr) -> Result<()> {
             let pairs = assignments(&l.args, "MAP")?;
             if pairs.is_empty() {
                 return Err(PlanError::Invalid(
-                    "Map constructor requires at least one entry".into(),
+                    "Map constructor cannot be empty. Please supply at least one key value pair (see https://github.com/confluentinc/ksql/issues/4239).".into(),
+                ));
+            }
+            let is_null = |e: &Expr| matches!(e, Expr::Value(v) if v.value == Value::Null);
+            if pairs.iter().all(|(k, _)| is_null(k)) {
+                return Err(PlanError::Invalid(
+                    "Cannot construct a map with all NULL keys".into(),
+                ));
+            }
+            if pairs.iter().all(|(_, v)| is_null(v)) {
+                return Err(PlanError::Invalid(
+                    "Cannot construct a map with all NULL values".into(),
                 ));
             }
             *e = call(

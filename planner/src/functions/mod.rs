@@ -9,10 +9,13 @@
 
 pub mod agg;
 pub mod cast;
+pub mod extremes;
 pub mod scalar;
 pub mod udf;
 
 pub use udf::take_row_errors;
+
+use std::sync::Arc;
 
 use datafusion::execution::context::SessionContext;
 
@@ -274,6 +277,11 @@ pub fn register(ctx: &SessionContext) {
         ctx.register_udaf(udaf);
     }
     ctx.register_udf(cast::udf());
+    for name in ["greatest", "least"] {
+        if let Some(df) = state.scalar_functions().get(name) {
+            ctx.register_udf(extremes::wrap(Arc::clone(df)));
+        }
+    }
 }
 
 #[cfg(test)]
