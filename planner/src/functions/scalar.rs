@@ -882,6 +882,41 @@ fn sign() -> ScalarUDF {
     )
 }
 
+/// ksqlDB's LPAD / RPAD: pads (or truncates) to `length` characters; a
+/// negative length or an empty padding gives NULL.
+fn pad(left: bool) -> ScalarUDF {
+    fn ret(a: &[DataType], name: &str) -> Result<DataType> {
+        let ok = a.len() == 3 && is_str(&a[0]) && is_int(&a[1]) && is_str(&a[2]);
+        check(name, a, ok, DataType::Utf8)
+    }
+    fn eval(a: &[ScalarValue], left: bool) -> Result<ScalarValue> {
+        let (Some(s), Some(len), Some(padding)) = (text(&a[0]), int(&a[1]), text(&a[2])) else {
+            return Ok(ScalarValue::Utf8(None));
+        };
+        let Ok(len) = usize::try_from(len) else {
+            return Ok(ScalarValue::Utf8(None));
+        };
+        if padding.is_empty() {
+            return Ok(ScalarValue::Utf8(None));
+        }
+        let chars: Vec<char> = s.chars().collect();
+        if chars.len() >= len {
+            return Ok(utf8(chars[..len].iter().collect::<String>()));
+        }
+        let fill: String = padding.chars().cycle().take(len - chars.len()).collect();
+        Ok(utf8(if left {
+            format!("{fill}{s}")
+        } else {
+            format!("{s}{fill}")
+        }))
+    }
+    if left {
+        RowFn::strict("LPAD", |a| ret(a, "LPAD"), |a, _| eval(a, true))
+    } else {
+        RowFn::strict("RPAD", |a| ret(a, "RPAD"), |a, _| eval(a, false))
+    }
+}
+
 // ---------------------------------------------------------------- collections
 
 /// `EXPLODE` / `CUBE_EXPLODE` for planning: their type is the type of one
@@ -1482,6 +1517,8 @@ fn shift_time(a: &[ScalarValue], ret: &DataType, sign: i64) -> Result<ScalarValu
 /// Brook's scalar functions, by ksqlDB name.
 pub fn all() -> Vec<ScalarUDF> {
     vec![
+        pad(true),
+        pad(false),
         table_function("EXPLODE"),
         table_function("CUBE_EXPLODE"),
         as_value(),
