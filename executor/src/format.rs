@@ -330,11 +330,7 @@ mod tests {
     use super::*;
 
     fn col(name: &str, ty: SqlType, key: bool) -> Column {
-        Column {
-            name: name.into(),
-            ty,
-            key,
-        }
+        Column::new(name, ty, key)
     }
 
     #[test]
