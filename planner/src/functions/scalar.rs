@@ -102,9 +102,37 @@ fn to_json_string() -> ScalarUDF {
                 t => SqlType::from_arrow(&t).map_err(|e| err(e.to_string()))?,
             };
             let d = Datum::from_scalar(&a[0]).map_err(|e| err(e.to_string()))?;
-            Ok(utf8(datum_to_json(&d, &ty).to_string()))
+            Ok(utf8(json_text_value(&d, &ty).to_string()))
         },
     )
+}
+
+/// TO_JSON_STRING's JSON of a value: as the JSON format writes it, except
+/// that DATE, TIME and TIMESTAMP are ISO-8601 strings.
+fn json_text_value(d: &Datum, ty: &SqlType) -> Json {
+    match (d, ty) {
+        (Datum::Int(days), SqlType::Date) => {
+            NaiveDate::from_num_days_from_ce_opt(i32::try_from(*days + 719_163).unwrap_or(i32::MAX))
+                .map_or(Json::Null, |d| {
+                    Json::String(d.format("%Y-%m-%d").to_string())
+                })
+        }
+        (Datum::Int(ms), SqlType::Time) => NaiveTime::from_num_seconds_from_midnight_opt(
+            u32::try_from(ms.div_euclid(1000)).unwrap_or(u32::MAX),
+            u32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+        )
+        .map_or(Json::Null, |t| {
+            Json::String(t.format("%H:%M:%S").to_string())
+        }),
+        (Datum::Int(ms), SqlType::Timestamp) => DateTime::from_timestamp_millis(*ms)
+            .map_or(Json::Null, |t| {
+                Json::String(t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.3f").to_string())
+            }),
+        (Datum::List(items), SqlType::Array(e)) => {
+            Json::Array(items.iter().map(|v| json_text_value(v, e)).collect())
+        }
+        _ => datum_to_json(d, ty),
+    }
 }
 
 /// Follows a JSONPath like `$.a.b[0]` or `$['a']`.
