@@ -36,6 +36,23 @@ fn all(log: &LogStore) -> Vec<(u64, Record)> {
         .collect()
 }
 
+/// Segment files (`*.log`) anywhere under `dir`.
+fn count_segments(vfs: &SimVfs, dir: &Path) -> u64 {
+    let Ok(entries) = vfs.read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .iter()
+        .map(|e| {
+            if e.extension().is_some_and(|x| x == "log") {
+                1
+            } else {
+                count_segments(vfs, e)
+            }
+        })
+        .sum()
+}
+
 fn lcg(state: &mut u64) -> u64 {
     *state = state
         .wrapping_mul(6364136223846793005)
@@ -129,8 +146,14 @@ fn concurrent_appends_share_fsyncs_and_survive_power_loss() {
     for t in threads {
         t.join().unwrap();
     }
+    // At most one fsync per append (fewer when writers share one), plus
+    // the two of each segment roll (seal the old, create the new). How
+    // many appends share an fsync depends on scheduling, so that is not
+    // asserted here (the log benchmark measures it).
     let appends = 8 * 200;
-    assert!(vfs.sync_count() <= appends + 10);
+    let segments = count_segments(&vfs, Path::new(ROOT));
+    assert!(segments > 1, "the test should roll segments");
+    assert!(vfs.sync_count() <= appends + 2 * segments + 10);
     let (after, acked_then) = snapshot.lock().unwrap().take().unwrap();
     let log = open(&after, FlushPolicy::Always);
     let got: BTreeMap<u64, Record> = all(&log).into_iter().collect();
