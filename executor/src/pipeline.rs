@@ -232,15 +232,22 @@ fn explode(
         .iter()
         .map(|(_, e)| evaluate_lenient(e, &input.batch, errors))
         .collect::<Result<Vec<_>>>()?;
-    let mut take = Vec::new();
+    let lists = lists
+        .iter()
+        .map(|l| {
+            l.as_any()
+                .downcast_ref::<datafusion::arrow::array::ListArray>()
+                .ok_or_else(|| {
+                    ExecError::Internal("table function argument is not an array".into())
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut take: Vec<u64> = Vec::new();
     let mut produced: Vec<Vec<ScalarValue>> = vec![Vec::new(); calls.len()];
     for row in 0..input.len() {
         let mut values = Vec::with_capacity(calls.len());
         for ((f, _), list) in calls.iter().zip(&lists) {
-            let arr = match ScalarValue::try_from_array(list, row)? {
-                ScalarValue::List(l) if !l.is_null(0) => Some(l.value(0)),
-                _ => None,
-            };
+            let arr = (!list.is_null(row)).then(|| list.value(row));
             values.push(table_values(*f, arr)?);
         }
         let count = values.iter().map(Vec::len).max().unwrap_or(0);
@@ -255,7 +262,12 @@ fn explode(
             }
         }
     }
-    let indices = datafusion::arrow::array::UInt64Array::from(take.clone());
+    let pick = |i: &u64| *i as usize;
+    let weights = take.iter().map(|i| input.weights[pick(i)]).collect();
+    let rowtimes = take.iter().map(|i| input.rowtimes[pick(i)]).collect();
+    let null_values = take.iter().map(|i| input.null_values[pick(i)]).collect();
+    let rows = take.len();
+    let indices = datafusion::arrow::array::UInt64Array::from(take);
     let mut columns = Vec::with_capacity(schema.fields().len());
     for c in input.batch.columns() {
         columns.push(datafusion::arrow::compute::take(c, &indices, None)?);
@@ -268,13 +280,12 @@ fn explode(
             coerce_array(ScalarValue::iter_to_array(vals)?, ty)?
         });
     }
-    let options = RecordBatchOptions::new().with_row_count(Some(take.len()));
-    let pick = |i: &u64| *i as usize;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
     Ok(ChangeBatch {
         batch: RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?,
-        weights: take.iter().map(|i| input.weights[pick(i)]).collect(),
-        rowtimes: take.iter().map(|i| input.rowtimes[pick(i)]).collect(),
-        null_values: take.iter().map(|i| input.null_values[pick(i)]).collect(),
+        weights,
+        rowtimes,
+        null_values,
     })
 }
 
@@ -647,18 +658,13 @@ fn new_acc(f: AggFunc) -> Acc {
 /// not support them on tables, where retractions come from).
 fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
     if let (Acc::Offsets(kept), AggFunc::Latest(a) | AggFunc::Earliest(a)) = (&mut *acc, f) {
-        let Some(v) = arg else { return };
-        if weight <= 0 || (v.is_null() && a.ignore_nulls) {
-            return;
-        }
-        let keep = a.n.unwrap_or(1);
-        if matches!(f, AggFunc::Latest(_)) {
-            kept.push(v.clone());
-            if kept.len() > keep {
-                kept.remove(0);
-            }
-        } else if kept.len() < keep {
-            kept.push(v.clone());
+        if let Some(v) = arg.filter(|_| weight > 0) {
+            a.offer(
+                matches!(f, AggFunc::Latest(_)),
+                kept,
+                v.clone(),
+                v.is_null(),
+            );
         }
         return;
     }

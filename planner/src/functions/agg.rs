@@ -36,6 +36,25 @@ impl ByOffsetArgs {
         ignore_nulls: true,
     };
 
+    /// Offers the next value (by offset) to the values kept so far, oldest
+    /// first: LATEST keeps the last n (or 1), EARLIEST the first n; NULLs
+    /// are skipped when `ignore_nulls`. Shared by the pull-query
+    /// accumulator and the executor's incremental state.
+    pub fn offer<T>(self, latest: bool, kept: &mut Vec<T>, value: T, is_null: bool) {
+        if is_null && self.ignore_nulls {
+            return;
+        }
+        let keep = self.n.unwrap_or(1);
+        if latest {
+            kept.push(value);
+            if kept.len() > keep {
+                kept.remove(0);
+            }
+        } else if kept.len() < keep {
+            kept.push(value);
+        }
+    }
+
     /// Reads the options from the constant arguments after the first
     /// (`None` when they are not constants of the accepted types).
     pub fn from_constants(rest: &[Option<&ScalarValue>]) -> Option<Self> {
@@ -176,18 +195,8 @@ struct ByOffsetAcc {
 
 impl ByOffsetAcc {
     fn push(&mut self, v: ScalarValue) {
-        if v.is_null() && self.opts.ignore_nulls {
-            return;
-        }
-        let keep = self.opts.n.unwrap_or(1);
-        if self.latest {
-            self.values.push(v);
-            if self.values.len() > keep {
-                self.values.remove(0);
-            }
-        } else if self.values.len() < keep {
-            self.values.push(v);
-        }
+        let is_null = v.is_null();
+        self.opts.offer(self.latest, &mut self.values, v, is_null);
     }
 
     fn list(&self) -> ScalarValue {
