@@ -642,7 +642,7 @@ impl AggregateOp {
 fn new_acc(f: AggFunc) -> Acc {
     match f {
         AggFunc::Count => Acc::Count(0),
-        AggFunc::Sum => Acc::Sum { int: 0, float: 0.0 },
+        AggFunc::Sum | AggFunc::SumList => Acc::Sum { int: 0, float: 0.0 },
         AggFunc::Avg => Acc::Avg { sum: 0.0, n: 0 },
         AggFunc::Min | AggFunc::Max => Acc::MinMax(Vec::new()),
         AggFunc::Latest(a) | AggFunc::Earliest(a) if a == ByOffsetArgs::DEFAULT => {
@@ -665,6 +665,12 @@ fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
                 v.clone(),
                 v.is_null(),
             );
+        }
+        return;
+    }
+    if let (AggFunc::SumList, Some(Datum::List(items))) = (f, arg) {
+        for item in items {
+            update_acc(AggFunc::Sum, acc, Some(item), weight);
         }
         return;
     }

@@ -1516,6 +1516,7 @@ fn agg_call(e: &Expr) -> Result<AggCall> {
             });
         }
         "array_agg" => AggFunc::CollectList,
+        "sum_list" => AggFunc::SumList,
         other => {
             return Err(PlanError::Unsupported(format!(
                 "aggregate function {} is not supported yet",

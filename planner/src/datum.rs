@@ -326,8 +326,25 @@ pub fn datum_to_json(d: &Datum, ty: &SqlType) -> Json {
     }
 }
 
+/// A DOUBLE in JSON; NaN and the infinities, which JSON numbers cannot
+/// hold, are written as Jackson writes them: `"NaN"`, `"Infinity"`,
+/// `"-Infinity"`.
 fn float_json(f: f64) -> Json {
-    serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)
+    serde_json::Number::from_f64(f).map_or_else(
+        || {
+            Json::String(
+                if f.is_nan() {
+                    "NaN"
+                } else if f > 0.0 {
+                    "Infinity"
+                } else {
+                    "-Infinity"
+                }
+                .into(),
+            )
+        },
+        Json::Number,
+    )
 }
 
 /// Base64 as ksqlDB writes BYTES in JSON and DELIMITED.
@@ -346,7 +363,16 @@ pub fn json_to_datum(v: &Json, ty: &SqlType, name: &str) -> Result<Datum> {
         ) => {
             let i = n
                 .as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                .or_else(|| {
+                    // Jackson's intValue()/longValue(): INT and BIGINT
+                    // truncate a fractional number.
+                    n.as_f64()
+                        .filter(|f| {
+                            f.fract() == 0.0
+                                || matches!(ty, SqlType::Int | SqlType::Bigint) && f.abs() < 9.2e18
+                        })
+                        .map(|f| f.trunc() as i64)
+                })
                 .ok_or_else(bad)?;
             if matches!(ty, SqlType::Int | SqlType::Date | SqlType::Time)
                 && i32::try_from(i).is_err()

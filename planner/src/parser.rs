@@ -13,7 +13,9 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{
+    Location, Span, Token, TokenWithSpan, Tokenizer, Word,
+};
 
 use crate::catalog::SourceKind;
 use crate::error::{PlanError, Result};
@@ -366,6 +368,29 @@ fn normalize_tokens(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Option<E
                     i = n + 1;
                     continue;
                 }
+            }
+        }
+        // ksqlDB reads `1R` (digits, then letters, no space) as an
+        // identifier; sqlparser reads a number and a word.
+        if let (
+            Token::Number(n, false),
+            Some(TokenWithSpan {
+                token: Token::Word(w),
+                span,
+            }),
+        ) = (&t.token, tokens.get(i + 1))
+        {
+            if w.quote_style.is_none() && n.bytes().all(|b| b.is_ascii_digit()) {
+                out.push(TokenWithSpan {
+                    token: Token::Word(Word {
+                        value: format!("{n}{}", w.value).to_ascii_uppercase(),
+                        quote_style: Some('"'),
+                        keyword: Keyword::NoKeyword,
+                    }),
+                    span: Span::new(t.span.start, span.end),
+                });
+                i += 2;
+                continue;
             }
         }
         let mut t = t.clone();

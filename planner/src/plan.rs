@@ -33,6 +33,8 @@ pub enum AggFunc {
     Earliest(ByOffsetArgs),
     /// `COLLECT_LIST(x)`: the non-NULL values in arrival order.
     CollectList,
+    /// `SUM_LIST(array)`: the sum of the non-NULL elements of every array.
+    SumList,
 }
 
 /// One aggregate call of a [`StreamOp::Aggregate`].

@@ -249,9 +249,147 @@ impl Accumulator for ByOffsetAcc {
     }
 }
 
+/// `SUM_LIST(array)`: the sum of every non-NULL element of every array.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SumList {
+    signature: Signature,
+}
+
+/// `SUM_LIST` as a DataFusion aggregate.
+pub fn sum_list() -> AggregateUDF {
+    AggregateUDF::new_from_impl(SumList {
+        signature: Signature::any(1, Volatility::Immutable),
+    })
+}
+
+fn list_item(t: &DataType) -> Option<&DataType> {
+    match t {
+        DataType::List(f) | DataType::LargeList(f) => Some(f.data_type()),
+        _ => None,
+    }
+}
+
+impl AggregateUDFImpl for SumList {
+    fn name(&self) -> &str {
+        "sum_list"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [t] => match list_item(t) {
+                Some(DataType::Int32) => Ok(DataType::Int32),
+                Some(DataType::Int64) => Ok(DataType::Int64),
+                Some(DataType::Float64) => Ok(DataType::Float64),
+                _ => Err(no_variant("sum_list", arg_types)),
+            },
+            _ => Err(no_variant("sum_list", arg_types)),
+        }
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(SumListAcc {
+            ty: args.return_field.data_type().clone(),
+            int: 0,
+            float: 0.0,
+        }))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![
+            Arc::new(Field::new(
+                format!("{}[int]", args.name),
+                DataType::Int64,
+                true,
+            )),
+            Arc::new(Field::new(
+                format!("{}[float]", args.name),
+                DataType::Float64,
+                true,
+            )),
+        ])
+    }
+}
+
+/// Integer elements add with Java's wrap-around; DOUBLE elements as floats.
+#[derive(Debug)]
+struct SumListAcc {
+    ty: DataType,
+    int: i64,
+    float: f64,
+}
+
+impl SumListAcc {
+    fn add(&mut self, v: &ScalarValue) {
+        match v {
+            ScalarValue::Int32(Some(i)) => self.int = self.int.wrapping_add(i64::from(*i)),
+            ScalarValue::Int64(Some(i)) => self.int = self.int.wrapping_add(*i),
+            ScalarValue::Float64(Some(x)) => self.float += x,
+            _ => {}
+        }
+    }
+}
+
+impl Accumulator for SumListAcc {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let Some(col) = values.first() else {
+            return Ok(());
+        };
+        for i in 0..col.len() {
+            if let ScalarValue::List(list) = ScalarValue::try_from_array(col, i)? {
+                if datafusion::arrow::array::Array::is_null(list.as_ref(), 0) {
+                    continue;
+                }
+                let inner = list.value(0);
+                for j in 0..inner.len() {
+                    self.add(&ScalarValue::try_from_array(&inner, j)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let [ints, floats, ..] = states else {
+            return Ok(());
+        };
+        for i in 0..ints.len() {
+            if let ScalarValue::Int64(Some(n)) = ScalarValue::try_from_array(ints, i)? {
+                self.int = self.int.wrapping_add(n);
+            }
+            if let ScalarValue::Float64(Some(x)) = ScalarValue::try_from_array(floats, i)? {
+                self.float += x;
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![
+            ScalarValue::Int64(Some(self.int)),
+            ScalarValue::Float64(Some(self.float)),
+        ])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(match self.ty {
+            DataType::Int32 => ScalarValue::Int32(Some(self.int as i32)),
+            DataType::Float64 => ScalarValue::Float64(Some(self.float)),
+            _ => ScalarValue::Int64(Some(self.int)),
+        })
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
+}
+
 /// Every Brook aggregate.
 pub fn all() -> Vec<AggregateUDF> {
-    vec![by_offset(true), by_offset(false)]
+    vec![by_offset(true), by_offset(false), sum_list()]
 }
 
 #[cfg(test)]

@@ -164,7 +164,7 @@ pub fn cast_datum(d: Datum, from: &SqlType, to: &SqlType) -> Result<Datum> {
 }
 
 /// A value as Java's `toString` writes it.
-fn java_text(d: &Datum, ty: &SqlType) -> String {
+pub(crate) fn java_text(d: &Datum, ty: &SqlType) -> String {
     match (d, ty) {
         (Datum::Null, _) => "null".into(),
         (Datum::List(items), SqlType::Array(e)) => {

@@ -92,6 +92,100 @@ fn parse_json(s: &str) -> Option<Json> {
         .and_then(|r| r.ok())
 }
 
+/// ksqlDB's ARRAY_SORT: ascending by default, `'DESC'` for descending;
+/// NULL elements go last either way.
+fn array_sort() -> ScalarUDF {
+    RowFn::strict(
+        "ARRAY_SORT",
+        |a| {
+            check(
+                "ARRAY_SORT",
+                a,
+                matches!(a.first(), Some(DataType::List(_) | DataType::Null))
+                    && (a.len() == 1 || a.len() == 2 && is_str(&a[1])),
+                a.first().cloned().unwrap_or(DataType::Null),
+            )
+        },
+        |a, _| {
+            let ty = a[0].data_type();
+            let DataType::List(item) = &ty else {
+                return Ok(a[0].clone());
+            };
+            let desc = match a.get(1).and_then(text) {
+                None => false,
+                Some(d) if d.eq_ignore_ascii_case("asc") => false,
+                Some(d) if d.eq_ignore_ascii_case("desc") => true,
+                Some(_) => return ScalarValue::try_from(&ty),
+            };
+            let Datum::List(mut items) =
+                Datum::from_scalar(&a[0]).map_err(|e| err(e.to_string()))?
+            else {
+                return Ok(a[0].clone());
+            };
+            items.sort_by(|x, y| match (x.is_null(), y.is_null()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ if desc => y.cmp(x),
+                _ => x.cmp(y),
+            });
+            let scalars = items
+                .iter()
+                .map(|d| d.to_scalar(item.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| err(e.to_string()))?;
+            Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+                &scalars,
+                item.data_type(),
+            )))
+        },
+    )
+}
+
+/// ksqlDB's ARRAY_JOIN: primitive elements as Java writes them, NULL
+/// elements as `null`, `,` by default and nothing for a NULL delimiter.
+fn array_join() -> ScalarUDF {
+    RowFn::lenient(
+        "ARRAY_JOIN",
+        |a| {
+            let primitive = |t: &DataType| {
+                matches!(t, DataType::List(f) if !matches!(
+                    f.data_type(),
+                    DataType::List(_) | DataType::Map(..) | DataType::Struct(_)
+                ))
+            };
+            check(
+                "ARRAY_JOIN",
+                a,
+                (a.len() == 1 || a.len() == 2 && is_str(&a[1]))
+                    && (primitive(&a[0]) || a[0] == DataType::Null),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            let ty = match a[0].data_type() {
+                DataType::Null => return Ok(ScalarValue::Utf8(None)),
+                t => SqlType::from_arrow(&t).map_err(|e| err(e.to_string()))?,
+            };
+            let (Datum::List(items), SqlType::Array(item)) = (
+                Datum::from_scalar(&a[0]).map_err(|e| err(e.to_string()))?,
+                ty,
+            ) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
+            let delimiter = match a.get(1) {
+                None => ",",
+                Some(d) => text(d).unwrap_or(""),
+            };
+            let parts: Vec<String> = items
+                .iter()
+                .map(|d| super::cast::java_text(d, &item))
+                .collect();
+            Ok(utf8(parts.join(delimiter)))
+        },
+    )
+}
+
 fn to_json_string() -> ScalarUDF {
     RowFn::lenient(
         "TO_JSON_STRING",
@@ -350,6 +444,9 @@ fn split() -> ScalarUDF {
     RowFn::strict(
         "SPLIT",
         |a| {
+            if a.len() == 2 && is_bytes(&a[0]) && (is_bytes(&a[1]) || a[1] == DataType::Null) {
+                return Ok(list_of(DataType::Binary));
+            }
             check(
                 "SPLIT",
                 a,
@@ -358,10 +455,22 @@ fn split() -> ScalarUDF {
             )
         },
         |a, _| {
+            if let (Some(b), Some(d)) = (raw_bytes(&a[0]), raw_bytes(&a[1])) {
+                let parts: Vec<ScalarValue> = split_bytes(b, d)
+                    .into_iter()
+                    .map(|p| ScalarValue::Binary(Some(p.to_vec())))
+                    .collect();
+                return Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+                    &parts,
+                    &DataType::Binary,
+                )));
+            }
             let (Some(s), Some(d)) = (text(&a[0]), text(&a[1])) else {
                 return Ok(ScalarValue::Null);
             };
-            let parts: Vec<Option<String>> = if d.is_empty() {
+            let parts: Vec<Option<String>> = if s.is_empty() {
+                vec![Some(String::new())]
+            } else if d.is_empty() {
                 s.chars().map(|c| Some(c.to_string())).collect()
             } else {
                 s.split(d).map(|p| Some(p.to_string())).collect()
@@ -369,6 +478,32 @@ fn split() -> ScalarUDF {
             Ok(string_list(parts))
         },
     )
+}
+
+/// Splits bytes on a delimiter the way ksqlDB does: an empty delimiter
+/// yields each byte on its own.
+fn split_bytes<'a>(b: &'a [u8], d: &[u8]) -> Vec<&'a [u8]> {
+    if d.is_empty() {
+        return if b.is_empty() {
+            vec![b]
+        } else {
+            b.chunks(1).collect()
+        };
+    }
+    let mut parts = Vec::new();
+    let mut from = 0;
+    let mut i = 0;
+    while i + d.len() <= b.len() {
+        if &b[i..i + d.len()] == d {
+            parts.push(&b[from..i]);
+            i += d.len();
+            from = i;
+        } else {
+            i += 1;
+        }
+    }
+    parts.push(&b[from..]);
+    parts
 }
 
 fn regex(p: &str) -> Result<regex::Regex> {
@@ -387,7 +522,8 @@ fn regexp_extract() -> ScalarUDF {
             )
         },
         |a, _| {
-            let (Some(s), Some(p)) = (text(&a[0]), text(&a[1])) else {
+            // ksqlDB's order: the pattern comes first.
+            let (Some(p), Some(s)) = (text(&a[0]), text(&a[1])) else {
                 return Ok(ScalarValue::Utf8(None));
             };
             let group = a.get(2).and_then(int).unwrap_or(0);
@@ -412,7 +548,7 @@ fn regexp_extract_all() -> ScalarUDF {
             )
         },
         |a, _| {
-            let (Some(s), Some(p)) = (text(&a[0]), text(&a[1])) else {
+            let (Some(p), Some(s)) = (text(&a[0]), text(&a[1])) else {
                 return Ok(ScalarValue::Null);
             };
             let group = usize::try_from(a.get(2).and_then(int).unwrap_or(0)).unwrap_or(0);
@@ -556,44 +692,66 @@ fn instr() -> ScalarUDF {
     )
 }
 
+fn is_bytes(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    )
+}
+
+fn raw_bytes(v: &ScalarValue) -> Option<&[u8]> {
+    match v {
+        ScalarValue::Binary(Some(b))
+        | ScalarValue::LargeBinary(Some(b))
+        | ScalarValue::BinaryView(Some(b)) => Some(b),
+        _ => None,
+    }
+}
+
+/// ksqlDB's SUBSTRING window over `n` items: 1-based, a negative position
+/// counts from the end, 0 means 1; returns the half-open range kept.
+fn substring_range(n: usize, pos: i64, len: Option<i64>) -> std::ops::Range<usize> {
+    let n = n as i64;
+    let start = if pos > 0 {
+        pos - 1
+    } else if pos < 0 {
+        (n + pos).max(0)
+    } else {
+        0
+    };
+    let end = match len {
+        Some(len) => (start + len.max(0)).min(n),
+        None => n,
+    };
+    if start >= n || end <= start {
+        return 0..0;
+    }
+    start as usize..end as usize
+}
+
 fn substring() -> ScalarUDF {
     RowFn::strict(
         "SUBSTRING",
         |a| {
-            check(
-                "SUBSTRING",
-                a,
-                (a.len() == 2 || a.len() == 3) && is_str(&a[0]) && a[1..].iter().all(is_int),
-                DataType::Utf8,
-            )
+            let ok = (a.len() == 2 || a.len() == 3) && a[1..].iter().all(is_int);
+            if ok && is_bytes(&a[0]) {
+                return Ok(DataType::Binary);
+            }
+            check("SUBSTRING", a, ok && is_str(&a[0]), DataType::Utf8)
         },
         |a, _| {
+            let pos = int(&a[1]).unwrap_or(1);
+            let len = a.get(2).and_then(int);
+            if let Some(b) = raw_bytes(&a[0]) {
+                let range = substring_range(b.len(), pos, len);
+                return Ok(ScalarValue::Binary(Some(b[range].to_vec())));
+            }
             let Some(s) = text(&a[0]) else {
                 return Ok(ScalarValue::Utf8(None));
             };
             let chars: Vec<char> = s.chars().collect();
-            let n = chars.len() as i64;
-            let pos = int(&a[1]).unwrap_or(1);
-            // ksqlDB: 1-based; negative counts from the end; 0 is 1.
-            let start = if pos > 0 {
-                pos - 1
-            } else if pos < 0 {
-                (n + pos).max(0)
-            } else {
-                0
-            };
-            let end = match a.get(2).and_then(int) {
-                Some(len) => (start + len.max(0)).min(n),
-                None => n,
-            };
-            if start >= n || end <= start {
-                return Ok(utf8(""));
-            }
-            Ok(utf8(
-                chars[start as usize..end as usize]
-                    .iter()
-                    .collect::<String>(),
-            ))
+            let range = substring_range(chars.len(), pos, len);
+            Ok(utf8(chars[range].iter().collect::<String>()))
         },
     )
 }
@@ -866,12 +1024,134 @@ fn ln_log() -> ScalarUDF {
             } else {
                 Some(std::f64::consts::E)
             };
+            // ksqlDB: NaN for a negative value or a base that is not
+            // positive or is 1; -Infinity for 0.
             Ok(ScalarValue::Float64(match (x, base) {
+                (Some(x), Some(b)) if x < 0.0 || b <= 0.0 || b == 1.0 => Some(f64::NAN),
+                (Some(x), _) if x == 0.0 => Some(f64::NEG_INFINITY),
                 (Some(x), Some(b)) => Some(x.ln() / b.ln()),
                 _ => None,
             }))
         },
     )
+}
+
+/// `unscaled / 10^scale` rounded (or, with `trunc`, truncated) to
+/// `places` decimal places, a negative count rounding to tens, hundreds…;
+/// the result keeps the scale. Ties round toward positive infinity, as
+/// ksqlDB does (HALF_UP above zero, HALF_DOWN below).
+fn round_unscaled(v: i128, scale: i32, places: i32, trunc: bool) -> Option<i128> {
+    let drop = scale.checked_sub(places)?;
+    if drop <= 0 {
+        return Some(v);
+    }
+    let Some(p) = u32::try_from(drop).ok().and_then(|d| 10i128.checked_pow(d)) else {
+        return Some(0);
+    };
+    let (q, r) = (v / p, (v % p).abs());
+    let q = if trunc || r < p - r {
+        q
+    } else if r > p - r || v > 0 {
+        q + v.signum()
+    } else {
+        q
+    };
+    q.checked_mul(p)
+}
+
+/// A DOUBLE rounded or truncated to `places` decimal places through its
+/// shortest decimal text, as Java's `BigDecimal.valueOf` sees it.
+fn round_double(x: f64, places: i32, trunc: bool) -> f64 {
+    if !x.is_finite() {
+        return x;
+    }
+    let text = format!("{x}");
+    let (int_part, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let digits = format!("{int_part}{frac}");
+    let (Ok(v), Ok(scale)) = (digits.parse::<i128>(), i32::try_from(frac.len())) else {
+        let f = 10f64.powi(places);
+        return if trunc {
+            (x * f).trunc() / f
+        } else {
+            (x * f + 0.5).floor() / f
+        };
+    };
+    match round_unscaled(v, scale, places, trunc) {
+        Some(r) => format!("{r}e-{scale}").parse().unwrap_or(x),
+        None => x,
+    }
+}
+
+/// ksqlDB's ROUND and TRUNC: INT and BIGINT unchanged; DOUBLE to BIGINT,
+/// or to a DOUBLE with the given decimal places; DECIMAL to a whole
+/// DECIMAL, or to the same type with the given places.
+fn round_trunc(name: &'static str) -> ScalarUDF {
+    let eval: super::udf::EvalFn = if name == "TRUNC" {
+        |a, ret| round_eval(a, ret, true)
+    } else {
+        |a, ret| round_eval(a, ret, false)
+    };
+    let ret: super::udf::ReturnFn = if name == "TRUNC" {
+        |a| round_type("TRUNC", a)
+    } else {
+        |a| round_type("ROUND", a)
+    };
+    RowFn::strict(name, ret, eval)
+}
+
+fn round_type(name: &str, a: &[DataType]) -> Result<DataType> {
+    let places = a.len() == 2 && is_int(&a[1]);
+    match a.first() {
+        Some(DataType::Int32) if a.len() == 1 => Ok(DataType::Int32),
+        Some(t) if t.is_integer() && a.len() == 1 => Ok(DataType::Int64),
+        Some(t) if (t.is_integer() || t.is_floating()) && places => Ok(DataType::Float64),
+        Some(DataType::Float64 | DataType::Float32 | DataType::Null) if a.len() == 1 => {
+            Ok(DataType::Int64)
+        }
+        Some(DataType::Null) if places => Ok(DataType::Float64),
+        Some(DataType::Decimal128(p, s)) if a.len() == 1 => {
+            let whole = i32::from(*p) - i32::from(*s) + i32::from(name == "ROUND");
+            Ok(DataType::Decimal128(whole.clamp(1, 38) as u8, 0))
+        }
+        Some(d @ DataType::Decimal128(..)) if places => Ok(d.clone()),
+        _ => Err(no_variant(name, a)),
+    }
+}
+
+fn round_eval(a: &[ScalarValue], ret: &DataType, trunc: bool) -> Result<ScalarValue> {
+    let places = match a.get(1) {
+        Some(p) => match int(p) {
+            Some(p) => Some(i32::try_from(p).unwrap_or(if p < 0 { i32::MIN } else { i32::MAX })),
+            None => return ScalarValue::try_from(ret),
+        },
+        None => None,
+    };
+    match (&a[0], ret) {
+        (ScalarValue::Decimal128(Some(v), _, s), DataType::Decimal128(rp, rs)) => {
+            let s = i32::from(*s);
+            let r = round_unscaled(*v, s, places.unwrap_or(0), trunc)
+                .ok_or_else(|| err("numeric value out of range"))?;
+            // Rescale to the result type's scale (0 when no places given).
+            let r = if places.is_none() {
+                r / 10i128.pow(s as u32)
+            } else {
+                r
+            };
+            Ok(ScalarValue::Decimal128(Some(r), *rp, *rs))
+        }
+        (v, DataType::Int32) => Ok(ScalarValue::Int32(int(v).map(|i| i as i32))),
+        (v, DataType::Int64) if v.data_type().is_integer() => Ok(ScalarValue::Int64(int(v))),
+        (v, DataType::Int64) => Ok(ScalarValue::Int64(num(v).map(|x| {
+            if trunc {
+                x.trunc() as i64
+            } else {
+                (x + 0.5).floor() as i64
+            }
+        }))),
+        (v, _) => Ok(ScalarValue::Float64(
+            num(v).map(|x| round_double(x, places.unwrap_or(0), trunc)),
+        )),
+    }
 }
 
 fn float_fn(name: &'static str) -> ScalarUDF {
@@ -1560,6 +1840,8 @@ pub fn all() -> Vec<ScalarUDF> {
         json_concat(),
         split(),
         regexp_extract(),
+        array_join(),
+        array_sort(),
         regexp_extract_all(),
         regexp_split_to_array(),
         regexp_replace(),
@@ -1576,6 +1858,8 @@ pub fn all() -> Vec<ScalarUDF> {
         number_from_bytes("BIGINT_FROM_BYTES"),
         number_from_bytes("DOUBLE_FROM_BYTES"),
         ln_log(),
+        round_trunc("ROUND"),
+        round_trunc("TRUNC"),
         float_fn("SQRT"),
         float_fn("LN"),
         float_fn("EXP"),
@@ -1610,6 +1894,34 @@ pub fn all() -> Vec<ScalarUDF> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_ties_go_up_and_negative_places_round_to_tens() {
+        assert_eq!(round_double(1.5, 0, false), 2.0);
+        assert_eq!(round_double(-1.5, 0, false), -1.0);
+        assert_eq!(round_double(-1.7, 0, false), -2.0);
+        assert_eq!(round_double(12345.678, -1, false), 12350.0);
+        assert_eq!(round_double(-12345.678, -2, false), -12300.0);
+        assert_eq!(round_double(12345.678, 2, true), 12345.67);
+        assert_eq!(round_double(1.234567, 10, false), 1.234567);
+        assert!(round_double(f64::NAN, 1, false).is_nan());
+        // 123.45 at scale 2 to one place: 123.5; truncated: 123.4.
+        assert_eq!(round_unscaled(12345, 2, 1, false), Some(12350));
+        assert_eq!(round_unscaled(-12345, 2, 1, false), Some(-12340));
+        assert_eq!(round_unscaled(-12345, 2, 1, true), Some(-12340));
+        assert_eq!(round_unscaled(5, 0, -40, false), Some(0));
+    }
+
+    #[test]
+    fn bytes_split_like_strings() {
+        assert_eq!(
+            split_bytes(b"a.b..c", b"."),
+            vec![&b"a"[..], b"b", b"", b"c"]
+        );
+        assert_eq!(split_bytes(b"ab", b""), vec![&b"a"[..], b"b"]);
+        assert_eq!(split_bytes(b"", b""), vec![&b""[..]]);
+        assert_eq!(split_bytes(b"x$$y", b"$$"), vec![&b"x"[..], b"y"]);
+    }
 
     #[test]
     fn java_patterns_become_chrono_formats() {
