@@ -196,6 +196,17 @@ fn rewrite(e: &mut Expr) -> Result<()> {
             args.extend(substring_for.as_deref().cloned());
             *e = call("substring", args);
         }
+        Expr::Function(f)
+            if !f.name.to_string().eq_ignore_ascii_case("COUNT")
+                && matches!(&f.args, FunctionArguments::List(l)
+                    if matches!(l.args.as_slice(), [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)])) =>
+        {
+            // ksqlDB reads `f(*)` as a call without arguments.
+            return Err(PlanError::Type(format!(
+                "Function '{}' does not accept parameters ().",
+                f.name.to_string().to_ascii_lowercase()
+            )));
+        }
         Expr::Function(f) if lambda_function(&f.name.to_string()).is_some() => {
             let name = f.name.to_string().to_ascii_uppercase();
             let FunctionArguments::List(l) = &mut f.args else {
@@ -255,7 +266,11 @@ fn rewrite(e: &mut Expr) -> Result<()> {
                 if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) = l.args.first_mut()
                 {
                     if let Expr::Identifier(unit) = first {
-                        *first = string(&unit.value);
+                        // Only a time unit word; a column stays a column
+                        // (and fails the function's type check).
+                        if is_time_unit(&unit.value) && unit.quote_style.is_none() {
+                            *first = string(&unit.value);
+                        }
                     }
                 }
             }
@@ -314,6 +329,24 @@ fn lambda_function(name: &str) -> Option<Option<&'static str>> {
         "REDUCE" => Some(None),
         _ => None,
     }
+}
+
+/// ksqlDB's TimeUnit words, singular or plural.
+fn is_time_unit(word: &str) -> bool {
+    let w = word.to_ascii_uppercase();
+    let w = w.strip_suffix('S').unwrap_or(&w);
+    [
+        "MILLISECOND",
+        "SECOND",
+        "MINUTE",
+        "HOUR",
+        "DAY",
+        "WEEK",
+        "MONTH",
+        "YEAR",
+    ]
+    .contains(&w)
+        || ["NANOSECOND", "MICROSECOND"].contains(&w)
 }
 
 fn is_time_arithmetic(name: &str) -> bool {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::ScalarUDF;
@@ -1501,16 +1501,64 @@ fn parse_ms(s: &str, pattern: &str, tz: chrono_tz::Tz) -> Result<i64> {
             "Failed to parse timestamp '{s}' with formatter '{pattern}'"
         ))
     };
-    if let Ok(dt) = DateTime::parse_from_str(s, &fmt) {
-        return Ok(dt.timestamp_millis());
-    }
-    let naive = NaiveDateTime::parse_from_str(s, &fmt)
-        .or_else(|_| NaiveDate::parse_from_str(s, &fmt).map(|d| d.and_time(NaiveTime::MIN)))
+    let mut parsed = chrono::format::Parsed::new();
+    chrono::format::parse(&mut parsed, s, chrono::format::StrftimeItems::new(&fmt))
         .map_err(|_| fail())?;
+    // Java's defaults for fields the pattern leaves out: 1970-01-01,
+    // midnight.
+    if parsed.year().is_none() && parsed.isoyear().is_none() {
+        parsed.set_year(1970).map_err(|_| fail())?;
+    }
+    if parsed.month().is_none() && parsed.ordinal().is_none() && parsed.week_from_sun().is_none() {
+        parsed.set_month(1).map_err(|_| fail())?;
+    }
+    if parsed.day().is_none() && parsed.ordinal().is_none() && parsed.week_from_sun().is_none() {
+        parsed.set_day(1).map_err(|_| fail())?;
+    }
+    if parsed.hour_div_12().is_none() && parsed.hour_mod_12().is_none() {
+        parsed.set_hour(0).map_err(|_| fail())?;
+    }
+    if parsed.minute().is_none() {
+        parsed.set_minute(0).map_err(|_| fail())?;
+    }
+    let naive = parsed
+        .to_naive_date()
+        .and_then(|d| parsed.to_naive_time().map(|t| d.and_time(t)))
+        .map_err(|_| fail())?;
+    if let Some(offset) = parsed.offset() {
+        return Ok(naive.and_utc().timestamp_millis() - i64::from(offset) * 1000);
+    }
+    // A zone name (`z` in the pattern) chooses the zone.
+    let tz = if pattern.contains('z') {
+        s.split(|c: char| !c.is_ascii_alphabetic())
+            .find_map(zone_by_name)
+            .unwrap_or(tz)
+    } else {
+        tz
+    };
     tz.from_local_datetime(&naive)
         .earliest()
         .map(|d| d.timestamp_millis())
         .ok_or_else(fail)
+}
+
+/// The zone a Java `z` name stands for, where Java reads it as a region
+/// (`PST` is Los Angeles time, daylight saving included).
+fn zone_by_name(name: &str) -> Option<chrono_tz::Tz> {
+    use chrono_tz::Tz;
+    Some(match name {
+        "UTC" | "GMT" | "Z" | "UT" => Tz::UTC,
+        "PST" | "PDT" | "PT" => Tz::America__Los_Angeles,
+        "MST" | "MDT" | "MT" => Tz::America__Denver,
+        "CST" | "CDT" | "CT" => Tz::America__Chicago,
+        "EST" | "EDT" | "ET" => Tz::America__New_York,
+        "BST" => Tz::Europe__London,
+        "CET" | "CEST" => Tz::Europe__Paris,
+        "EET" | "EEST" => Tz::Europe__Athens,
+        "IST" => Tz::Asia__Kolkata,
+        "JST" => Tz::Asia__Tokyo,
+        other => other.parse().ok()?,
+    })
 }
 
 fn ts_ms(v: &ScalarValue) -> Option<i64> {
