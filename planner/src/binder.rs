@@ -1582,6 +1582,11 @@ pub fn plan_create_as_select(
                 )
             }));
         }
+        if *f.data_type() == DataType::Null {
+            return Err(PlanError::Type(
+                "Can't infer a type of null. Please explicitly cast it to a required type, e.g. CAST(null AS VARCHAR).".into(),
+            ));
+        }
         columns.push(Column::new(
             f.name().clone(),
             SqlType::from_arrow(f.data_type())?,

@@ -277,6 +277,9 @@ pub struct Catalog {
     pub sources: BTreeMap<String, SourceDef>,
     /// Persistent queries by id.
     pub queries: BTreeMap<String, QueryDef>,
+    /// Custom types (`CREATE TYPE`) by name.
+    #[serde(default)]
+    pub types: BTreeMap<String, crate::types::SqlType>,
 }
 
 impl Catalog {
@@ -286,6 +289,27 @@ impl Catalog {
             kind: "stream or table",
             name: name.to_string(),
         })
+    }
+
+    /// `ty` with every custom type name replaced by its definition.
+    pub fn resolve_type(&self, ty: &crate::types::SqlType) -> Result<crate::types::SqlType> {
+        ty.resolve(&|name| self.types.get(name).cloned())
+    }
+
+    /// Column specs with their custom types resolved.
+    pub fn resolve_columns(
+        &self,
+        columns: &[crate::parser::ColumnSpec],
+    ) -> Result<Vec<crate::parser::ColumnSpec>> {
+        columns
+            .iter()
+            .map(|c| {
+                Ok(crate::parser::ColumnSpec {
+                    ty: self.resolve_type(&c.ty)?,
+                    ..c.clone()
+                })
+            })
+            .collect()
     }
 
     /// Queries reading `source`.

@@ -207,6 +207,35 @@ fn rewrite(e: &mut Expr) -> Result<()> {
                 f.name.to_string().to_ascii_lowercase()
             )));
         }
+        Expr::Function(f)
+            if f.name.to_string().eq_ignore_ascii_case("COALESCE")
+                && matches!(&f.args, FunctionArguments::List(l) if l.args.is_empty()) =>
+        {
+            return Err(PlanError::Type(
+                "Function 'COALESCE' does not accept parameters ().".into(),
+            ));
+        }
+        Expr::Like {
+            pattern,
+            escape_char,
+            ..
+        } if escape_char.as_ref().is_some_and(|c| {
+            !matches!(&c.value, Value::SingleQuotedString(s) if s == "\\")
+        }) =>
+        {
+            // DataFusion escapes with `\` only: translate the pattern.
+            let Some(Value::SingleQuotedString(c)) = escape_char.take().map(|c| c.value) else {
+                return Err(PlanError::Syntax(
+                    "syntax error: ESCAPE takes a one-character string".into(),
+                ));
+            };
+            if c.chars().count() != 1 {
+                return Err(PlanError::Invalid(format!(
+                    "Escape string must be a single character: '{c}'"
+                )));
+            }
+            **pattern = call("__brook_like_escape", vec![(**pattern).clone(), string(&c)]);
+        }
         Expr::Function(f) if lambda_function(&f.name.to_string()).is_some() => {
             let name = f.name.to_string().to_ascii_uppercase();
             let FunctionArguments::List(l) = &mut f.args else {

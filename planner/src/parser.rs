@@ -107,6 +107,8 @@ pub enum ShowWhat {
     Properties,
     /// `SHOW FUNCTIONS`
     Functions,
+    /// `SHOW TYPES`
+    Types,
 }
 
 /// A Brook statement.
@@ -210,6 +212,22 @@ pub enum Statement {
         if_exists: bool,
         /// `DELETE TOPIC`
         delete_topic: bool,
+    },
+    /// `CREATE TYPE [IF NOT EXISTS] name AS type`
+    CreateType {
+        /// The type's name.
+        name: String,
+        /// What it stands for.
+        ty: SqlType,
+        /// `IF NOT EXISTS`
+        if_not_exists: bool,
+    },
+    /// `DROP TYPE [IF EXISTS] name`
+    DropType {
+        /// The type's name.
+        name: String,
+        /// `IF EXISTS`
+        if_exists: bool,
     },
     /// `ALTER STREAM|TABLE name ADD [COLUMN] col type, …`
     Alter {
@@ -671,6 +689,18 @@ fn parse_source_kind(p: &mut Parser) -> Result<SourceKind> {
 
 fn parse_create(p: &mut Parser) -> Result<Statement> {
     p.next_token(); // CREATE
+    if is_word(&p.peek_token().token, "TYPE") {
+        p.next_token();
+        let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name = parse_name(p)?;
+        p.expect_keyword(Keyword::AS).map_err(syntax)?;
+        let ty = crate::types::parse_type(p).map_err(syntax)?;
+        return Ok(Statement::CreateType {
+            name,
+            ty,
+            if_not_exists,
+        });
+    }
     let or_replace = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
     let source = p.parse_keyword(Keyword::SOURCE);
     let kind = parse_source_kind(p)?;
@@ -877,10 +907,11 @@ fn parse_show(p: &mut Parser) -> Result<Statement> {
         w if is_word(w, "TOPICS") => ShowWhat::Topics,
         w if is_word(w, "PROPERTIES") => ShowWhat::Properties,
         w if is_word(w, "FUNCTIONS") => ShowWhat::Functions,
+        w if is_word(w, "TYPES") => ShowWhat::Types,
         _ => {
             return Err(syntax(
                 p.expected::<()>(
-                    "STREAMS, TABLES, QUERIES, TOPICS, PROPERTIES or FUNCTIONS",
+                    "STREAMS, TABLES, QUERIES, TOPICS, PROPERTIES, FUNCTIONS or TYPES",
                     t,
                 )
                 .unwrap_err(),
@@ -922,6 +953,12 @@ fn parse_alter(p: &mut Parser) -> Result<Statement> {
 
 fn parse_drop(p: &mut Parser) -> Result<Statement> {
     p.next_token(); // DROP
+    if is_word(&p.peek_token().token, "TYPE") {
+        p.next_token();
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = parse_name(p)?;
+        return Ok(Statement::DropType { name, if_exists });
+    }
     let kind = parse_source_kind(p)?;
     let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
     let name = parse_name(p)?;

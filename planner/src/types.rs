@@ -330,6 +330,12 @@ fn parse_type_inner(
     }
     let name = w.value.to_ascii_uppercase();
     Ok(match name.as_str() {
+        "NULL" => {
+            return Err(ParserError::ParserError(format!(
+                "Syntax Error: NULL is not a type, at {}",
+                t.span.start
+            )))
+        }
         "BOOLEAN" | "BOOL" => SqlType::Boolean,
         "INT" | "INTEGER" => SqlType::Int,
         "BIGINT" => SqlType::Bigint,

@@ -226,8 +226,9 @@ fn apply_ddl(
             source,
             ..
         } => {
+            let columns = catalog.resolve_columns(columns)?;
             let mut def =
-                plan_create_source(*kind, name, columns, props, format_defaults(properties)?)?;
+                plan_create_source(*kind, name, &columns, props, format_defaults(properties)?)?;
             def.partitions = partitions.unwrap_or(def.partitions);
             def.read_only = *source;
             catalog.sources.insert(name.clone(), def);
@@ -287,8 +288,31 @@ fn apply_ddl(
             name,
             columns,
         } => {
-            let def = plan_alter(catalog, *kind, name, columns)?;
+            let columns = catalog.resolve_columns(columns)?;
+            let def = plan_alter(catalog, *kind, name, &columns)?;
             catalog.sources.insert(name.clone(), def);
+        }
+        Statement::CreateType {
+            name,
+            ty,
+            if_not_exists,
+        } => {
+            if let Some(existing) = catalog.types.get(name) {
+                if !*if_not_exists {
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot register custom type '{name}' since it is already registered with type: {existing}"
+                    ))
+                    .into());
+                }
+            } else {
+                let ty = catalog.resolve_type(ty)?;
+                catalog.types.insert(name.clone(), ty);
+            }
+        }
+        Statement::DropType { name, if_exists } => {
+            if catalog.types.remove(name).is_none() && !*if_exists {
+                return Err(PlanError::Invalid(format!("Type {name} does not exist.")).into());
+            }
         }
         Statement::Drop { name, .. } => {
             if let Some(def) = catalog.sources.remove(name) {
@@ -398,6 +422,8 @@ impl Session {
             | Statement::Drop { .. }
             | Statement::Alter { .. }
             | Statement::Terminate { .. }
+            | Statement::CreateType { .. }
+            | Statement::DropType { .. }
             | Statement::InsertSelect { .. } => brook.execute_ddl(parsed, &self.properties).await,
             Statement::InsertValues {
                 target,
@@ -624,6 +650,24 @@ impl Session {
                 )
             }
             ShowWhat::Functions => show_functions(sql),
+            ShowWhat::Types => {
+                let catalog = self.brook.catalog();
+                let rows = catalog
+                    .types
+                    .iter()
+                    .map(|(n, t)| vec![n.clone(), t.to_string()])
+                    .collect();
+                let types: serde_json::Map<String, serde_json::Value> = catalog
+                    .types
+                    .iter()
+                    .map(|(n, t)| (n.clone(), serde_json::json!({"type": t.base_name(), "schema": t.to_string()})))
+                    .collect();
+                listing(
+                    &["Type Name", "Schema"],
+                    rows,
+                    serde_json::json!({"@type": "type_list", "statementText": sql, "types": types, "warnings": []}),
+                )
+            }
             ShowWhat::Properties => {
                 let rows: Vec<Vec<String>> = self
                     .properties
@@ -816,6 +860,31 @@ impl Brook {
                             "Table"
                         }
                     ),
+                    query_id: None,
+                }
+            }
+            Statement::CreateType { name, ty, .. } => {
+                let mut next = catalog.clone();
+                apply_ddl(&mut next, &parsed, seq, properties, None)?;
+                self.persist(seq, &parsed.sql, properties)?;
+                let resolved = next.types.get(name).cloned().unwrap_or_else(|| ty.clone());
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                Output::Command {
+                    tag: "CREATE TYPE".into(),
+                    message: format!(
+                        "Registered custom type with name '{name}' and SQL type {resolved}"
+                    ),
+                    query_id: None,
+                }
+            }
+            Statement::DropType { name, .. } => {
+                let mut next = catalog.clone();
+                apply_ddl(&mut next, &parsed, seq, properties, None)?;
+                self.persist(seq, &parsed.sql, properties)?;
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                Output::Command {
+                    tag: "DROP TYPE".into(),
+                    message: format!("Dropped type '{name}'"),
                     query_id: None,
                 }
             }

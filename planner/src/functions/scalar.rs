@@ -92,6 +92,43 @@ fn parse_json(s: &str) -> Option<Json> {
         .and_then(|r| r.ok())
 }
 
+/// `__brook_like_escape(pattern, c)`: a LIKE pattern escaped with `c`
+/// rewritten to escape with `\\`, the only escape DataFusion reads.
+fn like_escape() -> ScalarUDF {
+    RowFn::strict(
+        "__BROOK_LIKE_ESCAPE",
+        |a| {
+            check(
+                "LIKE",
+                a,
+                a.len() == 2 && a.iter().all(is_str),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            let (Some(p), Some(esc)) = (text(&a[0]), text(&a[1]).and_then(|e| e.chars().next()))
+            else {
+                return Ok(ScalarValue::Utf8(None));
+            };
+            let mut out = String::with_capacity(p.len());
+            let mut chars = p.chars();
+            while let Some(c) = chars.next() {
+                if c == esc {
+                    if let Some(next) = chars.next() {
+                        out.push('\\');
+                        out.push(next);
+                    }
+                } else if c == '\\' {
+                    out.push_str("\\\\");
+                } else {
+                    out.push(c);
+                }
+            }
+            Ok(utf8(out))
+        },
+    )
+}
+
 /// ksqlDB's ARRAY_SORT: ascending by default, `'DESC'` for descending;
 /// NULL elements go last either way.
 fn array_sort() -> ScalarUDF {
@@ -1889,6 +1926,7 @@ pub fn all() -> Vec<ScalarUDF> {
         split(),
         regexp_extract(),
         array_join(),
+        like_escape(),
         array_sort(),
         regexp_extract_all(),
         regexp_split_to_array(),
