@@ -640,15 +640,67 @@ fn logical_plan(query: &Query, sources: &[&SourceDef]) -> Result<LogicalPlan> {
     let ctx = planning_context(sources)?;
     let state = ctx.state();
     check_group_by(&query, &state)?;
-    let stmt = DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query))));
+    let stmt = DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query.clone()))));
     // Resolving placeholder tables does no I/O: the future completes at once.
-    let plan = futures::executor::block_on(state.statement_to_plan(stmt)).map_err(plan_error)?;
+    let plan = futures::executor::block_on(state.statement_to_plan(stmt))
+        .map_err(|e| where_error(&query, &e).unwrap_or_else(|| plan_error(e)))?;
     let plan = int_literals(plan)?;
     check_comparisons(&plan)?;
     state
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})
-        .map_err(plan_error)
+        .map_err(|e| where_error(&query, &e).unwrap_or_else(|| plan_error(e)))
+}
+
+/// ksqlDB's words for a WHERE clause that is not a boolean, or whose
+/// arithmetic mixes types that do not add up.
+fn where_error(query: &Query, e: &DataFusionError) -> Option<PlanError> {
+    use crate::ksql_ast::{ksql_display, literal_type};
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let predicate = select.selection.as_ref()?;
+    let text = e.to_string();
+    if text.contains("Cannot create filter with non-boolean predicate") {
+        let df_type = text.rsplit("returning ").next()?.trim();
+        let ty = literal_type(predicate).map(str::to_string).or_else(|| {
+            crate::types::arrow_type_by_name(df_type)
+                .and_then(|t| SqlType::from_arrow(&t).ok())
+                .map(|t| t.to_string())
+        })?;
+        return Some(PlanError::Type(format!(
+            "Type error in WHERE expression: Should evaluate to boolean but is {} ({ty}) instead.",
+            ksql_display(predicate)
+        )));
+    }
+    if text.contains("Cannot coerce arithmetic expression") {
+        // The first arithmetic between two literals of unlike types.
+        let mut found = None;
+        let _ = ast::visit_expressions(predicate, |e| {
+            if let ast::Expr::BinaryOp { left, op, right } = e {
+                let arithmetic = matches!(
+                    op,
+                    ast::BinaryOperator::Plus
+                        | ast::BinaryOperator::Minus
+                        | ast::BinaryOperator::Multiply
+                        | ast::BinaryOperator::Divide
+                        | ast::BinaryOperator::Modulo
+                );
+                if let (true, Some(l), Some(r)) =
+                    (arithmetic, literal_type(left), literal_type(right))
+                {
+                    found = Some((ksql_display(e), l, r));
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        let (expr, l, r) = found?;
+        return Some(PlanError::Type(format!(
+            "Error in WHERE expression: Error processing expression: {expr}. Unsupported arithmetic types. {l} {r}"
+        )));
+    }
+    None
 }
 
 /// ksqlDB refuses aggregate functions in GROUP BY.

@@ -219,9 +219,9 @@ fn rewrite(e: &mut Expr) -> Result<()> {
             pattern,
             escape_char,
             ..
-        } if escape_char.as_ref().is_some_and(|c| {
-            !matches!(&c.value, Value::SingleQuotedString(s) if s == "\\")
-        }) =>
+        } if escape_char
+            .as_ref()
+            .is_some_and(|c| !matches!(&c.value, Value::SingleQuotedString(s) if s == "\\")) =>
         {
             // DataFusion escapes with `\` only: translate the pattern.
             let Some(Value::SingleQuotedString(c)) = escape_char.take().map(|c| c.value) else {
@@ -307,6 +307,62 @@ fn rewrite(e: &mut Expr) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// An expression as ksqlDB prints it in messages: operations in
+/// parentheses, function names in upper case, booleans in lower case.
+pub fn ksql_display(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => format!("'{s}'"),
+            Value::Boolean(b) => b.to_string(),
+            Value::Null => "null".into(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        Expr::CompoundIdentifier(parts) => parts
+            .iter()
+            .map(|i| i.value.as_str())
+            .collect::<Vec<_>>()
+            .join("."),
+        Expr::BinaryOp { left, op, right } => {
+            format!("({} {op} {})", ksql_display(left), ksql_display(right))
+        }
+        Expr::Nested(inner) => ksql_display(inner),
+        Expr::UnaryOp { op, expr } => format!("{op}{}", ksql_display(expr)),
+        Expr::Function(f) => {
+            let args = match &f.args {
+                FunctionArguments::List(l) => l
+                    .args
+                    .iter()
+                    .map(|a| match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => ksql_display(e),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => String::new(),
+            };
+            format!("{}({args})", f.name.to_string().to_ascii_uppercase())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The ksqlDB type name of a literal, as its syntax types it.
+pub fn literal_type(e: &Expr) -> Option<&'static str> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(_) => Some("STRING"),
+            Value::Boolean(_) => Some("BOOLEAN"),
+            Value::Number(n, _) if n.contains(['.', 'e', 'E']) => Some("DECIMAL"),
+            Value::Number(n, _) if n.parse::<i32>().is_ok() => Some("INTEGER"),
+            Value::Number(..) => Some("BIGINT"),
+            _ => None,
+        },
+        Expr::Nested(inner) => literal_type(inner),
+        _ => None,
+    }
 }
 
 /// A string literal or a concatenation: `+` next to it concatenates.

@@ -660,7 +660,12 @@ impl Session {
                 let types: serde_json::Map<String, serde_json::Value> = catalog
                     .types
                     .iter()
-                    .map(|(n, t)| (n.clone(), serde_json::json!({"type": t.base_name(), "schema": t.to_string()})))
+                    .map(|(n, t)| {
+                        (
+                            n.clone(),
+                            serde_json::json!({"type": t.base_name(), "schema": t.to_string()}),
+                        )
+                    })
                     .collect();
                 listing(
                     &["Type Name", "Schema"],
