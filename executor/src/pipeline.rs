@@ -116,6 +116,9 @@ enum Step {
     Filter(PhysExpr),
     Project {
         exprs: Vec<PhysExpr>,
+        /// Whether each expression reads a value column of the source: on
+        /// a record without a value it is NULL, as in ksqlDB.
+        uses_value: Vec<bool>,
         schema: SchemaRef,
     },
     Aggregate(AggregateOp),
@@ -328,6 +331,17 @@ impl Pipeline {
                         .iter()
                         .map(|e| physical(e, input_schema))
                         .collect::<Result<_>>()?,
+                    uses_value: exprs
+                        .iter()
+                        .map(|e| {
+                            e.column_refs().iter().any(|c| {
+                                plan.source
+                                    .columns
+                                    .iter()
+                                    .any(|col| col.is_value() && col.name == c.name)
+                            })
+                        })
+                        .collect(),
                     schema: Arc::new(output_schema.as_arrow().clone()),
                 },
                 StreamOp::Explode {
@@ -422,19 +436,60 @@ impl Pipeline {
                         null_values: vec![false; keep.iter().filter(|k| **k).count()],
                     }
                 }
-                Step::Project { exprs, schema } => {
+                Step::Project {
+                    exprs,
+                    uses_value,
+                    schema,
+                } => {
                     let n = input.len();
+                    let valueless: Option<BooleanArray> = input
+                        .null_values
+                        .iter()
+                        .any(|b| *b)
+                        .then(|| input.null_values.iter().map(|b| Some(*b)).collect());
                     let columns = exprs
                         .iter()
-                        .map(|e| evaluate_lenient(e, &input.batch, &mut self.errors))
+                        .zip(uses_value.iter())
+                        .map(|(e, uses_value)| {
+                            let column = evaluate_lenient(e, &input.batch, &mut self.errors)?;
+                            match (&valueless, uses_value) {
+                                (Some(mask), true) => {
+                                    let nulls = datafusion::arrow::array::new_null_array(
+                                        column.data_type(),
+                                        n,
+                                    );
+                                    Ok(datafusion::arrow::compute::kernels::zip::zip(
+                                        mask, &nulls, &column,
+                                    )?)
+                                }
+                                _ => Ok(column),
+                            }
+                        })
                         .collect::<Result<Vec<_>>>()?;
                     let options = RecordBatchOptions::new().with_row_count(Some(n));
+                    let schema = if valueless.is_some() {
+                        // Columns NULLed for records without a value.
+                        let fields: Vec<_> = schema
+                            .fields()
+                            .iter()
+                            .zip(uses_value)
+                            .map(|(f, u)| {
+                                if *u {
+                                    Arc::new(f.as_ref().clone().with_nullable(true))
+                                } else {
+                                    Arc::clone(f)
+                                }
+                            })
+                            .collect();
+                        Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+                            fields,
+                            schema.metadata().clone(),
+                        ))
+                    } else {
+                        Arc::clone(schema)
+                    };
                     ChangeBatch {
-                        batch: RecordBatch::try_new_with_options(
-                            Arc::clone(schema),
-                            columns,
-                            &options,
-                        )?,
+                        batch: RecordBatch::try_new_with_options(schema, columns, &options)?,
                         weights: input.weights,
                         rowtimes: input.rowtimes,
                         null_values: input.null_values,
