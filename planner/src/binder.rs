@@ -562,6 +562,34 @@ fn rewrite_projection(query: &mut Query, sources: &[&SourceDef]) -> Result<()> {
                 ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => {
                     out.push(SelectItem::UnnamedExpr(expr))
                 }
+                // `s->f` is named after the field, as in ksqlDB.
+                ast::Expr::Function(ref f) if f.name.to_string() == "get_field" => {
+                    let field = match &f.args {
+                        ast::FunctionArguments::List(l) => match l.args.get(1) {
+                            Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
+                                ast::Expr::Value(v),
+                            ))) => match &v.value {
+                                ast::Value::SingleQuotedString(s) => Some(s.clone()),
+                                _ => None,
+                            },
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    match field {
+                        Some(name) => out.push(SelectItem::ExprWithAlias {
+                            expr,
+                            alias: quoted(&name),
+                        }),
+                        None => {
+                            out.push(SelectItem::ExprWithAlias {
+                                expr,
+                                alias: quoted(&format!("KSQL_COL_{generated}")),
+                            });
+                            generated += 1;
+                        }
+                    }
+                }
                 other => {
                     out.push(SelectItem::ExprWithAlias {
                         expr: other,
