@@ -171,6 +171,17 @@ pub struct MvRow {
     pub values: Vec<Datum>,
     /// Event time of the last change.
     pub rowtime: i64,
+    /// ROWPARTITION of the record behind the last change.
+    #[serde(default)]
+    pub partition: i32,
+    /// ROWOFFSET of the record behind the last change (-1: not known, as
+    /// for rows a query computed).
+    #[serde(default = "unknown_offset")]
+    pub offset: i64,
+}
+
+fn unknown_offset() -> i64 {
+    -1
 }
 
 /// One record for a sink, with the materialized-view change it implies.
@@ -287,6 +298,8 @@ pub fn encode_sink(
                 let mv = Some(Some(MvRow {
                     values: row.clone(),
                     rowtime,
+                    partition: partition as i32,
+                    offset: -1,
                 }));
                 records.push(SinkRecord {
                     partition,
@@ -405,7 +418,8 @@ impl TableSource {
         records: &[StoredRecord],
         state: &dyn StateStore,
     ) -> Result<ChangeBatch> {
-        let to_scalars = |row: &MvRow| batch_row(def, &row.values, row.rowtime, 0, -1);
+        let to_scalars =
+            |row: &MvRow| batch_row(def, &row.values, row.rowtime, row.partition, row.offset);
         let mut rows = Vec::new();
         let mut weights = Vec::new();
         let mut rowtimes = Vec::new();
@@ -421,6 +435,8 @@ impl TableSource {
                     Some(d) => Some(MvRow {
                         values: d.values,
                         rowtime: d.rowtime,
+                        partition: r.partition as i32,
+                        offset: r.offset as i64,
                     }),
                     None => continue, // undecodable: skipped and logged
                 }

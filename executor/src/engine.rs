@@ -950,7 +950,7 @@ impl Engine {
             for (_, v) in self.state.scan_prefix(&mv_prefix(&def.name))? {
                 let row: MvRow = serde_json::from_slice(&v)
                     .map_err(|e| ExecError::Internal(format!("unreadable row: {e}")))?;
-                out.push(to_row(&row.values, row.rowtime, 0, -1)?);
+                out.push(to_row(&row.values, row.rowtime, row.partition, row.offset)?);
             }
             return Ok(out);
         }
