@@ -53,7 +53,8 @@ pub fn encode(
             }
             let fields: Vec<String> = values
                 .iter()
-                .map(|v| delimited_field(v, delimiter))
+                .enumerate()
+                .map(|(i, v)| delimited_field(v, delimiter, i == 0))
                 .collect::<Result<_>>()?;
             Ok(Some(fields.join(&delimiter.to_string()).into_bytes()))
         }
@@ -153,7 +154,34 @@ fn parse_text(s: &str, ty: &SqlType, name: &str) -> Result<Datum> {
     datum::parse_text(s, ty, name).map_err(|e| ser(e.to_string()))
 }
 
-fn delimited_field(d: &Datum, delimiter: char) -> Result<String> {
+/// One DELIMITED field, quoted where Commons CSV's minimal quoting (which
+/// ksqlDB writes with) quotes: text holding the delimiter, a quote or a
+/// line break, empty text, a field starting with a character up to `#` or
+/// ending with one up to a space, and a record's first field when it does
+/// not start with a letter or digit.
+fn delimited_field(d: &Datum, delimiter: char, first: bool) -> Result<String> {
+    let text = delimited_text(d)?;
+    if d.is_null() {
+        return Ok(text);
+    }
+    let quote = match (text.chars().next(), text.chars().last()) {
+        (None, _) => true,
+        (Some(c), Some(last)) => {
+            (first && !c.is_ascii_alphanumeric())
+                || c <= '#'
+                || last <= ' '
+                || text.contains([delimiter, '"', '\n', '\r'])
+        }
+        (Some(_), None) => false,
+    };
+    Ok(if quote {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    })
+}
+
+fn delimited_text(d: &Datum) -> Result<String> {
     Ok(match d {
         Datum::Null => String::new(),
         Datum::Bool(b) => b.to_string(),
@@ -163,9 +191,6 @@ fn delimited_field(d: &Datum, delimiter: char) -> Result<String> {
         Datum::Float(f) => f.to_string(),
         Datum::Decimal(v, s) => decimal_text(*v, *s),
         Datum::Bytes(b) => B64.encode(b),
-        Datum::Str(s) if s.contains([delimiter, '"', '\n']) || s.is_empty() => {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        }
         Datum::Str(s) => s.clone(),
         Datum::List(_) | Datum::Map(_) | Datum::Struct(_) => {
             return Err(ser(
@@ -331,6 +356,23 @@ mod tests {
 
     fn col(name: &str, ty: SqlType, key: bool) -> Column {
         Column::new(name, ty, key)
+    }
+
+    #[test]
+    fn delimited_quotes_as_commons_csv_minimal_mode() {
+        let field = |d: Datum, first: bool| delimited_field(&d, ',', first).expect("encodes");
+        assert_eq!(field(Datum::Int(-10), true), "\"-10\"");
+        assert_eq!(field(Datum::Int(-10), false), "-10");
+        assert_eq!(field(Datum::Str("#x".into()), false), "\"#x\"");
+        assert_eq!(field(Datum::Str("a,b".into()), false), "\"a,b\"");
+        assert_eq!(
+            field(Datum::Str("say \"hi\"".into()), false),
+            "\"say \"\"hi\"\"\""
+        );
+        assert_eq!(field(Datum::Str("tail ".into()), false), "\"tail \"");
+        assert_eq!(field(Datum::Str(String::new()), false), "\"\"");
+        assert_eq!(field(Datum::Null, true), "");
+        assert_eq!(field(Datum::Str("plain".into()), true), "plain");
     }
 
     #[test]
