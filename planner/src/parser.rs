@@ -109,6 +109,8 @@ pub enum ShowWhat {
     Functions,
     /// `SHOW TYPES`
     Types,
+    /// `SHOW VARIABLES`
+    Variables,
 }
 
 /// A Brook statement.
@@ -258,6 +260,18 @@ pub enum Statement {
         /// Property name.
         name: String,
     },
+    /// `DEFINE name = 'value'`: a session variable, used as `${name}`.
+    Define {
+        /// Variable name (upper case unless quoted).
+        name: String,
+        /// Its text.
+        value: String,
+    },
+    /// `UNDEFINE name`
+    Undefine {
+        /// Variable name.
+        name: String,
+    },
     /// `PRINT 'topic' [FROM BEGINNING] [INTERVAL|SAMPLE n] [LIMIT n]`
     Print {
         /// The topic (as written when quoted, upper-cased otherwise).
@@ -269,6 +283,79 @@ pub enum Statement {
         /// Stop after this many records.
         limit: Option<u64>,
     },
+}
+
+/// Splits a script at the `;` that end statements (not those inside
+/// quotes or comments); each piece keeps its `;`.
+pub fn split_script(sql: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let (mut start, mut quote, mut comment) = (0, None::<char>, None::<&str>);
+    let mut chars = sql.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match (quote, comment) {
+            (Some(q), _) => {
+                if c == q {
+                    if chars.peek().map(|(_, n)| *n) == Some(q) {
+                        chars.next(); // a doubled quote
+                    } else {
+                        quote = None;
+                    }
+                }
+            }
+            (None, Some("--")) => {
+                if c == '\n' {
+                    comment = None;
+                }
+            }
+            (None, Some(_)) => {
+                if c == '*' && chars.peek().map(|(_, n)| *n) == Some('/') {
+                    chars.next();
+                    comment = None;
+                }
+            }
+            (None, None) => match c {
+                '\'' | '"' | '`' => quote = Some(c),
+                '-' if chars.peek().map(|(_, n)| *n) == Some('-') => comment = Some("--"),
+                '/' if chars.peek().map(|(_, n)| *n) == Some('*') => comment = Some("/*"),
+                ';' => {
+                    pieces.push(&sql[start..=i]);
+                    start = i + 1;
+                }
+                _ => {}
+            },
+        }
+    }
+    if !sql[start..].trim().is_empty() {
+        pieces.push(&sql[start..]);
+    }
+    pieces
+}
+
+/// Replaces each `${name}` with the variable's text; an undefined name is
+/// an error.
+pub fn substitute_variables(sql: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(PlanError::Syntax(format!(
+                "syntax error: unterminated variable reference: {}",
+                &rest[at..]
+            )));
+        };
+        let name = &after[..end];
+        let value = lookup(name)
+            .or_else(|| lookup(&name.to_ascii_uppercase()))
+            .ok_or_else(|| {
+                PlanError::Invalid(format!("Can't find variable '{name}' to substitute"))
+            })?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Parses a script of `;`-separated statements.
@@ -631,6 +718,17 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         Statement::Unset {
             name: p.parse_literal_string().map_err(syntax)?,
         }
+    } else if is_word(&first, "DEFINE") {
+        p.next_token();
+        let name = p.parse_identifier().map_err(syntax)?.value;
+        p.expect_token(&Token::Eq).map_err(syntax)?;
+        let value = p.parse_literal_string().map_err(syntax)?;
+        Statement::Define { name, value }
+    } else if is_word(&first, "UNDEFINE") {
+        p.next_token();
+        Statement::Undefine {
+            name: p.parse_identifier().map_err(syntax)?.value,
+        }
     } else {
         return Err(syntax(
             p.expected::<()>("a statement", p.peek_token()).unwrap_err(),
@@ -900,24 +998,24 @@ fn parse_count(p: &mut Parser) -> Result<u64> {
 
 fn parse_show(p: &mut Parser) -> Result<Statement> {
     let t = p.next_token();
-    let what = match &t.token {
-        w if is_word(w, "STREAMS") => ShowWhat::Streams,
-        w if is_word(w, "TABLES") => ShowWhat::Tables,
-        w if is_word(w, "QUERIES") => ShowWhat::Queries,
-        w if is_word(w, "TOPICS") => ShowWhat::Topics,
-        w if is_word(w, "PROPERTIES") => ShowWhat::Properties,
-        w if is_word(w, "FUNCTIONS") => ShowWhat::Functions,
-        w if is_word(w, "TYPES") => ShowWhat::Types,
-        _ => {
-            return Err(syntax(
+    let what =
+        match &t.token {
+            w if is_word(w, "STREAMS") => ShowWhat::Streams,
+            w if is_word(w, "TABLES") => ShowWhat::Tables,
+            w if is_word(w, "QUERIES") => ShowWhat::Queries,
+            w if is_word(w, "TOPICS") => ShowWhat::Topics,
+            w if is_word(w, "PROPERTIES") => ShowWhat::Properties,
+            w if is_word(w, "FUNCTIONS") => ShowWhat::Functions,
+            w if is_word(w, "TYPES") => ShowWhat::Types,
+            w if is_word(w, "VARIABLES") => ShowWhat::Variables,
+            _ => return Err(syntax(
                 p.expected::<()>(
-                    "STREAMS, TABLES, QUERIES, TOPICS, PROPERTIES, FUNCTIONS or TYPES",
+                    "STREAMS, TABLES, QUERIES, TOPICS, PROPERTIES, FUNCTIONS, TYPES or VARIABLES",
                     t,
                 )
                 .unwrap_err(),
-            ))
-        }
-    };
+            )),
+        };
     let extended = p.parse_keyword(Keyword::EXTENDED);
     Ok(Statement::Show { what, extended })
 }
@@ -1118,6 +1216,39 @@ mod tests {
         assert_eq!(all.len(), 3);
         assert_eq!(all[1].sql, "INSERT INTO s (a) VALUES ('x;y')");
         assert!(matches!(all[2].statement, Statement::Flush));
+    }
+
+    #[test]
+    fn scripts_split_outside_quotes_and_comments() {
+        let pieces = split_script("DEFINE a = 'x;y'; -- c;\nSELECT \"b;\" FROM t; /* ; */ FLUSH");
+        assert_eq!(
+            pieces,
+            vec![
+                "DEFINE a = 'x;y';",
+                " -- c;\nSELECT \"b;\" FROM t;",
+                " /* ; */ FLUSH"
+            ]
+        );
+    }
+
+    #[test]
+    fn variables_substitute_as_text() {
+        let vars = |n: &str| (n == "T").then(|| "orders".to_string());
+        assert_eq!(
+            substitute_variables("SELECT * FROM ${t} WHERE s = '${T}'", &vars).unwrap(),
+            "SELECT * FROM orders WHERE s = 'orders'"
+        );
+        assert!(substitute_variables("SELECT ${nope}", &vars).is_err());
+        assert!(substitute_variables("SELECT ${t", &vars).is_err());
+    }
+
+    #[test]
+    fn digits_then_letters_is_an_identifier() {
+        let s = one("SELECT ROUND(v, -1) AS 1R FROM t");
+        let Statement::Select { query, .. } = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(query.to_string(), "SELECT ROUND(V, -1) AS \"1R\" FROM T");
     }
 
     #[test]

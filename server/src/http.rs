@@ -62,13 +62,22 @@ struct KsqlRequest {
     ksql: String,
     #[serde(default, rename = "streamsProperties")]
     streams_properties: serde_json::Map<String, Value>,
+    #[serde(default, rename = "sessionVariables")]
+    session_variables: serde_json::Map<String, Value>,
 }
 
-fn session_with(brook: &Arc<Brook>, props: &serde_json::Map<String, Value>) -> Session {
+fn session_with(
+    brook: &Arc<Brook>,
+    props: &serde_json::Map<String, Value>,
+    variables: &serde_json::Map<String, Value>,
+) -> Session {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
     let mut session = brook.session();
     for (k, v) in props {
-        let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-        session.set_property(k, &v);
+        session.set_property(k, &text(v));
+    }
+    for (k, v) in variables {
+        session.define(k, &text(v));
     }
     session
 }
@@ -80,7 +89,7 @@ async fn ksql(State(brook): State<Arc<Brook>>, body: Bytes) -> Response {
             return ServerError::BadRequest(format!("invalid request body: {e}")).into_response()
         }
     };
-    let mut session = session_with(&brook, &req.streams_properties);
+    let mut session = session_with(&brook, &req.streams_properties, &req.session_variables);
     let statements = match session.parse(&req.ksql) {
         Ok(s) => s,
         Err(e) => return statement_error(&e, &req.ksql, Vec::new()),
@@ -135,6 +144,8 @@ struct QueryRequest {
     sql: String,
     #[serde(default, alias = "streamsProperties")]
     properties: serde_json::Map<String, Value>,
+    #[serde(default, rename = "sessionVariables")]
+    session_variables: serde_json::Map<String, Value>,
 }
 
 fn header_json(query_id: &str, schema: &SchemaRef) -> Value {
@@ -180,7 +191,7 @@ async fn query_stream(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/json") && !a.contains("delimited"));
-    let mut session = session_with(&brook, &req.properties);
+    let mut session = session_with(&brook, &req.properties, &req.session_variables);
     let mut statements = match session.parse(&req.sql) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
@@ -296,7 +307,7 @@ async fn query(State(brook): State<Arc<Brook>>, body: Bytes) -> Response {
             return ServerError::BadRequest(format!("invalid request body: {e}")).into_response()
         }
     };
-    let mut session = session_with(&brook, &req.properties);
+    let mut session = session_with(&brook, &req.properties, &req.session_variables);
     let mut statements = match session.parse(&req.sql) {
         Ok(s) => s,
         Err(e) => return statement_error(&e, &req.sql, Vec::new()),

@@ -199,6 +199,7 @@ impl Brook {
         Session {
             brook: Arc::clone(self),
             properties: BTreeMap::new(),
+            variables: BTreeMap::new(),
         }
     }
 
@@ -385,6 +386,8 @@ pub fn split_statements(sql: &str) -> Result<Vec<(String, StatementKind)>> {
 pub struct Session {
     brook: Arc<Brook>,
     properties: BTreeMap<String, String>,
+    /// `DEFINE`d variables, substituted for `${name}`.
+    variables: BTreeMap<String, String>,
 }
 
 impl Session {
@@ -402,9 +405,42 @@ impl Session {
         Ok(out)
     }
 
-    /// Parses a script into statements without running them.
+    /// Parses a script into statements without running them. `${name}`
+    /// references are replaced by the session's variables, and by those a
+    /// `DEFINE` earlier in the script sets (statements run in order and
+    /// stop at the first error, so this is what running them would see).
     pub fn parse(&self, sql: &str) -> Result<Vec<Parsed>> {
-        Ok(parser::parse(sql)?)
+        let substitution = self
+            .properties
+            .get("ksql.variable.substitution.enable")
+            .is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+        if !substitution || !sql.contains("${") {
+            return Ok(parser::parse(sql)?);
+        }
+        let mut variables = self.variables.clone();
+        let mut out = Vec::new();
+        for piece in parser::split_script(sql) {
+            let text = parser::substitute_variables(piece, &|n| variables.get(n).cloned())?;
+            for parsed in parser::parse(&text)? {
+                match &parsed.statement {
+                    Statement::Define { name, value } => {
+                        variables.insert(name.clone(), value.clone());
+                    }
+                    Statement::Undefine { name } => {
+                        variables.remove(name);
+                    }
+                    _ => {}
+                }
+                out.push(parsed);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets a variable, as `DEFINE` does (the CLI's `--define`, the HTTP
+    /// API's `sessionVariables`).
+    pub fn define(&mut self, name: &str, value: &str) {
+        self.variables.insert(name.to_string(), value.to_string());
     }
 
     fn reads_from_beginning(&self) -> bool {
@@ -457,6 +493,26 @@ impl Session {
                 Ok(Output::Command {
                     tag: "SET".into(),
                     message: format!("Successfully changed local property '{name}' to '{value}'."),
+                    query_id: None,
+                })
+            }
+            Statement::Define { name, value } => {
+                self.variables.insert(name.clone(), value.clone());
+                Ok(Output::Command {
+                    tag: "DEFINE".into(),
+                    message: format!("Defined variable {name}."),
+                    query_id: None,
+                })
+            }
+            Statement::Undefine { name } => {
+                let message = if self.variables.remove(name).is_some() {
+                    format!("Undefined variable {name}.")
+                } else {
+                    format!("Cannot undefine variable '{name}' which was never defined")
+                };
+                Ok(Output::Command {
+                    tag: "UNDEFINE".into(),
+                    message,
                     query_id: None,
                 })
             }
@@ -650,6 +706,23 @@ impl Session {
                 )
             }
             ShowWhat::Functions => show_functions(sql),
+            ShowWhat::Variables => {
+                let rows = self
+                    .variables
+                    .iter()
+                    .map(|(n, v)| vec![n.clone(), v.clone()])
+                    .collect();
+                let list: Vec<serde_json::Value> = self
+                    .variables
+                    .iter()
+                    .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
+                    .collect();
+                listing(
+                    &["Variable Name", "Value"],
+                    rows,
+                    serde_json::json!({"@type": "variables", "statementText": sql, "variables": list, "warnings": []}),
+                )
+            }
             ShowWhat::Types => {
                 let catalog = self.brook.catalog();
                 let rows = catalog
