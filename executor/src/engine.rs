@@ -490,6 +490,28 @@ impl Engine {
         Ok(())
     }
 
+    /// Stops a persistent query and keeps its state and checkpoint, so
+    /// that [`Engine::start_query`] continues where it stopped (`PAUSE`).
+    pub async fn pause_query(&self, id: &str) {
+        let q = self
+            .queries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(q) = q {
+            let _ = q.stop.send(true);
+            let _ = q.handle.await;
+        }
+    }
+
+    /// Whether a persistent query is running.
+    pub fn is_running(&self, id: &str) -> bool {
+        self.queries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+
     /// Deletes the materialized rows of a table.
     pub fn drop_materialization(&self, table: &str) -> Result<()> {
         Ok(self.state.delete_prefix(&mv_prefix(table))?)

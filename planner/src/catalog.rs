@@ -268,6 +268,9 @@ pub struct QueryDef {
     pub sink: String,
     /// The sources it reads.
     pub sources: Vec<String>,
+    /// `PAUSE`d: not running, its state and position kept for `RESUME`.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// All streams, tables and persistent queries.

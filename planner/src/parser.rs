@@ -245,6 +245,13 @@ pub enum Statement {
         /// The query id, or `None` for `ALL`.
         id: Option<String>,
     },
+    /// `PAUSE id|ALL` / `RESUME id|ALL`
+    PauseResume {
+        /// The query id, or `None` for `ALL`.
+        id: Option<String>,
+        /// `PAUSE` (true) or `RESUME`.
+        pause: bool,
+    },
     /// `FLUSH`: wait until every persistent query has processed everything
     /// appended before.
     Flush,
@@ -700,6 +707,17 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
             Statement::Terminate {
                 id: Some(parse_name(&mut p)?),
             }
+        }
+    } else if is_word(&first, "PAUSE") || is_word(&first, "RESUME") {
+        p.next_token();
+        let id = if p.parse_keyword(Keyword::ALL) {
+            None
+        } else {
+            Some(parse_name(&mut p)?)
+        };
+        Statement::PauseResume {
+            id,
+            pause: is_word(&first, "PAUSE"),
         }
     } else if is_word(&first, "PRINT") {
         p.next_token();

@@ -99,6 +99,8 @@ pub struct Brook {
     engine: Arc<Engine>,
     catalog: RwLock<Catalog>,
     ddl: tokio::sync::Mutex<()>,
+    /// The plan of every persistent query, for `RESUME`.
+    plans: std::sync::Mutex<BTreeMap<String, StreamPlan>>,
 }
 
 impl Brook {
@@ -152,15 +154,26 @@ impl Brook {
             engine,
             catalog: RwLock::new(catalog),
             ddl: tokio::sync::Mutex::new(()),
+            plans: std::sync::Mutex::new(BTreeMap::new()),
         });
         // Queries still in the catalog after replay run with the plans
         // made when their statement was replayed.
-        let running: Vec<String> = brook.catalog().queries.keys().cloned().collect();
-        for id in running {
+        // Paused ones keep their plan for RESUME.
+        let queries: Vec<(String, bool)> = brook
+            .catalog()
+            .queries
+            .values()
+            .map(|q| (q.id.clone(), q.paused))
+            .collect();
+        for (id, paused) in queries {
             let plan = plans
                 .remove(&id)
                 .ok_or_else(|| PlanError::Internal(format!("no plan for query {id}")))?;
-            brook.start_query(&id, plan)?;
+            if paused {
+                brook.remember_plan(&id, plan);
+            } else {
+                brook.start_query(&id, plan)?;
+            }
         }
         brook.engine.finish_startup()?;
         Ok(brook)
@@ -181,7 +194,15 @@ impl Brook {
     }
 
     /// Starts a persistent query with the plan `apply_ddl` made for it.
+    fn remember_plan(&self, id: &str, plan: StreamPlan) {
+        self.plans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), plan);
+    }
+
     fn start_query(&self, id: &str, plan: StreamPlan) -> Result<()> {
+        self.remember_plan(id, plan.clone());
         let sink = {
             let catalog = self.catalog();
             let q = catalog
@@ -259,6 +280,7 @@ fn apply_ddl(
                     sql: parsed.sql.clone(),
                     sink: name.clone(),
                     sources: vec![plan.source.name.clone()],
+                    paused: false,
                 },
             );
             created = Some((id, plan));
@@ -280,6 +302,7 @@ fn apply_ddl(
                     sql: parsed.sql.clone(),
                     sink: target.clone(),
                     sources: vec![plan.source.name.clone()],
+                    paused: false,
                 },
             );
             created = Some((id, plan));
@@ -326,6 +349,13 @@ fn apply_ddl(
             catalog.queries.remove(id);
         }
         Statement::Terminate { id: None } => catalog.queries.clear(),
+        Statement::PauseResume { id, pause } => {
+            for q in catalog.queries.values_mut() {
+                if id.as_ref().is_none_or(|id| *id == q.id) {
+                    q.paused = *pause;
+                }
+            }
+        }
         _ => return Err(PlanError::Internal("not a DDL statement".into()).into()),
     }
     Ok(created)
@@ -458,6 +488,7 @@ impl Session {
             | Statement::Drop { .. }
             | Statement::Alter { .. }
             | Statement::Terminate { .. }
+            | Statement::PauseResume { .. }
             | Statement::CreateType { .. }
             | Statement::DropType { .. }
             | Statement::InsertSelect { .. } => brook.execute_ddl(parsed, &self.properties).await,
@@ -654,6 +685,7 @@ impl Session {
                 let mut list = Vec::new();
                 for q in catalog.queries.values() {
                     let state = match status.get(&q.id) {
+                        _ if q.paused => "PAUSED",
                         Some(None) => "RUNNING",
                         Some(Some(_)) => "ERROR",
                         None => "NOT_RUNNING",
@@ -1094,10 +1126,57 @@ impl Brook {
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 for q in &ids {
                     self.engine.terminate_query(q).await?;
+                    self.plans
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(q);
                 }
                 Output::Command {
                     tag: "TERMINATE".into(),
                     message: "Query terminated.".into(),
+                    query_id: None,
+                }
+            }
+            Statement::PauseResume { id, pause } => {
+                let ids: Vec<String> = match id {
+                    Some(id) => {
+                        if !catalog.queries.contains_key(id) {
+                            return Err(PlanError::NotFound {
+                                kind: "query",
+                                name: id.clone(),
+                            }
+                            .into());
+                        }
+                        vec![id.clone()]
+                    }
+                    None => catalog.queries.keys().cloned().collect(),
+                };
+                self.persist(seq, &parsed.sql, properties)?;
+                let mut next = catalog.clone();
+                apply_ddl(&mut next, &parsed, seq, properties, None)?;
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                for q in &ids {
+                    if *pause {
+                        self.engine.pause_query(q).await;
+                    } else if !self.engine.is_running(q) {
+                        let plan = self
+                            .plans
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(q)
+                            .cloned()
+                            .ok_or_else(|| PlanError::Internal(format!("no plan for query {q}")))?;
+                        self.start_query(q, plan)?;
+                    }
+                }
+                let (tag, verb) = if *pause {
+                    ("PAUSE", "paused")
+                } else {
+                    ("RESUME", "resumed")
+                };
+                Output::Command {
+                    tag: tag.into(),
+                    message: format!("Query {verb}."),
                     query_id: None,
                 }
             }
