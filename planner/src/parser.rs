@@ -245,6 +245,11 @@ pub enum Statement {
         /// The query id, or `None` for `ALL`.
         id: Option<String>,
     },
+    /// `EXPLAIN query_id` / `EXPLAIN statement`
+    Explain {
+        /// What to explain.
+        target: ExplainTarget,
+    },
     /// `PAUSE id|ALL` / `RESUME id|ALL`
     PauseResume {
         /// The query id, or `None` for `ALL`.
@@ -363,6 +368,15 @@ pub fn substitute_variables(sql: &str, lookup: &dyn Fn(&str) -> Option<String>) 
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// What `EXPLAIN` explains.
+#[derive(Debug, Clone)]
+pub enum ExplainTarget {
+    /// A persistent query, by id.
+    Query(String),
+    /// A query statement, planned but not run.
+    Statement(Box<Statement>),
 }
 
 /// Parses a script of `;`-separated statements.
@@ -644,6 +658,49 @@ fn rewrite_collection_casts(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
 }
 
 fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    let meaningful: Vec<usize> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+        .map(|(i, _)| i)
+        .collect();
+    if let Some(&first) = meaningful.first() {
+        if is_word(&tokens[first].token, "EXPLAIN") {
+            // `EXPLAIN query_id` or `EXPLAIN statement`.
+            if let [_, id] = meaningful.as_slice() {
+                if let Token::Word(w) = &tokens[*id].token {
+                    let statement_word = ["SELECT", "CREATE", "INSERT", "WITH"]
+                        .iter()
+                        .any(|k| w.value.eq_ignore_ascii_case(k));
+                    if !statement_word {
+                        let id = if w.quote_style.is_some() {
+                            w.value.clone()
+                        } else {
+                            w.value.to_ascii_uppercase()
+                        };
+                        return Ok(Statement::Explain {
+                            target: ExplainTarget::Query(id),
+                        });
+                    }
+                }
+            }
+            let inner = parse_one(tokens[first + 1..].to_vec())?;
+            if !matches!(
+                inner,
+                Statement::Select { .. }
+                    | Statement::CreateAsSelect { .. }
+                    | Statement::InsertSelect { .. }
+            ) {
+                return Err(PlanError::Invalid(
+                    "EXPLAIN takes a query id, a SELECT, a CREATE … AS SELECT or an INSERT … SELECT"
+                        .into(),
+                ));
+            }
+            return Ok(Statement::Explain {
+                target: ExplainTarget::Statement(Box::new(inner)),
+            });
+        }
+    }
     let (tokens, emit) = normalize_tokens(tokens);
     let tokens = rewrite_collection_casts(tokens);
     let (tokens, partition_by) = take_partition_by(tokens)?;

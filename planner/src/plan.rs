@@ -132,6 +132,104 @@ pub struct StreamPlan {
 }
 
 impl StreamPlan {
+    /// The plan as `EXPLAIN` prints it: one line per step, from the source
+    /// to the sink (`sink` when it writes one).
+    pub fn explain(&self, sink: Option<&str>) -> Vec<String> {
+        let schema = |s: &DFSchemaRef| {
+            s.fields()
+                .iter()
+                .map(|f| {
+                    let ty = crate::types::SqlType::from_arrow(f.data_type())
+                        .map_or_else(|_| f.data_type().to_string(), |t| t.to_string());
+                    format!("{} {ty}", f.name())
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut lines = vec![format!(
+            "SOURCE {} ({} over topic {})",
+            self.source.name,
+            self.source.kind.noun(),
+            self.source.topic
+        )];
+        for op in &self.ops {
+            lines.push(match op {
+                StreamOp::Filter { predicate, .. } => format!("  FILTER {predicate}"),
+                StreamOp::Project {
+                    exprs,
+                    output_schema,
+                    ..
+                } => format!(
+                    "  PROJECT {} | schema: {}",
+                    exprs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    schema(output_schema)
+                ),
+                StreamOp::Explode { calls, .. } => format!(
+                    "  EXPLODE {}",
+                    calls
+                        .iter()
+                        .map(|(f, e)| format!("{f:?}({e})").to_uppercase())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                StreamOp::Aggregate {
+                    group,
+                    aggs,
+                    output_schema,
+                    ..
+                } => format!(
+                    "  AGGREGATE GROUP BY {} | {} | schema: {}",
+                    group
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    aggs.iter()
+                        .map(|a| format!(
+                            "{:?}({})",
+                            a.func,
+                            a.arg.as_ref().map_or("*".into(), ToString::to_string)
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    schema(output_schema)
+                ),
+            });
+        }
+        if self.repartitioned {
+            lines.push("  REKEY (PARTITION BY)".into());
+        }
+        let keys: Vec<&str> = self
+            .key_columns
+            .iter()
+            .filter_map(|i| {
+                self.output_schema
+                    .fields()
+                    .get(*i)
+                    .map(|f| f.name().as_str())
+            })
+            .collect();
+        lines.push(format!(
+            "{} {} (key: {})",
+            if sink.is_some() { "SINK" } else { "OUTPUT" },
+            sink.unwrap_or(if self.is_table {
+                "table changes"
+            } else {
+                "stream"
+            }),
+            if keys.is_empty() {
+                "none".into()
+            } else {
+                keys.join(", ")
+            }
+        ));
+        lines
+    }
+
     /// Index of the aggregation step, if any.
     pub fn aggregate_index(&self) -> Option<usize> {
         self.ops

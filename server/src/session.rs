@@ -590,6 +590,7 @@ impl Session {
                 })
             }
             Statement::Describe { name, .. } => self.describe(name, &parsed.sql),
+            Statement::Explain { target } => self.explain(target, &parsed.sql),
             Statement::DescribeFunction { name } => describe_function(name, &parsed.sql),
         }
     }
@@ -796,6 +797,86 @@ impl Session {
                 )
             }
         }
+    }
+
+    /// `EXPLAIN`: the steps of a persistent query, or of a query statement
+    /// planned against the current catalog without running it.
+    fn explain(&self, target: &parser::ExplainTarget, sql: &str) -> Result<Output> {
+        let catalog = self.brook.catalog().clone();
+        let (query_sql, lines) = match target {
+            parser::ExplainTarget::Query(id) => {
+                let q = catalog.queries.get(id).ok_or_else(|| PlanError::NotFound {
+                    kind: "query",
+                    name: id.clone(),
+                })?;
+                let plan = self
+                    .brook
+                    .plans
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| PlanError::Internal(format!("no plan for query {id}")))?;
+                (q.sql.clone(), plan.explain(Some(&q.sink)))
+            }
+            parser::ExplainTarget::Statement(statement) => {
+                let lines = match statement.as_ref() {
+                    Statement::Select {
+                        query,
+                        partition_by,
+                        emit: Some(_),
+                    } => plan_stream(&catalog, query, partition_by.as_deref(), None)?.explain(None),
+                    Statement::Select { query, .. } => {
+                        let plan = plan_pull(&catalog, query)?;
+                        let text = plan.plan.display_indent().to_string();
+                        text.lines().map(str::to_string).collect()
+                    }
+                    Statement::CreateAsSelect {
+                        kind,
+                        name,
+                        props,
+                        query,
+                        partition_by,
+                        ..
+                    } => {
+                        let (_, plan) = plan_create_as_select(
+                            &catalog,
+                            *kind,
+                            name,
+                            props,
+                            query,
+                            partition_by.as_deref(),
+                            "EXPLAIN",
+                        )?;
+                        plan.explain(Some(name))
+                    }
+                    Statement::InsertSelect {
+                        target,
+                        query,
+                        partition_by,
+                    } => {
+                        let (_, plan) =
+                            plan_insert_select(&catalog, target, query, partition_by.as_deref())?;
+                        plan.explain(Some(target))
+                    }
+                    _ => {
+                        return Err(PlanError::Invalid(
+                            "EXPLAIN takes a query id or a query statement".into(),
+                        )
+                        .into())
+                    }
+                };
+                (String::new(), lines)
+            }
+        };
+        let rows = lines.iter().map(|l| vec![l.clone()]).collect();
+        Ok(listing(
+            &["Plan"],
+            rows,
+            serde_json::json!({"@type": "queryDescription", "statementText": sql,
+                "queryDescription": {"statementText": query_sql, "executionPlan": lines.join("\n")},
+                "warnings": []}),
+        ))
     }
 
     fn describe(&self, name: &str, sql: &str) -> Result<Output> {
