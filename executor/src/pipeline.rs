@@ -334,11 +334,15 @@ impl Pipeline {
                     uses_value: exprs
                         .iter()
                         .map(|e| {
+                            // ROWTIME and the other pseudo-columns come
+                            // with the value in ksqlDB, too.
                             e.column_refs().iter().any(|c| {
-                                plan.source
-                                    .columns
-                                    .iter()
-                                    .any(|col| col.is_value() && col.name == c.name)
+                                ["ROWTIME", "ROWPARTITION", "ROWOFFSET"].contains(&c.name.as_str())
+                                    || plan
+                                        .source
+                                        .columns
+                                        .iter()
+                                        .any(|col| col.is_value() && col.name == c.name)
                             })
                         })
                         .collect(),

@@ -149,6 +149,40 @@ fn rewrite(e: &mut Expr) -> Result<()> {
             left,
             op: BinaryOperator::Arrow,
             right,
+        } if matches!(
+            left.as_ref(),
+            Expr::BinaryOp {
+                op: BinaryOperator::Assignment,
+                ..
+            }
+        ) =>
+        {
+            // `a := s->f` arrives as `(a := s) -> f`: the field access
+            // belongs to the value.
+            let Expr::BinaryOp {
+                left: name,
+                right: value,
+                ..
+            } = left.as_ref()
+            else {
+                return Ok(());
+            };
+            let mut access = Expr::BinaryOp {
+                left: value.clone(),
+                op: BinaryOperator::Arrow,
+                right: right.clone(),
+            };
+            rewrite(&mut access)?;
+            *e = Expr::BinaryOp {
+                left: name.clone(),
+                op: BinaryOperator::Assignment,
+                right: Box::new(access),
+            };
+        }
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Arrow,
+            right,
         } => {
             match right.as_mut() {
                 Expr::Identifier(id) => {

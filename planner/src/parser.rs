@@ -576,6 +576,16 @@ fn take_partition_by(
         }
     }
     let clause: Vec<TokenWithSpan> = tokens[exprs_start..end].to_vec();
+    let meaningful: Vec<&Token> = clause
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::EOF | Token::SemiColon))
+        .collect();
+    if matches!(meaningful.as_slice(), [] | [Token::LParen, Token::RParen]) {
+        return Err(PlanError::Syntax(
+            "syntax error: PARTITION BY requires at least one expression".into(),
+        ));
+    }
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
