@@ -1065,7 +1065,7 @@ fn ln_log() -> ScalarUDF {
             // positive or is 1; -Infinity for 0.
             Ok(ScalarValue::Float64(match (x, base) {
                 (Some(x), Some(b)) if x < 0.0 || b <= 0.0 || b == 1.0 => Some(f64::NAN),
-                (Some(x), _) if x == 0.0 => Some(f64::NEG_INFINITY),
+                (Some(0.0), _) => Some(f64::NEG_INFINITY),
                 (Some(x), Some(b)) => Some(x.ln() / b.ln()),
                 _ => None,
             }))
