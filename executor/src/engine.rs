@@ -477,15 +477,7 @@ impl Engine {
     /// Stops a persistent query (if it runs) and deletes its state, which a
     /// crash may have left behind for a query that no longer runs.
     pub async fn terminate_query(&self, id: &str) -> Result<()> {
-        let q = self
-            .queries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        if let Some(q) = q {
-            let _ = q.stop.send(true);
-            let _ = q.handle.await;
-        }
+        self.pause_query(id).await;
         self.state.delete_prefix(&query_prefix(id))?;
         Ok(())
     }

@@ -165,14 +165,13 @@ fn delimited_field(d: &Datum, delimiter: char, first: bool) -> Result<String> {
         return Ok(text);
     }
     let quote = match (text.chars().next(), text.chars().last()) {
-        (None, _) => true,
         (Some(c), Some(last)) => {
             (first && !c.is_ascii_alphanumeric())
                 || c <= '#'
                 || last <= ' '
                 || text.contains([delimiter, '"', '\n', '\r'])
         }
-        (Some(_), None) => false,
+        _ => true, // empty text
     };
     Ok(if quote {
         format!("\"{}\"", text.replace('"', "\"\""))

@@ -120,6 +120,9 @@ enum Step {
         /// a record without a value it is NULL, as in ksqlDB.
         uses_value: Vec<bool>,
         schema: SchemaRef,
+        /// `schema` with those columns nullable, for batches holding
+        /// records without a value.
+        valueless_schema: SchemaRef,
     },
     Aggregate(AggregateOp),
     Explode {
@@ -326,16 +329,12 @@ impl Pipeline {
                     exprs,
                     input_schema,
                     output_schema,
-                } => Step::Project {
-                    exprs: exprs
-                        .iter()
-                        .map(|e| physical(e, input_schema))
-                        .collect::<Result<_>>()?,
-                    uses_value: exprs
+                } => {
+                    // ROWTIME and the other pseudo-columns come with the
+                    // value in ksqlDB, too.
+                    let uses_value: Vec<bool> = exprs
                         .iter()
                         .map(|e| {
-                            // ROWTIME and the other pseudo-columns come
-                            // with the value in ksqlDB, too.
                             e.column_refs().iter().any(|c| {
                                 ["ROWTIME", "ROWPARTITION", "ROWOFFSET"].contains(&c.name.as_str())
                                     || plan
@@ -345,9 +344,31 @@ impl Pipeline {
                                         .any(|col| col.is_value() && col.name == c.name)
                             })
                         })
-                        .collect(),
-                    schema: Arc::new(output_schema.as_arrow().clone()),
-                },
+                        .collect();
+                    let schema = Arc::new(output_schema.as_arrow().clone());
+                    let fields: Vec<_> = schema
+                        .fields()
+                        .iter()
+                        .zip(&uses_value)
+                        .map(|(f, u)| {
+                            Arc::new(f.as_ref().clone().with_nullable(f.is_nullable() || *u))
+                        })
+                        .collect();
+                    let valueless_schema =
+                        Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+                            fields,
+                            schema.metadata().clone(),
+                        ));
+                    Step::Project {
+                        exprs: exprs
+                            .iter()
+                            .map(|e| physical(e, input_schema))
+                            .collect::<Result<_>>()?,
+                        uses_value,
+                        schema,
+                        valueless_schema,
+                    }
+                }
                 StreamOp::Explode {
                     calls,
                     input_schema,
@@ -444,6 +465,7 @@ impl Pipeline {
                     exprs,
                     uses_value,
                     schema,
+                    valueless_schema,
                 } => {
                     let n = input.len();
                     let valueless: Option<BooleanArray> = input
@@ -471,27 +493,11 @@ impl Pipeline {
                         })
                         .collect::<Result<Vec<_>>>()?;
                     let options = RecordBatchOptions::new().with_row_count(Some(n));
-                    let schema = if valueless.is_some() {
-                        // Columns NULLed for records without a value.
-                        let fields: Vec<_> = schema
-                            .fields()
-                            .iter()
-                            .zip(uses_value)
-                            .map(|(f, u)| {
-                                if *u {
-                                    Arc::new(f.as_ref().clone().with_nullable(true))
-                                } else {
-                                    Arc::clone(f)
-                                }
-                            })
-                            .collect();
-                        Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
-                            fields,
-                            schema.metadata().clone(),
-                        ))
+                    let schema = Arc::clone(if valueless.is_some() {
+                        valueless_schema
                     } else {
-                        Arc::clone(schema)
-                    };
+                        schema
+                    });
                     ChangeBatch {
                         batch: RecordBatch::try_new_with_options(schema, columns, &options)?,
                         weights: input.weights,

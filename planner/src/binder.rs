@@ -562,40 +562,19 @@ fn rewrite_projection(query: &mut Query, sources: &[&SourceDef]) -> Result<()> {
                 ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => {
                     out.push(SelectItem::UnnamedExpr(expr))
                 }
-                // `s->f` is named after the field, as in ksqlDB.
-                ast::Expr::Function(ref f) if f.name.to_string() == "get_field" => {
-                    let field = match &f.args {
-                        ast::FunctionArguments::List(l) => match l.args.get(1) {
-                            Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
-                                ast::Expr::Value(v),
-                            ))) => match &v.value {
-                                ast::Value::SingleQuotedString(s) => Some(s.clone()),
-                                _ => None,
-                            },
-                            _ => None,
-                        },
-                        _ => None,
-                    };
-                    match field {
-                        Some(name) => out.push(SelectItem::ExprWithAlias {
-                            expr,
-                            alias: quoted(&name),
-                        }),
-                        None => {
-                            out.push(SelectItem::ExprWithAlias {
-                                expr,
-                                alias: quoted(&format!("KSQL_COL_{generated}")),
-                            });
-                            generated += 1;
-                        }
-                    }
-                }
                 other => {
+                    // `s->f` is named after the field, as in ksqlDB.
+                    let alias = match struct_field(&other) {
+                        Some(field) => field,
+                        None => {
+                            generated += 1;
+                            format!("KSQL_COL_{}", generated - 1)
+                        }
+                    };
                     out.push(SelectItem::ExprWithAlias {
                         expr: other,
-                        alias: quoted(&format!("KSQL_COL_{generated}")),
+                        alias: quoted(&alias),
                     });
-                    generated += 1;
                 }
             },
             other => out.push(other),
@@ -692,7 +671,9 @@ fn where_error(query: &Query, e: &DataFusionError) -> Option<PlanError> {
     if text.contains("Cannot create filter with non-boolean predicate") {
         let df_type = text.rsplit("returning ").next()?.trim();
         let ty = literal_type(predicate).map(str::to_string).or_else(|| {
-            crate::types::arrow_type_by_name(df_type)
+            df_type
+                .parse::<DataType>()
+                .ok()
                 .and_then(|t| SqlType::from_arrow(&t).ok())
                 .map(|t| t.to_string())
         })?;
@@ -1113,6 +1094,26 @@ fn partition_expressions(
                 }
             },
         }
+    }
+}
+
+/// The field name of `get_field(s, 'F')`, the rewritten `s->f`.
+fn struct_field(e: &ast::Expr) -> Option<String> {
+    let ast::Expr::Function(f) = e else {
+        return None;
+    };
+    let ast::FunctionArguments::List(l) = &f.args else {
+        return None;
+    };
+    match (f.name.to_string().as_str(), l.args.get(1)) {
+        (
+            "get_field",
+            Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Value(v)))),
+        ) => match &v.value {
+            ast::Value::SingleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -450,22 +450,9 @@ fn lambda_function(name: &str) -> Option<Option<&'static str>> {
     }
 }
 
-/// ksqlDB's TimeUnit words, singular or plural.
+/// A time unit word the time functions read (`SECONDS`, `DAY`, …).
 fn is_time_unit(word: &str) -> bool {
-    let w = word.to_ascii_uppercase();
-    let w = w.strip_suffix('S').unwrap_or(&w);
-    [
-        "MILLISECOND",
-        "SECOND",
-        "MINUTE",
-        "HOUR",
-        "DAY",
-        "WEEK",
-        "MONTH",
-        "YEAR",
-    ]
-    .contains(&w)
-        || ["NANOSECOND", "MICROSECOND"].contains(&w)
+    crate::functions::scalar::unit_ms(word).is_ok()
 }
 
 fn is_time_arithmetic(name: &str) -> bool {

@@ -297,52 +297,6 @@ pub enum Statement {
     },
 }
 
-/// Splits a script at the `;` that end statements (not those inside
-/// quotes or comments); each piece keeps its `;`.
-pub fn split_script(sql: &str) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let (mut start, mut quote, mut comment) = (0, None::<char>, None::<&str>);
-    let mut chars = sql.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        match (quote, comment) {
-            (Some(q), _) => {
-                if c == q {
-                    if chars.peek().map(|(_, n)| *n) == Some(q) {
-                        chars.next(); // a doubled quote
-                    } else {
-                        quote = None;
-                    }
-                }
-            }
-            (None, Some("--")) => {
-                if c == '\n' {
-                    comment = None;
-                }
-            }
-            (None, Some(_)) => {
-                if c == '*' && chars.peek().map(|(_, n)| *n) == Some('/') {
-                    chars.next();
-                    comment = None;
-                }
-            }
-            (None, None) => match c {
-                '\'' | '"' | '`' => quote = Some(c),
-                '-' if chars.peek().map(|(_, n)| *n) == Some('-') => comment = Some("--"),
-                '/' if chars.peek().map(|(_, n)| *n) == Some('*') => comment = Some("/*"),
-                ';' => {
-                    pieces.push(&sql[start..=i]);
-                    start = i + 1;
-                }
-                _ => {}
-            },
-        }
-    }
-    if !sql[start..].trim().is_empty() {
-        pieces.push(&sql[start..]);
-    }
-    pieces
-}
-
 /// Replaces each `${name}` with the variable's text; an undefined name is
 /// an error.
 pub fn substitute_variables(sql: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String> {
@@ -381,6 +335,25 @@ pub enum ExplainTarget {
 
 /// Parses a script of `;`-separated statements.
 pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
+    statements(sql)?
+        .into_iter()
+        .map(|(text, tokens)| {
+            Ok(Parsed {
+                statement: parse_one(tokens)?,
+                sql: text,
+            })
+        })
+        .collect()
+}
+
+/// The statements of a script as text, without parsing them (so that
+/// `${var}` references can be substituted first).
+pub fn split_script(sql: &str) -> Result<Vec<String>> {
+    Ok(statements(sql)?.into_iter().map(|(text, _)| text).collect())
+}
+
+/// Splits a script at its `;` tokens: each statement's text and tokens.
+fn statements(sql: &str) -> Result<Vec<(String, Vec<TokenWithSpan>)>> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
@@ -398,11 +371,7 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
                 .any(|t| !matches!(t.token, Token::Whitespace(_)));
             if meaningful {
                 let text = span_text(sql, &line_starts, &current);
-                let statement = parse_one(std::mem::take(&mut current))?;
-                out.push(Parsed {
-                    statement,
-                    sql: text,
-                });
+                out.push((text, std::mem::take(&mut current)));
             }
             current.clear();
         } else {
@@ -1305,14 +1274,12 @@ mod tests {
 
     #[test]
     fn scripts_split_outside_quotes_and_comments() {
-        let pieces = split_script("DEFINE a = 'x;y'; -- c;\nSELECT \"b;\" FROM t; /* ; */ FLUSH");
+        let pieces =
+            split_script("DEFINE a = 'x;y'; -- c;\nSELECT \"b;\" FROM ${t}; /* ; */ FLUSH")
+                .unwrap();
         assert_eq!(
             pieces,
-            vec![
-                "DEFINE a = 'x;y';",
-                " -- c;\nSELECT \"b;\" FROM t;",
-                " /* ; */ FLUSH"
-            ]
+            vec!["DEFINE a = 'x;y'", "SELECT \"b;\" FROM ${t}", "FLUSH"]
         );
     }
 

@@ -135,17 +135,20 @@ impl StreamPlan {
     /// The plan as `EXPLAIN` prints it: one line per step, from the source
     /// to the sink (`sink` when it writes one).
     pub fn explain(&self, sink: Option<&str>) -> Vec<String> {
-        let schema = |s: &DFSchemaRef| {
-            s.fields()
-                .iter()
-                .map(|f| {
-                    let ty = crate::types::SqlType::from_arrow(f.data_type())
-                        .map_or_else(|_| f.data_type().to_string(), |t| t.to_string());
-                    format!("{} {ty}", f.name())
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+        let joined = |items: Vec<String>| items.join(", ");
+        let schema = |s: &DFSchemaRef| -> String {
+            joined(
+                s.fields()
+                    .iter()
+                    .map(|f| {
+                        let ty = crate::types::SqlType::from_arrow(f.data_type())
+                            .map_or_else(|_| f.data_type().to_string(), |t| t.to_string());
+                        format!("{} {ty}", f.name())
+                    })
+                    .collect(),
+            )
         };
+        let exprs = |es: &[Expr]| joined(es.iter().map(ToString::to_string).collect());
         let mut lines = vec![format!(
             "SOURCE {} ({} over topic {})",
             self.source.name,
@@ -156,25 +159,22 @@ impl StreamPlan {
             lines.push(match op {
                 StreamOp::Filter { predicate, .. } => format!("  FILTER {predicate}"),
                 StreamOp::Project {
-                    exprs,
+                    exprs: projected,
                     output_schema,
                     ..
                 } => format!(
                     "  PROJECT {} | schema: {}",
-                    exprs
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    exprs(projected),
                     schema(output_schema)
                 ),
                 StreamOp::Explode { calls, .. } => format!(
                     "  EXPLODE {}",
-                    calls
-                        .iter()
-                        .map(|(f, e)| format!("{f:?}({e})").to_uppercase())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    joined(
+                        calls
+                            .iter()
+                            .map(|(f, e)| format!("{}({e})", format!("{f:?}").to_uppercase()))
+                            .collect()
+                    )
                 ),
                 StreamOp::Aggregate {
                     group,
@@ -183,19 +183,16 @@ impl StreamPlan {
                     ..
                 } => format!(
                     "  AGGREGATE GROUP BY {} | {} | schema: {}",
-                    group
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    aggs.iter()
-                        .map(|a| format!(
-                            "{:?}({})",
-                            a.func,
-                            a.arg.as_ref().map_or("*".into(), ToString::to_string)
-                        ))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    exprs(group),
+                    joined(
+                        aggs.iter()
+                            .map(|a| format!(
+                                "{:?}({})",
+                                a.func,
+                                a.arg.as_ref().map_or("*".into(), ToString::to_string)
+                            ))
+                            .collect()
+                    ),
                     schema(output_schema)
                 ),
             });

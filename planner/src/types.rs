@@ -268,24 +268,6 @@ impl fmt::Display for SqlType {
     }
 }
 
-/// The Arrow type of one of DataFusion's simple type names (`Utf8`,
-/// `Float64`), as its messages print them.
-pub fn arrow_type_by_name(name: &str) -> Option<DataType> {
-    Some(match name {
-        "Boolean" => DataType::Boolean,
-        "Int8" => DataType::Int8,
-        "Int16" => DataType::Int16,
-        "Int32" => DataType::Int32,
-        "Int64" => DataType::Int64,
-        "Float32" => DataType::Float32,
-        "Float64" => DataType::Float64,
-        "Utf8" | "Utf8View" | "LargeUtf8" => DataType::Utf8,
-        "Binary" | "BinaryView" | "LargeBinary" => DataType::Binary,
-        "Date32" => DataType::Date32,
-        _ => return None,
-    })
-}
-
 /// Parses a ksqlDB type from its text (`MAP<STRING, ARRAY<INT>>`).
 pub fn parse_type_text(text: &str) -> Result<SqlType> {
     use datafusion::sql::sqlparser::dialect::GenericDialect;

@@ -361,6 +361,19 @@ fn apply_ddl(
     Ok(created)
 }
 
+/// The queries `TERMINATE|PAUSE|RESUME id|ALL` names (`None`: all of them).
+fn query_ids(catalog: &Catalog, id: Option<&str>) -> Result<Vec<String>> {
+    match id {
+        Some(id) if !catalog.queries.contains_key(id) => Err(PlanError::NotFound {
+            kind: "query",
+            name: id.to_string(),
+        }
+        .into()),
+        Some(id) => Ok(vec![id.to_string()]),
+        None => Ok(catalog.queries.keys().cloned().collect()),
+    }
+}
+
 fn query_id(kind: SourceKind, name: &str, seq: u64) -> String {
     let prefix = if kind == SourceKind::Table {
         "CTAS"
@@ -449,8 +462,8 @@ impl Session {
         }
         let mut variables = self.variables.clone();
         let mut out = Vec::new();
-        for piece in parser::split_script(sql) {
-            let text = parser::substitute_variables(piece, &|n| variables.get(n).cloned())?;
+        for piece in parser::split_script(sql)? {
+            let text = parser::substitute_variables(&piece, &|n| variables.get(n).cloned())?;
             for parsed in parser::parse(&text)? {
                 match &parsed.statement {
                     Statement::Define { name, value } => {
@@ -1037,10 +1050,7 @@ impl Brook {
                 }
             }
             Statement::Alter { kind, .. } => {
-                let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties, None)?;
-                self.persist(seq, &parsed.sql, properties)?;
-                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                self.commit_ddl(&catalog, &parsed, seq, properties)?;
                 Output::Command {
                     tag: format!("ALTER {}", kind.noun().to_uppercase()),
                     message: format!(
@@ -1055,11 +1065,13 @@ impl Brook {
                 }
             }
             Statement::CreateType { name, ty, .. } => {
-                let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties, None)?;
-                self.persist(seq, &parsed.sql, properties)?;
-                let resolved = next.types.get(name).cloned().unwrap_or_else(|| ty.clone());
-                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                self.commit_ddl(&catalog, &parsed, seq, properties)?;
+                let resolved = self
+                    .catalog()
+                    .types
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| ty.clone());
                 Output::Command {
                     tag: "CREATE TYPE".into(),
                     message: format!(
@@ -1069,10 +1081,7 @@ impl Brook {
                 }
             }
             Statement::DropType { name, .. } => {
-                let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties, None)?;
-                self.persist(seq, &parsed.sql, properties)?;
-                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                self.commit_ddl(&catalog, &parsed, seq, properties)?;
                 Output::Command {
                     tag: "DROP TYPE".into(),
                     message: format!("Dropped type '{name}'"),
@@ -1080,10 +1089,7 @@ impl Brook {
                 }
             }
             Statement::InsertSelect { .. } => {
-                let mut next = catalog.clone();
-                let created = apply_ddl(&mut next, &parsed, seq, properties, None)?;
-                self.persist(seq, &parsed.sql, properties)?;
-                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                let created = self.commit_ddl(&catalog, &parsed, seq, properties)?;
                 let id = format!("INSERTQUERY_{seq}");
                 if let Some((id, plan)) = created {
                     self.start_query(&id, plan)?;
@@ -1170,10 +1176,7 @@ impl Brook {
                     }
                 }
                 let def = def.clone();
-                self.persist(seq, &parsed.sql, properties)?;
-                let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties, None)?;
-                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                self.commit_ddl(&catalog, &parsed, seq, properties)?;
                 if let Some(q) = &def.query_id {
                     self.engine.terminate_query(q).await?;
                 }
@@ -1188,23 +1191,8 @@ impl Brook {
                 }
             }
             Statement::Terminate { id } => {
-                let ids: Vec<String> = match id {
-                    Some(id) => {
-                        if !catalog.queries.contains_key(id) {
-                            return Err(PlanError::NotFound {
-                                kind: "query",
-                                name: id.clone(),
-                            }
-                            .into());
-                        }
-                        vec![id.clone()]
-                    }
-                    None => catalog.queries.keys().cloned().collect(),
-                };
-                self.persist(seq, &parsed.sql, properties)?;
-                let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties, None)?;
-                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                let ids = query_ids(&catalog, id.as_deref())?;
+                self.commit_ddl(&catalog, &parsed, seq, properties)?;
                 for q in &ids {
                     self.engine.terminate_query(q).await?;
                     self.plans
@@ -1219,23 +1207,8 @@ impl Brook {
                 }
             }
             Statement::PauseResume { id, pause } => {
-                let ids: Vec<String> = match id {
-                    Some(id) => {
-                        if !catalog.queries.contains_key(id) {
-                            return Err(PlanError::NotFound {
-                                kind: "query",
-                                name: id.clone(),
-                            }
-                            .into());
-                        }
-                        vec![id.clone()]
-                    }
-                    None => catalog.queries.keys().cloned().collect(),
-                };
-                self.persist(seq, &parsed.sql, properties)?;
-                let mut next = catalog.clone();
-                apply_ddl(&mut next, &parsed, seq, properties, None)?;
-                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+                let ids = query_ids(&catalog, id.as_deref())?;
+                self.commit_ddl(&catalog, &parsed, seq, properties)?;
                 for q in &ids {
                     if *pause {
                         self.engine.pause_query(q).await;
@@ -1264,6 +1237,23 @@ impl Brook {
             _ => return Err(PlanError::Internal("not a DDL statement".into()).into()),
         };
         Ok(output)
+    }
+
+    /// Applies a DDL statement to a copy of `catalog` (which validates it),
+    /// persists the statement, then publishes the new catalog. Returns the
+    /// query the statement creates, if any.
+    fn commit_ddl(
+        &self,
+        catalog: &Catalog,
+        parsed: &Parsed,
+        seq: u64,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<Option<(String, StreamPlan)>> {
+        let mut next = catalog.clone();
+        let created = apply_ddl(&mut next, parsed, seq, properties, None)?;
+        self.persist(seq, &parsed.sql, properties)?;
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(created)
     }
 
     fn persist(&self, seq: u64, sql: &str, properties: &BTreeMap<String, String>) -> Result<()> {

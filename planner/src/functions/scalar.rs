@@ -1862,7 +1862,7 @@ fn from_days() -> ScalarUDF {
 }
 
 /// Milliseconds in one `unit` (SECONDS, MINUTES, …, DAYS).
-fn unit_ms(unit: &str) -> Result<i64> {
+pub(crate) fn unit_ms(unit: &str) -> Result<i64> {
     Ok(match unit.to_ascii_uppercase().trim_end_matches('S') {
         "MILLISECOND" => 1,
         "SECOND" => 1000,
