@@ -25,6 +25,8 @@ if [ -d "$qtt_dir" ]; then
   # most QTT cases fail by design until later issues land.
   echo "ksqlDB QTT pass count -- $(tail -n 1 "$qtt_log")"
   rm -f "$qtt_log"
+  echo "== statement printer: parse -> print -> parse over every QTT statement"
+  cargo run --quiet --locked -p brook-sql-tests --bin qtt -- --round-trip "$qtt_dir" 2>/dev/null | tail -n 20
 else
   echo "skipped: $qtt_dir not found (CI has it beside the clone)"
 fi

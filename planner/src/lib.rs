@@ -14,6 +14,8 @@
 //!   [`binder::plan_pull`] a [`plan::PullPlan`] (DataFusion over state),
 //!   [`binder::plan_insert`] typed rows.
 //! - [`plan`] is the only contract with the executor.
+//! - [`printer`] prints a statement back as ksqlDB text (the inverse of
+//!   parsing; round-trip tested).
 //!
 //! Layers, lowest first: `types` → `catalog` → `parser` → `binder` → `plan`.
 #![warn(missing_docs)]
@@ -26,6 +28,7 @@ pub mod functions;
 mod ksql_ast;
 pub mod parser;
 pub mod plan;
+pub mod printer;
 pub mod types;
 
 pub use error::{PlanError, Result};

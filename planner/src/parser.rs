@@ -113,8 +113,8 @@ pub enum ShowWhat {
     Variables,
 }
 
-/// A Brook statement.
-#[derive(Debug, Clone)]
+/// A Brook statement. [`crate::printer`] prints it back as ksqlDB text.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Statement {
     /// `CREATE [OR REPLACE] STREAM|TABLE [IF NOT EXISTS] name (cols) [WITH (…)]`
     CreateSource {
@@ -325,7 +325,7 @@ pub fn substitute_variables(sql: &str, lookup: &dyn Fn(&str) -> Option<String>) 
 }
 
 /// What `EXPLAIN` explains.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ExplainTarget {
     /// A persistent query, by id.
     Query(String),

@@ -3,6 +3,10 @@
 //! `qtt [--filter SUBSTRING] [--verbose] [--passing FILE] [--write-passing FILE] PATH...`
 //! prints one line per file and a last line `qtt: P passed, F failed, S skipped`.
 //! With `--passing FILE`, exits non-zero if a case listed in FILE fails.
+//!
+//! `qtt --round-trip PATH...` runs nothing: it parses every statement of
+//! every case, prints it back ([`brook_planner::printer`]) and parses the
+//! text again; it exits non-zero if any statement reads back differently.
 #![allow(clippy::print_stdout)]
 
 use std::collections::BTreeSet;
@@ -25,6 +29,7 @@ async fn main() {
     let mut passing_file = None;
     let mut write_passing = None;
     let mut paths = Vec::new();
+    let mut round_trip = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -32,12 +37,16 @@ async fn main() {
             "--verbose" | "-v" => verbose = true,
             "--passing" => passing_file = args.next().map(PathBuf::from),
             "--write-passing" => write_passing = args.next().map(PathBuf::from),
+            "--round-trip" => round_trip = true,
             _ => paths.push(PathBuf::from(a)),
         }
     }
     if paths.is_empty() {
         eprintln!("usage: qtt [--filter SUBSTRING] [--verbose] [--passing FILE] [--write-passing FILE] PATH...");
         std::process::exit(2);
+    }
+    if round_trip {
+        std::process::exit(round_trip_all(&paths));
     }
     let required: BTreeSet<String> = passing_file
         .as_ref()
@@ -125,4 +134,52 @@ async fn main() {
     if !regressions.is_empty() {
         std::process::exit(1);
     }
+}
+
+/// Parse → print → parse over every QTT statement; the exit code.
+fn round_trip_all(paths: &[PathBuf]) -> i32 {
+    use brook_planner::parser::parse;
+    let (mut checked, mut unparsed, mut mismatched) = (0usize, 0usize, 0usize);
+    for file in paths.iter().flat_map(|p| json_files(p)) {
+        let Ok(cases) = load_file(&file) else {
+            continue;
+        };
+        for case in cases {
+            for sql in &case.statements {
+                let Ok(parsed) = parse(sql) else {
+                    unparsed += 1;
+                    continue;
+                };
+                for p in parsed {
+                    checked += 1;
+                    let printed = p.statement.to_string();
+                    match parse(&printed) {
+                        Ok(again)
+                            if again.len() == 1 && again[0].statement == p.statement => {}
+                        Ok(_) => {
+                            mismatched += 1;
+                            println!(
+                                "ROUND TRIP: {}\n  {}\n  printed as {printed}",
+                                case_id(&file, &case.name),
+                                p.sql
+                            );
+                        }
+                        Err(e) => {
+                            mismatched += 1;
+                            println!(
+                                "ROUND TRIP: {}\n  {}\n  printed as {printed}\n  which fails: {e}",
+                                case_id(&file, &case.name),
+                                p.sql
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "round trip: {checked} statements checked, {mismatched} read back differently \
+         ({unparsed} did not parse)"
+    );
+    i32::from(mismatched > 0)
 }
