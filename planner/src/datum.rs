@@ -350,6 +350,30 @@ fn float_json(f: f64) -> Json {
 /// Base64 as ksqlDB writes BYTES in JSON and DELIMITED.
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// Orders a map read from JSON as ksqlDB holds it: in a `java.util.HashMap`
+/// sized for its entries, iterated by hash bucket, then in insertion
+/// order. `REDUCE` and `MAP_KEYS` see the entries in this order.
+fn java_hash_order(entries: &mut [(Datum, Datum)]) {
+    let n = entries.len();
+    if n < 2 || !entries.iter().all(|(k, _)| matches!(k, Datum::Str(_))) {
+        return;
+    }
+    // `new HashMap<>(n)`: a power-of-two table, doubled past 3/4 full.
+    let mut capacity = n.next_power_of_two();
+    while n * 4 > capacity * 3 {
+        capacity *= 2;
+    }
+    let bucket = |k: &Datum| {
+        let Datum::Str(s) = k else { return 0 };
+        // String.hashCode, spread as HashMap.hash does.
+        let h = s
+            .encode_utf16()
+            .fold(0u32, |h, c| h.wrapping_mul(31).wrapping_add(u32::from(c)));
+        ((h ^ (h >> 16)) as usize) & (capacity - 1)
+    };
+    entries.sort_by_key(|(k, _)| bucket(k));
+}
+
 /// Reads a JSON value as a value of type `ty` (for column `name`), with
 /// ksqlDB's leniency: numbers from strings, strings from anything.
 pub fn json_to_datum(v: &Json, ty: &SqlType, name: &str) -> Result<Datum> {
@@ -392,13 +416,16 @@ pub fn json_to_datum(v: &Json, ty: &SqlType, name: &str) -> Result<Datum> {
                 .map(|i| json_to_datum(i, e, name))
                 .collect::<Result<_>>()?,
         ),
-        (Json::Object(map), SqlType::Map(k, val)) => Datum::Map(
-            map.iter()
+        (Json::Object(map), SqlType::Map(k, val)) => {
+            let mut entries = map
+                .iter()
                 .map(|(key, value)| {
                     Ok((parse_text(key, k, name)?, json_to_datum(value, val, name)?))
                 })
-                .collect::<Result<_>>()?,
-        ),
+                .collect::<Result<Vec<_>>>()?;
+            java_hash_order(&mut entries);
+            Datum::Map(entries)
+        }
         (Json::Object(map), SqlType::Struct(fields)) => Datum::Struct(
             fields
                 .iter()

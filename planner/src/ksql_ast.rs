@@ -8,7 +8,9 @@
 //! - `TIMESTAMPADD(SECONDS, …)`: the unit word becomes a string
 //! - `'a' + s`: `+` next to a string literal concatenates
 //! - `TRANSFORM(arr, x => e)` / `FILTER(arr, x => p)` → DataFusion's
-//!   `array_transform` / `array_filter` with a lambda
+//!   `array_transform` / `array_filter` with a lambda; over maps
+//!   (`(k, v) => …`) and `REDUCE`, Brook's higher-order functions in
+//!   [`crate::functions::lambda`]
 
 use std::ops::ControlFlow;
 
@@ -149,66 +151,16 @@ fn rewrite(e: &mut Expr) -> Result<()> {
             left,
             op: BinaryOperator::Arrow,
             right,
-        } if matches!(
-            left.as_ref(),
-            Expr::BinaryOp {
-                op: BinaryOperator::Assignment,
-                ..
-            }
-        ) =>
-        {
-            // `a := s->f` arrives as `(a := s) -> f`: the field access
-            // belongs to the value.
-            let Expr::BinaryOp {
-                left: name,
-                right: value,
-                ..
-            } = left.as_ref()
-            else {
-                return Ok(());
-            };
-            let mut access = Expr::BinaryOp {
-                left: value.clone(),
-                op: BinaryOperator::Arrow,
-                right: right.clone(),
-            };
-            rewrite(&mut access)?;
-            *e = Expr::BinaryOp {
-                left: name.clone(),
-                op: BinaryOperator::Assignment,
-                right: Box::new(access),
-            };
-        }
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::Arrow,
-            right,
         } => {
-            match right.as_mut() {
-                Expr::Identifier(id) => {
-                    let field = id.value.clone();
-                    *e = call("get_field", vec![*left.clone(), string(&field)]);
-                }
-                other => {
-                    // `->` binds tightest in ksqlDB, but the parser gives it a
-                    // low precedence: `s->f LIKE 'x'` arrives as
-                    // `s -> (f LIKE 'x')`. Re-associate onto the leftmost
-                    // operand.
-                    let Some(slot) = leftmost(other) else {
-                        return Err(PlanError::Syntax(format!(
-                            "syntax error: expected a field name after ->, found {other}"
-                        )));
-                    };
-                    let Expr::Identifier(id) = &*slot else {
-                        return Err(PlanError::Syntax(format!(
-                            "syntax error: expected a field name after ->, found {slot}"
-                        )));
-                    };
-                    let field = id.value.clone();
-                    *slot = call("get_field", vec![*left.clone(), string(&field)]);
-                    *e = other.clone();
-                }
-            }
+            // `->` binds tightest (see `crate::dialect`): the right side is
+            // the field's name.
+            let Expr::Identifier(id) = right.as_ref() else {
+                return Err(PlanError::Syntax(format!(
+                    "syntax error: expected a field name after ->, found {right}"
+                )));
+            };
+            let field = id.value.clone();
+            *e = call("get_field", vec![*left.clone(), string(&field)]);
         }
         Expr::BinaryOp {
             left,
@@ -270,56 +222,53 @@ fn rewrite(e: &mut Expr) -> Result<()> {
             }
             **pattern = call("__brook_like_escape", vec![(**pattern).clone(), string(&c)]);
         }
-        Expr::Function(f) if lambda_function(&f.name.to_string()).is_some() => {
+        Expr::Function(f) if is_lambda_function(&f.name.to_string()) => {
             let name = f.name.to_string().to_ascii_uppercase();
             let FunctionArguments::List(l) = &mut f.args else {
                 return Ok(());
             };
-            let mut lambdas = 0;
+            // The number of parameters of each lambda, in order.
+            let mut lambdas = Vec::new();
             for arg in &mut l.args {
-                if let FunctionArg::Named {
-                    name: param,
-                    arg: FunctionArgExpr::Expr(body),
-                    operator: FunctionArgOperator::RightArrow,
-                } = arg
-                {
-                    // Quoted, so DataFusion keeps the parameter's case as it
-                    // does the body's column names.
-                    let name = if param.quote_style.is_none() {
-                        param.value.to_ascii_uppercase()
-                    } else {
-                        param.value.clone()
-                    };
-                    let mut body = body.clone();
-                    let _ = visit_expressions_mut(&mut body, |e| {
-                        if let Expr::Identifier(i) = e {
-                            if i.value == name {
-                                *i = Ident::with_quote('"', name.clone());
-                            }
-                        }
-                        ControlFlow::<()>::Continue(())
-                    });
-                    *arg = FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Lambda(
-                        ast::LambdaFunction {
-                            params: ast::OneOrManyWithParens::One(ast::LambdaFunctionParameter {
-                                name: Ident::with_quote('"', name.clone()),
-                                data_type: None,
-                            }),
-                            body: Box::new(body),
-                            syntax: ast::LambdaSyntax::Arrow,
-                        },
-                    )));
-                    lambdas += 1;
+                if let Some((params, body)) = lambda_parts(arg)? {
+                    lambdas.push(params.len());
+                    *arg = FunctionArg::Unnamed(FunctionArgExpr::Expr(lambda(params, body)));
                 }
             }
-            match (lambda_function(&name), lambdas, l.args.len()) {
-                (Some(Some(df)), 1, 2) => f.name = ObjectName::from(vec![Ident::new(df)]),
-                (_, 0, _) if name == "FILTER" => {}
+            let target = match (name.as_str(), lambdas.as_slice(), l.args.len()) {
+                ("TRANSFORM", [1], 2) => "array_transform",
+                ("TRANSFORM", [2, 2], 3) => "__brook_map_transform",
+                ("FILTER", [1], 2) => "array_filter",
+                ("FILTER", [2], 2) => "__brook_map_filter",
+                ("REDUCE", [2 | 3], 3) => "__brook_reduce",
+                // FILTER without a lambda is the SQL aggregate clause's word.
+                ("FILTER", [], _) => return Ok(()),
                 _ => {
-                    return Err(PlanError::Unsupported(format!(
-                        "{name} is supported over arrays with a one-parameter lambda (x => …); \
-                         map lambdas and REDUCE are not supported yet"
+                    return Err(PlanError::Invalid(format!(
+                        "{name} takes {}",
+                        match name.as_str() {
+                            "TRANSFORM" => "an array and a lambda x => …, or a map and two lambdas (k, v) => …",
+                            "FILTER" => "an array and a lambda x => …, or a map and a lambda (k, v) => …",
+                            _ => "an array, an initial state and a lambda (s, x) => …, or a map, an initial state and a lambda (s, k, v) => …",
+                        }
                     )))
+                }
+            };
+            f.name = ObjectName::from(vec![Ident::new(target)]);
+            if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(init))) =
+                l.args.get_mut(1).filter(|_| target == "__brook_reduce")
+            {
+                // An integer literal is an INT in ksqlDB, and the state's
+                // type must be known when the lambda is planned (Brook
+                // narrows literals only after planning).
+                if literal_type(init) == Some("INTEGER") {
+                    *init = Expr::Cast {
+                        kind: ast::CastKind::Cast,
+                        expr: Box::new(init.clone()),
+                        data_type: ast::DataType::Int(None),
+                        array: false,
+                        format: None,
+                    };
                 }
             }
         }
@@ -412,42 +361,91 @@ fn is_text(e: &Expr) -> bool {
     }
 }
 
-/// The leftmost operand of an operator expression (where a mis-bound
-/// `->` belongs), descending through struct field accesses.
-fn leftmost(e: &mut Expr) -> Option<&mut Expr> {
-    match e {
-        Expr::Identifier(_) => Some(e),
-        Expr::BinaryOp { left, .. } => leftmost(left),
-        Expr::Like { expr, .. }
-        | Expr::ILike { expr, .. }
-        | Expr::Between { expr, .. }
-        | Expr::InList { expr, .. }
-        | Expr::IsNull(expr)
-        | Expr::IsNotNull(expr)
-        | Expr::IsTrue(expr)
-        | Expr::IsFalse(expr)
-        | Expr::IsDistinctFrom(expr, _)
-        | Expr::IsNotDistinctFrom(expr, _) => leftmost(expr),
-        Expr::Function(f) if f.name.to_string() == "get_field" => match &mut f.args {
-            FunctionArguments::List(l) => match l.args.first_mut() {
-                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) => leftmost(first),
-                _ => None,
-            },
-            _ => None,
-        },
-        _ => None,
-    }
+/// ksqlDB's functions that take lambdas.
+fn is_lambda_function(name: &str) -> bool {
+    ["TRANSFORM", "FILTER", "REDUCE"]
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name))
 }
 
-/// ksqlDB's lambda functions and the DataFusion higher-order function
-/// that computes each over an array (`None`: not supported yet).
-fn lambda_function(name: &str) -> Option<Option<&'static str>> {
-    match name.to_ascii_uppercase().as_str() {
-        "TRANSFORM" => Some(Some("array_transform")),
-        "FILTER" => Some(Some("array_filter")),
-        "REDUCE" => Some(None),
-        _ => None,
-    }
+/// A lambda argument's parameter names and body: `x => e` (a named
+/// argument) or `(s, x) => e` (an argument named by a tuple).
+fn lambda_parts(arg: &FunctionArg) -> Result<Option<(Vec<Ident>, Expr)>> {
+    let (params, body) = match arg {
+        FunctionArg::Named {
+            name,
+            arg: FunctionArgExpr::Expr(body),
+            operator: FunctionArgOperator::RightArrow,
+        } => (vec![name.clone()], body),
+        FunctionArg::ExprNamed {
+            name,
+            arg: FunctionArgExpr::Expr(body),
+            operator: FunctionArgOperator::RightArrow,
+        } => {
+            let names = match name {
+                Expr::Identifier(i) => vec![Some(i.clone())],
+                Expr::Nested(inner) => match inner.as_ref() {
+                    Expr::Identifier(i) => vec![Some(i.clone())],
+                    _ => vec![None],
+                },
+                Expr::Tuple(items) => items
+                    .iter()
+                    .map(|e| match e {
+                        Expr::Identifier(i) => Some(i.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => vec![None],
+            };
+            let Some(names) = names.into_iter().collect::<Option<Vec<_>>>() else {
+                return Err(PlanError::Syntax(format!(
+                    "syntax error: a lambda's parameters must be names, found {name}"
+                )));
+            };
+            (names, body)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some((params, body.clone())))
+}
+
+/// `(a, b) => body` as a DataFusion lambda. The parameters are quoted, so
+/// that DataFusion keeps their case as it does the body's column names.
+fn lambda(params: Vec<Ident>, mut body: Expr) -> Expr {
+    let names: Vec<String> = params
+        .iter()
+        .map(|p| {
+            if p.quote_style.is_none() {
+                p.value.to_ascii_uppercase()
+            } else {
+                p.value.clone()
+            }
+        })
+        .collect();
+    let _ = visit_expressions_mut(&mut body, |e| {
+        if let Expr::Identifier(i) = e {
+            if names.contains(&i.value) {
+                *i = Ident::with_quote('"', i.value.clone());
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let mut params: Vec<ast::LambdaFunctionParameter> = names
+        .into_iter()
+        .map(|n| ast::LambdaFunctionParameter {
+            name: Ident::with_quote('"', n),
+            data_type: None,
+        })
+        .collect();
+    Expr::Lambda(ast::LambdaFunction {
+        params: if params.len() == 1 {
+            ast::OneOrManyWithParens::One(params.remove(0))
+        } else {
+            ast::OneOrManyWithParens::Many(params)
+        },
+        body: Box::new(body),
+        syntax: ast::LambdaSyntax::Arrow,
+    })
 }
 
 /// A time unit word the time functions read (`SECONDS`, `DAY`, …).

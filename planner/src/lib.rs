@@ -23,6 +23,7 @@
 pub mod binder;
 pub mod catalog;
 pub mod datum;
+mod dialect;
 mod error;
 pub mod functions;
 mod ksql_ast;

@@ -10,7 +10,6 @@ use std::fmt;
 use datafusion::sql::sqlparser::ast::{
     self, CopySource, CopyTarget, Expr, ObjectName, Query, SetExpr, TableObject, Value,
 };
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{
@@ -18,6 +17,7 @@ use datafusion::sql::sqlparser::tokenizer::{
 };
 
 use crate::catalog::SourceKind;
+use crate::dialect::KsqlDialect;
 use crate::error::{PlanError, Result};
 use crate::types::SqlType;
 
@@ -354,7 +354,7 @@ pub fn split_script(sql: &str) -> Result<Vec<String>> {
 
 /// Splits a script at its `;` tokens: each statement's text and tokens.
 fn statements(sql: &str) -> Result<Vec<(String, Vec<TokenWithSpan>)>> {
-    let dialect = GenericDialect {};
+    let dialect = KsqlDialect;
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| PlanError::Syntax(format!("syntax error: {e}")))?;
@@ -555,7 +555,7 @@ fn take_partition_by(
             "syntax error: PARTITION BY requires at least one expression".into(),
         ));
     }
-    let dialect = GenericDialect {};
+    let dialect = KsqlDialect;
     let mut p = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(clause);
@@ -683,7 +683,7 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     let (tokens, emit) = normalize_tokens(tokens);
     let tokens = rewrite_collection_casts(tokens);
     let (tokens, partition_by) = take_partition_by(tokens)?;
-    let dialect = GenericDialect {};
+    let dialect = KsqlDialect;
     let mut p = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(tokens);

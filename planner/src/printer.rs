@@ -331,7 +331,10 @@ mod tests {
         let first = parse_statement(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         let printed = first.statement.to_string();
         let again = parse_statement(&printed).unwrap_or_else(|e| panic!("{printed}: {e}"));
-        assert_eq!(first.statement, again.statement, "{sql}\nprinted as {printed}");
+        assert_eq!(
+            first.statement, again.statement,
+            "{sql}\nprinted as {printed}"
+        );
         printed
     }
 
@@ -351,6 +354,8 @@ mod tests {
             "SELECT * FROM s WHERE v LIKE 'a%' EMIT CHANGES LIMIT 3",
             "SELECT id, s->f, CAST(m AS MAP<STRING, INT>), TRANSFORM(xs, x => x + 1) FROM s EMIT FINAL",
             "SELECT * FROM t WHERE id = 3",
+            "SELECT * FROM s WHERE x BETWEEN s->a AND 3 AND s->f->g + 1 > 2 EMIT CHANGES",
+            "SELECT REDUCE(m, 0, (s, k, v) => s + v), TRANSFORM(m, (k, v) => k, (k, v) => v) FROM s",
             "COPY (SELECT * FROM s EMIT CHANGES) TO STDOUT",
             "SHOW STREAMS EXTENDED",
             "LIST TYPES",
@@ -376,6 +381,29 @@ mod tests {
         ] {
             round_trip(sql);
         }
+    }
+
+    #[test]
+    fn struct_access_binds_tightest() {
+        let printed = round_trip("SELECT s->f + 1, x BETWEEN s->a AND 3 FROM t");
+        assert_eq!(printed, "SELECT S -> F + 1, X BETWEEN S -> A AND 3 FROM T");
+        let Statement::Select { query, .. } = parse_statement(&printed).unwrap().statement else {
+            panic!("not a select");
+        };
+        let datafusion::sql::sqlparser::ast::SetExpr::Select(select) = query.body.as_ref() else {
+            panic!("not a select body");
+        };
+        assert!(
+            matches!(
+                &select.projection[0],
+                datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(Expr::BinaryOp {
+                    op: datafusion::sql::sqlparser::ast::BinaryOperator::Plus,
+                    ..
+                })
+            ),
+            "{:?}",
+            select.projection[0]
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ fn assert_round_trips(sql: &str) -> bool {
         let printed = p.statement.to_string();
         let again = parse(&printed).unwrap_or_else(|e| panic!("{sql}\nprinted as {printed}\n{e}"));
         assert_eq!(again.len(), 1, "{printed}");
-        assert_eq!(again[0].statement, p.statement, "{sql}\nprinted as {printed}");
+        assert_eq!(
+            again[0].statement, p.statement,
+            "{sql}\nprinted as {printed}"
+        );
     }
     true
 }
@@ -89,15 +92,25 @@ fn expr() -> impl Strategy<Value = String> {
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} = {b})")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} || {b})")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} BETWEEN {b} AND 3)")),
-            inner.clone().prop_map(|a| format!("({a} LIKE 'a%' ESCAPE '!')")),
+            inner
+                .clone()
+                .prop_map(|a| format!("({a} LIKE 'a%' ESCAPE '!')")),
             inner.clone().prop_map(|a| format!("({a} IN (1, 2))")),
-            inner.clone().prop_map(|a| format!("({a} IS NOT DISTINCT FROM 1)")),
+            inner
+                .clone()
+                .prop_map(|a| format!("({a} IS NOT DISTINCT FROM 1)")),
             inner.clone().prop_map(|a| format!("(NOT {a})")),
             inner.clone().prop_map(|a| format!("ABS({a})")),
-            inner.clone().prop_map(|a| format!("CAST({a} AS DECIMAL(4, 2))")),
-            inner.clone().prop_map(|a| format!("CAST({a} AS ARRAY<STRUCT<x INT>>)")),
+            inner
+                .clone()
+                .prop_map(|a| format!("CAST({a} AS DECIMAL(4, 2))")),
+            inner
+                .clone()
+                .prop_map(|a| format!("CAST({a} AS ARRAY<STRUCT<x INT>>)")),
             inner.clone().prop_map(|a| format!("{a}[1]")),
-            inner.clone().prop_map(|a| format!("TRANSFORM({a}, x => x + 1)")),
+            inner
+                .clone()
+                .prop_map(|a| format!("TRANSFORM({a}, x => x + 1)")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("STRUCT(F := {a}, g := {b})")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("MAP({a} := {b})")),
             (inner.clone(), inner.clone())

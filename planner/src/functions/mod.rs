@@ -10,6 +10,7 @@
 pub mod agg;
 pub mod cast;
 pub mod extremes;
+pub mod lambda;
 pub mod scalar;
 pub mod udf;
 
@@ -48,6 +49,9 @@ enum Source {
     DataFusion(&'static str),
     /// Brook's own, in [`scalar`].
     Brook,
+    /// Takes lambdas: the planner rewrites the call to DataFusion's
+    /// `array_transform`/`array_filter` or one of [`lambda`]'s.
+    Lambda,
 }
 
 /// A function as `SHOW FUNCTIONS` and `DESCRIBE FUNCTION` show it.
@@ -98,6 +102,7 @@ const NULLS: &str = "CONDITIONAL";
 const OTHER: &str = "OTHER";
 const AGG: &str = "AGGREGATE";
 const TABLE: &str = "TABLE";
+const LAMBDA: &str = "LAMBDA";
 
 /// Every built-in function.
 pub static FUNCTIONS: &[FunctionInfo] = &[
@@ -185,6 +190,9 @@ pub static FUNCTIONS: &[FunctionInfo] = &[
     f("ARRAY_SORT", S, ARR, B, &["ARRAY_SORT(a ARRAY<T> [, direction STRING]) → ARRAY<T>"], "a sorted, ASC (the default) or DESC; NULLs last."),
     f("ARRAY_UNION", S, ARR, D("array_union"), &["ARRAY_UNION(a ARRAY<T>, b ARRAY<T>) → ARRAY<T>"], "The distinct elements of both."),
     f("GENERATE_SERIES", S, ARR, B, &["GENERATE_SERIES(start INT|BIGINT, end INT|BIGINT [, step INT|BIGINT]) → ARRAY<INT|BIGINT>"], "The numbers from start to end inclusive."),
+    f("TRANSFORM", S, LAMBDA, Source::Lambda, &["TRANSFORM(a ARRAY<T>, x => U) → ARRAY<U>", "TRANSFORM(m MAP<K, V>, (k, v) => K2, (k, v) => V2) → MAP<K2, V2>"], "Each element of an array, or each key and value of a map, computed by the lambdas."),
+    f("FILTER", S, LAMBDA, Source::Lambda, &["FILTER(a ARRAY<T>, x => BOOLEAN) → ARRAY<T>", "FILTER(m MAP<K, V>, (k, v) => BOOLEAN) → MAP<K, V>"], "The elements, or entries, for which the lambda is TRUE."),
+    f("REDUCE", S, LAMBDA, Source::Lambda, &["REDUCE(a ARRAY<T>, s S, (s, x) => S) → S", "REDUCE(m MAP<K, V>, s S, (s, k, v) => S) → S"], "Folds the elements, or entries, in order into the state s; a NULL or empty collection gives s."),
     f("SLICE", S, ARR, D("array_slice"), &["SLICE(a ARRAY<T>, from INT, to INT) → ARRAY<T>"], "The elements from..to (1-based, inclusive)."),
     f("AS_MAP", S, MAP, B, &["AS_MAP(keys ARRAY<K>, values ARRAY<V>) → MAP<K, V>"], "A map from parallel arrays of keys and values."),
     f("ENTRIES", S, MAP, B, &["ENTRIES(m MAP<K, V>, sorted BOOLEAN) → ARRAY<STRUCT<K K, V V>>"], "The entries of a map as structs."),
@@ -278,6 +286,9 @@ pub fn register(ctx: &SessionContext) {
         ctx.register_udaf(udaf);
     }
     ctx.register_udf(cast::udf());
+    for hof in lambda::all() {
+        ctx.register_higher_order_function(hof);
+    }
     for name in ["greatest", "least"] {
         if let Some(df) = state.scalar_functions().get(name) {
             ctx.register_udf(extremes::wrap(Arc::clone(df)));
@@ -297,6 +308,11 @@ mod tests {
         for f in FUNCTIONS {
             let name = f.name.to_ascii_lowercase();
             let found = match f.kind {
+                _ if f.source == Source::Lambda => ["array_transform", "array_filter"]
+                    .into_iter()
+                    .map(str::to_string)
+                    .chain(lambda::all().iter().map(|h| h.name().to_string()))
+                    .all(|n| ctx.state().higher_order_functions().contains_key(&n)),
                 FunctionKind::Scalar | FunctionKind::Table => ctx.udf(&name).is_ok(),
                 FunctionKind::Aggregate => ctx.udaf(&name).is_ok(),
             };

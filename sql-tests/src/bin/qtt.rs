@@ -154,8 +154,7 @@ fn round_trip_all(paths: &[PathBuf]) -> i32 {
                     checked += 1;
                     let printed = p.statement.to_string();
                     match parse(&printed) {
-                        Ok(again)
-                            if again.len() == 1 && again[0].statement == p.statement => {}
+                        Ok(again) if again.len() == 1 && again[0].statement == p.statement => {}
                         Ok(_) => {
                             mismatched += 1;
                             println!(
