@@ -161,7 +161,8 @@ fn with_delimiter(format: Format, props: &Props, name: &str) -> Result<Format> {
     };
     let mut chars = text.chars();
     let delimiter = match (text.as_str(), chars.next(), chars.next()) {
-        ("", _, _) => {
+        // Java trims the value: a lone space or tab is empty too.
+        (t, _, _) if t.chars().all(|c| c <= ' ') => {
             return Err(invalid(
                 "Delimiter cannot be empty, if you meant to have a tab or space for delimiter, please use the special values 'TAB' or 'SPACE'".into(),
             ))
@@ -295,6 +296,20 @@ fn format_refusal(format: Format, columns: &[&Column]) -> Option<String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
+        Format::Json => {
+            fn non_string_key(t: &SqlType) -> bool {
+                match t {
+                    SqlType::Map(k, v) => **k != SqlType::String || non_string_key(v),
+                    SqlType::Array(e) => non_string_key(e),
+                    SqlType::Struct(fields) => fields.iter().any(|(_, t)| non_string_key(t)),
+                    _ => false,
+                }
+            }
+            columns
+                .iter()
+                .any(|c| non_string_key(&c.ty))
+                .then(|| "JSON only supports MAP types with STRING keys".to_string())
+        }
         _ => None,
     }
 }
@@ -1118,10 +1133,11 @@ fn struct_field(e: &ast::Expr) -> Option<String> {
 }
 
 /// The name ksqlDB gives a PARTITION BY key under `SELECT *`: a column's
-/// name, a struct field's name, or `KSQL_COL_<n>`.
-fn partition_key_name(e: &Expr, generated: &mut usize) -> String {
+/// name, a struct field's name, or `KSQL_COL_<n>`. A pseudo-column keeps
+/// its name only when it is one of several keys.
+fn partition_key_name(e: &Expr, several: bool, generated: &mut usize) -> String {
     match e {
-        Expr::Column(c) if !reserved(&c.name) => return c.name.clone(),
+        Expr::Column(c) if several || !reserved(&c.name) => return c.name.clone(),
         Expr::ScalarFunction(f) if f.func.name() == "get_field" => {
             if let Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) = f.args.get(1) {
                 return name.clone();
@@ -1167,7 +1183,7 @@ fn star_partition(
         }
         items.push(SelectItem::ExprWithAlias {
             expr: ast_expr.clone(),
-            alias: quoted(&partition_key_name(e, &mut generated)),
+            alias: quoted(&partition_key_name(e, planned.len() > 1, &mut generated)),
         });
     }
     let rest = source
@@ -1650,7 +1666,9 @@ pub fn plan_create_as_select(
     }
     let mut columns = Vec::with_capacity(plan.output_schema.fields().len());
     for (i, f) in plan.output_schema.fields().iter().enumerate() {
-        if reserved(f.name()) {
+        // `PARTITION BY a, ROWTIME` names a key ROWTIME, as ksqlDB does.
+        let several_keys = partition_by.is_some() && plan.key_columns.len() > 1;
+        if reserved(f.name()) && !(several_keys && plan.key_columns.contains(&i)) {
             return Err(PlanError::Invalid(if is_alias(query, f.name()) {
                 format!(
                     "`{}` is a reserved column name. You cannot use it as an alias for a column.",

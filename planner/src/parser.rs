@@ -568,9 +568,42 @@ fn take_partition_by(
             p.expected::<()>("end of PARTITION BY", next).unwrap_err(),
         ));
     }
+    if let Some(condition) = exprs.iter().find(|e| is_condition(e)) {
+        // ksqlDB's grammar takes value expressions here, not conditions.
+        return Err(PlanError::Syntax(format!(
+            "Syntax Error: PARTITION BY takes value expressions, not the condition {condition}"
+        )));
+    }
     let mut rest = tokens[..clause_start].to_vec();
     rest.extend_from_slice(&tokens[end..]);
     Ok((rest, Some(exprs)))
+}
+
+/// A condition (logic, comparison, predicate) not in parentheses: what
+/// ksqlDB's grammar reads as a boolean expression rather than a value.
+fn is_condition(e: &Expr) -> bool {
+    use ast::BinaryOperator as B;
+    match e {
+        Expr::BinaryOp { op, .. } => matches!(
+            op,
+            B::And | B::Or | B::Xor | B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq
+        ),
+        Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            ..
+        } => true,
+        Expr::Like { .. }
+        | Expr::ILike { .. }
+        | Expr::Between { .. }
+        | Expr::InList { .. }
+        | Expr::IsNull(_)
+        | Expr::IsNotNull(_)
+        | Expr::IsTrue(_)
+        | Expr::IsFalse(_)
+        | Expr::IsDistinctFrom(..)
+        | Expr::IsNotDistinctFrom(..) => true,
+        _ => false,
+    }
 }
 
 /// `CAST(e AS ARRAY<…>|MAP<…>|STRUCT<…>)` → `__BROOK_CAST(e, 'type')`:
