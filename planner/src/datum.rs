@@ -229,10 +229,12 @@ impl Datum {
                     .zip(fields.iter())
                     .map(|(d, f)| Ok(d.to_scalar(f.data_type())?.to_array()?))
                     .collect::<Result<Vec<ArrayRef>>>()?;
-                ScalarValue::Struct(Arc::new(StructArray::try_new(
+                // One row, also when there are no fields.
+                ScalarValue::Struct(Arc::new(StructArray::try_new_with_length(
                     fields.clone(),
                     arrays,
                     None,
+                    1,
                 )?))
             }
             (d, ty) => d

@@ -142,9 +142,31 @@ fn rewrite(e: &mut Expr) -> Result<()> {
                     "Cannot construct a map with all NULL values".into(),
                 ));
             }
+            // Literal keys (values) take the type of the first key (value)
+            // that is not a literal, as in ksqlDB.
+            let is_literal = |e: &Expr| literal_type(e).is_some();
+            let key_like = pairs
+                .iter()
+                .map(|(k, _)| k)
+                .find(|k| !is_literal(k) && !is_null(k))
+                .cloned();
+            let value_like = pairs
+                .iter()
+                .map(|(_, v)| v)
+                .find(|v| !is_literal(v) && !is_null(v))
+                .cloned();
+            let coerce = |e: Expr, like: &Option<Expr>| match like {
+                Some(like) if is_literal(&e) => {
+                    call(crate::functions::cast::COERCE_NAME, vec![e, like.clone()])
+                }
+                _ => e,
+            };
             *e = call(
                 "make_map",
-                pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                pairs
+                    .into_iter()
+                    .flat_map(|(k, v)| [coerce(k, &key_like), coerce(v, &value_like)])
+                    .collect(),
             );
         }
         Expr::BinaryOp {

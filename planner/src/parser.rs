@@ -441,6 +441,9 @@ fn syntax(e: ParserError) -> PlanError {
     PlanError::Syntax(format!("syntax error: {msg}"))
 }
 
+/// What `STRUCT()` (a struct without fields) is read as: a function call.
+pub const EMPTY_STRUCT: &str = "__BROOK_EMPTY_STRUCT";
+
 /// Upper-cases unquoted words (ksqlDB identifiers), removes `EMIT CHANGES`
 /// / `EMIT FINAL`, and returns what it removed.
 fn normalize_tokens(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Option<Emit>) {
@@ -486,6 +489,29 @@ fn normalize_tokens(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Option<E
                 });
                 i += 2;
                 continue;
+            }
+        }
+        // `STRUCT()`: sqlparser's struct literal needs a field.
+        if is_word(&t.token, "STRUCT") {
+            let next: Vec<usize> = tokens[i + 1..]
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)))
+                .take(2)
+                .map(|(n, _)| n + i + 1)
+                .collect();
+            if let [open, close] = next.as_slice() {
+                if tokens[*open].token == Token::LParen && tokens[*close].token == Token::RParen {
+                    let wrap = |token: Token| TokenWithSpan {
+                        token,
+                        span: t.span,
+                    };
+                    out.push(wrap(Token::make_word(EMPTY_STRUCT, None)));
+                    out.push(wrap(Token::LParen));
+                    out.push(wrap(Token::RParen));
+                    i = close + 1;
+                    continue;
+                }
             }
         }
         let mut t = t.clone();

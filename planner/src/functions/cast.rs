@@ -259,3 +259,82 @@ mod tests {
         assert!(refusal(&ty("ARRAY<INT>"), &SqlType::String).is_none());
     }
 }
+
+/// The planning name of a literal coerced to another expression's type.
+pub const COERCE_NAME: &str = "__brook_coerce_literal";
+
+/// `__brook_coerce_literal(literal, e)`: the literal as a value of `e`'s
+/// type, as ksqlDB coerces the literals of a `MAP(…)` constructor to the
+/// type of its other keys or values (`'true'` → TRUE, `10` → `'10'`).
+/// A literal that does not read as that type is a planning error.
+pub fn coerce_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(CoerceLiteral {
+        signature: Signature::new(TypeSignature::Any(2), Volatility::Immutable),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CoerceLiteral {
+    signature: Signature,
+}
+
+/// A literal as a value of type `to`.
+fn coerce_literal(v: &ScalarValue, to: &DataType) -> Result<ScalarValue> {
+    if v.data_type() == *to || v.is_null() {
+        return v.cast_to(to);
+    }
+    let target = SqlType::from_arrow(to).map_err(|e| plan_err(e.to_string()))?;
+    let text = match v {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => s.clone(),
+        other => {
+            let from =
+                SqlType::from_arrow(&other.data_type()).map_err(|e| plan_err(e.to_string()))?;
+            let d = Datum::from_scalar(other).map_err(|e| plan_err(e.to_string()))?;
+            let out = cast_datum(d, &from, &target)?;
+            return out.to_scalar(to).map_err(|e| plan_err(e.to_string()));
+        }
+    };
+    let d = match target {
+        // Java's Boolean.parseBoolean: anything but "true" is false.
+        SqlType::Boolean => Datum::Bool(text.trim().eq_ignore_ascii_case("true")),
+        _ => crate::datum::parse_text(&text, &target, "").map_err(|_| {
+            plan_err(format!(
+                "invalid input syntax for type {target}: \"{text}\"."
+            ))
+        })?,
+    };
+    d.to_scalar(to).map_err(|e| plan_err(e.to_string()))
+}
+
+impl ScalarUDFImpl for CoerceLiteral {
+    fn name(&self) -> &str {
+        COERCE_NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Err(plan_err(
+            "__brook_coerce_literal's type comes from its arguments",
+        ))
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let to = args.arg_fields[1].data_type().clone();
+        match args.scalar_arguments.first().copied().flatten() {
+            Some(v) => coerce_literal(v, &to)?,
+            None => return Err(plan_err("only a literal can be coerced")),
+        };
+        Ok(Arc::new(Field::new(COERCE_NAME, to, true)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let to = args.return_field.data_type().clone();
+        match &args.args[0] {
+            ColumnarValue::Scalar(v) => Ok(ColumnarValue::Scalar(coerce_literal(v, &to)?)),
+            ColumnarValue::Array(_) => Err(plan_err("only a literal can be coerced")),
+        }
+    }
+}

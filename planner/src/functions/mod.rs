@@ -286,6 +286,7 @@ pub fn register(ctx: &SessionContext) {
         ctx.register_udaf(udaf);
     }
     ctx.register_udf(cast::udf());
+    ctx.register_udf(cast::coerce_udf());
     for hof in lambda::all() {
         ctx.register_higher_order_function(hof);
     }

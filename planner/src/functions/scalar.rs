@@ -94,6 +94,26 @@ fn parse_json(s: &str) -> Option<Json> {
 
 /// `__brook_like_escape(pattern, c)`: a LIKE pattern escaped with `c`
 /// rewritten to escape with `\\`, the only escape DataFusion reads.
+/// `STRUCT()`: a struct without fields.
+fn empty_struct() -> ScalarUDF {
+    RowFn::strict(
+        crate::parser::EMPTY_STRUCT,
+        |a| {
+            check(
+                "STRUCT",
+                a,
+                a.is_empty(),
+                DataType::Struct(Default::default()),
+            )
+        },
+        |_, _| {
+            Ok(ScalarValue::Struct(Arc::new(
+                datafusion::arrow::array::StructArray::new_empty_fields(1, None),
+            )))
+        },
+    )
+}
+
 fn like_escape() -> ScalarUDF {
     RowFn::strict(
         "__BROOK_LIKE_ESCAPE",
@@ -1927,6 +1947,7 @@ pub fn all() -> Vec<ScalarUDF> {
         regexp_extract(),
         array_join(),
         like_escape(),
+        empty_struct(),
         array_sort(),
         regexp_extract_all(),
         regexp_split_to_array(),
