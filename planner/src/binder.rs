@@ -2231,3 +2231,72 @@ fn literal(expr: &ast::Expr, ty: &SqlType, column: &str) -> Result<ScalarValue> 
         ))),
     }
 }
+
+/// `CREATE OR REPLACE`: whether `new` may replace `old` in place, as
+/// ksqlDB allows. The topic, formats, key and existing value columns stay;
+/// value columns may be added at the end. For a query (`old_plan` and
+/// `new_plan`), the source, the aggregation and the repartitioning stay
+/// too: filters and projections may change.
+pub fn check_upgrade(
+    old: &SourceDef,
+    new: &SourceDef,
+    plans: Option<(&StreamPlan, &StreamPlan)>,
+) -> Result<()> {
+    let refuse = |why: String| {
+        Err(PlanError::Invalid(format!(
+            "Cannot upgrade data source {}: {why}",
+            old.name
+        )))
+    };
+    if old.kind != new.kind {
+        return refuse(format!(
+            "it is a {}, not a {}",
+            old.kind.noun(),
+            new.kind.noun()
+        ));
+    }
+    if old.topic != new.topic
+        || old.key_format != new.key_format
+        || old.value_format != new.value_format
+    {
+        return refuse("its topic and formats cannot change".into());
+    }
+    let old_keys: Vec<&Column> = old.key_columns().collect();
+    let new_keys: Vec<&Column> = new.key_columns().collect();
+    if old_keys != new_keys {
+        return refuse("its key columns cannot change".into());
+    }
+    let old_values: Vec<&Column> = old.value_columns().collect();
+    let new_values: Vec<&Column> = new.value_columns().collect();
+    if let Some(c) = old_values
+        .iter()
+        .enumerate()
+        .find_map(|(i, o)| (new_values.get(i) != Some(o)).then_some(o))
+    {
+        return refuse(format!(
+            "existing value columns cannot be removed, reordered or retyped (column {} {})",
+            c.name, c.ty
+        ));
+    }
+    if let Some((old_plan, new_plan)) = plans {
+        if old_plan.source.name != new_plan.source.name {
+            return refuse(format!(
+                "its query reads {}, the new one {}",
+                old_plan.source.name, new_plan.source.name
+            ));
+        }
+        let shape = |p: &StreamPlan| -> Vec<String> {
+            p.explain(None)
+                .into_iter()
+                .filter(|l| l.contains("AGGREGATE") || l.contains("REKEY") || l.contains("EXPLODE"))
+                .collect()
+        };
+        if shape(old_plan) != shape(new_plan) {
+            return refuse(
+                "only its filters and projections may change, not its aggregation, PARTITION BY or table functions"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
+}

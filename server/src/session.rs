@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use brook_executor::processing_log;
 use brook_executor::{Engine, EngineConfig, PushStream};
-use brook_planner::binder::{plan_alter, plan_insert_select, FormatDefaults};
+use brook_planner::binder::{check_upgrade, plan_alter, plan_insert_select, FormatDefaults};
 use brook_planner::binder::{
     plan_create_as_select, plan_create_source, plan_insert, plan_pull, plan_stream,
 };
@@ -231,6 +231,43 @@ impl Brook {
 }
 
 /// Applies a DDL statement to a catalog (no side effects elsewhere).
+/// The query that wrote `old`, and its plan, for `CREATE OR REPLACE … AS
+/// SELECT`; refused when no query writes it.
+fn replaced_query(catalog: &Catalog, old: &SourceDef) -> Result<(QueryDef, StreamPlan)> {
+    let not_a_query = || {
+        PlanError::Invalid(format!(
+            "Cannot upgrade data source {}: it was not created by CREATE … AS SELECT",
+            old.name
+        ))
+    };
+    let q = old
+        .query_id
+        .as_ref()
+        .and_then(|id| catalog.queries.get(id))
+        .ok_or_else(not_a_query)?
+        .clone();
+    let Statement::CreateAsSelect {
+        kind,
+        props,
+        query,
+        partition_by,
+        ..
+    } = parser::parse_statement(&q.sql)?.statement
+    else {
+        return Err(not_a_query().into());
+    };
+    let (_, plan) = plan_create_as_select(
+        catalog,
+        kind,
+        &old.name,
+        &props,
+        &query,
+        partition_by.as_deref(),
+        &q.id,
+    )?;
+    Ok((q, plan))
+}
+
 fn apply_ddl(
     catalog: &mut Catalog,
     parsed: &Parsed,
@@ -246,6 +283,7 @@ fn apply_ddl(
             columns,
             props,
             source,
+            or_replace,
             ..
         } => {
             let columns = catalog.resolve_columns(columns)?;
@@ -253,6 +291,16 @@ fn apply_ddl(
                 plan_create_source(*kind, name, &columns, props, format_defaults(properties)?)?;
             def.partitions = partitions.unwrap_or(def.partitions);
             def.read_only = *source;
+            if let Some(old) = catalog.sources.get(name).filter(|_| *or_replace) {
+                if let Some(q) = &old.query_id {
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot upgrade data source {name}: query {q} writes it; replace it with CREATE OR REPLACE … AS SELECT"
+                    ))
+                    .into());
+                }
+                check_upgrade(old, &def, None)?;
+                def.partitions = old.partitions;
+            }
             catalog.sources.insert(name.clone(), def);
         }
         Statement::CreateAsSelect {
@@ -261,10 +309,19 @@ fn apply_ddl(
             props,
             query,
             partition_by,
+            or_replace,
             ..
         } => {
-            let id = query_id(*kind, name, seq);
-            let (def, plan) = plan_create_as_select(
+            // `CREATE OR REPLACE` of a query's sink: the same query, upgraded
+            // in place (its position and state kept).
+            let replaced = match catalog.sources.get(name).filter(|_| *or_replace) {
+                Some(old) => Some(replaced_query(catalog, old)?),
+                None => None,
+            };
+            let id = replaced
+                .as_ref()
+                .map_or_else(|| query_id(*kind, name, seq), |(q, _)| q.id.clone());
+            let (mut def, plan) = plan_create_as_select(
                 catalog,
                 *kind,
                 name,
@@ -273,6 +330,14 @@ fn apply_ddl(
                 partition_by.as_deref(),
                 &id,
             )?;
+            def.partitions = partitions.unwrap_or(def.partitions);
+            let mut paused = false;
+            if let (Some((old_query, old_plan)), Some(old)) = (&replaced, catalog.sources.get(name))
+            {
+                check_upgrade(old, &def, Some((old_plan, &plan)))?;
+                def.partitions = old.partitions;
+                paused = old_query.paused;
+            }
             catalog.queries.insert(
                 id.clone(),
                 QueryDef {
@@ -280,12 +345,10 @@ fn apply_ddl(
                     sql: parsed.sql.clone(),
                     sink: name.clone(),
                     sources: vec![plan.source.name.clone()],
-                    paused: false,
+                    paused,
                 },
             );
             created = Some((id, plan));
-            let mut def = def;
-            def.partitions = partitions.unwrap_or(def.partitions);
             catalog.sources.insert(name.clone(), def);
         }
         Statement::InsertSelect {
@@ -981,7 +1044,18 @@ impl Brook {
                     ))
                     .into());
                 }
-                if let Some(existing) = catalog.sources.get(name) {
+                let or_replace = matches!(
+                    &parsed.statement,
+                    Statement::CreateSource {
+                        or_replace: true,
+                        ..
+                    } | Statement::CreateAsSelect {
+                        or_replace: true,
+                        ..
+                    }
+                );
+                let replacing = or_replace && catalog.sources.contains_key(name);
+                if let Some(existing) = catalog.sources.get(name).filter(|_| !replacing) {
                     if *if_not_exists {
                         return Ok(Output::Command {
                             tag: format!("CREATE {}", kind.noun().to_uppercase()),
@@ -1021,13 +1095,27 @@ impl Brook {
                     next.sources.insert(def.name.clone(), def.clone());
                 }
                 self.engine.ensure_topic(&def)?;
-                // Rows a crash left behind from an earlier table of this name.
-                self.engine.drop_materialization(&def.name)?;
+                if !replacing {
+                    // Rows a crash left behind from an earlier table of this name.
+                    self.engine.drop_materialization(&def.name)?;
+                }
                 self.persist_create(seq, &parsed.sql, properties, def.partitions)?;
                 let query = def.query_id.clone();
+                let paused = query
+                    .as_ref()
+                    .and_then(|q| next.queries.get(q))
+                    .is_some_and(|q| q.paused);
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
                 if let Some((id, plan)) = created {
-                    self.start_query(&id, plan)?;
+                    if replacing {
+                        // The upgraded query goes on from where the old one stopped.
+                        self.engine.pause_query(&id).await;
+                    }
+                    if paused {
+                        self.remember_plan(&id, plan);
+                    } else {
+                        self.start_query(&id, plan)?;
+                    }
                 }
                 match &query {
                     Some(id) => Output::Command {
