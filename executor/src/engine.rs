@@ -30,7 +30,8 @@ use crate::codec::{
 };
 use crate::datum::Datum;
 use crate::error::{ExecError, Result};
-use crate::pipeline::{rows_to_batch, Pipeline};
+use crate::join::{JoinOp, Side};
+use crate::pipeline::{rows_to_batch, ChangeBatch, Pipeline};
 use crate::processing_log::{self, ProcessingError};
 
 /// Records read per partition per epoch.
@@ -48,7 +49,8 @@ struct Progress {
 }
 
 struct RunningQuery {
-    source_topic: String,
+    /// The topics it reads; its offsets are theirs, concatenated.
+    source_topics: Vec<String>,
     progress: watch::Receiver<Progress>,
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
@@ -433,10 +435,14 @@ impl Engine {
                 "query {id} is already running"
             )));
         }
-        let partitions = self.log.partitions(&plan.source.topic)?;
+        let source_topics = input_topics(&plan);
+        let mut partitions = 0;
+        for t in &source_topics {
+            partitions += self.log.partitions(t)?;
+        }
         let cp = self.load_checkpoint(id, &sink, partitions)?;
         let rebuild_target = if cp.rebuilding {
-            let target = self.log.end_offsets(&plan.source.topic)?;
+            let target = self.end_offsets_of(&source_topics)?;
             let done = cp.offsets.iter().zip(&target).all(|(a, b)| a >= b);
             tracing::warn!(query_id = %id, records = target.iter().sum::<u64>(),
                 "rebuilding query state from the log");
@@ -452,7 +458,6 @@ impl Engine {
         });
         let engine = Arc::clone(self);
         let qid = id.to_string();
-        let source_topic = plan.source.topic.clone();
         let handle = tokio::spawn(async move {
             let result = engine
                 .run_query(&qid, plan, sink, cp, rebuild_target, stop_rx, &progress_tx)
@@ -465,7 +470,7 @@ impl Engine {
         queries.insert(
             id.to_string(),
             RunningQuery {
-                source_topic,
+                source_topics,
                 progress,
                 stop,
                 handle,
@@ -541,7 +546,7 @@ impl Engine {
                 let queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
                 let mut w = Vec::with_capacity(queries.len());
                 for (id, q) in queries.iter() {
-                    let target = self.log.end_offsets(&q.source_topic)?;
+                    let target = self.end_offsets_of(&q.source_topics)?;
                     w.push((id.clone(), q.progress.clone(), target));
                 }
                 w
@@ -583,6 +588,15 @@ impl Engine {
                 return Ok(());
             }
         }
+    }
+
+    /// The end offsets of several topics, concatenated.
+    fn end_offsets_of(&self, topics: &[String]) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for t in topics {
+            out.extend(self.log.end_offsets(t)?);
+        }
+        Ok(out)
     }
 
     /// A query's checkpoint, or a new one. A query resumed at startup after
@@ -637,9 +651,24 @@ impl Engine {
         progress: &watch::Sender<Progress>,
     ) -> Result<()> {
         let meta_key = [query_prefix(id), b"meta".to_vec()].concat();
-        let partitions = cp.offsets.len() as u32;
+        // (input, topic, partition) for each entry of the offsets.
+        let mut parts: Vec<(usize, String, u32)> = Vec::new();
+        for (i, t) in input_topics(&plan).into_iter().enumerate() {
+            for p in 0..self.log.partitions(&t)? {
+                parts.push((i, t.clone(), p));
+            }
+        }
         blocking(|| self.write_outbox(id, &sink, &cp.outbox))?;
         let mut pipeline = Pipeline::new(&plan, [query_prefix(id), b"a/".to_vec()].concat())?;
+        let mut join = match &plan.join {
+            Some(spec) => Some(JoinOp::new(
+                spec,
+                plan.source.batch_schema(),
+                [query_prefix(id), b"j/".to_vec()].concat(),
+                self.state.as_ref(),
+            )?),
+            None => None,
+        };
         let mut table = (plan.source.kind == SourceKind::Table)
             .then(|| TableSource::new([query_prefix(id), b"t/".to_vec()].concat()));
         let schema = plan.source.batch_schema();
@@ -650,21 +679,30 @@ impl Engine {
             }
             appended.borrow_and_update();
             let mut records = Vec::new();
+            let mut by_input: [Vec<StoredRecord>; 2] = [Vec::new(), Vec::new()];
+            let mut offsets = cp.offsets.clone();
             let mut skipped_gap = false;
-            for p in 0..partitions {
-                let end = self.log.end_offset(&plan.source.topic, p)?;
-                let read =
-                    self.log
-                        .read(&plan.source.topic, p, cp.offsets[p as usize], EPOCH_RECORDS)?;
-                if read.is_empty() && cp.offsets[p as usize] < end {
+            for (g, (input, topic, p)) in parts.iter().enumerate() {
+                let end = self.log.end_offset(topic, *p)?;
+                let read = self.log.read(topic, *p, cp.offsets[g], EPOCH_RECORDS)?;
+                if read.is_empty() && cp.offsets[g] < end {
                     // Nothing readable below the end: compaction or
                     // retention left a gap. Move past it.
-                    cp.offsets[p as usize] = end;
+                    cp.offsets[g] = end;
+                    offsets[g] = end;
                     skipped_gap = true;
                 }
-                records.extend(read);
+                for r in &read {
+                    offsets[g] = offsets[g].max(r.offset + 1);
+                }
+                if join.is_some() {
+                    by_input[*input].extend(read);
+                } else {
+                    records.extend(read);
+                }
             }
-            if records.is_empty() {
+            let records_read = records.len() + by_input[0].len() + by_input[1].len();
+            if records_read == 0 {
                 if skipped_gap {
                     if rebuild_target
                         .as_ref()
@@ -685,16 +723,27 @@ impl Engine {
                 continue;
             }
             // One epoch: process, commit state + offsets + outbox atomically, then write the sink.
-            let mut offsets = cp.offsets.clone();
-            for r in &records {
-                offsets[r.partition as usize] = offsets[r.partition as usize].max(r.offset + 1);
-            }
-            let (input, mut problems) = match &mut table {
-                Some(t) => (
+            let (input, mut problems) = match (&mut join, &plan.join, &mut table) {
+                (Some(op), Some(spec), _) => {
+                    let (left, mut problems) = decode_batch(
+                        &spec.left.source,
+                        &spec.left.source.batch_schema(),
+                        &by_input[0],
+                    )?;
+                    let (right, more) = decode_batch(
+                        &spec.right.source,
+                        &spec.right.source.batch_schema(),
+                        &by_input[1],
+                    )?;
+                    problems.extend(more);
+                    let order = merge_order([&left, &right]);
+                    (op.process([&left, &right], &order)?, problems)
+                }
+                (_, _, Some(t)) => (
                     t.changes(&plan.source, &schema, &records, self.state.as_ref())?,
                     Vec::new(),
                 ),
-                None => decode_batch(&plan.source, &schema, &records)?,
+                _ => decode_batch(&plan.source, &schema, &records)?,
             };
             let output = pipeline.process_guarded(input, self.state.as_ref())?;
             problems.extend(pipeline.take_errors());
@@ -707,6 +756,9 @@ impl Engine {
             pipeline.drain_state(&mut batch)?;
             if let Some(t) = &mut table {
                 t.drain(&mut batch)?;
+            }
+            if let Some(j) = &mut join {
+                j.drain(&mut batch);
             }
             let mut outbox: BTreeMap<u32, OutboxPart> = BTreeMap::new();
             // Only while rebuilding: afterwards every output is new.
@@ -834,6 +886,11 @@ impl Engine {
     /// Starts a push query: a transient dataflow streaming rows until LIMIT
     /// or until the receiver is dropped.
     pub fn push(self: &Arc<Self>, plan: StreamPlan, from_beginning: bool) -> Result<PushStream> {
+        if plan.join.is_some() {
+            return Err(ExecError::Plan(brook_planner::PlanError::Unsupported(
+                "push queries over joins are not supported yet; create a stream with CREATE STREAM … AS SELECT and query it".into(),
+            )));
+        }
         let partitions = self.log.partitions(&plan.source.topic)?;
         let mut offsets: Vec<u64> = if from_beginning {
             vec![0; partitions as usize]
@@ -1008,4 +1065,49 @@ impl Engine {
         out.extend(latest.into_values().flatten());
         Ok(out)
     }
+}
+
+/// The topics a query reads, in the order of its offsets.
+fn input_topics(plan: &StreamPlan) -> Vec<String> {
+    match &plan.join {
+        Some(j) => vec![j.left.source.topic.clone(), j.right.source.topic.clone()],
+        None => vec![plan.source.topic.clone()],
+    }
+}
+
+/// The order a join processes its inputs' rows in: each partition in
+/// offset order, and across partitions and inputs the head with the
+/// earliest time first (then the left input, then the lower partition),
+/// as Kafka Streams picks records.
+fn merge_order(inputs: [&ChangeBatch; 2]) -> Vec<(Side, usize)> {
+    use std::collections::VecDeque;
+    let mut queues: BTreeMap<(usize, i64), VecDeque<usize>> = BTreeMap::new();
+    for (s, input) in inputs.iter().enumerate() {
+        let n = input.batch.num_columns();
+        let partitions = (n >= 2)
+            .then(|| Arc::clone(input.batch.column(n - 2)))
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int32Array>()
+                    .cloned()
+            });
+        for r in 0..input.len() {
+            let p = partitions.as_ref().map_or(0, |a| i64::from(a.value(r)));
+            queues.entry((s, p)).or_default().push_back(r);
+        }
+    }
+    let mut order = Vec::new();
+    loop {
+        let next = queues
+            .iter()
+            .filter_map(|(&(s, p), q)| q.front().map(|&r| (inputs[s].rowtimes[r], s, p)))
+            .min();
+        let Some((_, s, p)) = next else {
+            break;
+        };
+        if let Some(r) = queues.get_mut(&(s, p)).and_then(|q| q.pop_front()) {
+            order.push((if s == 0 { Side::Left } else { Side::Right }, r));
+        }
+    }
+    order
 }

@@ -20,6 +20,7 @@ mod codec;
 mod engine;
 mod error;
 mod format;
+mod join;
 mod pipeline;
 mod print;
 pub mod processing_log;

@@ -95,11 +95,11 @@ fn coerce(v: &ScalarValue, ty: &DataType) -> Result<ScalarValue> {
     }
 }
 
-type PhysExpr = Arc<dyn PhysicalExpr>;
+pub(crate) type PhysExpr = Arc<dyn PhysicalExpr>;
 
 /// Simplifies an analyzed expression (some DataFusion functions, such as
 /// `coalesce`, only run once rewritten) and makes it executable.
-fn physical(e: &Expr, schema: &datafusion::common::DFSchema) -> Result<PhysExpr> {
+pub(crate) fn physical(e: &Expr, schema: &datafusion::common::DFSchema) -> Result<PhysExpr> {
     let context = SimplifyContext::builder()
         .with_schema(Arc::new(schema.clone()))
         .build();

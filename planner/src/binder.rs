@@ -909,6 +909,67 @@ pub fn plan_stream(
     partition_by: Option<&[ast::Expr]>,
     sink: Option<&str>,
 ) -> Result<StreamPlan> {
+    // A join is planned as a query over a synthetic source of joined rows.
+    let prepared = crate::join::prepare(catalog, query, &|q, s| logical_plan(q, &[s]))?;
+    let Some(prepared) = prepared else {
+        return plan_single(catalog, query, partition_by, sink);
+    };
+    let mut joined = catalog.clone();
+    joined
+        .sources
+        .insert(prepared.source.name.clone(), prepared.source.clone());
+    let partition_by = match partition_by {
+        Some(exprs) => {
+            let mut exprs = exprs.to_vec();
+            prepared.rename(&mut exprs)?;
+            Some(exprs)
+        }
+        None => None,
+    };
+    let mut plan = plan_single(&joined, &prepared.query, partition_by.as_deref(), sink)?;
+    // The key: the first join column the projection kept.
+    let key_names: Vec<&str> = prepared
+        .key_candidates
+        .iter()
+        .map(|(c, _)| c.as_str())
+        .collect();
+    if !plan.is_table && !plan.repartitioned {
+        if plan.key_columns.is_empty() {
+            let shown: Vec<&str> = prepared
+                .key_candidates
+                .iter()
+                .map(|(_, d)| d.as_str())
+                .collect();
+            let target = sink.unwrap_or("the result");
+            return Err(PlanError::Invalid(if prepared.spec.synthetic_key {
+                format!("Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\nThe query used to build `{target}` must include the join expression ROWKEY in its projection (eg, SELECT ROWKEY...).\nROWKEY was added as a synthetic key column because the join criteria did not match any source column. This expression must be included in the projection and may be aliased.")
+            } else {
+                format!(
+                        "Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\nThe query used to build `{target}` must include the join {} {} in its projection (eg, SELECT {}...).",
+                        if shown.len() > 1 { "expressions" } else { "expression" },
+                        shown.join(" or "),
+                        shown.first().copied().unwrap_or("ROWKEY")
+                    )
+            }));
+        }
+        plan.key_columns.truncate(1);
+    }
+    let mut source = prepared.source;
+    let chosen = key_names.first().copied().unwrap_or_default().to_string();
+    for c in &mut source.columns {
+        c.key = c.name == chosen;
+    }
+    plan.source = source;
+    plan.join = Some(prepared.spec);
+    Ok(plan)
+}
+
+fn plan_single(
+    catalog: &Catalog,
+    query: &Query,
+    partition_by: Option<&[ast::Expr]>,
+    sink: Option<&str>,
+) -> Result<StreamPlan> {
     let sources = referenced_sources(catalog, query)?;
     let [source] = sources.as_slice() else {
         return Err(PlanError::Unsupported(if sources.is_empty() {
@@ -1020,6 +1081,7 @@ pub fn plan_stream(
         is_table,
         limit,
         repartitioned: matches!(partition, Some(Some(_))),
+        join: None,
     })
 }
 

@@ -26,6 +26,7 @@ pub mod datum;
 mod dialect;
 mod error;
 pub mod functions;
+pub mod join;
 mod ksql_ast;
 pub mod parser;
 pub mod plan;

@@ -632,6 +632,118 @@ fn is_condition(e: &Expr) -> bool {
     }
 }
 
+/// What a join's `WITHIN … [GRACE PERIOD …]` is read as: a table hint on
+/// the joined source, `WITH (__BROOK_WITHIN(before_ms, after_ms[, grace_ms]))`,
+/// which sqlparser keeps on the table factor.
+pub const WITHIN: &str = "__BROOK_WITHIN";
+
+/// A duration `n UNIT` at `tokens[i..]` (whitespace skipped): its
+/// milliseconds and the index after it.
+fn duration_at(tokens: &[TokenWithSpan], i: usize) -> Result<(i64, usize)> {
+    let next = |from: usize| {
+        tokens[from..]
+            .iter()
+            .position(|t| !matches!(t.token, Token::Whitespace(_)))
+            .map(|n| n + from)
+    };
+    let bad = |what: String| PlanError::Syntax(format!("syntax error: {what}"));
+    let n_at = next(i).ok_or_else(|| bad("WITHIN needs a duration".into()))?;
+    let Token::Number(n, _) = &tokens[n_at].token else {
+        return Err(bad(format!(
+            "expected a number in a join window, found {}",
+            tokens[n_at].token
+        )));
+    };
+    let n: i64 = n
+        .parse()
+        .map_err(|_| bad(format!("{n} is not a whole number")))?;
+    let unit_at = next(n_at + 1).ok_or_else(|| bad("WITHIN needs a time unit".into()))?;
+    let Token::Word(w) = &tokens[unit_at].token else {
+        return Err(bad(format!(
+            "expected a time unit, found {}",
+            tokens[unit_at].token
+        )));
+    };
+    let unit = crate::functions::scalar::unit_ms(&w.value)
+        .map_err(|_| bad(format!("unknown time unit {}", w.value)))?;
+    Ok((n.saturating_mul(unit), unit_at + 1))
+}
+
+/// `JOIN r WITHIN 10 SECONDS [GRACE PERIOD 1 MINUTE]` and `WITHIN (b, a)`
+/// become the [`WITHIN`] table hint.
+fn rewrite_join_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let next = |from: usize| {
+        tokens[from..]
+            .iter()
+            .position(|t| !matches!(t.token, Token::Whitespace(_)))
+            .map(|n| n + from)
+    };
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        if !is_word(&t.token, "WITHIN") {
+            out.push(t.clone());
+            i += 1;
+            continue;
+        }
+        let open = next(i + 1);
+        let (before, after, mut end) = match open.map(|o| &tokens[o].token) {
+            Some(Token::LParen) => {
+                let (b, j) = duration_at(&tokens, open.unwrap_or(i) + 1)?;
+                let comma = next(j).filter(|&c| tokens[c].token == Token::Comma);
+                let Some(comma) = comma else {
+                    return Err(PlanError::Syntax(
+                        "syntax error: WITHIN (before, after) needs two durations".into(),
+                    ));
+                };
+                let (a, j) = duration_at(&tokens, comma + 1)?;
+                let close = next(j).filter(|&c| tokens[c].token == Token::RParen);
+                let Some(close) = close else {
+                    return Err(PlanError::Syntax(
+                        "syntax error: expected ) after WITHIN (before, after".into(),
+                    ));
+                };
+                (b, a, close + 1)
+            }
+            _ => {
+                let (w, j) = duration_at(&tokens, i + 1)?;
+                (w, w, j)
+            }
+        };
+        let mut grace = None;
+        if let Some(g) = next(end).filter(|&g| is_word(&tokens[g].token, "GRACE")) {
+            let period = next(g + 1).filter(|&p| is_word(&tokens[p].token, "PERIOD"));
+            let Some(period) = period else {
+                return Err(PlanError::Syntax(
+                    "syntax error: expected PERIOD after GRACE".into(),
+                ));
+            };
+            let (ms, j) = duration_at(&tokens, period + 1)?;
+            grace = Some(ms);
+            end = j;
+        }
+        let span = t.span;
+        let wrap = |token: Token| TokenWithSpan { token, span };
+        out.push(wrap(Token::make_keyword("WITH")));
+        out.push(wrap(Token::LParen));
+        out.push(wrap(Token::make_word(WITHIN, None)));
+        out.push(wrap(Token::LParen));
+        let mut args = vec![before, after];
+        args.extend(grace);
+        for (k, ms) in args.iter().enumerate() {
+            if k > 0 {
+                out.push(wrap(Token::Comma));
+            }
+            out.push(wrap(Token::Number(ms.to_string(), false)));
+        }
+        out.push(wrap(Token::RParen));
+        out.push(wrap(Token::RParen));
+        i = end;
+    }
+    Ok(out)
+}
+
 /// `CAST(e AS ARRAY<…>|MAP<…>|STRUCT<…>)` → `__BROOK_CAST(e, 'type')`:
 /// sqlparser and DataFusion do not read every ksqlDB collection type, and
 /// ksqlDB's collection casts differ from Arrow's (see
@@ -741,6 +853,7 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     }
     let (tokens, emit) = normalize_tokens(tokens);
     let tokens = rewrite_collection_casts(tokens);
+    let tokens = rewrite_join_windows(tokens)?;
     let (tokens, partition_by) = take_partition_by(tokens)?;
     let dialect = KsqlDialect;
     let mut p = Parser::new(&dialect)

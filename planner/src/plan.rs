@@ -110,6 +110,63 @@ pub enum StreamOp {
     },
 }
 
+/// INNER, LEFT, RIGHT or FULL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Rows with a match on both sides.
+    Inner,
+    /// Every left row; NULLs where the right has no match.
+    Left,
+    /// Every right row; NULLs where the left has no match.
+    Right,
+    /// Every row of either side.
+    Full,
+}
+
+/// `WITHIN (before, after) [GRACE PERIOD grace]` of a stream-stream join:
+/// a left record at t joins right records in [t − before, t + after].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinWindow {
+    /// How far back (ms) a right record may be.
+    pub before_ms: i64,
+    /// How far ahead (ms) a right record may be.
+    pub after_ms: i64,
+    /// `GRACE PERIOD`, if given.
+    pub grace_ms: Option<i64>,
+}
+
+/// One input of a join.
+#[derive(Debug, Clone)]
+pub struct JoinSide {
+    /// The source read.
+    pub source: SourceDef,
+    /// Its alias in the query (the source's name when it has none).
+    pub alias: String,
+    /// The side's join expression, over the source's batch schema.
+    pub key: Expr,
+    /// The schema `key` is evaluated against.
+    pub key_schema: DFSchemaRef,
+}
+
+/// A binary join feeding the pipeline. Its output rows have the columns
+/// of [`StreamPlan::source`] (a synthetic source): the synthetic key
+/// `ROWKEY` when there is one, then each side's columns and
+/// pseudo-columns named `<ALIAS>_<COLUMN>`, left first.
+#[derive(Debug, Clone)]
+pub struct JoinSpec {
+    /// Join type.
+    pub kind: JoinKind,
+    /// Left input.
+    pub left: JoinSide,
+    /// Right input.
+    pub right: JoinSide,
+    /// Stream-stream joins: the window.
+    pub window: Option<JoinWindow>,
+    /// The output starts with a synthetic `ROWKEY` column holding the join
+    /// value (FULL joins, and joins on expressions).
+    pub synthetic_key: bool,
+}
+
 /// A continuous query over one source.
 #[derive(Debug, Clone)]
 pub struct StreamPlan {
@@ -129,6 +186,8 @@ pub struct StreamPlan {
     /// `PARTITION BY` computes the key: a key whose columns are all NULL
     /// is still written (rather than as no key).
     pub repartitioned: bool,
+    /// The join producing the source's rows, when the query joins.
+    pub join: Option<JoinSpec>,
 }
 
 impl StreamPlan {
@@ -149,12 +208,46 @@ impl StreamPlan {
             )
         };
         let exprs = |es: &[Expr]| joined(es.iter().map(ToString::to_string).collect());
-        let mut lines = vec![format!(
-            "SOURCE {} ({} over topic {})",
-            self.source.name,
-            self.source.kind.noun(),
-            self.source.topic
-        )];
+        let mut lines = match &self.join {
+            Some(j) => vec![
+                format!(
+                    "SOURCE {} ({} over topic {})",
+                    j.left.source.name,
+                    j.left.source.kind.noun(),
+                    j.left.source.topic
+                ),
+                format!(
+                    "SOURCE {} ({} over topic {})",
+                    j.right.source.name,
+                    j.right.source.kind.noun(),
+                    j.right.source.topic
+                ),
+                format!(
+                    "  {} JOIN ON {} = {}{}",
+                    match j.kind {
+                        JoinKind::Inner => "INNER",
+                        JoinKind::Left => "LEFT",
+                        JoinKind::Right => "RIGHT",
+                        JoinKind::Full => "FULL",
+                    },
+                    j.left.key,
+                    j.right.key,
+                    j.window.map_or(String::new(), |w| format!(
+                        " WITHIN ({} ms, {} ms){}",
+                        w.before_ms,
+                        w.after_ms,
+                        w.grace_ms
+                            .map_or(String::new(), |g| format!(" GRACE PERIOD {g} ms"))
+                    ))
+                ),
+            ],
+            None => vec![format!(
+                "SOURCE {} ({} over topic {})",
+                self.source.name,
+                self.source.kind.noun(),
+                self.source.topic
+            )],
+        };
         for op in &self.ops {
             lines.push(match op {
                 StreamOp::Filter { predicate, .. } => format!("  FILTER {predicate}"),
@@ -225,6 +318,14 @@ impl StreamPlan {
             }
         ));
         lines
+    }
+
+    /// The names of the sources the query reads.
+    pub fn input_names(&self) -> Vec<String> {
+        match &self.join {
+            Some(j) => vec![j.left.source.name.clone(), j.right.source.name.clone()],
+            None => vec![self.source.name.clone()],
+        }
     }
 
     /// Index of the aggregation step, if any.

@@ -107,7 +107,7 @@ fn emit_text(e: Emit) -> &'static str {
 fn query_text(query: &Query, partition_by: Option<&[Expr]>, emit: Option<Emit>) -> String {
     let mut q = query.clone();
     let limit = q.limit_clause.take();
-    let mut out = q.to_string();
+    let mut out = join_windows(&q.to_string());
     if let Some(p) = partition_by {
         let _ = write!(out, " PARTITION BY {}", exprs(p));
     }
@@ -117,6 +117,35 @@ fn query_text(query: &Query, partition_by: Option<&[Expr]>, emit: Option<Emit>) 
     if let Some(l) = limit {
         let _ = write!(out, "{l}");
     }
+    out
+}
+
+/// A join window, which the parser keeps as a table hint
+/// (`WITH (__BROOK_WITHIN(b, a[, g]))`), back in ksqlDB's words:
+/// `WITHIN (b MILLISECONDS, a MILLISECONDS) [GRACE PERIOD g MILLISECONDS]`.
+fn join_windows(text: &str) -> String {
+    let marker = format!("WITH ({}(", crate::parser::WITHIN);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&marker) {
+        let args_start = at + marker.len();
+        let Some(len) = rest[args_start..].find("))") else {
+            break;
+        };
+        let args: Vec<&str> = rest[args_start..args_start + len].split(", ").collect();
+        out.push_str(&rest[..at]);
+        match args.as_slice() {
+            [b, a, g @ ..] => {
+                let _ = write!(out, "WITHIN ({b} MILLISECONDS, {a} MILLISECONDS)");
+                if let [g] = g {
+                    let _ = write!(out, " GRACE PERIOD {g} MILLISECONDS");
+                }
+            }
+            _ => out.push_str(&rest[at..args_start + len + 2]),
+        }
+        rest = &rest[args_start + len + 2..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -354,6 +383,8 @@ mod tests {
             "SELECT * FROM s WHERE v LIKE 'a%' EMIT CHANGES LIMIT 3",
             "SELECT id, s->f, CAST(m AS MAP<STRING, INT>), TRANSFORM(xs, x => x + 1) FROM s EMIT FINAL",
             "SELECT * FROM t WHERE id = 3",
+            "SELECT * FROM l AS a JOIN r b WITHIN 10 SECONDS ON a.id = b.id EMIT CHANGES",
+            "CREATE STREAM j AS SELECT * FROM l LEFT JOIN r WITHIN (1 MINUTE, 2 HOURS) GRACE PERIOD 5 SECONDS ON l.id = r.id",
             "SELECT * FROM s WHERE x BETWEEN s->a AND 3 AND s->f->g + 1 > 2 EMIT CHANGES",
             "SELECT REDUCE(m, 0, (s, k, v) => s + v), TRANSFORM(m, (k, v) => k, (k, v) => v) FROM s",
             "COPY (SELECT * FROM s EMIT CHANGES) TO STDOUT",

@@ -344,7 +344,7 @@ fn apply_ddl(
                     id: id.clone(),
                     sql: parsed.sql.clone(),
                     sink: name.clone(),
-                    sources: vec![plan.source.name.clone()],
+                    sources: plan.input_names(),
                     paused,
                 },
             );
@@ -364,7 +364,7 @@ fn apply_ddl(
                     id: id.clone(),
                     sql: parsed.sql.clone(),
                     sink: target.clone(),
-                    sources: vec![plan.source.name.clone()],
+                    sources: plan.input_names(),
                     paused: false,
                 },
             );

@@ -1,0 +1,406 @@
+//! The join operator: builds the rows of a join's synthetic source (see
+//! `brook_planner::join`) from the records of its two inputs.
+//!
+//! - **Stream-stream** (`WITHIN (before, after)`): each side keeps the
+//!   records of its retention (24 hours, or before + after + GRACE PERIOD
+//!   when one is given) by join key. A record joins the other side's
+//!   records with the same key whose time t' satisfies
+//!   `t − before ≤ t' ≤ t + after` (seen from the left), in time order;
+//!   the output's time is the later of the two. A LEFT/RIGHT/FULL record
+//!   without a match is emitted at once with NULLs for the other side; a
+//!   later match is emitted too (ksqlDB's behaviour without a grace
+//!   period).
+//! - **Stream-table**: the table side keeps its current row per primary
+//!   key (a tombstone deletes it); a stream record joins the row current
+//!   when it is processed. Table changes emit nothing.
+//!
+//! Records with a NULL key or no value do not join. The buffers are held
+//! in memory and mirrored to the state store under the query's prefix, so
+//! they commit with the epoch's offsets; they are loaded back at start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use brook_planner::plan::{JoinKind, JoinSpec};
+use brook_storage::{StateStore, WriteBatch};
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use serde::{Deserialize, Serialize};
+
+use crate::datum::Datum;
+use crate::error::{ExecError, Result};
+use crate::pipeline::{physical, rows_to_batch, ChangeBatch, PhysExpr};
+
+/// How long a stream-stream join keeps records without a grace period.
+const LEGACY_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// A buffered record of one side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    key: Datum,
+    ts: i64,
+    seq: u64,
+    row: Vec<Datum>,
+}
+
+/// One side's buffer: entries by key (in (ts, seq) order), and by time for
+/// expiry.
+#[derive(Default)]
+struct Buffer {
+    by_key: HashMap<Vec<u8>, Vec<Entry>>,
+    by_time: BTreeMap<(i64, u64), Vec<u8>>,
+    max_ts: i64,
+}
+
+/// Which input a record comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The left input.
+    Left,
+    /// The right input.
+    Right,
+}
+
+/// The join of one persistent query.
+pub struct JoinOp {
+    spec: JoinSpec,
+    keys: [PhysExpr; 2],
+    /// Arrow types of each side's batch columns.
+    types: [Vec<datafusion::arrow::datatypes::DataType>; 2],
+    out_schema: SchemaRef,
+    prefix: Vec<u8>,
+    buffers: [Buffer; 2],
+    /// Stream-table: the table's current rows by key.
+    table: HashMap<Vec<u8>, Vec<Datum>>,
+    next_seq: u64,
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The left join column's index, when the left side joins on a column.
+    left_key_column: Option<usize>,
+}
+
+fn key_bytes(key: &Datum) -> Result<Vec<u8>> {
+    serde_json::to_vec(key).map_err(|e| ExecError::Internal(e.to_string()))
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| ExecError::Internal(e.to_string()))
+}
+
+impl JoinOp {
+    /// The operator for `spec`, its buffers loaded from `state`.
+    pub fn new(
+        spec: &JoinSpec,
+        out_schema: SchemaRef,
+        prefix: Vec<u8>,
+        state: &dyn StateStore,
+    ) -> Result<JoinOp> {
+        let keys = [
+            physical(&spec.left.key, &spec.left.key_schema)?,
+            physical(&spec.right.key, &spec.right.key_schema)?,
+        ];
+        let types = [
+            spec.left
+                .source
+                .batch_schema()
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
+            spec.right
+                .source
+                .batch_schema()
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
+        ];
+        let left_key_column = match &spec.left.key {
+            datafusion::logical_expr::Expr::Column(c) => {
+                spec.left.source.batch_schema().index_of(&c.name).ok()
+            }
+            _ => None,
+        };
+        let mut op = JoinOp {
+            left_key_column,
+            spec: spec.clone(),
+            keys,
+            types,
+            out_schema,
+            prefix,
+            buffers: [Buffer::default(), Buffer::default()],
+            table: HashMap::new(),
+            next_seq: 0,
+            writes: Vec::new(),
+        };
+        for (i, side) in [b'l', b'r'].into_iter().enumerate() {
+            for (_, v) in state.scan_prefix(&op.state_key(side, &[]))? {
+                let e: Entry = serde_json::from_slice(&v)
+                    .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))?;
+                op.next_seq = op.next_seq.max(e.seq + 1);
+                op.insert(i, e)?;
+            }
+        }
+        for (k, v) in state.scan_prefix(&op.state_key(b't', &[]))? {
+            let row: Vec<Datum> = serde_json::from_slice(&v)
+                .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))?;
+            let key = k[op.prefix.len() + 2..].to_vec();
+            op.table.insert(key, row);
+        }
+        op.writes.clear();
+        Ok(op)
+    }
+
+    fn state_key(&self, side: u8, rest: &[u8]) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.push(side);
+        k.push(b'/');
+        k.extend_from_slice(rest);
+        k
+    }
+
+    fn stream_table(&self) -> bool {
+        self.spec.window.is_none()
+    }
+
+    fn retention(&self) -> i64 {
+        match self.spec.window {
+            Some(w) => match w.grace_ms {
+                Some(g) => w.before_ms + w.after_ms + g,
+                None => LEGACY_RETENTION_MS.max(w.before_ms + w.after_ms),
+            },
+            None => i64::MAX,
+        }
+    }
+
+    /// Adds an entry to a side's buffer (in memory).
+    fn insert(&mut self, side: usize, e: Entry) -> Result<()> {
+        let kb = key_bytes(&e.key)?;
+        let buf = &mut self.buffers[side];
+        buf.max_ts = buf.max_ts.max(e.ts);
+        buf.by_time.insert((e.ts, e.seq), kb.clone());
+        let list = buf.by_key.entry(kb).or_default();
+        let at = list.partition_point(|x| (x.ts, x.seq) <= (e.ts, e.seq));
+        list.insert(at, e);
+        Ok(())
+    }
+
+    /// Drops a side's entries older than its retention allows.
+    fn expire(&mut self, side: usize) {
+        let cutoff = self.buffers[side].max_ts.saturating_sub(self.retention());
+        loop {
+            let buf = &mut self.buffers[side];
+            let Some((&(ts, seq), _)) = buf.by_time.iter().next() else {
+                break;
+            };
+            if ts > cutoff {
+                break;
+            }
+            let kb = buf.by_time.remove(&(ts, seq)).unwrap_or_default();
+            if let Some(list) = buf.by_key.get_mut(&kb) {
+                list.retain(|e| e.seq != seq);
+                if list.is_empty() {
+                    buf.by_key.remove(&kb);
+                }
+            }
+            let tag = if side == 0 { b'l' } else { b'r' };
+            let key = self.state_key(tag, &seq.to_be_bytes());
+            self.writes.push((key, None));
+        }
+    }
+
+    fn nulls(&self, side: usize) -> Vec<Datum> {
+        vec![Datum::Null; self.types[side].len()]
+    }
+
+    /// A row of the synthetic source.
+    fn output_row(
+        &self,
+        key: &Datum,
+        left: &[Datum],
+        right: &[Datum],
+        ts: i64,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Vec<ScalarValue>> {
+        let fields = self.out_schema.fields();
+        let mut datums: Vec<&Datum> = Vec::with_capacity(fields.len());
+        if self.spec.synthetic_key {
+            datums.push(key);
+        }
+        datums.extend(left.iter());
+        datums.extend(right.iter());
+        let mut row = Vec::with_capacity(fields.len());
+        for (d, f) in datums.into_iter().zip(fields.iter()) {
+            row.push(d.to_scalar(f.data_type())?);
+        }
+        row.push(ScalarValue::Int64(Some(ts)));
+        row.push(ScalarValue::Int32(Some(partition)));
+        row.push(ScalarValue::Int64(Some(offset)));
+        Ok(row)
+    }
+
+    /// Joins the decoded records of both inputs, in `order` (side, row),
+    /// into rows of the synthetic source.
+    pub fn process(
+        &mut self,
+        inputs: [&ChangeBatch; 2],
+        order: &[(Side, usize)],
+    ) -> Result<ChangeBatch> {
+        let mut key_cols: Vec<ArrayRef> = Vec::with_capacity(2);
+        for (i, input) in inputs.iter().enumerate() {
+            key_cols.push(
+                self.keys[i]
+                    .evaluate(&input.batch)?
+                    .into_array(input.len())?,
+            );
+        }
+        let (mut rows, mut times) = (Vec::new(), Vec::new());
+        for &(side, r) in order {
+            let s = usize::from(side == Side::Right);
+            let input = inputs[s];
+            let key = Datum::from_scalar(&ScalarValue::try_from_array(&key_cols[s], r)?)?;
+            let row: Vec<Datum> = input
+                .row(r)?
+                .iter()
+                .map(Datum::from_scalar)
+                .collect::<std::result::Result<_, _>>()?;
+            let n = row.len();
+            let (ts, partition, offset) = (
+                input.rowtimes[r],
+                match &row[n - 2] {
+                    Datum::Int(p) => *p as i32,
+                    _ => 0,
+                },
+                match &row[n - 1] {
+                    Datum::Int(o) => *o,
+                    _ => 0,
+                },
+            );
+            if self.stream_table() {
+                let kb = key_bytes(&key)?;
+                if s == 1 {
+                    // The table side: remember the current row.
+                    let state_key = self.state_key(b't', &kb);
+                    if input.null_values[r] {
+                        self.table.remove(&kb);
+                        self.writes.push((state_key, None));
+                    } else {
+                        self.writes.push((state_key, Some(json(&row)?)));
+                        self.table.insert(kb, row);
+                    }
+                    continue;
+                }
+                if input.null_values[r] || key.is_null() {
+                    continue;
+                }
+                let right = match self.table.get(&kb) {
+                    Some(t) => t.clone(),
+                    None if self.spec.kind == JoinKind::Left => self.nulls(1),
+                    None => continue,
+                };
+                rows.push(self.output_row(&key, &row, &right, ts, partition, offset)?);
+                times.push(ts);
+                continue;
+            }
+            if input.null_values[r] || key.is_null() {
+                continue;
+            }
+            let Some(w) = self.spec.window else {
+                continue;
+            };
+            let other = 1 - s;
+            // Seen from this side: the other side's window.
+            let (lo, hi) = if s == 0 {
+                (
+                    ts.saturating_sub(w.before_ms),
+                    ts.saturating_add(w.after_ms),
+                )
+            } else {
+                (
+                    ts.saturating_sub(w.after_ms),
+                    ts.saturating_add(w.before_ms),
+                )
+            };
+            let kb = key_bytes(&key)?;
+            let matches: Vec<Entry> = self.buffers[other]
+                .by_key
+                .get(&kb)
+                .map(|list| {
+                    list.iter()
+                        .filter(|e| e.ts >= lo && e.ts <= hi)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            for m in &matches {
+                let (l, rr) = if s == 0 {
+                    (&row, &m.row)
+                } else {
+                    (&m.row, &row)
+                };
+                rows.push(self.output_row(&key, l, rr, ts.max(m.ts), partition, offset)?);
+                times.push(ts.max(m.ts));
+            }
+            let outer = matches!(
+                (self.spec.kind, s),
+                (JoinKind::Full, _) | (JoinKind::Left, 0) | (JoinKind::Right, 1)
+            );
+            if matches.is_empty() && outer {
+                let mut nulls = self.nulls(other);
+                if other == 0 {
+                    // The key is named after the left join column: it
+                    // carries the join value when the left side is missing.
+                    if let Some(i) = self.left_key_column {
+                        nulls[i] = key.clone();
+                    }
+                }
+                let (l, rr) = if s == 0 {
+                    (&row, &nulls)
+                } else {
+                    (&nulls, &row)
+                };
+                rows.push(self.output_row(&key, l, rr, ts, partition, offset)?);
+                times.push(ts);
+            }
+            // Keep the record for the other side's later records, unless
+            // it is already past this side's retention.
+            let cutoff = self.buffers[s].max_ts.saturating_sub(self.retention());
+            if ts > cutoff {
+                let e = Entry {
+                    key,
+                    ts,
+                    seq: self.next_seq,
+                    row,
+                };
+                self.next_seq += 1;
+                let tag = if s == 0 { b'l' } else { b'r' };
+                self.writes
+                    .push((self.state_key(tag, &e.seq.to_be_bytes()), Some(json(&e)?)));
+                self.insert(s, e)?;
+                self.expire(s);
+            }
+        }
+        let batch = rows_to_batch(&self.out_schema_with_pseudo(), &rows)?;
+        Ok(ChangeBatch {
+            batch,
+            weights: vec![1; times.len()],
+            null_values: vec![false; times.len()],
+            rowtimes: times,
+        })
+    }
+
+    fn out_schema_with_pseudo(&self) -> SchemaRef {
+        Arc::clone(&self.out_schema)
+    }
+
+    /// Moves this epoch's buffer changes into the commit.
+    pub fn drain(&mut self, batch: &mut WriteBatch) {
+        for (k, v) in self.writes.drain(..) {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+    }
+}
