@@ -730,11 +730,11 @@ impl Engine {
                         &spec.left.source.batch_schema(),
                         &by_input[0],
                     )?;
-                    let (right, more) = decode_batch(
-                        &spec.right.source,
-                        &spec.right.source.batch_schema(),
-                        &by_input[1],
-                    )?;
+                    // A table's tombstones too: they delete the joined row.
+                    let mut right_def = spec.right.source.clone();
+                    right_def.kind = SourceKind::Stream;
+                    let (right, more) =
+                        decode_batch(&right_def, &spec.right.source.batch_schema(), &by_input[1])?;
                     problems.extend(more);
                     let order = merge_order([&left, &right]);
                     (op.process([&left, &right], &order)?, problems)

@@ -348,7 +348,7 @@ impl JoinOp {
             );
             if matches.is_empty() && outer {
                 let mut nulls = self.nulls(other);
-                if other == 0 {
+                if other == 0 && self.spec.kind == JoinKind::Right {
                     // The key is named after the left join column: it
                     // carries the join value when the left side is missing.
                     if let Some(i) = self.left_key_column {

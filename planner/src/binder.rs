@@ -926,13 +926,39 @@ pub fn plan_stream(
         }
         None => None,
     };
-    let mut plan = plan_single(&joined, &prepared.query, partition_by.as_deref(), sink)?;
-    // The key: the first join column the projection kept.
-    let key_names: Vec<&str> = prepared
-        .key_candidates
-        .iter()
-        .map(|(c, _)| c.as_str())
-        .collect();
+    // The key: the left join column if the projection keeps it, else the
+    // right one.
+    let with_key = |key: &str| {
+        let mut catalog = catalog.clone();
+        let mut source = prepared.source.clone();
+        for c in &mut source.columns {
+            c.key = c.name == key;
+        }
+        catalog.sources.insert(source.name.clone(), source);
+        catalog
+    };
+    let mut chosen = None;
+    let mut plan = None;
+    for (candidate, _) in &prepared.key_candidates {
+        let p = plan_single(
+            &with_key(candidate),
+            &prepared.query,
+            partition_by.as_deref(),
+            sink,
+        )?;
+        let keeps_key = !p.key_columns.is_empty();
+        if keeps_key || plan.is_none() {
+            chosen = Some(candidate.clone());
+            plan = Some(p);
+        }
+        if keeps_key {
+            break;
+        }
+    }
+    let mut plan = match plan {
+        Some(p) => p,
+        None => plan_single(&joined, &prepared.query, partition_by.as_deref(), sink)?,
+    };
     if !plan.is_table && !plan.repartitioned {
         if plan.key_columns.is_empty() {
             let shown: Vec<&str> = prepared
@@ -955,7 +981,7 @@ pub fn plan_stream(
         plan.key_columns.truncate(1);
     }
     let mut source = prepared.source;
-    let chosen = key_names.first().copied().unwrap_or_default().to_string();
+    let chosen = chosen.unwrap_or_default();
     for c in &mut source.columns {
         c.key = c.name == chosen;
     }
@@ -1221,6 +1247,8 @@ fn and_list(names: &[String]) -> String {
 
 /// ksqlDB's refusal of a key column projected under several names.
 fn key_projected_twice(key: &str, aliases: &[&str]) -> PlanError {
+    let mut aliases = aliases.to_vec();
+    aliases.sort_unstable();
     PlanError::Invalid(format!(
         "The projection contains a key column (`{key}`) more than once, aliased as: {}.",
         aliases.join(" and ")

@@ -67,6 +67,17 @@ impl Prepared {
 /// when `a` is a source's alias.
 fn normalize_access<V: ast::VisitMut>(node: &mut V, inputs: &[Input; 2]) {
     let _ = visit_expressions_mut(node, |x| {
+        // `i.user` arrives as a call of the function USER.
+        if let AstExpr::Function(f) = x {
+            if let (ast::FunctionArguments::None, [q, c]) = (&f.args, f.name.0.as_slice()) {
+                if let (Some(q), Some(c)) = (q.as_ident(), c.as_ident()) {
+                    if inputs.iter().any(|i| i.alias == q.value) {
+                        *x = AstExpr::CompoundIdentifier(vec![q.clone(), c.clone()]);
+                        return ControlFlow::Continue(());
+                    }
+                }
+            }
+        }
         if let AstExpr::CompoundFieldAccess { root, access_chain } = x {
             if let (
                 AstExpr::Identifier(alias),
@@ -432,6 +443,22 @@ pub fn prepare(
             "Unsupported join expression: {on}. Only equality joins are supported."
         )));
     };
+    // Unknown qualifiers first, as ksqlDB reports them.
+    let mut unknown = None;
+    let _ = ast::visit_expressions(on, |x| {
+        if let AstExpr::CompoundIdentifier(parts) = x {
+            if parts.len() >= 2 && !inputs.iter().any(|i| i.alias == parts[0].value) {
+                unknown = Some(parts[0].value.clone());
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(q) = unknown {
+        return Err(PlanError::Invalid(format!(
+            "Failed to prepare statement: '{q}' is not a valid stream/table name or alias."
+        )));
+    }
     let (sa, sb) = (side_of(a, &inputs)?, side_of(b, &inputs)?);
     let invalid = |e: &AstExpr| {
         PlanError::Invalid(format!(
@@ -454,8 +481,8 @@ pub fn prepare(
         if !is_key {
             return Err(PlanError::Invalid(format!(
                 "Invalid join condition: stream-table joins require to join on the table's primary key. Got {} = {}.",
-                ksql_display(left_expr),
-                ksql_display(right_expr)
+                qualified(&left_key, &inputs[0]),
+                qualified(&right_key, &inputs[1])
             )));
         }
     }
@@ -516,10 +543,6 @@ pub fn prepare(
         datafusion::logical_expr::Expr::Column(c) => Some(i.prefixed(&c.name)),
         _ => None,
     };
-    let display = |e: &datafusion::logical_expr::Expr, i: &Input| match e {
-        datafusion::logical_expr::Expr::Column(c) => format!("{}.{}", i.alias, c.name),
-        other => other.to_string(),
-    };
     let candidates = (plain(&left_key, &inputs[0]), plain(&right_key, &inputs[1]));
     let synthetic_key =
         kind == JoinKind::Full || (candidates.0.is_none() && candidates.1.is_none());
@@ -552,7 +575,25 @@ pub fn prepare(
     }
 
     // The query over the synthetic source.
+    let key_candidates = if synthetic_key {
+        vec![(ROWKEY.into(), ROWKEY.into())]
+    } else {
+        [
+            candidates
+                .0
+                .clone()
+                .map(|c| (c, qualified(&left_key, &inputs[0]))),
+            candidates
+                .1
+                .clone()
+                .map(|c| (c, qualified(&right_key, &inputs[1]))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    };
     let mut query = query.clone();
+    normalize_access(&mut query, &inputs);
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(PlanError::Internal("a join query without SELECT".into()));
     };
@@ -606,7 +647,8 @@ pub fn prepare(
                             parts[0].value
                         ))
                     })?;
-                let alias = if unique(column) && !is_pseudo(column) {
+                let is_key = key_candidates.iter().any(|(c, _)| *c == i.prefixed(column));
+                let alias = if unique(column) && !is_pseudo(column) && !is_key {
                     column.clone()
                 } else {
                     i.prefixed(column)
@@ -624,23 +666,6 @@ pub fn prepare(
     }
     select.projection = items;
     prefix_columns(&mut query, &inputs)?;
-    let key_candidates = if synthetic_key {
-        vec![(ROWKEY.into(), ROWKEY.into())]
-    } else {
-        [
-            candidates
-                .0
-                .clone()
-                .map(|c| (c, display(&left_key, &inputs[0]))),
-            candidates
-                .1
-                .clone()
-                .map(|c| (c, display(&right_key, &inputs[1]))),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
-    };
     Ok(Some(Prepared {
         spec: JoinSpec {
             kind,
@@ -664,6 +689,14 @@ pub fn prepare(
         inputs,
         key_candidates,
     }))
+}
+
+/// A join expression as ksqlDB shows it: a column qualified by its source.
+fn qualified(e: &datafusion::logical_expr::Expr, i: &Input) -> String {
+    match e {
+        datafusion::logical_expr::Expr::Column(c) => format!("{}.{}", i.alias, c.name),
+        other => other.to_string(),
+    }
 }
 
 fn is_pseudo(column: &str) -> bool {
