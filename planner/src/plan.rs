@@ -2,9 +2,10 @@
 //!
 //! A stream plan is a linear pipeline over one source: filters, projections
 //! and at most one grouped aggregation, each carrying analyzed DataFusion
-//! logical expressions and the schema they are evaluated against. (Joins and
-//! windows extend it in later work.) It is rebuilt from the statement text
-//! at start, so it is not serialized.
+//! logical expressions and the schema they are evaluated against. A join
+//! ([`JoinSpec`]) produces that source's rows from two inputs. (Windows
+//! extend it in later work.) It is rebuilt from the statement text at
+//! start, so it is not serialized.
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchemaRef;

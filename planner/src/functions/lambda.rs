@@ -11,7 +11,7 @@
 //!   A NULL or empty collection gives the initial state; the result has the
 //!   initial state's type.
 //!
-//! The planner ([`crate::ksql_ast`]) rewrites ksqlDB's names to these by
+//! The planner (`ksql_ast`) rewrites ksqlDB's names to these by
 //! the number of lambda parameters. Each lambda is evaluated once per call
 //! over all entries of the batch (once per element position for
 //! `REDUCE`), with the columns it captures repeated to match.
