@@ -725,12 +725,12 @@ impl Engine {
             // One epoch: process, commit state + offsets + outbox atomically, then write the sink.
             let (input, mut problems) = match (&mut join, &plan.join, &mut table) {
                 (Some(op), Some(spec), _) => {
-                    let (left, mut problems) = decode_batch(
-                        &spec.left.source,
-                        &spec.left.source.batch_schema(),
-                        &by_input[0],
-                    )?;
-                    // A table's tombstones too: they delete the joined row.
+                    // A table's tombstones too (read as records without a
+                    // value): they delete the joined row.
+                    let mut left_def = spec.left.source.clone();
+                    left_def.kind = SourceKind::Stream;
+                    let (left, mut problems) =
+                        decode_batch(&left_def, &spec.left.source.batch_schema(), &by_input[0])?;
                     let mut right_def = spec.right.source.clone();
                     right_def.kind = SourceKind::Stream;
                     let (right, more) =

@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use brook_planner::catalog::SourceKind;
 use brook_planner::plan::{JoinKind, JoinSpec};
 use brook_storage::{StateStore, WriteBatch};
 use datafusion::arrow::array::ArrayRef;
@@ -43,6 +44,16 @@ struct Entry {
     seq: u64,
     row: Vec<Datum>,
 }
+
+/// A table input's current row for a key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TableRow {
+    row: Vec<Datum>,
+    ts: i64,
+}
+
+/// State tags of the left and right tables' rows.
+const TABLE_TAGS: [u8; 2] = [b'L', b'R'];
 
 /// One side's buffer: entries by key (in (ts, seq) order), and by time for
 /// expiry.
@@ -71,8 +82,8 @@ pub struct JoinOp {
     out_schema: SchemaRef,
     prefix: Vec<u8>,
     buffers: [Buffer; 2],
-    /// Stream-table: the table's current rows by key.
-    table: HashMap<Vec<u8>, Vec<Datum>>,
+    /// Table inputs: each table's current rows by key.
+    tables: [HashMap<Vec<u8>, TableRow>; 2],
     next_seq: u64,
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// The left join column's index, when the left side joins on a column.
@@ -129,7 +140,7 @@ impl JoinOp {
             out_schema,
             prefix,
             buffers: [Buffer::default(), Buffer::default()],
-            table: HashMap::new(),
+            tables: [HashMap::new(), HashMap::new()],
             next_seq: 0,
             writes: Vec::new(),
         };
@@ -141,11 +152,13 @@ impl JoinOp {
                 op.insert(i, e)?;
             }
         }
-        for (k, v) in state.scan_prefix(&op.state_key(b't', &[]))? {
-            let row: Vec<Datum> = serde_json::from_slice(&v)
-                .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))?;
-            let key = k[op.prefix.len() + 2..].to_vec();
-            op.table.insert(key, row);
+        for (side, tag) in TABLE_TAGS.into_iter().enumerate() {
+            for (k, v) in state.scan_prefix(&op.state_key(tag, &[]))? {
+                let row: TableRow = serde_json::from_slice(&v)
+                    .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))?;
+                let key = k[op.prefix.len() + 2..].to_vec();
+                op.tables[side].insert(key, row);
+            }
         }
         op.writes.clear();
         Ok(op)
@@ -159,8 +172,49 @@ impl JoinOp {
         k
     }
 
-    fn stream_table(&self) -> bool {
-        self.spec.window.is_none()
+    fn is_table(&self, side: usize) -> bool {
+        let def = if side == 0 {
+            &self.spec.left.source
+        } else {
+            &self.spec.right.source
+        };
+        def.kind == SourceKind::Table
+    }
+
+    /// Records a table input's change (a row without a value deletes).
+    fn update_table(&mut self, side: usize, kb: Vec<u8>, row: Option<TableRow>) -> Result<()> {
+        let state_key = self.state_key(TABLE_TAGS[side], &kb);
+        match row {
+            Some(row) => {
+                self.writes.push((state_key, Some(json(&row)?)));
+                self.tables[side].insert(kb, row);
+            }
+            None => {
+                self.tables[side].remove(&kb);
+                self.writes.push((state_key, None));
+            }
+        }
+        Ok(())
+    }
+
+    /// A table-table join's row for a key, from the current rows: (left,
+    /// right, time), if the join kind has one.
+    fn table_join(&self, kb: &[u8], key: &Datum) -> Option<(Vec<Datum>, Vec<Datum>, i64)> {
+        let (l, r) = (self.tables[0].get(kb), self.tables[1].get(kb));
+        match (self.spec.kind, l, r) {
+            (_, Some(l), Some(r)) => Some((l.row.clone(), r.row.clone(), l.ts.max(r.ts))),
+            (JoinKind::Left | JoinKind::Full, Some(l), None) => {
+                Some((l.row.clone(), self.nulls(1), l.ts))
+            }
+            (JoinKind::Right | JoinKind::Full, None, Some(r)) => {
+                let mut left = self.nulls(0);
+                if let (JoinKind::Right, Some(i)) = (self.spec.kind, self.left_key_column) {
+                    left[i] = key.clone();
+                }
+                Some((left, r.row.clone(), r.ts))
+            }
+            _ => None,
+        }
     }
 
     fn retention(&self) -> i64 {
@@ -255,7 +309,7 @@ impl JoinOp {
                     .into_array(input.len())?,
             );
         }
-        let (mut rows, mut times) = (Vec::new(), Vec::new());
+        let (mut rows, mut times, mut weights) = (Vec::new(), Vec::new(), Vec::new());
         for &(side, r) in order {
             let s = usize::from(side == Side::Right);
             let input = inputs[s];
@@ -277,30 +331,48 @@ impl JoinOp {
                     _ => 0,
                 },
             );
-            if self.stream_table() {
+            if self.is_table(0) && self.is_table(1) {
+                // Table-table: the joined row before and after the change.
+                if key.is_null() {
+                    continue;
+                }
+                let kb = key_bytes(&key)?;
+                let old = self.table_join(&kb, &key);
+                let change = (!input.null_values[r]).then_some(TableRow { row, ts });
+                self.update_table(s, kb.clone(), change)?;
+                let new = self.table_join(&kb, &key);
+                if let Some((l, rr, _)) = old {
+                    rows.push(self.output_row(&key, &l, &rr, ts, partition, offset)?);
+                    times.push(ts);
+                    weights.push(-1);
+                }
+                if let Some((l, rr, t)) = new {
+                    rows.push(self.output_row(&key, &l, &rr, t, partition, offset)?);
+                    times.push(t);
+                    weights.push(1);
+                }
+                continue;
+            }
+            if self.is_table(1) {
+                // Stream-table: a table change is remembered, a stream
+                // record looks its row up.
                 let kb = key_bytes(&key)?;
                 if s == 1 {
-                    // The table side: remember the current row.
-                    let state_key = self.state_key(b't', &kb);
-                    if input.null_values[r] {
-                        self.table.remove(&kb);
-                        self.writes.push((state_key, None));
-                    } else {
-                        self.writes.push((state_key, Some(json(&row)?)));
-                        self.table.insert(kb, row);
-                    }
+                    let change = (!input.null_values[r]).then_some(TableRow { row, ts });
+                    self.update_table(1, kb, change)?;
                     continue;
                 }
                 if input.null_values[r] || key.is_null() {
                     continue;
                 }
-                let right = match self.table.get(&kb) {
-                    Some(t) => t.clone(),
+                let right = match self.tables[1].get(&kb) {
+                    Some(t) => t.row.clone(),
                     None if self.spec.kind == JoinKind::Left => self.nulls(1),
                     None => continue,
                 };
                 rows.push(self.output_row(&key, &row, &right, ts, partition, offset)?);
                 times.push(ts);
+                weights.push(1);
                 continue;
             }
             if input.null_values[r] || key.is_null() {
@@ -341,6 +413,7 @@ impl JoinOp {
                 };
                 rows.push(self.output_row(&key, l, rr, ts.max(m.ts), partition, offset)?);
                 times.push(ts.max(m.ts));
+                weights.push(1);
             }
             let outer = matches!(
                 (self.spec.kind, s),
@@ -362,6 +435,7 @@ impl JoinOp {
                 };
                 rows.push(self.output_row(&key, l, rr, ts, partition, offset)?);
                 times.push(ts);
+                weights.push(1);
             }
             // Keep the record for the other side's later records, unless
             // it is already past this side's retention.
@@ -384,7 +458,7 @@ impl JoinOp {
         let batch = rows_to_batch(&self.out_schema_with_pseudo(), &rows)?;
         Ok(ChangeBatch {
             batch,
-            weights: vec![1; times.len()],
+            weights,
             null_values: vec![false; times.len()],
             rowtimes: times,
         })

@@ -523,9 +523,27 @@ pub fn prepare(
             )))
         }
         (SourceKind::Table, SourceKind::Table) => {
-            return Err(PlanError::Unsupported(
-                "table-table joins are not supported yet".into(),
-            ))
+            if window.is_some() {
+                return Err(PlanError::Invalid(
+                    "A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to re-run your join.".into(),
+                ));
+            }
+            let on_key = |e: &datafusion::logical_expr::Expr, i: &Input| {
+                matches!(e, datafusion::logical_expr::Expr::Column(c)
+                    if i.def.key_columns().map(|k| &k.name).collect::<Vec<_>>() == [&c.name])
+            };
+            if !on_key(&right_key, &inputs[1]) {
+                return Err(PlanError::Invalid(format!(
+                    "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {} = {}.",
+                    qualified(&left_key, &inputs[0]),
+                    qualified(&right_key, &inputs[1])
+                )));
+            }
+            if !on_key(&left_key, &inputs[0]) {
+                return Err(PlanError::Unsupported(
+                    "foreign-key table-table joins are not supported yet".into(),
+                ));
+            }
         }
     }
     let kafka: Vec<&str> = inputs
@@ -565,7 +583,12 @@ pub fn prepare(
     let left_def = &inputs[0].def;
     let mut source = left_def.clone();
     source.name = JOINED.into();
-    source.kind = SourceKind::Stream;
+    // A table-table join is a table; the others are streams.
+    source.kind = if inputs[1].def.kind == SourceKind::Table && left_def.kind == SourceKind::Table {
+        SourceKind::Table
+    } else {
+        SourceKind::Stream
+    };
     source.columns = columns;
     source.timestamp_column = None;
     source.timestamp_format = None;
