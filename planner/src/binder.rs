@@ -749,12 +749,97 @@ fn check_group_by(query: &Query, state: &datafusion::execution::SessionState) ->
         }
         ControlFlow::Continue(())
     });
-    match found {
-        Some(name) => Err(PlanError::Invalid(format!(
+    if let Some(name) = found {
+        return Err(PlanError::Invalid(format!(
             "GROUP BY does not support aggregate functions: {name} is an aggregate function."
-        ))),
-        None => Ok(()),
+        )));
     }
+    if exprs.is_empty() {
+        return Ok(());
+    }
+    // ksqlDB's check, in its words: every non-aggregate part of a SELECT
+    // item must be a GROUP BY expression or built from them.
+    let unqualified = |e: &ast::Expr| {
+        let mut e = e.clone();
+        let _ = ast::visit_expressions_mut(&mut e, |x| {
+            if let ast::Expr::CompoundIdentifier(parts) = x {
+                if let [_, column] = parts.as_slice() {
+                    *x = ast::Expr::Identifier(column.clone());
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        e
+    };
+    let groups: Vec<String> = exprs
+        .iter()
+        .map(|e| crate::ksql_ast::ksql_display(&unqualified(e)))
+        .collect();
+    let is_aggregate = |f: &ast::Function| {
+        state
+            .aggregate_functions()
+            .contains_key(&f.name.to_string().to_ascii_lowercase())
+    };
+    // Without any aggregate, the error is that one (reported later).
+    let mut any_aggregate = false;
+    let _ = ast::visit_expressions(&select.projection, |x| {
+        any_aggregate |= matches!(x, ast::Expr::Function(f) if is_aggregate(f));
+        ControlFlow::<()>::Continue(())
+    });
+    let _ = ast::visit_expressions(&select.having, |x| {
+        any_aggregate |= matches!(x, ast::Expr::Function(f) if is_aggregate(f));
+        ControlFlow::<()>::Continue(())
+    });
+    if !any_aggregate {
+        return Ok(());
+    }
+    let mut offenders = Vec::new();
+    for item in &select.projection {
+        let e = match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+            _ => continue,
+        };
+        let e = unqualified(e);
+        let text = crate::ksql_ast::ksql_display(&e);
+        if groups.contains(&text) {
+            continue;
+        }
+        // What is left once aggregates and GROUP BY expressions are taken out.
+        let mut rest = e.clone();
+        let mut lambda = false;
+        let _ = ast::visit_expressions_mut(&mut rest, |x| {
+            let covered = match &*x {
+                ast::Expr::Function(f) => is_aggregate(f),
+                ast::Expr::Lambda(_) => {
+                    lambda = true;
+                    false
+                }
+                other => groups.contains(&crate::ksql_ast::ksql_display(other)),
+            };
+            if covered {
+                *x = ast::Expr::Value(Value::Null.into());
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        let mut columns = false;
+        let _ = ast::visit_expressions(&rest, |x| {
+            columns |= matches!(
+                x,
+                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)
+            );
+            ControlFlow::<()>::Continue(())
+        });
+        if columns && !lambda {
+            offenders.push(text);
+        }
+    }
+    if !offenders.is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: {}\nEither add the column(s) to the GROUP BY or remove them from the SELECT.",
+            offenders.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// ksqlDB refuses comparisons between unlike types (a number and a string)

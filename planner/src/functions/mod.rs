@@ -256,6 +256,41 @@ fn lower_names() -> &'static [String] {
     })
 }
 
+/// ksqlDB's meanings of operators DataFusion reads otherwise: `+` between
+/// two strings concatenates them.
+#[derive(Debug)]
+struct KsqlOperators;
+
+impl datafusion::logical_expr::planner::ExprPlanner for KsqlOperators {
+    fn plan_binary_op(
+        &self,
+        expr: datafusion::logical_expr::planner::RawBinaryExpr,
+        schema: &datafusion::common::DFSchema,
+    ) -> datafusion::common::Result<
+        datafusion::logical_expr::planner::PlannerResult<
+            datafusion::logical_expr::planner::RawBinaryExpr,
+        >,
+    > {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::logical_expr::planner::PlannerResult;
+        use datafusion::logical_expr::{binary_expr, ExprSchemable, Operator};
+        use datafusion::sql::sqlparser::ast::BinaryOperator;
+        let text =
+            |t: DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+        if expr.op == BinaryOperator::Plus
+            && text(expr.left.get_type(schema)?)
+            && text(expr.right.get_type(schema)?)
+        {
+            return Ok(PlannerResult::Planned(binary_expr(
+                expr.left,
+                Operator::StringConcat,
+                expr.right,
+            )));
+        }
+        Ok(PlannerResult::Original(expr))
+    }
+}
+
 /// Registers every function under its ksqlDB name in a planning context.
 pub fn register(ctx: &SessionContext) {
     let state = ctx.state();
@@ -289,6 +324,13 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(cast::coerce_udf());
     for hof in lambda::all() {
         ctx.register_higher_order_function(hof);
+    }
+    {
+        use datafusion::execution::FunctionRegistry;
+        let _ = ctx
+            .state_ref()
+            .write()
+            .register_expr_planner(Arc::new(KsqlOperators));
     }
     for name in ["greatest", "least"] {
         if let Some(df) = state.scalar_functions().get(name) {
