@@ -804,32 +804,7 @@ fn check_group_by(query: &Query, state: &datafusion::execution::SessionState) ->
         if groups.contains(&text) {
             continue;
         }
-        // What is left once aggregates and GROUP BY expressions are taken out.
-        let mut rest = e.clone();
-        let mut lambda = false;
-        let _ = ast::visit_expressions_mut(&mut rest, |x| {
-            let covered = match &*x {
-                ast::Expr::Function(f) => is_aggregate(f),
-                ast::Expr::Lambda(_) => {
-                    lambda = true;
-                    false
-                }
-                other => groups.contains(&crate::ksql_ast::ksql_display(other)),
-            };
-            if covered {
-                *x = ast::Expr::Value(Value::Null.into());
-            }
-            ControlFlow::<()>::Continue(())
-        });
-        let mut columns = false;
-        let _ = ast::visit_expressions(&rest, |x| {
-            columns |= matches!(
-                x,
-                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)
-            );
-            ControlFlow::<()>::Continue(())
-        });
-        if columns && !lambda {
+        if uncovered(&e, &groups, &is_aggregate) {
             offenders.push(text);
         }
     }
@@ -840,6 +815,82 @@ fn check_group_by(query: &Query, state: &datafusion::execution::SessionState) ->
         )));
     }
     Ok(())
+}
+
+/// Whether `e` uses a column outside the GROUP BY expressions (`groups`,
+/// as ksqlDB prints them) and outside aggregate calls.
+fn uncovered(
+    e: &ast::Expr,
+    groups: &[String],
+    is_aggregate: &dyn Fn(&ast::Function) -> bool,
+) -> bool {
+    use ast::Expr as E;
+    if groups.contains(&crate::ksql_ast::ksql_display(e)) {
+        return false;
+    }
+    let any = |es: &[&ast::Expr]| es.iter().any(|x| uncovered(x, groups, is_aggregate));
+    match e {
+        E::Identifier(_) | E::CompoundIdentifier(_) => true,
+        E::Function(f) if is_aggregate(f) => false,
+        E::Function(f) => match &f.args {
+            ast::FunctionArguments::List(l) => l.args.iter().any(|a| match a {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x))
+                | ast::FunctionArg::Named {
+                    arg: ast::FunctionArgExpr::Expr(x),
+                    ..
+                }
+                | ast::FunctionArg::ExprNamed {
+                    arg: ast::FunctionArgExpr::Expr(x),
+                    ..
+                } => uncovered(x, groups, is_aggregate),
+                _ => false,
+            }),
+            _ => false,
+        },
+        // A lambda's parameters are not columns.
+        E::Lambda(_) => false,
+        E::BinaryOp { left, right, .. } => any(&[left, right]),
+        E::UnaryOp { expr, .. }
+        | E::Nested(expr)
+        | E::Cast { expr, .. }
+        | E::IsNull(expr)
+        | E::IsNotNull(expr)
+        | E::IsTrue(expr)
+        | E::IsFalse(expr) => uncovered(expr, groups, is_aggregate),
+        E::Between {
+            expr, low, high, ..
+        } => any(&[expr, low, high]),
+        E::Like { expr, pattern, .. } | E::ILike { expr, pattern, .. } => any(&[expr, pattern]),
+        E::InList { expr, list, .. } => {
+            uncovered(expr, groups, is_aggregate)
+                || list.iter().any(|x| uncovered(x, groups, is_aggregate))
+        }
+        E::Case {
+            operand,
+            conditions,
+            else_result,
+            ..
+        } => {
+            operand
+                .as_deref()
+                .is_some_and(|x| uncovered(x, groups, is_aggregate))
+                || conditions.iter().any(|w| any(&[&w.condition, &w.result]))
+                || else_result
+                    .as_deref()
+                    .is_some_and(|x| uncovered(x, groups, is_aggregate))
+        }
+        E::CompoundFieldAccess { root, .. } => uncovered(root, groups, is_aggregate),
+        other => {
+            // Anything else: any column that is not a GROUP BY expression.
+            let mut columns = false;
+            let _ = ast::visit_expressions(other, |x| {
+                columns |= matches!(x, E::Identifier(_) | E::CompoundIdentifier(_))
+                    && !groups.contains(&crate::ksql_ast::ksql_display(x));
+                ControlFlow::<()>::Continue(())
+            });
+            columns
+        }
+    }
 }
 
 /// ksqlDB refuses comparisons between unlike types (a number and a string)
