@@ -1199,6 +1199,22 @@ fn plan_single(
         .filter(|(_, k)| **k)
         .map(|(i, _)| i)
         .collect();
+    // An aggregation's key columns are in GROUP BY order, as ksqlDB writes
+    // them, whatever the projection's order.
+    if let Some(StreamOp::Project {
+        exprs,
+        input_schema,
+        ..
+    }) = ops
+        .iter()
+        .skip_while(|op| !matches!(op, StreamOp::Aggregate { .. }))
+        .find(|op| matches!(op, StreamOp::Project { .. }))
+    {
+        key_columns.sort_by_key(|&i| match exprs.get(i).map(strip_alias) {
+            Some(Expr::Column(c)) => input_schema.index_of_column(c).unwrap_or(usize::MAX),
+            _ => usize::MAX,
+        });
+    }
     let is_table = ops
         .iter()
         .any(|op| matches!(op, StreamOp::Aggregate { .. }));
