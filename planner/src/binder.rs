@@ -757,6 +757,34 @@ fn check_group_by(query: &Query, state: &datafusion::execution::SessionState) ->
     if exprs.is_empty() {
         return Ok(());
     }
+    if let Some(condition) = exprs.iter().find(|e| crate::parser::is_condition(e)) {
+        // ksqlDB's grammar takes value expressions here, not conditions.
+        return Err(PlanError::Syntax(format!(
+            "Syntax Error: GROUP BY takes value expressions, not the condition {condition}"
+        )));
+    }
+    let source = select
+        .from
+        .first()
+        .and_then(|f| match &f.relation {
+            ast::TableFactor::Table { name, .. } => object_name(name).ok(),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let qualified = |e: &ast::Expr| match e {
+        ast::Expr::Identifier(i) if !source.is_empty() => format!("{source}.{}", i.value),
+        other => crate::ksql_ast::ksql_display(other),
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for e in exprs {
+        let text = qualified(e);
+        if seen.contains(&text) {
+            return Err(PlanError::Invalid(format!(
+                "Duplicate GROUP BY expression: {text}"
+            )));
+        }
+        seen.push(text);
+    }
     // ksqlDB's check, in its words: every non-aggregate part of a SELECT
     // item must be a GROUP BY expression or built from them.
     let unqualified = |e: &ast::Expr| {
@@ -790,8 +818,48 @@ fn check_group_by(query: &Query, state: &datafusion::execution::SessionState) ->
         any_aggregate |= matches!(x, ast::Expr::Function(f) if is_aggregate(f));
         ControlFlow::<()>::Continue(())
     });
-    if !any_aggregate {
+    // An unknown function is reported by planning (it may be an aggregate).
+    let mut unknown = false;
+    let _ = ast::visit_expressions(&select.projection, |x| {
+        if let ast::Expr::Function(f) = x {
+            let name = f.name.to_string().to_ascii_lowercase();
+            unknown |= !state.scalar_functions().contains_key(&name)
+                && !state.aggregate_functions().contains_key(&name)
+                && !state.higher_order_functions().contains_key(&name);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if unknown {
         return Ok(());
+    }
+    if !any_aggregate {
+        return Err(PlanError::Invalid(
+            "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.".into(),
+        ));
+    }
+    // Aggregates of aggregates.
+    let mut nested = None;
+    let _ = ast::visit_expressions(&select.projection, |x| {
+        if let ast::Expr::Function(f) = x {
+            if is_aggregate(f) {
+                let mut inner = false;
+                let _ = ast::visit_expressions(&f.args, |y| {
+                    inner |= !std::ptr::eq(x, y)
+                        && matches!(y, ast::Expr::Function(g) if is_aggregate(g));
+                    ControlFlow::<()>::Continue(())
+                });
+                if inner {
+                    nested = Some(crate::ksql_ast::ksql_display(x));
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(call) = nested {
+        return Err(PlanError::Invalid(format!(
+            "Aggregate functions can not be nested: {call}"
+        )));
     }
     let mut offenders = Vec::new();
     for item in &select.projection {
@@ -1218,6 +1286,12 @@ fn plan_single(
     let is_table = ops
         .iter()
         .any(|op| matches!(op, StreamOp::Aggregate { .. }));
+    if is_table && source.value_format == Format::Kafka {
+        return Err(PlanError::Invalid(format!(
+            "Source(s) {} are using the 'KAFKA' value format. This format does not yet support GROUP BY.",
+            source.name
+        )));
+    }
     if ops.iter().any(|op| matches!(op, StreamOp::Explode { .. })) {
         if source.kind == SourceKind::Table {
             return Err(PlanError::Invalid(
@@ -1953,8 +2027,39 @@ pub fn plan_create_as_select(
                 _ => None,
             })
             .unwrap_or_default();
+        // Only the grouping expressions the projection leaves out.
+        let kept: Vec<usize> = plan
+            .ops
+            .iter()
+            .skip_while(|op| !matches!(op, StreamOp::Aggregate { .. }))
+            .find_map(|op| match op {
+                StreamOp::Project {
+                    exprs,
+                    input_schema,
+                    ..
+                } => Some(
+                    exprs
+                        .iter()
+                        .filter_map(|e| match strip_alias(e) {
+                            Expr::Column(c) => input_schema.index_of_column(c).ok(),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let missing: Vec<String> = group
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !kept.contains(i))
+            .map(|(_, g)| g.clone())
+            .collect();
         let (what, names) = if plan.is_table {
-            ("grouping expression", group)
+            (
+                "grouping expression",
+                if missing.is_empty() { group } else { missing },
+            )
         } else {
             (
                 "key column",

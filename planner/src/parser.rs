@@ -607,7 +607,7 @@ fn take_partition_by(
 
 /// A condition (logic, comparison, predicate) not in parentheses: what
 /// ksqlDB's grammar reads as a boolean expression rather than a value.
-fn is_condition(e: &Expr) -> bool {
+pub(crate) fn is_condition(e: &Expr) -> bool {
     use ast::BinaryOperator as B;
     match e {
         Expr::BinaryOp { op, .. } => matches!(
