@@ -234,11 +234,29 @@ pub fn encode_sink(
             .filter(|(c, _)| c.key)
             .map(|(_, d)| d)
             .collect();
-        let key = if !computed_keys && key_d.iter().all(|d| d.is_null()) {
+        let mut key = if !computed_keys && key_d.iter().all(|d| d.is_null()) {
             None
         } else {
             encode(sink.key_format, &keys, &key_d, false)?
         };
+        if sink.window.is_some() {
+            // A windowed key: the key, then the window's start as 8
+            // big-endian bytes (Kafka Streams' time-windowed keys).
+            let start = schema
+                .index_of("WINDOWSTART")
+                .ok()
+                .and_then(|c| {
+                    out.batch
+                        .column(c)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                        .map(|a| a.value(i))
+                })
+                .ok_or_else(|| ExecError::Internal("a windowed row without its window".into()))?;
+            let mut bytes = key.unwrap_or_default();
+            bytes.extend_from_slice(&start.to_be_bytes());
+            key = Some(bytes);
+        }
         rows.push((row, key));
     }
     let mut records = Vec::new();

@@ -9,13 +9,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use brook_planner::catalog::WindowSpec;
 use brook_planner::plan::{AggFunc, ByOffsetArgs, StreamOp, StreamPlan, TableFunc};
 use brook_storage::{StateStore, WriteBatch};
 use datafusion::arrow::array::{
-    new_empty_array, new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
+    new_empty_array, new_null_array, Array, ArrayRef, BooleanArray, Int64Array, RecordBatch,
+    RecordBatchOptions, UInt32Array,
 };
-use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::compute::{filter_record_batch, take_arrays};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -125,6 +127,7 @@ enum Step {
         valueless_schema: SchemaRef,
     },
     Aggregate(AggregateOp),
+    Window(WindowOp),
     Explode {
         calls: Vec<(TableFunc, PhysExpr)>,
         schema: SchemaRef,
@@ -380,6 +383,12 @@ impl Pipeline {
                         .collect::<Result<_>>()?,
                     schema: Arc::new(output_schema.as_arrow().clone()),
                 },
+                StreamOp::Window { spec } => Step::Window(WindowOp {
+                    spec: *spec,
+                    stream_time: None,
+                    key: [state_prefix.as_slice(), b"w/stream-time"].concat(),
+                    dirty: false,
+                }),
                 StreamOp::Aggregate {
                     group,
                     aggs,
@@ -506,6 +515,7 @@ impl Pipeline {
                     }
                 }
                 Step::Aggregate(agg) => agg.process(&input, state)?,
+                Step::Window(w) => w.process(input, state)?,
                 Step::Explode { calls, schema } => explode(calls, schema, input, &mut self.errors)?,
             };
         }
@@ -538,11 +548,88 @@ impl Pipeline {
     /// Adds the epoch's state changes to `batch` and forgets them.
     pub fn drain_state(&mut self, batch: &mut WriteBatch) -> Result<()> {
         for step in &mut self.steps {
-            if let Step::Aggregate(agg) = step {
-                agg.drain(batch)?;
+            match step {
+                Step::Aggregate(agg) => agg.drain(batch)?,
+                Step::Window(w) => w.drain(batch),
+                _ => {}
             }
         }
         Ok(())
+    }
+}
+
+/// Assigns rows to their windows (see `StreamOp::Window`), tracking the
+/// query's stream time (the latest event time seen) to drop late rows.
+struct WindowOp {
+    spec: WindowSpec,
+    /// Loaded from the state store on first use.
+    stream_time: Option<i64>,
+    key: Vec<u8>,
+    dirty: bool,
+}
+
+impl WindowOp {
+    fn process(&mut self, input: ChangeBatch, state: &dyn StateStore) -> Result<ChangeBatch> {
+        let mut stream_time = match self.stream_time {
+            Some(t) => t,
+            None => state
+                .get(&self.key)?
+                .and_then(|b| b.try_into().ok())
+                .map_or(i64::MIN, i64::from_be_bytes),
+        };
+        let (mut rows, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut weights, mut rowtimes, mut null_values) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..input.len() {
+            let ts = input.rowtimes[r];
+            stream_time = stream_time.max(ts);
+            for (start, end) in self.spec.windows_of(ts) {
+                // Too late: the window closed (end + grace) before now.
+                if end.saturating_add(self.spec.grace_ms) <= stream_time {
+                    continue;
+                }
+                rows.push(r as u32);
+                starts.push(start);
+                ends.push(end);
+                weights.push(input.weights[r]);
+                rowtimes.push(ts);
+                null_values.push(input.null_values[r]);
+            }
+        }
+        if self.stream_time != Some(stream_time) {
+            self.stream_time = Some(stream_time);
+            self.dirty = true;
+        }
+        let indices = UInt32Array::from(rows);
+        let taken = take_arrays(input.batch.columns(), &indices, None)?;
+        let n = taken.len();
+        let split = n.saturating_sub(3);
+        let mut columns: Vec<ArrayRef> = taken[..split].to_vec();
+        columns.push(Arc::new(Int64Array::from(starts)));
+        columns.push(Arc::new(Int64Array::from(ends)));
+        columns.extend_from_slice(&taken[split..]);
+        let in_schema = input.batch.schema();
+        let mut fields: Vec<Arc<Field>> = in_schema.fields()[..split].to_vec();
+        fields.push(Arc::new(Field::new("WINDOWSTART", DataType::Int64, true)));
+        fields.push(Arc::new(Field::new("WINDOWEND", DataType::Int64, true)));
+        fields.extend_from_slice(&in_schema.fields()[split..]);
+        let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
+        Ok(ChangeBatch {
+            batch: RecordBatch::try_new_with_options(
+                Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+                columns,
+                &options,
+            )?,
+            weights,
+            rowtimes,
+            null_values,
+        })
+    }
+
+    fn drain(&mut self, batch: &mut WriteBatch) {
+        if let (true, Some(t)) = (self.dirty, self.stream_time) {
+            batch.put(self.key.clone(), t.to_be_bytes().to_vec());
+            self.dirty = false;
+        }
     }
 }
 

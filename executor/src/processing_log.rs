@@ -130,5 +130,6 @@ pub fn source_def() -> SourceDef {
         keyless_format: None,
         unwrapped: false,
         read_only: true,
+        window: None,
     }
 }

@@ -23,7 +23,8 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::catalog::{
-    Catalog, Column, Format, HeaderSource, SourceDef, SourceKind, ROWOFFSET, ROWPARTITION, ROWTIME,
+    Catalog, Column, Format, HeaderSource, SourceDef, SourceKind, WindowKind, WindowSpec,
+    ROWOFFSET, ROWPARTITION, ROWTIME,
 };
 use crate::error::{PlanError, Result};
 use crate::parser::{object_name, ColumnSpec, PropValue, Props};
@@ -421,6 +422,7 @@ pub fn plan_create_source(
         keyless_format,
         unwrapped,
         read_only: false,
+        window: None,
     })
 }
 
@@ -885,6 +887,173 @@ fn check_group_by(query: &Query, state: &datafusion::execution::SessionState) ->
     Ok(())
 }
 
+/// The window bounds' column names.
+const WINDOWSTART: &str = "WINDOWSTART";
+const WINDOWEND: &str = "WINDOWEND";
+
+/// The first window bound (`WINDOWSTART`, `WINDOWEND`) named in `node`.
+fn window_bound_in<V: ast::Visit>(node: &V) -> Option<String> {
+    let mut found = None;
+    let _ = ast::visit_expressions(node, |x| {
+        if let ast::Expr::Identifier(i) = x {
+            let upper = i.value.to_ascii_uppercase();
+            if upper == WINDOWSTART || upper == WINDOWEND {
+                found = Some(upper);
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    found
+}
+
+/// Removes a `WINDOW …` clause (kept by the parser as a table hint) from
+/// the query.
+fn take_window(query: &mut Query) -> Result<Option<WindowSpec>> {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Ok(None);
+    };
+    let Some(from) = select.from.first_mut() else {
+        return Ok(None);
+    };
+    let ast::TableFactor::Table { with_hints, .. } = &mut from.relation else {
+        return Ok(None);
+    };
+    let Some(at) = with_hints.iter().position(
+        |h| matches!(h, ast::Expr::Function(f) if f.name.to_string() == crate::parser::WINDOW),
+    ) else {
+        return Ok(None);
+    };
+    let hint = with_hints.remove(at);
+    let ast::Expr::Function(f) = hint else {
+        return Ok(None);
+    };
+    let ast::FunctionArguments::List(l) = f.args else {
+        return Err(PlanError::Internal("a window without arguments".into()));
+    };
+    let mut kind = String::new();
+    let mut ms = Vec::new();
+    for a in &l.args {
+        match a {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Value(v))) => {
+                match &v.value {
+                    Value::SingleQuotedString(k) => kind = k.clone(),
+                    Value::Number(n, _) => ms.push(n.parse::<i64>().unwrap_or(-1)),
+                    _ => {}
+                }
+            }
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::UnaryOp {
+                ..
+            })) => ms.push(-1),
+            _ => {}
+        }
+    }
+    let [size, advance, grace, retention] = ms.as_slice() else {
+        return Err(PlanError::Internal("a malformed window".into()));
+    };
+    let kind = match kind.as_str() {
+        "TUMBLING" => WindowKind::Tumbling,
+        "HOPPING" => WindowKind::Hopping,
+        _ => WindowKind::Session,
+    };
+    if kind == WindowKind::Session {
+        return Err(PlanError::Unsupported(
+            "SESSION windows are not supported yet".into(),
+        ));
+    }
+    if kind == WindowKind::Hopping && *advance > *size {
+        return Err(PlanError::Invalid(format!(
+            "Window advance must be no larger than the window size: ADVANCE BY {advance} ms, SIZE {size} ms"
+        )));
+    }
+    Ok(Some(WindowSpec {
+        kind,
+        size_ms: *size,
+        advance_ms: if kind == WindowKind::Hopping {
+            *advance
+        } else {
+            *size
+        },
+        // ksqlDB's default grace period is 24 hours.
+        grace_ms: if *grace >= 0 {
+            *grace
+        } else {
+            24 * 60 * 60 * 1000
+        },
+        retention_ms: (*retention >= 0).then_some(*retention),
+    }))
+}
+
+/// Checks where a windowed aggregation names the window bounds (only in
+/// the SELECT, outside aggregates), groups by them and projects them
+/// (reusing an unaliased `WINDOWSTART` item); the names of the two output
+/// columns holding the bounds.
+fn prepare_window(query: &mut Query, _spec: WindowSpec) -> Result<(String, String)> {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Err(PlanError::Unsupported("only SELECT can be windowed".into()));
+    };
+    let ast::GroupByExpr::Expressions(groups, _) = &mut select.group_by else {
+        return Err(PlanError::Invalid(
+            "A windowed query needs a GROUP BY clause.".into(),
+        ));
+    };
+    if groups.is_empty() {
+        return Err(PlanError::Invalid(
+            "A windowed query needs a GROUP BY clause.".into(),
+        ));
+    }
+    let only_select = |name: String| {
+        PlanError::Invalid(format!(
+            "Window bounds column {name} can only be used in the SELECT clause of windowed aggregations"
+        ))
+    };
+    for g in groups.iter() {
+        if let Some(n) = window_bound_in(g) {
+            return Err(only_select(n));
+        }
+    }
+    if let Some(n) = select.having.as_ref().and_then(window_bound_in) {
+        return Err(only_select(n));
+    }
+    if let Some(n) = select.selection.as_ref().and_then(window_bound_in) {
+        return Err(PlanError::Invalid(format!(
+            "Error in WHERE expression: Unknown column {n}."
+        )));
+    }
+    // Inside an aggregate call.
+    let mut inside = None;
+    let _ = ast::visit_expressions(&select.projection, |x| {
+        if let ast::Expr::Function(f) = x {
+            if crate::functions::lookup(&f.name.to_string())
+                .is_some_and(|i| i.kind == crate::functions::FunctionKind::Aggregate)
+            {
+                inside = inside.clone().or_else(|| window_bound_in(&f.args));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if let Some(n) = inside {
+        return Err(only_select(n));
+    }
+    groups.push(ast::Expr::Identifier(Ident::new(WINDOWSTART)));
+    groups.push(ast::Expr::Identifier(Ident::new(WINDOWEND)));
+    let mut names = Vec::new();
+    for bound in [WINDOWSTART, WINDOWEND] {
+        let projected = select.projection.iter().any(|item| {
+            matches!(item, SelectItem::UnnamedExpr(ast::Expr::Identifier(i))
+                if i.value.eq_ignore_ascii_case(bound))
+        });
+        if !projected {
+            select.projection.push(SelectItem::ExprWithAlias {
+                expr: ast::Expr::Identifier(Ident::new(bound)),
+                alias: quoted(bound),
+            });
+        }
+        names.push(bound.to_string());
+    }
+    Ok((names[0].clone(), names[1].clone()))
+}
+
 /// Whether `e` uses a column outside the GROUP BY expressions (`groups`,
 /// as ksqlDB prints them) and outside aggregate calls.
 fn uncovered(
@@ -1201,13 +1370,30 @@ fn plan_single(
     sink: Option<&str>,
 ) -> Result<StreamPlan> {
     let sources = referenced_sources(catalog, query)?;
-    let [source] = sources.as_slice() else {
+    let [real_source] = sources.as_slice() else {
         return Err(PlanError::Unsupported(if sources.is_empty() {
             "a continuous query needs a FROM clause".into()
         } else {
             "joins are not supported yet".into()
         }));
     };
+    // A windowed aggregation is planned over the source plus the window
+    // bounds, grouped by them too; they come out as two extra columns.
+    let mut query = query.clone();
+    let window = take_window(&mut query)?;
+    let mut planning_source = (*real_source).clone();
+    let mut window_columns = None;
+    if let Some(spec) = window {
+        window_columns = Some(prepare_window(&mut query, spec)?);
+        planning_source
+            .columns
+            .push(Column::new(WINDOWSTART, SqlType::Bigint, false));
+        planning_source
+            .columns
+            .push(Column::new(WINDOWEND, SqlType::Bigint, false));
+    }
+    let source = &&planning_source;
+    let sources = vec![&planning_source];
     let partition = match partition_by {
         Some([ast::Expr::Value(v)]) if v.value == Value::Null => Some(None),
         Some(exprs) => {
@@ -1223,7 +1409,6 @@ fn plan_single(
         }
         None => None,
     };
-    let mut query = query.clone();
     let mut star_keys = None;
     let mut partition_exprs = Vec::new();
     if let Some(Some(exprs)) = partition {
@@ -1261,6 +1446,32 @@ fn plan_single(
         .collect();
     lower(body, &mut ops, &mut keys)?;
     let output_schema = Arc::new(Schema::new(body.schema().as_arrow().fields().clone()));
+    let mut window_plan = None;
+    if let (Some(spec), Some((start, end))) = (window, &window_columns) {
+        ops.insert(0, StreamOp::Window { spec });
+        let start = output_schema.index_of(start)?;
+        let end = output_schema.index_of(end)?;
+        // The bounds are part of the key, not key columns (also where the
+        // projection copies them into the value, `WINDOWSTART AS ws`).
+        keys[start] = false;
+        keys[end] = false;
+        if let Some(StreamOp::Project { exprs, .. }) = ops
+            .iter()
+            .rev()
+            .find(|op| matches!(op, StreamOp::Project { .. }))
+        {
+            for (i, e) in exprs.iter().enumerate() {
+                if let Expr::Column(c) = strip_alias(e) {
+                    if c.name == WINDOWSTART || c.name == WINDOWEND {
+                        if let Some(k) = keys.get_mut(i) {
+                            *k = false;
+                        }
+                    }
+                }
+            }
+        }
+        window_plan = Some((spec, start, end));
+    }
     let mut key_columns: Vec<usize> = keys
         .iter()
         .enumerate()
@@ -1326,7 +1537,7 @@ fn plan_single(
         };
     }
     Ok(StreamPlan {
-        source: (*source).clone(),
+        source: (*real_source).clone(),
         ops,
         output_schema,
         key_columns,
@@ -1334,6 +1545,7 @@ fn plan_single(
         limit,
         repartitioned: matches!(partition, Some(Some(_))),
         join: None,
+        window: window_plan,
     })
 }
 
@@ -1981,10 +2193,12 @@ pub fn plan_create_as_select(
         _ => {}
     }
     let mut columns = Vec::with_capacity(plan.output_schema.fields().len());
+    // A windowed aggregation's bounds go into the key, not the columns.
+    let hidden = |i: usize| plan.window.is_some_and(|(_, a, b)| i == a || i == b);
     for (i, f) in plan.output_schema.fields().iter().enumerate() {
         // `PARTITION BY a, ROWTIME` names a key ROWTIME, as ksqlDB does.
         let several_keys = partition_by.is_some() && plan.key_columns.len() > 1;
-        if reserved(f.name()) && !(several_keys && plan.key_columns.contains(&i)) {
+        if reserved(f.name()) && !(several_keys && plan.key_columns.contains(&i)) && !hidden(i) {
             return Err(PlanError::Invalid(if is_alias(query, f.name()) {
                 format!(
                     "`{}` is a reserved column name. You cannot use it as an alias for a column.",
@@ -2014,6 +2228,7 @@ pub fn plan_create_as_select(
         StreamOp::Aggregate { group, .. } => Some(group.len()),
         _ => None,
     }) {
+        Some(n) if plan.window.is_some() => n.saturating_sub(2),
         Some(n) => n,
         None if partition_by.is_some() => plan.key_columns.len(),
         None => source_keys.len(),
@@ -2080,7 +2295,13 @@ pub fn plan_create_as_select(
         .iter()
         .map(|i| columns[*i].clone())
         .collect();
-    sorted.extend(columns.iter().filter(|c| !c.key).cloned());
+    sorted.extend(
+        columns
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| !c.key && !hidden(*i))
+            .map(|(_, c)| c.clone()),
+    );
     let source_key_format = match plan.source.key_format {
         Format::None => plan.source.keyless_format.unwrap_or(Format::None),
         other => other,
@@ -2122,6 +2343,7 @@ pub fn plan_create_as_select(
         keyless_format: None,
         unwrapped,
         read_only: false,
+        window: plan.window.map(|(spec, _, _)| spec),
     };
     if def.topic == plan.source.topic {
         return Err(PlanError::Invalid(format!(

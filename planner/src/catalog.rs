@@ -179,6 +179,53 @@ pub struct SourceDef {
     /// DELETE TOPIC).
     #[serde(default)]
     pub read_only: bool,
+    /// A windowed aggregation's result: its keys carry the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSpec>,
+}
+
+/// TUMBLING, HOPPING or SESSION.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WindowKind {
+    /// Fixed windows, `SIZE` apart.
+    Tumbling,
+    /// Fixed windows `SIZE` long, `ADVANCE BY` apart.
+    Hopping,
+    /// Activity separated by gaps longer than `SIZE`.
+    Session,
+}
+
+/// A `WINDOW …` clause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    /// The kind.
+    pub kind: WindowKind,
+    /// `SIZE` (the gap of a session window), ms.
+    pub size_ms: i64,
+    /// `ADVANCE BY` (hopping), ms; `size_ms` otherwise.
+    pub advance_ms: i64,
+    /// `GRACE PERIOD`, ms: how late a record may be for its window (24
+    /// hours when not given, as in ksqlDB).
+    pub grace_ms: i64,
+    /// `RETENTION`, ms, if given.
+    pub retention_ms: Option<i64>,
+}
+
+impl WindowSpec {
+    /// The windows `[start, end)` a record at `ts` falls in (tumbling and
+    /// hopping), earliest first.
+    pub fn windows_of(&self, ts: i64) -> Vec<(i64, i64)> {
+        let advance = self.advance_ms.max(1);
+        let last = ts.div_euclid(advance) * advance;
+        let mut out = Vec::new();
+        let mut start = last;
+        while start > ts - self.size_ms && start >= 0 {
+            out.push((start, start + self.size_ms));
+            start -= advance;
+        }
+        out.reverse();
+        out
+    }
 }
 
 impl SourceDef {

@@ -669,6 +669,131 @@ fn duration_at(tokens: &[TokenWithSpan], i: usize) -> Result<(i64, usize)> {
     Ok((n.saturating_mul(unit), unit_at + 1))
 }
 
+/// What a `WINDOW TUMBLING|HOPPING|SESSION (…)` clause is read as: a table
+/// hint on the source, `WITH (__BROOK_WINDOW('TUMBLING', size_ms,
+/// advance_ms, grace_ms, retention_ms))`, -1 for what is not given.
+pub const WINDOW: &str = "__BROOK_WINDOW";
+
+/// `WINDOW TUMBLING (SIZE 1 MINUTE [, RETENTION …] [, GRACE PERIOD …])`,
+/// `WINDOW HOPPING (SIZE …, ADVANCE BY …, …)` and `WINDOW SESSION (30
+/// SECONDS, …)` become the [`WINDOW`] table hint.
+fn rewrite_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+    let next = |from: usize| {
+        tokens[from..]
+            .iter()
+            .position(|t| !matches!(t.token, Token::Whitespace(_)))
+            .map(|n| n + from)
+    };
+    let bad = |what: &str| PlanError::Syntax(format!("syntax error: {what}"));
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        let kind_at = next(i + 1).filter(|_| is_word(&t.token, "WINDOW"));
+        let kind = kind_at.and_then(|k| match &tokens[k].token {
+            Token::Word(w) if w.quote_style.is_none() => {
+                let upper = w.value.to_ascii_uppercase();
+                ["TUMBLING", "HOPPING", "SESSION"]
+                    .contains(&upper.as_str())
+                    .then_some(upper)
+            }
+            _ => None,
+        });
+        let (Some(kind), Some(kind_at)) = (kind, kind_at) else {
+            out.push(t.clone());
+            i += 1;
+            continue;
+        };
+        let Some(open) = next(kind_at + 1).filter(|&o| tokens[o].token == Token::LParen) else {
+            return Err(bad(&format!("expected ( after WINDOW {kind}")));
+        };
+        let (mut size, mut advance, mut grace, mut retention) = (-1i64, -1i64, -1i64, -1i64);
+        let mut j = open + 1;
+        loop {
+            let Some(w) = next(j) else {
+                return Err(bad("unterminated WINDOW clause"));
+            };
+            let word = |n: usize, s: &str| is_word(&tokens[n].token, s);
+            if word(w, "SIZE") {
+                let (ms, e) = duration_at(&tokens, w + 1)?;
+                size = ms;
+                j = e;
+            } else if word(w, "ADVANCE") {
+                let by = next(w + 1).filter(|&b| word(b, "BY"));
+                let Some(by) = by else {
+                    return Err(bad("expected BY after ADVANCE"));
+                };
+                let (ms, e) = duration_at(&tokens, by + 1)?;
+                advance = ms;
+                j = e;
+            } else if word(w, "RETENTION") {
+                let (ms, e) = duration_at(&tokens, w + 1)?;
+                retention = ms;
+                j = e;
+            } else if word(w, "GRACE") {
+                let period = next(w + 1).filter(|&p| word(p, "PERIOD"));
+                let Some(period) = period else {
+                    return Err(bad("expected PERIOD after GRACE"));
+                };
+                let (ms, e) = duration_at(&tokens, period + 1)?;
+                grace = ms;
+                j = e;
+            } else if matches!(tokens[w].token, Token::Number(..)) && kind == "SESSION" {
+                let (ms, e) = duration_at(&tokens, w)?;
+                size = ms;
+                j = e;
+            } else {
+                return Err(bad(&format!(
+                    "unexpected {} in WINDOW {kind} (…)",
+                    tokens[w].token
+                )));
+            }
+            let Some(sep) = next(j) else {
+                return Err(bad("unterminated WINDOW clause"));
+            };
+            match tokens[sep].token {
+                Token::Comma => j = sep + 1,
+                Token::RParen => {
+                    j = sep + 1;
+                    break;
+                }
+                _ => {
+                    return Err(bad(&format!(
+                        "expected , or ) in WINDOW {kind} (…), found {}",
+                        tokens[sep].token
+                    )))
+                }
+            }
+        }
+        if size <= 0 {
+            return Err(bad(&format!("WINDOW {kind} needs a size")));
+        }
+        if kind == "HOPPING" && advance <= 0 {
+            return Err(bad("WINDOW HOPPING needs ADVANCE BY"));
+        }
+        let span = t.span;
+        let wrap = |token: Token| TokenWithSpan { token, span };
+        out.push(wrap(Token::make_keyword("WITH")));
+        out.push(wrap(Token::LParen));
+        out.push(wrap(Token::make_word(WINDOW, None)));
+        out.push(wrap(Token::LParen));
+        out.push(wrap(Token::SingleQuotedString(kind)));
+        for ms in [size, advance, grace, retention] {
+            out.push(wrap(Token::Comma));
+            if ms < 0 {
+                out.push(wrap(Token::Minus));
+                out.push(wrap(Token::Number("1".into(), false)));
+            } else {
+                out.push(wrap(Token::Number(ms.to_string(), false)));
+            }
+        }
+        out.push(wrap(Token::RParen));
+        out.push(wrap(Token::RParen));
+        i = j;
+    }
+    Ok(out)
+}
+
 /// `JOIN r WITHIN 10 SECONDS [GRACE PERIOD 1 MINUTE]` and `WITHIN (b, a)`
 /// become the [`WITHIN`] table hint.
 fn rewrite_join_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
@@ -854,6 +979,7 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     let (tokens, emit) = normalize_tokens(tokens);
     let tokens = rewrite_collection_casts(tokens);
     let tokens = rewrite_join_windows(tokens)?;
+    let tokens = rewrite_windows(tokens)?;
     let (tokens, partition_by) = take_partition_by(tokens)?;
     let dialect = KsqlDialect;
     let mut p = Parser::new(&dialect)

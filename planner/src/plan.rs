@@ -98,6 +98,14 @@ pub enum StreamOp {
         /// Schema of the rows it produces.
         output_schema: DFSchemaRef,
     },
+    /// Assigns each row to its windows: one row per window, with the
+    /// window's bounds in two columns inserted before the pseudo-columns
+    /// (`WINDOWSTART`, `WINDOWEND`). Rows too late for a window (its end
+    /// plus the grace period is before stream time) are dropped.
+    Window {
+        /// The window.
+        spec: crate::catalog::WindowSpec,
+    },
     /// Grouped aggregation; output is group columns then aggregates.
     Aggregate {
         /// Grouping expressions.
@@ -189,6 +197,10 @@ pub struct StreamPlan {
     pub repartitioned: bool,
     /// The join producing the source's rows, when the query joins.
     pub join: Option<JoinSpec>,
+    /// A windowed aggregation: the window, and the output columns holding
+    /// each row's window bounds (not part of the result's columns; the
+    /// sink writes them into the key).
+    pub window: Option<(crate::catalog::WindowSpec, usize, usize)>,
 }
 
 impl StreamPlan {
@@ -261,6 +273,11 @@ impl StreamPlan {
                     exprs(projected),
                     schema(output_schema)
                 ),
+                StreamOp::Window { spec } => format!(
+                    "  WINDOW {:?} SIZE {} ms ADVANCE {} ms GRACE {} ms",
+                    spec.kind, spec.size_ms, spec.advance_ms, spec.grace_ms
+                )
+                .to_uppercase(),
                 StreamOp::Explode { calls, .. } => format!(
                     "  EXPLODE {}",
                     joined(
@@ -364,6 +381,7 @@ impl fmt::Display for StreamPlan {
                     let e: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
                     writeln!(f, "{pad}StreamProject: {}", e.join(", "))?
                 }
+                StreamOp::Window { spec } => writeln!(f, "{pad}StreamWindow: {spec:?}")?,
                 StreamOp::Explode { calls, .. } => {
                     let c: Vec<String> = calls.iter().map(|(t, e)| format!("{t:?}({e})")).collect();
                     writeln!(f, "{pad}StreamTableFunctions: {}", c.join(", "))?

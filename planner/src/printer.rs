@@ -107,7 +107,7 @@ fn emit_text(e: Emit) -> &'static str {
 fn query_text(query: &Query, partition_by: Option<&[Expr]>, emit: Option<Emit>) -> String {
     let mut q = query.clone();
     let limit = q.limit_clause.take();
-    let mut out = join_windows(&q.to_string());
+    let mut out = windows(&join_windows(&q.to_string()));
     if let Some(p) = partition_by {
         let _ = write!(out, " PARTITION BY {}", exprs(p));
     }
@@ -140,6 +140,47 @@ fn join_windows(text: &str) -> String {
                 if let [g] = g {
                     let _ = write!(out, " GRACE PERIOD {g} MILLISECONDS");
                 }
+            }
+            _ => out.push_str(&rest[at..args_start + len + 2]),
+        }
+        rest = &rest[args_start + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A `WINDOW` clause, kept as a table hint by the parser, back in
+/// ksqlDB's words.
+fn windows(text: &str) -> String {
+    let marker = format!("WITH ({}(", crate::parser::WINDOW);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&marker) {
+        let args_start = at + marker.len();
+        let Some(len) = rest[args_start..].find("))") else {
+            break;
+        };
+        let args: Vec<&str> = rest[args_start..args_start + len].split(", ").collect();
+        out.push_str(&rest[..at]);
+        match args.as_slice() {
+            [kind, size, advance, grace, retention] => {
+                let kind = kind.trim_matches('\'');
+                let mut items = Vec::new();
+                if kind == "SESSION" {
+                    items.push(format!("{size} MILLISECONDS"));
+                } else {
+                    items.push(format!("SIZE {size} MILLISECONDS"));
+                }
+                if !advance.starts_with('-') {
+                    items.push(format!("ADVANCE BY {advance} MILLISECONDS"));
+                }
+                if !retention.starts_with('-') {
+                    items.push(format!("RETENTION {retention} MILLISECONDS"));
+                }
+                if !grace.starts_with('-') {
+                    items.push(format!("GRACE PERIOD {grace} MILLISECONDS"));
+                }
+                let _ = write!(out, "WINDOW {kind} ({})", items.join(", "));
             }
             _ => out.push_str(&rest[at..args_start + len + 2]),
         }
@@ -383,6 +424,9 @@ mod tests {
             "SELECT * FROM s WHERE v LIKE 'a%' EMIT CHANGES LIMIT 3",
             "SELECT id, s->f, CAST(m AS MAP<STRING, INT>), TRANSFORM(xs, x => x + 1) FROM s EMIT FINAL",
             "SELECT * FROM t WHERE id = 3",
+            "CREATE TABLE w AS SELECT id, COUNT(*) FROM s WINDOW TUMBLING (SIZE 30 SECONDS) GROUP BY id",
+            "CREATE TABLE w AS SELECT id, COUNT(*) FROM s WINDOW HOPPING (SIZE 30 SECONDS, ADVANCE BY 5 SECONDS, GRACE PERIOD 1 MINUTE, RETENTION 2 DAYS) WHERE id > 1 GROUP BY id",
+            "SELECT id, COUNT(*) FROM s WINDOW SESSION (30 SECONDS) GROUP BY id EMIT CHANGES",
             "SELECT * FROM l AS a JOIN r b WITHIN 10 SECONDS ON a.id = b.id EMIT CHANGES",
             "CREATE STREAM j AS SELECT * FROM l LEFT JOIN r WITHIN (1 MINUTE, 2 HOURS) GRACE PERIOD 5 SECONDS ON l.id = r.id",
             "SELECT * FROM s WHERE x BETWEEN s->a AND 3 AND s->f->g + 1 > 2 EMIT CHANGES",

@@ -428,10 +428,25 @@ pub fn compare_outputs(brook: &Brook, case: &Case) -> Outcome {
             (Some(def), Ok(records)) => records
                 .iter()
                 .map(|r| {
-                    let key = bytes_to_json(def.key_format, &key_columns(def), r.record.key.as_deref());
+                    // A windowed key ends with the window's start (8 bytes).
+                    let (key_bytes, window) = match (def.window, r.record.key.as_deref()) {
+                        (Some(w), Some(k)) if k.len() >= 8 => {
+                            let (k, start) = k.split_at(k.len() - 8);
+                            let start = i64::from_be_bytes(start.try_into().unwrap_or([0; 8]));
+                            (Some(k), Some(serde_json::json!({"start": start, "end": start + w.size_ms, "type": "time"})))
+                        }
+                        (_, k) => (k, None),
+                    };
+                    let key = bytes_to_json(def.key_format, &key_columns(def), key_bytes);
                     let value = bytes_to_json(def.value_format, &value_columns(def), r.record.value.as_deref());
                     match (key, value) {
-                        (Ok(k), Ok(v)) => serde_json::json!({"key": k, "value": v, "timestamp": r.record.timestamp}),
+                        (Ok(k), Ok(v)) => {
+                            let mut record = serde_json::json!({"key": k, "value": v, "timestamp": r.record.timestamp});
+                            if let Some(w) = window {
+                                record["window"] = w;
+                            }
+                            record
+                        }
                         (Err(e), _) | (_, Err(e)) => serde_json::json!({"undecodable": e.to_string()}),
                     }
                 })
@@ -453,11 +468,15 @@ pub fn compare_outputs(brook: &Brook, case: &Case) -> Outcome {
             let expected: Vec<Value> = expected
                 .iter()
                 .map(|e| {
-                    serde_json::json!({
+                    let mut shown = serde_json::json!({
                         "key": e.get("key").cloned().unwrap_or(Value::Null),
                         "value": e.get("value").cloned().unwrap_or(Value::Null),
                         "timestamp": e.get("timestamp").cloned().unwrap_or(Value::Null),
-                    })
+                    });
+                    if let Some(w) = e.get("window") {
+                        shown["window"] = serde_json::json!({"start": w["start"], "end": w["end"], "type": "time"});
+                    }
+                    shown
                 })
                 .collect();
             return Outcome::Failed(format!(
@@ -473,8 +492,11 @@ pub fn compare_outputs(brook: &Brook, case: &Case) -> Outcome {
 }
 
 fn record_matches(expected: &Value, actual: &Value) -> bool {
-    if expected.get("window").is_some() {
-        return false; // windowed keys are not produced yet
+    if let Some(w) = expected.get("window") {
+        let same = |f: &str| w.get(f).and_then(Value::as_i64) == actual["window"][f].as_i64();
+        if !same("start") || !same("end") {
+            return false;
+        }
     }
     let null = Value::Null;
     let key_ok = json_matches(expected.get("key").unwrap_or(&null), &actual["key"]);
