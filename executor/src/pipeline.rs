@@ -796,7 +796,7 @@ fn new_acc(f: AggFunc) -> Acc {
         AggFunc::Count => Acc::Count(0),
         AggFunc::Sum | AggFunc::SumList => Acc::Sum { int: 0, float: 0.0 },
         AggFunc::Avg => Acc::Avg { sum: 0.0, n: 0 },
-        AggFunc::Min | AggFunc::Max => Acc::MinMax(Vec::new()),
+        AggFunc::Min | AggFunc::Max | AggFunc::Multiset(_) => Acc::MinMax(Vec::new()),
         AggFunc::Latest(a) | AggFunc::Earliest(a) if a == ByOffsetArgs::DEFAULT => {
             Acc::Pick(Datum::Null)
         }
@@ -891,6 +891,10 @@ fn acc_output(f: AggFunc, acc: &Acc, ty: &DataType) -> Datum {
         },
         Acc::Avg { n, .. } if *n <= 0 => Datum::Null,
         Acc::Avg { sum, n } => Datum::Float(sum / *n as f64),
+        Acc::MinMax(set) if matches!(f, AggFunc::Multiset(_)) => match f {
+            AggFunc::Multiset(m) => m.finish(set),
+            _ => Datum::Null,
+        },
         Acc::MinMax(set) => {
             let pick = if f == AggFunc::Min {
                 set.first()

@@ -2142,6 +2142,35 @@ fn agg_call(e: &Expr) -> Result<AggCall> {
         }
         "array_agg" => AggFunc::CollectList,
         "sum_list" => AggFunc::SumList,
+        name @ ("topk" | "topkdistinct") => {
+            let k = match f.params.args.get(1) {
+                Some(Expr::Literal(ScalarValue::Int32(Some(k)), _)) => usize::try_from(*k).ok(),
+                Some(Expr::Literal(ScalarValue::Int64(Some(k)), _)) => usize::try_from(*k).ok(),
+                _ => None,
+            }
+            .filter(|k| *k > 0)
+            .ok_or_else(|| {
+                PlanError::Invalid(format!(
+                    "{}: the number of values must be a positive integer literal",
+                    name.to_uppercase()
+                ))
+            })?;
+            let func =
+                crate::functions::agg::MultisetFunc::from_name(name, Some(k)).ok_or_else(|| {
+                    PlanError::Internal(format!("{name} is not a multiset aggregate"))
+                })?;
+            return Ok(AggCall {
+                func: AggFunc::Multiset(func),
+                arg: Some(f.params.args[0].clone()),
+            });
+        }
+        name @ ("collect_set" | "histogram" | "count_distinct" | "attr" | "stddev_samp") => {
+            AggFunc::Multiset(
+                crate::functions::agg::MultisetFunc::from_name(name, None).ok_or_else(|| {
+                    PlanError::Internal(format!("{name} is not a multiset aggregate"))
+                })?,
+            )
+        }
         other => {
             return Err(PlanError::Unsupported(format!(
                 "aggregate function {} is not supported yet",

@@ -36,6 +36,9 @@ pub enum AggFunc {
     CollectList,
     /// `SUM_LIST(array)`: the sum of the non-NULL elements of every array.
     SumList,
+    /// TOPK, TOPKDISTINCT, COLLECT_SET, HISTOGRAM, COUNT_DISTINCT, ATTR,
+    /// STDDEV_SAMP: computed from the multiset of values.
+    Multiset(crate::functions::agg::MultisetFunc),
 }
 
 /// One aggregate call of a [`StreamOp::Aggregate`].

@@ -18,6 +18,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Literal;
 
 use super::udf::no_variant;
+use crate::datum::Datum;
 
 /// The options of a `LATEST_BY_OFFSET` / `EARLIEST_BY_OFFSET` call, read
 /// from its constant arguments.
@@ -387,9 +388,272 @@ impl Accumulator for SumListAcc {
     }
 }
 
+/// An aggregate computed from the multiset of a group's non-NULL values
+/// (so it supports retraction: a value leaves the multiset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MultisetFunc {
+    /// `TOPK(x, k)`: the k largest values, largest first.
+    TopK(usize),
+    /// `TOPKDISTINCT(x, k)`: the k largest distinct values, largest first.
+    TopKDistinct(usize),
+    /// `COLLECT_SET(x)`: the distinct values (in ascending order).
+    CollectSet,
+    /// `HISTOGRAM(x)`: each distinct value and how often it occurs.
+    Histogram,
+    /// `COUNT_DISTINCT(x)`: the number of distinct values.
+    CountDistinct,
+    /// `ATTR(x)`: the value if every value is the same, else NULL.
+    Attr,
+    /// `STDDEV_SAMP(x)`: the sample standard deviation.
+    StddevSamp,
+}
+
+impl MultisetFunc {
+    /// The function by its planning name (lower case); `k` is TOPK's count.
+    pub fn from_name(name: &str, k: Option<usize>) -> Option<MultisetFunc> {
+        Some(match (name, k) {
+            ("topk", Some(k)) => MultisetFunc::TopK(k),
+            ("topkdistinct", Some(k)) => MultisetFunc::TopKDistinct(k),
+            ("collect_set", _) => MultisetFunc::CollectSet,
+            ("histogram", _) => MultisetFunc::Histogram,
+            ("count_distinct", _) => MultisetFunc::CountDistinct,
+            ("attr", _) => MultisetFunc::Attr,
+            ("stddev_samp", _) => MultisetFunc::StddevSamp,
+            _ => return None,
+        })
+    }
+
+    /// The result type for the value type `t`.
+    fn return_type(self, name: &str, t: &DataType) -> Result<DataType> {
+        let list = || DataType::List(Arc::new(Field::new_list_field(t.clone(), true)));
+        let numeric = matches!(t, DataType::Int32 | DataType::Int64 | DataType::Float64);
+        Ok(match self {
+            MultisetFunc::TopK(_) | MultisetFunc::TopKDistinct(_) | MultisetFunc::CollectSet => {
+                list()
+            }
+            MultisetFunc::Histogram if matches!(t, DataType::Utf8) => crate::types::SqlType::Map(
+                Box::new(crate::types::SqlType::String),
+                Box::new(crate::types::SqlType::Bigint),
+            )
+            .arrow(),
+            MultisetFunc::CountDistinct => DataType::Int64,
+            MultisetFunc::Attr => t.clone(),
+            MultisetFunc::StddevSamp if numeric => DataType::Float64,
+            _ => return Err(no_variant(name, std::slice::from_ref(t))),
+        })
+    }
+
+    /// The result for a multiset of values (ascending, each with its
+    /// multiplicity).
+    pub fn finish(self, values: &[(Datum, i64)]) -> Datum {
+        let live = || values.iter().filter(|(_, n)| *n > 0);
+        match self {
+            MultisetFunc::TopK(k) => Datum::List(
+                live()
+                    .rev()
+                    .flat_map(|(d, n)| std::iter::repeat_n(d.clone(), *n as usize))
+                    .take(k)
+                    .collect(),
+            ),
+            MultisetFunc::TopKDistinct(k) => {
+                Datum::List(live().rev().take(k).map(|(d, _)| d.clone()).collect())
+            }
+            MultisetFunc::CollectSet => Datum::List(live().map(|(d, _)| d.clone()).collect()),
+            MultisetFunc::Histogram => {
+                Datum::Map(live().map(|(d, n)| (d.clone(), Datum::Int(*n))).collect())
+            }
+            MultisetFunc::CountDistinct => Datum::Int(live().count() as i64),
+            MultisetFunc::Attr => {
+                let mut it = live();
+                match (it.next(), it.next()) {
+                    (Some((d, _)), None) => d.clone(),
+                    _ => Datum::Null,
+                }
+            }
+            MultisetFunc::StddevSamp => {
+                let xs: Vec<(f64, f64)> = live()
+                    .filter_map(|(d, n)| {
+                        let x = match d {
+                            Datum::Int(i) => *i as f64,
+                            Datum::Float(f) => *f,
+                            _ => return None,
+                        };
+                        Some((x, *n as f64))
+                    })
+                    .collect();
+                let count: f64 = xs.iter().map(|(_, n)| n).sum();
+                if count < 2.0 {
+                    return Datum::Float(0.0);
+                }
+                let mean = xs.iter().map(|(x, n)| x * n).sum::<f64>() / count;
+                let var =
+                    xs.iter().map(|(x, n)| (x - mean).powi(2) * n).sum::<f64>() / (count - 1.0);
+                Datum::Float(var.sqrt())
+            }
+        }
+    }
+}
+
+/// A [`MultisetFunc`] as a DataFusion aggregate (for planning and pull
+/// queries; continuous queries keep the multiset incrementally).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Multiset {
+    name: &'static str,
+    with_k: bool,
+    signature: Signature,
+}
+
+fn multiset(name: &'static str, with_k: bool) -> AggregateUDF {
+    AggregateUDF::new_from_impl(Multiset {
+        name,
+        with_k,
+        signature: Signature::any(if with_k { 2 } else { 1 }, Volatility::Immutable),
+    })
+}
+
+impl AggregateUDFImpl for Multiset {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        let Some(t) = arg_types.first() else {
+            return Err(no_variant(self.name, arg_types));
+        };
+        if self.with_k && !matches!(arg_types.get(1), Some(DataType::Int32 | DataType::Int64)) {
+            return Err(no_variant(self.name, arg_types));
+        }
+        // Any k will do for the type.
+        MultisetFunc::from_name(self.name, Some(1))
+            .ok_or_else(|| no_variant(self.name, arg_types))?
+            .return_type(self.name, t)
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let k = args.exprs.get(1).and_then(|e| {
+            e.downcast_ref::<Literal>().and_then(|l| match l.value() {
+                ScalarValue::Int32(Some(k)) => usize::try_from(*k).ok(),
+                ScalarValue::Int64(Some(k)) => usize::try_from(*k).ok(),
+                _ => None,
+            })
+        });
+        let func = MultisetFunc::from_name(self.name, k.or(Some(1))).ok_or_else(|| {
+            datafusion::common::DataFusionError::Plan(format!(
+                "{} needs a constant count",
+                self.name
+            ))
+        })?;
+        Ok(Box::new(MultisetAcc {
+            func,
+            ret: args.return_field.data_type().clone(),
+            values: Vec::new(),
+        }))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let t = args
+            .input_fields
+            .first()
+            .map_or(DataType::Null, |f| f.data_type().clone());
+        Ok(vec![Arc::new(Field::new(
+            format!("{}[values]", args.name),
+            DataType::List(Arc::new(Field::new_list_field(t, true))),
+            true,
+        ))])
+    }
+}
+
+#[derive(Debug)]
+struct MultisetAcc {
+    func: MultisetFunc,
+    ret: DataType,
+    values: Vec<ScalarValue>,
+}
+
+impl Accumulator for MultisetAcc {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let Some(col) = values.first() else {
+            return Ok(());
+        };
+        for i in 0..col.len() {
+            let v = ScalarValue::try_from_array(col, i)?;
+            if !v.is_null() {
+                self.values.push(v);
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let Some(col) = states.first() else {
+            return Ok(());
+        };
+        for i in 0..col.len() {
+            if let ScalarValue::List(list) = ScalarValue::try_from_array(col, i)? {
+                if datafusion::arrow::array::Array::is_null(list.as_ref(), 0) {
+                    continue;
+                }
+                let inner = list.value(0);
+                for j in 0..inner.len() {
+                    let v = ScalarValue::try_from_array(&inner, j)?;
+                    if !v.is_null() {
+                        self.values.push(v);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::List(ScalarValue::new_list_nullable(
+            &self.values,
+            &self
+                .values
+                .first()
+                .map_or(DataType::Null, ScalarValue::data_type),
+        ))])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let mut set: Vec<(Datum, i64)> = Vec::new();
+        for v in &self.values {
+            let d = Datum::from_scalar(v)
+                .map_err(|e| datafusion::common::DataFusionError::Plan(e.to_string()))?;
+            match set.binary_search_by(|(x, _)| x.cmp(&d)) {
+                Ok(i) => set[i].1 += 1,
+                Err(i) => set.insert(i, (d, 1)),
+            }
+        }
+        self.func
+            .finish(&set)
+            .to_scalar(&self.ret)
+            .map_err(|e| datafusion::common::DataFusionError::Plan(e.to_string()))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.values.len() * 32
+    }
+}
+
 /// Every Brook aggregate.
 pub fn all() -> Vec<AggregateUDF> {
-    vec![by_offset(true), by_offset(false), sum_list()]
+    vec![
+        by_offset(true),
+        by_offset(false),
+        sum_list(),
+        multiset("topk", true),
+        multiset("topkdistinct", true),
+        multiset("collect_set", false),
+        multiset("histogram", false),
+        multiset("count_distinct", false),
+        multiset("attr", false),
+        multiset("stddev_samp", false),
+    ]
 }
 
 #[cfg(test)]

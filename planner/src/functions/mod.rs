@@ -235,6 +235,13 @@ pub static FUNCTIONS: &[FunctionInfo] = &[
     f("LATEST_BY_OFFSET", A, AGG, B, &["LATEST_BY_OFFSET(x T [, ignoreNulls BOOLEAN]) → T", "LATEST_BY_OFFSET(x T, n INT [, ignoreNulls BOOLEAN]) → ARRAY<T>"], "The last value by offset, or the last n (oldest first); NULLs are skipped unless ignoreNulls is false."),
     f("MAX", A, AGG, D("max"), &["MAX(x T) → T"], "The largest non-NULL value."),
     f("MIN", A, AGG, D("min"), &["MIN(x T) → T"], "The smallest non-NULL value."),
+    f("TOPK", A, AGG, B, &["TOPK(x T, k INT) → ARRAY<T>"], "The k largest values, largest first."),
+    f("TOPKDISTINCT", A, AGG, B, &["TOPKDISTINCT(x T, k INT) → ARRAY<T>"], "The k largest distinct values, largest first."),
+    f("COLLECT_SET", A, AGG, B, &["COLLECT_SET(x T) → ARRAY<T>"], "The distinct non-NULL values (in ascending order)."),
+    f("HISTOGRAM", A, AGG, B, &["HISTOGRAM(x STRING) → MAP<STRING, BIGINT>"], "How often each distinct non-NULL value occurs."),
+    f("COUNT_DISTINCT", A, AGG, B, &["COUNT_DISTINCT(x T) → BIGINT"], "The number of distinct non-NULL values."),
+    f("ATTR", A, AGG, B, &["ATTR(x T) → T"], "The value when every non-NULL value is the same, else NULL."),
+    f("STDDEV_SAMP", A, AGG, B, &["STDDEV_SAMP(x INT|BIGINT|DOUBLE) → DOUBLE"], "The sample standard deviation of the non-NULL values."),
     f("SUM_LIST", A, AGG, B, &["SUM_LIST(xs ARRAY<INT|BIGINT|DOUBLE>) → the element type"], "The sum of the non-NULL elements of every array."),
     f("SUM", A, AGG, D("sum"), &["SUM(x INT|BIGINT|DOUBLE) → same type"], "The sum of the non-NULL values (0 when there are none)."),
 ];
