@@ -2,8 +2,9 @@
 //!
 //! - SIGKILL at seeded random moments during concurrent INSERT ingest, 20
 //!   rounds: after each restart every acknowledged row is present exactly
-//!   once, the COUNT table agrees with the stream, and the sink topic holds
-//!   one upsert per input row.
+//!   once, the COUNT table agrees with the stream, a stream-table join saw
+//!   every row exactly once and a query chained on it agrees too, and the
+//!   sink topic holds one upsert per input row.
 //! - A deleted or unopenable state store is rebuilt from the log with
 //!   identical pull results; until then pull queries say "not ready".
 //!
@@ -110,6 +111,15 @@ fn lcg(state: &mut u64) -> u64 {
 const SETUP: &str = "CREATE STREAM pageviews (user_id INT KEY, url STRING, ms BIGINT) WITH (PARTITIONS=3);
      CREATE TABLE views_per_user AS SELECT user_id, COUNT(*) AS n, SUM(ms) AS total FROM pageviews GROUP BY user_id;";
 
+/// A stream-table join and a query chained on it, in the second test's
+/// workload: every page view gets its user's name, and the chained count
+/// must match.
+const JOIN_SETUP: &str = "CREATE TABLE users (user_id INT PRIMARY KEY, name STRING) WITH (PARTITIONS=3);
+     INSERT INTO users (user_id, name) VALUES (0, 'u0'), (1, 'u1'), (2, 'u2'), (3, 'u3'), (4, 'u4'), (5, 'u5'), (6, 'u6'), (7, 'u7'), (8, 'u8'), (9, 'u9'), (10, 'u10'), (11, 'u11'), (12, 'u12');
+     FLUSH;
+     CREATE STREAM named AS SELECT p.user_id AS user_id, p.ms, u.name FROM pageviews p JOIN users u ON p.user_id = u.user_id;
+     CREATE TABLE named_counts AS SELECT user_id, COUNT(*) AS n FROM named GROUP BY user_id;";
+
 /// Every row of the stream: (id, user).
 async fn stream_rows(client: &Client) -> Vec<(i64, i64)> {
     rows(client, "SELECT ms, user_id FROM pageviews")
@@ -146,6 +156,12 @@ async fn sigkill_during_concurrent_ingest_loses_nothing_and_counts_nothing_twice
         .batch_execute(SETUP)
         .await
         .expect("create");
+    server
+        .connect()
+        .await
+        .batch_execute(JOIN_SETUP)
+        .await
+        .expect("create the join");
     let acked: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
     let next_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
     for round in 0..20 {
@@ -207,9 +223,27 @@ async fn sigkill_during_concurrent_ingest_loses_nothing_and_counts_nothing_twice
             e.1 += id;
         }
         assert_eq!(table(&client).await, expected, "round {round}");
+        // The join saw every row exactly once, and so did the query
+        // chained on it.
+        let mut joined: Vec<i64> = rows(&client, "SELECT ms FROM named")
+            .await
+            .into_iter()
+            .map(|r| r[0].parse().expect("id"))
+            .collect();
+        joined.sort_unstable();
+        let mut in_log: Vec<i64> = ids.iter().copied().collect();
+        in_log.sort_unstable();
+        assert_eq!(joined, in_log, "round {round}: the join's output");
+        let chained: BTreeMap<i64, i64> = rows(&client, "SELECT user_id, n FROM named_counts")
+            .await
+            .into_iter()
+            .map(|r| (r[0].parse().expect("user"), r[1].parse().expect("n")))
+            .collect();
+        let counts: BTreeMap<i64, i64> = expected.iter().map(|(u, (n, _))| (*u, *n)).collect();
+        assert_eq!(chained, counts, "round {round}: the chained query");
         let queries = rows(&client, "SHOW QUERIES").await;
-        assert_eq!(queries.len(), 1);
-        assert_eq!(queries[0][2], "RUNNING");
+        assert_eq!(queries.len(), 3);
+        assert!(queries.iter().all(|q| q[2] == "RUNNING"), "{queries:?}");
     }
     // The sink topic holds exactly one upsert per input row: no epoch was
     // written twice or skipped across the kills.
