@@ -724,21 +724,7 @@ impl Engine {
             }
             // One epoch: process, commit state + offsets + outbox atomically, then write the sink.
             let (input, mut problems) = match (&mut join, &plan.join, &mut table) {
-                (Some(op), Some(spec), _) => {
-                    // A table's tombstones too (read as records without a
-                    // value): they delete the joined row.
-                    let mut left_def = spec.left.source.clone();
-                    left_def.kind = SourceKind::Stream;
-                    let (left, mut problems) =
-                        decode_batch(&left_def, &spec.left.source.batch_schema(), &by_input[0])?;
-                    let mut right_def = spec.right.source.clone();
-                    right_def.kind = SourceKind::Stream;
-                    let (right, more) =
-                        decode_batch(&right_def, &spec.right.source.batch_schema(), &by_input[1])?;
-                    problems.extend(more);
-                    let order = merge_order([&left, &right]);
-                    (op.process([&left, &right], &order)?, problems)
-                }
+                (Some(op), Some(spec), _) => join_input(op, spec, &by_input)?,
                 (_, _, Some(t)) => (
                     t.changes(&plan.source, &schema, &records, self.state.as_ref())?,
                     Vec::new(),
@@ -886,16 +872,17 @@ impl Engine {
     /// Starts a push query: a transient dataflow streaming rows until LIMIT
     /// or until the receiver is dropped.
     pub fn push(self: &Arc<Self>, plan: StreamPlan, from_beginning: bool) -> Result<PushStream> {
-        if plan.join.is_some() {
-            return Err(ExecError::Plan(brook_planner::PlanError::Unsupported(
-                "push queries over joins are not supported yet; create a stream with CREATE STREAM … AS SELECT and query it".into(),
-            )));
+        // (input, topic, partition) for each entry of the offsets.
+        let mut parts: Vec<(usize, String, u32)> = Vec::new();
+        for (i, t) in input_topics(&plan).into_iter().enumerate() {
+            for p in 0..self.log.partitions(&t)? {
+                parts.push((i, t.clone(), p));
+            }
         }
-        let partitions = self.log.partitions(&plan.source.topic)?;
         let mut offsets: Vec<u64> = if from_beginning {
-            vec![0; partitions as usize]
+            vec![0; parts.len()]
         } else {
-            self.log.end_offsets(&plan.source.topic)?
+            self.end_offsets_of(&input_topics(&plan))?
         };
         let (tx, rx) = mpsc::channel(1024);
         let engine = Arc::clone(self);
@@ -904,6 +891,13 @@ impl Engine {
             let state = MemoryStateStore::default();
             let run = async {
                 let mut pipeline = Pipeline::new(&plan, b"a/".to_vec())?;
+                let mut join = match &plan.join {
+                    Some(spec) => Some((
+                        JoinOp::new(spec, plan.source.batch_schema(), b"j/".to_vec(), &state)?,
+                        spec,
+                    )),
+                    None => None,
+                };
                 let schema = plan.source.batch_schema();
                 let mut appended = engine.appended.subscribe();
                 let mut sent = 0usize;
@@ -912,32 +906,33 @@ impl Engine {
                 }
                 loop {
                     appended.borrow_and_update();
-                    let mut records = Vec::new();
-                    for p in 0..partitions {
-                        records.extend(engine.log.read(
-                            &plan.source.topic,
-                            p,
-                            offsets[p as usize],
-                            EPOCH_RECORDS,
-                        )?);
+                    let mut by_input: [Vec<StoredRecord>; 2] = [Vec::new(), Vec::new()];
+                    for (g, (input, topic, p)) in parts.iter().enumerate() {
+                        let read = engine.log.read(topic, *p, offsets[g], EPOCH_RECORDS)?;
+                        for r in &read {
+                            offsets[g] = offsets[g].max(r.offset + 1);
+                        }
+                        by_input[*input].extend(read);
                     }
-                    if records.is_empty() {
+                    if by_input.iter().all(Vec::is_empty) {
                         tokio::select! {
                             r = appended.changed() => if r.is_err() { return Ok(()) },
                             _ = tx.closed() => return Ok(()),
                         }
                         continue;
                     }
-                    for r in &records {
-                        offsets[r.partition as usize] =
-                            offsets[r.partition as usize].max(r.offset + 1);
-                    }
-                    let (input, mut problems) = decode_batch(&plan.source, &schema, &records)?;
+                    let (input, mut problems) = match &mut join {
+                        Some((op, spec)) => join_input(op, spec, &by_input)?,
+                        None => decode_batch(&plan.source, &schema, &by_input[0])?,
+                    };
                     let out = pipeline.process_guarded(input, &state)?;
                     problems.extend(pipeline.take_errors());
                     engine.log_processing_errors("transient", &problems);
                     let mut wb = WriteBatch::default();
                     pipeline.drain_state(&mut wb)?;
+                    if let Some((op, _)) = &mut join {
+                        op.drain(&mut wb);
+                    }
                     state.commit(wb)?;
                     for i in 0..out.len() {
                         if out.weights[i] <= 0 || out.null_values[i] {
@@ -1065,6 +1060,31 @@ impl Engine {
         out.extend(latest.into_values().flatten());
         Ok(out)
     }
+}
+
+/// Decodes both inputs' records and joins them into the rows of the
+/// join's synthetic source.
+fn join_input(
+    op: &mut JoinOp,
+    spec: &brook_planner::plan::JoinSpec,
+    by_input: &[Vec<StoredRecord>; 2],
+) -> Result<(ChangeBatch, Vec<ProcessingError>)> {
+    // A table's tombstones too (read as records without a value): they
+    // delete the joined row.
+    let mut problems = Vec::new();
+    let mut decoded = Vec::with_capacity(2);
+    for (def, records) in [&spec.left.source, &spec.right.source]
+        .into_iter()
+        .zip(by_input)
+    {
+        let mut as_stream = def.clone();
+        as_stream.kind = SourceKind::Stream;
+        let (batch, more) = decode_batch(&as_stream, &def.batch_schema(), records)?;
+        problems.extend(more);
+        decoded.push(batch);
+    }
+    let order = merge_order([&decoded[0], &decoded[1]]);
+    Ok((op.process([&decoded[0], &decoded[1]], &order)?, problems))
 }
 
 /// The topics a query reads, in the order of its offsets.
