@@ -88,6 +88,21 @@ pub struct JoinOp {
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// The left join column's index, when the left side joins on a column.
     left_key_column: Option<usize>,
+    /// With a grace period: unmatched records of an outer side, waiting
+    /// for their window to close (then they are emitted with NULLs) or
+    /// for a match (then they are dropped), by (time, seq).
+    pending: BTreeMap<(i64, u64), Pending>,
+    /// The latest time seen on either side.
+    stream_time: i64,
+}
+
+/// An unmatched record of an outer side, held until its window closes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    side: usize,
+    entry: Entry,
+    partition: i32,
+    offset: i64,
 }
 
 fn key_bytes(key: &Datum) -> Result<Vec<u8>> {
@@ -134,6 +149,8 @@ impl JoinOp {
         };
         let mut op = JoinOp {
             left_key_column,
+            pending: BTreeMap::new(),
+            stream_time: i64::MIN,
             spec: spec.clone(),
             keys,
             types,
@@ -159,6 +176,15 @@ impl JoinOp {
                 let key = k[op.prefix.len() + 2..].to_vec();
                 op.tables[side].insert(key, row);
             }
+        }
+        for (_, v) in state.scan_prefix(&op.state_key(b'p', &[]))? {
+            let p: Pending = serde_json::from_slice(&v)
+                .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))?;
+            op.pending.insert((p.entry.ts, p.entry.seq), p);
+        }
+        if let Some(v) = state.get(&op.state_key(b's', &[]))? {
+            op.stream_time = serde_json::from_slice(&v)
+                .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))?;
         }
         op.writes.clear();
         Ok(op)
@@ -294,6 +320,40 @@ impl JoinOp {
         Ok(row)
     }
 
+    /// The joined row of an unmatched record of side `s`, NULLs for the
+    /// other side.
+    fn null_padded(
+        &self,
+        s: usize,
+        key: &Datum,
+        row: &[Datum],
+        ts: i64,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Vec<ScalarValue>> {
+        let other = 1 - s;
+        let mut nulls = self.nulls(other);
+        if other == 0 && self.spec.kind == JoinKind::Right {
+            // The key is named after the left join column: it carries the
+            // join value when the left side is missing.
+            if let Some(i) = self.left_key_column {
+                nulls[i] = key.clone();
+            }
+        }
+        if s == 0 {
+            self.output_row(key, row, &nulls, ts, partition, offset)
+        } else {
+            self.output_row(key, &nulls, row, ts, partition, offset)
+        }
+    }
+
+    /// How far after a record of side `s` its window reaches.
+    fn reach(&self, s: usize) -> i64 {
+        self.spec
+            .window
+            .map_or(0, |w| if s == 0 { w.after_ms } else { w.before_ms })
+    }
+
     /// Joins the decoded records of both inputs, in `order` (side, row),
     /// into rows of the synthetic source.
     pub fn process(
@@ -394,6 +454,41 @@ impl JoinOp {
                     ts.saturating_add(w.before_ms),
                 )
             };
+            let grace = w.grace_ms;
+            if let Some(g) = grace {
+                // Stream time moves on: held rows whose window has closed
+                // are emitted with NULLs, in time order, before this record.
+                let now = self.stream_time.max(ts);
+                if ts == now {
+                    let closed: Vec<(i64, u64)> = self
+                        .pending
+                        .iter()
+                        .filter(|(_, p)| p.entry.ts + self.reach(p.side) + g < now)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in closed {
+                        if let Some(p) = self.pending.remove(&k) {
+                            rows.push(self.null_padded(
+                                p.side,
+                                &p.entry.key,
+                                &p.entry.row,
+                                p.entry.ts,
+                                p.partition,
+                                p.offset,
+                            )?);
+                            times.push(p.entry.ts);
+                            weights.push(1);
+                            self.writes
+                                .push((self.state_key(b'p', &p.entry.seq.to_be_bytes()), None));
+                        }
+                    }
+                }
+            }
+            if ts > self.stream_time {
+                self.stream_time = ts;
+                self.writes
+                    .push((self.state_key(b's', &[]), Some(json(&self.stream_time)?)));
+            }
             let kb = key_bytes(&key)?;
             let matches: Vec<Entry> = self.buffers[other]
                 .by_key
@@ -414,26 +509,24 @@ impl JoinOp {
                 rows.push(self.output_row(&key, l, rr, ts.max(m.ts), partition, offset)?);
                 times.push(ts.max(m.ts));
                 weights.push(1);
+                // A match: the other record's held NULL row is not emitted.
+                if self.pending.remove(&(m.ts, m.seq)).is_some() {
+                    self.writes
+                        .push((self.state_key(b'p', &m.seq.to_be_bytes()), None));
+                }
             }
             let outer = matches!(
                 (self.spec.kind, s),
                 (JoinKind::Full, _) | (JoinKind::Left, 0) | (JoinKind::Right, 1)
             );
-            if matches.is_empty() && outer {
-                let mut nulls = self.nulls(other);
-                if other == 0 && self.spec.kind == JoinKind::Right {
-                    // The key is named after the left join column: it
-                    // carries the join value when the left side is missing.
-                    if let Some(i) = self.left_key_column {
-                        nulls[i] = key.clone();
-                    }
-                }
-                let (l, rr) = if s == 0 {
-                    (&row, &nulls)
-                } else {
-                    (&nulls, &row)
-                };
-                rows.push(self.output_row(&key, l, rr, ts, partition, offset)?);
+            // With a grace period the NULL row waits for the window to
+            // close (a match may still come); without one it is emitted now.
+            let hold = outer
+                && matches.is_empty()
+                && grace.is_some()
+                && ts.saturating_add(self.reach(s)) >= self.stream_time;
+            if matches.is_empty() && outer && !hold {
+                rows.push(self.null_padded(s, &key, &row, ts, partition, offset)?);
                 times.push(ts);
                 weights.push(1);
             }
@@ -448,6 +541,17 @@ impl JoinOp {
                     row,
                 };
                 self.next_seq += 1;
+                if hold {
+                    let p = Pending {
+                        side: s,
+                        entry: e.clone(),
+                        partition,
+                        offset,
+                    };
+                    self.writes
+                        .push((self.state_key(b'p', &e.seq.to_be_bytes()), Some(json(&p)?)));
+                    self.pending.insert((e.ts, e.seq), p);
+                }
                 let tag = if s == 0 { b'l' } else { b'r' };
                 self.writes
                     .push((self.state_key(tag, &e.seq.to_be_bytes()), Some(json(&e)?)));
