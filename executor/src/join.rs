@@ -9,7 +9,10 @@
 //!   the output's time is the later of the two. A LEFT/RIGHT/FULL record
 //!   without a match is emitted at once with NULLs for the other side; a
 //!   later match is emitted too (ksqlDB's behaviour without a grace
-//!   period).
+//!   period). With a grace period the NULL row is held until the record's
+//!   window closes, and dropped if a match comes first.
+//! - **Table-table** (primary key): both tables' current rows; a change on
+//!   either side retracts the joined row as it was and inserts it as it is.
 //! - **Stream-table**: the table side keeps its current row per primary
 //!   key (a tombstone deletes it); a stream record joins the row current
 //!   when it is processed. Table changes emit nothing.
