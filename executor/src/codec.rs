@@ -23,6 +23,40 @@ pub struct DecodedRow<'r> {
     pub record: &'r StoredRecord,
     /// The record had no value: only the key columns are set.
     pub null_value: bool,
+    /// A windowed source: the record's window, from its key.
+    pub window: Option<(i64, i64)>,
+}
+
+/// A windowed key's key bytes and window: Kafka Streams writes a time
+/// window as the key then its start (8 bytes, big-endian), a session as
+/// the key then its end and its start.
+pub fn split_window(def: &SourceDef, key: Option<&[u8]>) -> (Option<Vec<u8>>, Option<(i64, i64)>) {
+    let Some(w) = def.window else {
+        return (key.map(<[u8]>::to_vec), None);
+    };
+    let Some(k) = key else {
+        return (None, None);
+    };
+    let be = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+    match w.kind {
+        brook_planner::catalog::WindowKind::Session if k.len() >= 16 => {
+            let (k, rest) = k.split_at(k.len() - 16);
+            let (end, start) = rest.split_at(8);
+            (Some(k.to_vec()), Some((be(start), be(end))))
+        }
+        brook_planner::catalog::WindowKind::Tumbling
+        | brook_planner::catalog::WindowKind::Hopping
+            if k.len() >= 8 =>
+        {
+            let (k, start) = k.split_at(k.len() - 8);
+            let start = be(start);
+            (
+                Some(k.to_vec()),
+                Some((start, start.saturating_add(w.size_ms))),
+            )
+        }
+        _ => (Some(k.to_vec()), None),
+    }
 }
 
 /// Decodes records into rows of the source's declared columns; also returns
@@ -44,7 +78,8 @@ pub fn decode_rows<'r>(
             // A table's tombstone is no row.
             continue;
         }
-        let decoded = decode(def.key_format, &keys, r.record.key.as_deref(), false).and_then(|k| {
+        let (key_bytes, window) = split_window(def, r.record.key.as_deref());
+        let decoded = decode(def.key_format, &keys, key_bytes.as_deref(), false).and_then(|k| {
             Ok((
                 k,
                 decode(
@@ -84,6 +119,7 @@ pub fn decode_rows<'r>(
                     rowtime,
                     record: r,
                     null_value,
+                    window,
                 });
             }
             Err(e) => {
@@ -123,13 +159,18 @@ fn header_datum(h: &HeaderSource, headers: &[(String, Option<Vec<u8>>)]) -> Datu
 pub fn batch_row(
     def: &SourceDef,
     values: &[Datum],
+    window: Option<(i64, i64)>,
     rowtime: i64,
     partition: i32,
     offset: i64,
 ) -> Result<Vec<ScalarValue>> {
-    let mut row = Vec::with_capacity(values.len() + 3);
+    let mut row = Vec::with_capacity(values.len() + 5);
     for (d, c) in values.iter().zip(&def.columns) {
         row.push(d.to_scalar(&c.ty.arrow())?);
+    }
+    if def.window.is_some() {
+        row.push(ScalarValue::Int64(window.map(|w| w.0)));
+        row.push(ScalarValue::Int64(window.map(|w| w.1)));
     }
     row.extend([
         ScalarValue::Int64(Some(rowtime)),
@@ -152,7 +193,14 @@ pub fn decode_batch(
     let mut rowtimes = Vec::with_capacity(rows.len());
     for row in &rows {
         let (partition, offset) = (row.record.partition as i32, row.record.offset as i64);
-        scalars.push(batch_row(def, &row.values, row.rowtime, partition, offset)?);
+        scalars.push(batch_row(
+            def,
+            &row.values,
+            row.window,
+            row.rowtime,
+            partition,
+            offset,
+        )?);
         rowtimes.push(row.rowtime);
     }
     let batch = ChangeBatch {
@@ -178,6 +226,9 @@ pub struct MvRow {
     /// for rows a query computed).
     #[serde(default = "unknown_offset")]
     pub offset: i64,
+    /// A windowed table: the row's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<(i64, i64)>,
 }
 
 fn unknown_offset() -> i64 {
@@ -239,29 +290,39 @@ pub fn encode_sink(
         } else {
             encode(sink.key_format, &keys, &key_d, false)?
         };
-        if sink.window.is_some() {
+        let mut window = None;
+        if let Some(spec) = sink.window {
             // A windowed key: the key, then the window's start as 8
-            // big-endian bytes (Kafka Streams' time-windowed keys).
-            let start = schema
-                .index_of("WINDOWSTART")
-                .ok()
-                .and_then(|c| {
-                    out.batch
+            // big-endian bytes (Kafka Streams' time-windowed keys); a
+            // session's end, then its start.
+            let bound = |name: &str| {
+                schema.index_of(name).ok().and_then(|c| {
+                    let a = out
+                        .batch
                         .column(c)
                         .as_any()
-                        .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                        .map(|a| a.value(i))
+                        .downcast_ref::<datafusion::arrow::array::Int64Array>()?;
+                    (!datafusion::arrow::array::Array::is_null(a, i)).then(|| a.value(i))
                 })
-                .ok_or_else(|| ExecError::Internal("a windowed row without its window".into()))?;
+            };
+            let (Some(start), Some(end)) = (bound("WINDOWSTART"), bound("WINDOWEND")) else {
+                return Err(ExecError::Internal(
+                    "a windowed row without its window".into(),
+                ));
+            };
             let mut bytes = key.unwrap_or_default();
+            if spec.kind == brook_planner::catalog::WindowKind::Session {
+                bytes.extend_from_slice(&end.to_be_bytes());
+            }
             bytes.extend_from_slice(&start.to_be_bytes());
             key = Some(bytes);
+            window = Some((start, end));
         }
-        rows.push((row, key));
+        rows.push((row, key, window));
     }
     let mut records = Vec::new();
     for i in 0..out.len() {
-        let (row, key) = &rows[i];
+        let (row, key, window) = &rows[i];
         let weight = out.weights[i];
         // `WITH (TIMESTAMP=…)` on the sink: the column's value is the
         // record's timestamp; records without a valid one are skipped,
@@ -314,10 +375,11 @@ pub fn encode_sink(
                     headers: vec![],
                 };
                 let mv = Some(Some(MvRow {
-                    values: row.clone(),
+                    values: row.to_vec(),
                     rowtime,
                     partition: partition as i32,
                     offset: -1,
+                    window: *window,
                 }));
                 records.push(SinkRecord {
                     partition,
@@ -436,8 +498,16 @@ impl TableSource {
         records: &[StoredRecord],
         state: &dyn StateStore,
     ) -> Result<ChangeBatch> {
-        let to_scalars =
-            |row: &MvRow| batch_row(def, &row.values, row.rowtime, row.partition, row.offset);
+        let to_scalars = |row: &MvRow| {
+            batch_row(
+                def,
+                &row.values,
+                row.window,
+                row.rowtime,
+                row.partition,
+                row.offset,
+            )
+        };
         let mut rows = Vec::new();
         let mut weights = Vec::new();
         let mut rowtimes = Vec::new();
@@ -455,6 +525,7 @@ impl TableSource {
                         rowtime: d.rowtime,
                         partition: r.partition as i32,
                         offset: r.offset as i64,
+                        window: d.window,
                     }),
                     None => continue, // undecodable: skipped and logged
                 }

@@ -1009,14 +1009,24 @@ impl Engine {
     /// key for other tables, every record for streams.
     fn scan_source(&self, def: &SourceDef) -> Result<Vec<Vec<ScalarValue>>> {
         let mut out = Vec::new();
-        let to_row = |values: &[Datum], rowtime: i64, partition: i32, offset: i64| {
-            batch_row(def, values, rowtime, partition, offset)
+        let to_row = |values: &[Datum],
+                      window: Option<(i64, i64)>,
+                      rowtime: i64,
+                      partition: i32,
+                      offset: i64| {
+            batch_row(def, values, window, rowtime, partition, offset)
         };
         if def.kind == SourceKind::Table && def.query_id.is_some() {
             for (_, v) in self.state.scan_prefix(&mv_prefix(&def.name))? {
                 let row: MvRow = serde_json::from_slice(&v)
                     .map_err(|e| ExecError::Internal(format!("unreadable row: {e}")))?;
-                out.push(to_row(&row.values, row.rowtime, row.partition, row.offset)?);
+                out.push(to_row(
+                    &row.values,
+                    row.window,
+                    row.rowtime,
+                    row.partition,
+                    row.offset,
+                )?);
             }
             return Ok(out);
         }
@@ -1032,6 +1042,7 @@ impl Engine {
                     for d in decode_rows(def, &records, false).0 {
                         out.push(to_row(
                             &d.values,
+                            d.window,
                             d.rowtime,
                             d.record.partition as i32,
                             d.record.offset as i64,
@@ -1050,8 +1061,13 @@ impl Engine {
                         .into_iter()
                         .next()
                     {
-                        let row =
-                            to_row(&d.values, d.rowtime, r.partition as i32, r.offset as i64)?;
+                        let row = to_row(
+                            &d.values,
+                            d.window,
+                            d.rowtime,
+                            r.partition as i32,
+                            r.offset as i64,
+                        )?;
                         latest.insert(r.record.key.clone(), Some(row));
                     }
                 }

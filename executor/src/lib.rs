@@ -26,6 +26,7 @@ mod print;
 pub mod processing_log;
 
 pub use brook_planner::datum::{self, Datum};
+pub use codec::split_window;
 pub use engine::{Engine, EngineConfig, PushStream};
 pub use error::{ExecError, Result};
 pub use format::{bytes_to_json, datum_to_json, json_to_bytes};

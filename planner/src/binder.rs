@@ -46,7 +46,67 @@ const KNOWN_PROPS: &[&str] = &[
     "WRAP_SINGLE_VALUE",
     "VALUE_DELIMITER",
     "KEY_DELIMITER",
+    "WINDOW_TYPE",
+    "WINDOW_SIZE",
 ];
+
+/// `WITH (WINDOW_TYPE='TUMBLING', WINDOW_SIZE='30 SECONDS')`: a source over
+/// a topic with windowed keys (what a windowed aggregation writes).
+fn window_prop(props: &Props) -> Result<Option<WindowSpec>> {
+    let Some(kind) = prop(props, "WINDOW_TYPE") else {
+        if prop(props, "WINDOW_SIZE").is_some() {
+            return Err(PlanError::Invalid(
+                "WINDOW_SIZE set without WINDOW_TYPE.".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let kind = match kind.as_text().to_ascii_uppercase().as_str() {
+        "TUMBLING" => WindowKind::Tumbling,
+        "HOPPING" => WindowKind::Hopping,
+        "SESSION" => WindowKind::Session,
+        other => {
+            return Err(PlanError::Invalid(format!(
+                "Invalid WINDOW_TYPE: {other}. Valid values are SESSION, HOPPING and TUMBLING."
+            )))
+        }
+    };
+    let size = match prop(props, "WINDOW_SIZE") {
+        Some(v) => {
+            let text = v.as_text();
+            let mut parts = text.split_whitespace();
+            let ms = match (
+                parts.next().and_then(|n| n.parse::<i64>().ok()),
+                parts.next(),
+                parts.next(),
+            ) {
+                (Some(n), Some(unit), None) => crate::functions::scalar::unit_ms(unit)
+                    .ok()
+                    .map(|u| n.saturating_mul(u)),
+                _ => None,
+            };
+            ms.ok_or_else(|| {
+                PlanError::Invalid(format!(
+                    "Invalid WINDOW_SIZE '{text}': expected a number and a time unit, as in '30 SECONDS'"
+                ))
+            })?
+        }
+        None if kind == WindowKind::Session => 0,
+        None => {
+            return Err(PlanError::Invalid(
+                "Tumbling and Hopping window types should set WINDOW_SIZE in the WITH clause."
+                    .into(),
+            ))
+        }
+    };
+    Ok(Some(WindowSpec {
+        kind,
+        size_ms: size,
+        advance_ms: size,
+        grace_ms: 24 * 60 * 60 * 1000,
+        retention_ms: None,
+    }))
+}
 
 fn prop<'a>(props: &'a Props, name: &str) -> Option<&'a PropValue> {
     props.iter().find(|(n, _)| n == name).map(|(_, v)| v)
@@ -422,7 +482,7 @@ pub fn plan_create_source(
         keyless_format,
         unwrapped,
         read_only: false,
-        window: None,
+        window: window_prop(props)?,
     })
 }
 
@@ -1037,7 +1097,12 @@ fn prepare_window(query: &mut Query, _spec: WindowSpec) -> Result<(String, Strin
     }
     groups.push(ast::Expr::Identifier(Ident::new(WINDOWSTART)));
     groups.push(ast::Expr::Identifier(Ident::new(WINDOWEND)));
-    let mut names = Vec::new();
+    Ok(project_window_bounds(select))
+}
+
+/// Adds `WINDOWSTART` and `WINDOWEND` to the projection (unless it has them
+/// unaliased); the names of the two output columns.
+fn project_window_bounds(select: &mut ast::Select) -> (String, String) {
     for bound in [WINDOWSTART, WINDOWEND] {
         let projected = select.projection.iter().any(|item| {
             matches!(item, SelectItem::UnnamedExpr(ast::Expr::Identifier(i))
@@ -1049,9 +1114,8 @@ fn prepare_window(query: &mut Query, _spec: WindowSpec) -> Result<(String, Strin
                 alias: quoted(bound),
             });
         }
-        names.push(bound.to_string());
     }
-    Ok((names[0].clone(), names[1].clone()))
+    (WINDOWSTART.to_string(), WINDOWEND.to_string())
 }
 
 /// Whether `e` uses a column outside the GROUP BY expressions (`groups`,
@@ -1383,7 +1447,31 @@ fn plan_single(
     let window = take_window(&mut query)?;
     let mut planning_source = (*real_source).clone();
     let mut window_columns = None;
-    if let Some(spec) = window {
+    // A windowed source: its rows carry their window, which passes through
+    // to the result's keys.
+    let window = match (window, real_source.window) {
+        (Some(_), Some(_)) => {
+            return Err(PlanError::Unsupported(
+                "a WINDOW over a windowed source is not supported yet".into(),
+            ))
+        }
+        (None, Some(spec)) => {
+            let SetExpr::Select(select) = query.body.as_mut() else {
+                return Err(PlanError::Unsupported(
+                    "only SELECT is supported here".into(),
+                ));
+            };
+            if !matches!(&select.group_by, ast::GroupByExpr::Expressions(g, _) if g.is_empty()) {
+                return Err(PlanError::Unsupported(
+                    "aggregating a windowed source is not supported yet".into(),
+                ));
+            }
+            window_columns = Some(project_window_bounds(select));
+            Some(spec)
+        }
+        (w, None) => w,
+    };
+    if let (Some(spec), None) = (window, real_source.window) {
         window_columns = Some(prepare_window(&mut query, spec)?);
         planning_source
             .columns
@@ -1438,17 +1526,20 @@ fn plan_single(
         body = l.input.as_ref();
     }
     let mut ops = Vec::new();
+    let pseudo = source.batch_schema().fields().len() - source.columns.len();
     let mut keys: Vec<bool> = source
         .columns
         .iter()
         .map(|c| c.key)
-        .chain([false; 3])
+        .chain(std::iter::repeat_n(false, pseudo))
         .collect();
     lower(body, &mut ops, &mut keys)?;
     let output_schema = Arc::new(Schema::new(body.schema().as_arrow().fields().clone()));
     let mut window_plan = None;
     if let (Some(spec), Some((start, end))) = (window, &window_columns) {
-        ops.insert(0, StreamOp::Window { spec });
+        if real_source.window.is_none() {
+            ops.insert(0, StreamOp::Window { spec });
+        }
         let start = output_schema.index_of(start)?;
         let end = output_schema.index_of(end)?;
         // The bounds are part of the key, not key columns (also where the

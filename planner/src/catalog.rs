@@ -19,6 +19,10 @@ pub const ROWTIME: &str = "ROWTIME";
 pub const ROWPARTITION: &str = "ROWPARTITION";
 /// Pseudo-column: the record's offset in its partition.
 pub const ROWOFFSET: &str = "ROWOFFSET";
+/// A windowed source's (or windowed aggregation's) window start, ms.
+pub const WINDOWSTART: &str = "WINDOWSTART";
+/// A windowed source's (or windowed aggregation's) window end, ms.
+pub const WINDOWEND: &str = "WINDOWEND";
 /// Number of pseudo-columns that follow the declared columns in a source's
 /// batch schema.
 pub const PSEUDO_COLUMNS: usize = 3;
@@ -287,6 +291,11 @@ impl SourceDef {
             .iter()
             .map(|c| Field::new(&c.name, c.ty.arrow(), true))
             .collect();
+        if self.window.is_some() {
+            // A windowed source's rows carry their window's bounds.
+            fields.push(Field::new(WINDOWSTART, DataType::Int64, true));
+            fields.push(Field::new(WINDOWEND, DataType::Int64, true));
+        }
         fields.push(Field::new(ROWTIME, DataType::Int64, false));
         fields.push(Field::new(ROWPARTITION, DataType::Int32, false));
         fields.push(Field::new(ROWOFFSET, DataType::Int64, false));

@@ -546,6 +546,49 @@ pub fn prepare(
             }
         }
     }
+    // Windowed sources, in ksqlDB's words.
+    let kind_name = |w: &crate::catalog::WindowSpec| match w.kind {
+        crate::catalog::WindowKind::Tumbling => "TUMBLING",
+        crate::catalog::WindowKind::Hopping => "HOPPING",
+        crate::catalog::WindowKind::Session => "SESSION",
+    };
+    match (inputs[0].def.window, inputs[1].def.window) {
+        (Some(w), None) | (None, Some(w)) => {
+            let (windowed, other) = if inputs[0].def.window.is_some() {
+                (&inputs[0].def.name, &inputs[1].def.name)
+            } else {
+                (&inputs[1].def.name, &inputs[0].def.name)
+            };
+            return Err(PlanError::Invalid(format!(
+                "Can not join windowed source to non-windowed source.\n`{windowed}` is {} windowed\n`{other}` is not windowed",
+                kind_name(&w)
+            )));
+        }
+        (Some(l), Some(r)) => {
+            let session =
+                |w: &crate::catalog::WindowSpec| w.kind == crate::catalog::WindowKind::Session;
+            if session(&l) != session(&r) {
+                return Err(PlanError::Invalid(format!(
+                    "Incompatible windowed sources.\nLeft source: {}\nRight source: {}\nSession windowed sources can only be joined to other session windowed sources, and may still not result in expected behaviour as session bounds must be an exact match for the join to work\nHopping and tumbling windowed sources can only be joined to other hopping and tumbling windowed sources",
+                    kind_name(&l),
+                    kind_name(&r)
+                )));
+            }
+            let on_keys = |e: &datafusion::logical_expr::Expr, i: &Input| {
+                matches!(e, datafusion::logical_expr::Expr::Column(c)
+                    if i.def.key_columns().map(|k| &k.name).collect::<Vec<_>>() == [&c.name])
+            };
+            if !on_keys(&left_key, &inputs[0]) || !on_keys(&right_key, &inputs[1]) || l != r {
+                return Err(PlanError::Invalid(
+                    "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.".into(),
+                ));
+            }
+            return Err(PlanError::Unsupported(
+                "joins of windowed sources are not supported yet".into(),
+            ));
+        }
+        (None, None) => {}
+    }
     let kafka: Vec<&str> = inputs
         .iter()
         .filter(|i| i.def.value_format == crate::catalog::Format::Kafka)

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use brook_executor::{bytes_to_json, json_to_bytes, EngineConfig};
+pub use brook_executor::{bytes_to_json, json_to_bytes, split_window, EngineConfig};
 pub use brook_planner::catalog;
 pub use brook_storage::bench as storage_bench;
 pub use brook_storage::{FlushPolicy, LogConfig, Record, StoredRecord};

@@ -370,7 +370,19 @@ pub fn produce(brook: &Brook, input: &Value) -> Result<(), String> {
     let null = Value::Null;
     let key = input.get("key").unwrap_or(&null);
     let value = input.get("value").unwrap_or(&null);
-    let key = json_to_bytes(def.key_format, &key_columns(def), key).map_err(|e| e.to_string())?;
+    let mut key =
+        json_to_bytes(def.key_format, &key_columns(def), key).map_err(|e| e.to_string())?;
+    // A windowed key: the key, then the window (a session's end, then its
+    // start; a time window's start).
+    if let Some(w) = input.get("window") {
+        let at = |f: &str| w.get(f).and_then(Value::as_i64).unwrap_or(0);
+        let mut bytes = key.unwrap_or_default();
+        if w.get("type").and_then(Value::as_str) == Some("session") {
+            bytes.extend_from_slice(&at("end").to_be_bytes());
+        }
+        bytes.extend_from_slice(&at("start").to_be_bytes());
+        key = Some(bytes);
+    }
     let value =
         json_to_bytes(def.value_format, &value_columns(def), value).map_err(|e| e.to_string())?;
     let timestamp = input.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
@@ -429,14 +441,9 @@ pub fn compare_outputs(brook: &Brook, case: &Case) -> Outcome {
                 .iter()
                 .map(|r| {
                     // A windowed key ends with the window's start (8 bytes).
-                    let (key_bytes, window) = match (def.window, r.record.key.as_deref()) {
-                        (Some(w), Some(k)) if k.len() >= 8 => {
-                            let (k, start) = k.split_at(k.len() - 8);
-                            let start = i64::from_be_bytes(start.try_into().unwrap_or([0; 8]));
-                            (Some(k), Some(serde_json::json!({"start": start, "end": start + w.size_ms, "type": "time"})))
-                        }
-                        (_, k) => (k, None),
-                    };
+                    let (key_bytes, window) = brook_server::split_window(def, r.record.key.as_deref());
+                    let window = window.map(|(start, end)| serde_json::json!({"start": start, "end": end}));
+                    let key_bytes = key_bytes.as_deref();
                     let key = bytes_to_json(def.key_format, &key_columns(def), key_bytes);
                     let value = bytes_to_json(def.value_format, &value_columns(def), r.record.value.as_deref());
                     match (key, value) {
