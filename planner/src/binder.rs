@@ -1204,10 +1204,12 @@ fn check_comparisons(plan: &LogicalPlan) -> Result<()> {
         let Some(input) = node.inputs().first().map(|i| Arc::clone(i.schema())) else {
             return Ok(TreeNodeRecursion::Continue);
         };
-        let context = if matches!(node, LogicalPlan::Filter(_)) {
-            "Error in WHERE expression: "
-        } else {
-            ""
+        let context = match node {
+            LogicalPlan::Filter(f) if matches!(f.input.as_ref(), LogicalPlan::Aggregate(_)) => {
+                "Error in HAVING expression: "
+            }
+            LogicalPlan::Filter(_) => "Error in WHERE expression: ",
+            _ => "",
         };
         for e in node.expressions() {
             e.apply(|e| {
@@ -1278,6 +1280,25 @@ fn check_comparisons(plan: &LogicalPlan) -> Result<()> {
 /// An expression as ksqlDB prints it in messages.
 fn ksql_text(e: &Expr) -> String {
     match e {
+        // An aggregate's output column, `sum(S.V)`: ksqlDB writes `SUM(V)`.
+        Expr::Column(c) if c.name.contains('(') => {
+            let (name, args) = c.name.split_at(c.name.find('(').unwrap_or(0));
+            let mut out = name.to_ascii_uppercase();
+            let mut word = String::new();
+            for ch in args.chars() {
+                if ch.is_ascii_alphanumeric() || ch == '_' {
+                    word.push(ch);
+                } else if ch == '.' {
+                    word.clear(); // a qualifier
+                } else {
+                    out.push_str(&word);
+                    word.clear();
+                    out.push(ch);
+                }
+            }
+            out.push_str(&word);
+            out
+        }
         Expr::Column(c) => c.name.clone(),
         Expr::Literal(v, _) if v.is_null() => "NULL".into(),
         Expr::Literal(ScalarValue::Utf8(Some(s)), _) => format!("'{s}'"),
@@ -1446,6 +1467,20 @@ fn plan_single(
     let mut query = query.clone();
     let window = take_window(&mut query)?;
     let mut planning_source = (*real_source).clone();
+    if window.is_some() || real_source.window.is_some() {
+        if let SetExpr::Select(select) = query.body.as_ref() {
+            for item in &select.projection {
+                if let SelectItem::ExprWithAlias { alias, .. } = item {
+                    let name = alias.value.to_ascii_uppercase();
+                    if name == WINDOWSTART || name == WINDOWEND {
+                        return Err(PlanError::Invalid(format!(
+                            "`{name}` is a reserved column name. You cannot use it as an alias for a column."
+                        )));
+                    }
+                }
+            }
+        }
+    }
     let mut window_columns = None;
     // A windowed source: its rows carry their window, which passes through
     // to the result's keys.
