@@ -291,6 +291,9 @@ pub fn encode_sink(
             encode(sink.key_format, &keys, &key_d, false)?
         };
         let mut window = None;
+        // Windowed keys are partitioned by the key alone, as Kafka Streams
+        // does: every window of a key is in one partition.
+        let base_key = key.clone();
         if let Some(spec) = sink.window {
             // A windowed key: the key, then the window's start as 8
             // big-endian bytes (Kafka Streams' time-windowed keys); a
@@ -318,11 +321,11 @@ pub fn encode_sink(
             key = Some(bytes);
             window = Some((start, end));
         }
-        rows.push((row, key, window));
+        rows.push((row, key, window, base_key));
     }
     let mut records = Vec::new();
     for i in 0..out.len() {
-        let (row, key, window) = &rows[i];
+        let (row, key, window, base_key) = &rows[i];
         let weight = out.weights[i];
         // `WITH (TIMESTAMP=…)` on the sink: the column's value is the
         // record's timestamp; records without a valid one are skipped,
@@ -334,7 +337,7 @@ pub fn encode_sink(
                 continue;
             }
         };
-        let partition = partition_for(key.as_deref(), sink.partitions);
+        let partition = partition_for(base_key.as_deref(), sink.partitions);
         let value_of = |row: &[Datum]| -> Result<Option<Vec<u8>>> {
             let val_d: Vec<&Datum> = sink
                 .columns

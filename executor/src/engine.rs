@@ -682,7 +682,8 @@ impl Engine {
             let mut by_input: [Vec<StoredRecord>; 2] = [Vec::new(), Vec::new()];
             let mut offsets = cp.offsets.clone();
             let mut skipped_gap = false;
-            for (g, (input, topic, p)) in parts.iter().enumerate() {
+            let mut reads = Vec::with_capacity(parts.len());
+            for (g, (_, topic, p)) in parts.iter().enumerate() {
                 let end = self.log.end_offset(topic, *p)?;
                 let read = self.log.read(topic, *p, cp.offsets[g], EPOCH_RECORDS)?;
                 if read.is_empty() && cp.offsets[g] < end {
@@ -692,6 +693,12 @@ impl Engine {
                     offsets[g] = end;
                     skipped_gap = true;
                 }
+                reads.push(read);
+            }
+            if join.is_some() {
+                cut_at_common_time(&mut reads);
+            }
+            for (g, ((input, _, _), read)) in parts.iter().zip(reads).enumerate() {
                 for r in &read {
                     offsets[g] = offsets[g].max(r.offset + 1);
                 }
@@ -907,8 +914,14 @@ impl Engine {
                 loop {
                     appended.borrow_and_update();
                     let mut by_input: [Vec<StoredRecord>; 2] = [Vec::new(), Vec::new()];
-                    for (g, (input, topic, p)) in parts.iter().enumerate() {
-                        let read = engine.log.read(topic, *p, offsets[g], EPOCH_RECORDS)?;
+                    let mut reads = Vec::with_capacity(parts.len());
+                    for (g, (_, topic, p)) in parts.iter().enumerate() {
+                        reads.push(engine.log.read(topic, *p, offsets[g], EPOCH_RECORDS)?);
+                    }
+                    if join.is_some() {
+                        cut_at_common_time(&mut reads);
+                    }
+                    for (g, ((input, _, _), read)) in parts.iter().zip(reads).enumerate() {
                         for r in &read {
                             offsets[g] = offsets[g].max(r.offset + 1);
                         }
@@ -1075,6 +1088,36 @@ impl Engine {
         }
         out.extend(latest.into_values().flatten());
         Ok(out)
+    }
+}
+
+/// A join's epoch stops where the partitions that had more to read than
+/// an epoch holds stopped in time: records later than that wait for the
+/// next epoch, so that both inputs are taken in time order across epochs
+/// too (each partition keeps its offset order: it is cut at its first
+/// record past that time). If that would leave nothing, nothing is cut.
+fn cut_at_common_time(reads: &mut [Vec<StoredRecord>]) {
+    let Some(cutoff) = reads
+        .iter()
+        .filter(|r| r.len() >= EPOCH_RECORDS)
+        .filter_map(|r| r.last().map(|x| x.record.timestamp))
+        .min()
+    else {
+        return;
+    };
+    let lengths: Vec<usize> = reads
+        .iter()
+        .map(|r| {
+            r.iter()
+                .position(|x| x.record.timestamp > cutoff)
+                .unwrap_or(r.len())
+        })
+        .collect();
+    if lengths.iter().all(|n| *n == 0) {
+        return;
+    }
+    for (r, n) in reads.iter_mut().zip(lengths) {
+        r.truncate(n);
     }
 }
 

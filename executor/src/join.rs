@@ -249,8 +249,8 @@ impl JoinOp {
     fn retention(&self) -> i64 {
         match self.spec.window {
             Some(w) => match w.grace_ms {
-                Some(g) => w.before_ms + w.after_ms + g,
-                None => LEGACY_RETENTION_MS.max(w.before_ms + w.after_ms),
+                Some(g) => w.before_ms.saturating_add(w.after_ms).saturating_add(g),
+                None => LEGACY_RETENTION_MS.max(w.before_ms.saturating_add(w.after_ms)),
             },
             None => i64::MAX,
         }
@@ -466,7 +466,13 @@ impl JoinOp {
                     let closed: Vec<(i64, u64)> = self
                         .pending
                         .iter()
-                        .filter(|(_, p)| p.entry.ts + self.reach(p.side) + g < now)
+                        .filter(|(_, p)| {
+                            p.entry
+                                .ts
+                                .saturating_add(self.reach(p.side))
+                                .saturating_add(g)
+                                < now
+                        })
                         .map(|(k, _)| *k)
                         .collect();
                     for k in closed {
@@ -524,9 +530,11 @@ impl JoinOp {
             );
             // With a grace period the NULL row waits for the window to
             // close (a match may still come); without one it is emitted now.
+            let cutoff = self.buffers[s].max_ts.saturating_sub(self.retention());
             let hold = outer
                 && matches.is_empty()
                 && grace.is_some()
+                && ts > cutoff
                 && ts.saturating_add(self.reach(s)) >= self.stream_time;
             if matches.is_empty() && outer && !hold {
                 rows.push(self.null_padded(s, &key, &row, ts, partition, offset)?);
@@ -535,7 +543,6 @@ impl JoinOp {
             }
             // Keep the record for the other side's later records, unless
             // it is already past this side's retention.
-            let cutoff = self.buffers[s].max_ts.saturating_sub(self.retention());
             if ts > cutoff {
                 let e = Entry {
                     key,

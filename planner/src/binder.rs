@@ -1507,6 +1507,11 @@ fn plan_single(
         (w, None) => w,
     };
     if let (Some(spec), None) = (window, real_source.window) {
+        if real_source.kind == SourceKind::Table {
+            return Err(PlanError::Invalid(
+                "Windowing not supported for table aggregations.".into(),
+            ));
+        }
         window_columns = Some(prepare_window(&mut query, spec)?);
         planning_source
             .columns
@@ -2982,6 +2987,7 @@ pub fn check_upgrade(
     if old.topic != new.topic
         || old.key_format != new.key_format
         || old.value_format != new.value_format
+        || old.window != new.window
     {
         return refuse("its topic and formats cannot change".into());
     }
@@ -3003,11 +3009,27 @@ pub fn check_upgrade(
         ));
     }
     if let Some((old_plan, new_plan)) = plans {
-        if old_plan.source.name != new_plan.source.name {
+        if old_plan.input_names() != new_plan.input_names() {
             return refuse(format!(
                 "its query reads {}, the new one {}",
-                old_plan.source.name, new_plan.source.name
+                old_plan.input_names().join(" and "),
+                new_plan.input_names().join(" and ")
             ));
+        }
+        let join_shape = |p: &StreamPlan| {
+            p.join.as_ref().map(|j| {
+                (
+                    j.kind,
+                    j.window,
+                    j.left.key.to_string(),
+                    j.right.key.to_string(),
+                )
+            })
+        };
+        if join_shape(old_plan) != join_shape(new_plan)
+            || old_plan.window.map(|w| w.0) != new_plan.window.map(|w| w.0)
+        {
+            return refuse("its join and its window cannot change".into());
         }
         let shape = |p: &StreamPlan| -> Vec<String> {
             p.explain(None)

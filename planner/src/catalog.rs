@@ -223,8 +223,8 @@ impl WindowSpec {
         let last = ts.div_euclid(advance) * advance;
         let mut out = Vec::new();
         let mut start = last;
-        while start > ts - self.size_ms && start >= 0 {
-            out.push((start, start + self.size_ms));
+        while start > ts.saturating_sub(self.size_ms) && start >= 0 {
+            out.push((start, start.saturating_add(self.size_ms)));
             start -= advance;
         }
         out.reverse();

@@ -608,6 +608,14 @@ pub fn prepare(
     let synthetic_key =
         kind == JoinKind::Full || (candidates.0.is_none() && candidates.1.is_none());
     let key_type = SqlType::from_arrow(&left_key.get_type(left_schema.as_ref())?)?;
+    let right_type = SqlType::from_arrow(&right_key.get_type(right_schema.as_ref())?)?;
+    if key_type != right_type {
+        return Err(PlanError::Invalid(format!(
+            "Invalid join condition: the join expressions have different types: {} is {key_type}, {} is {right_type}.",
+            qualified(&left_key, &inputs[0]),
+            qualified(&right_key, &inputs[1])
+        )));
+    }
 
     // The synthetic source: ROWKEY, then each side's columns, prefixed.
     let mut columns = Vec::new();

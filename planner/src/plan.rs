@@ -104,7 +104,7 @@ pub enum StreamOp {
     /// Assigns each row to its windows: one row per window, with the
     /// window's bounds in two columns inserted before the pseudo-columns
     /// (`WINDOWSTART`, `WINDOWEND`). Rows too late for a window (its end
-    /// plus the grace period is before stream time) are dropped.
+    /// plus the grace period is at or before stream time) are dropped.
     Window {
         /// The window.
         spec: crate::catalog::WindowSpec,
