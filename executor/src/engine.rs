@@ -590,6 +590,17 @@ impl Engine {
         }
     }
 
+    /// (input, topic, partition) for each entry of a query's offsets.
+    fn input_parts(&self, plan: &StreamPlan) -> Result<Vec<(usize, String, u32)>> {
+        let mut parts = Vec::new();
+        for (i, t) in input_topics(plan).into_iter().enumerate() {
+            for p in 0..self.log.partitions(&t)? {
+                parts.push((i, t.clone(), p));
+            }
+        }
+        Ok(parts)
+    }
+
     /// The end offsets of several topics, concatenated.
     fn end_offsets_of(&self, topics: &[String]) -> Result<Vec<u64>> {
         let mut out = Vec::new();
@@ -651,13 +662,7 @@ impl Engine {
         progress: &watch::Sender<Progress>,
     ) -> Result<()> {
         let meta_key = [query_prefix(id), b"meta".to_vec()].concat();
-        // (input, topic, partition) for each entry of the offsets.
-        let mut parts: Vec<(usize, String, u32)> = Vec::new();
-        for (i, t) in input_topics(&plan).into_iter().enumerate() {
-            for p in 0..self.log.partitions(&t)? {
-                parts.push((i, t.clone(), p));
-            }
-        }
+        let parts = self.input_parts(&plan)?;
         blocking(|| self.write_outbox(id, &sink, &cp.outbox))?;
         let mut pipeline = Pipeline::new(&plan, [query_prefix(id), b"a/".to_vec()].concat())?;
         let mut join = match &plan.join {
@@ -879,13 +884,7 @@ impl Engine {
     /// Starts a push query: a transient dataflow streaming rows until LIMIT
     /// or until the receiver is dropped.
     pub fn push(self: &Arc<Self>, plan: StreamPlan, from_beginning: bool) -> Result<PushStream> {
-        // (input, topic, partition) for each entry of the offsets.
-        let mut parts: Vec<(usize, String, u32)> = Vec::new();
-        for (i, t) in input_topics(&plan).into_iter().enumerate() {
-            for p in 0..self.log.partitions(&t)? {
-                parts.push((i, t.clone(), p));
-            }
-        }
+        let parts = self.input_parts(&plan)?;
         let mut offsets: Vec<u64> = if from_beginning {
             vec![0; parts.len()]
         } else {

@@ -109,7 +109,12 @@ struct Pending {
 }
 
 fn key_bytes(key: &Datum) -> Result<Vec<u8>> {
-    serde_json::to_vec(key).map_err(|e| ExecError::Internal(e.to_string()))
+    json(key)
+}
+
+fn read_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))
 }
 
 fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
@@ -166,28 +171,24 @@ impl JoinOp {
         };
         for (i, side) in [b'l', b'r'].into_iter().enumerate() {
             for (_, v) in state.scan_prefix(&op.state_key(side, &[]))? {
-                let e: Entry = serde_json::from_slice(&v)
-                    .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))?;
+                let e: Entry = read_state(&v)?;
                 op.next_seq = op.next_seq.max(e.seq + 1);
                 op.insert(i, e)?;
             }
         }
         for (side, tag) in TABLE_TAGS.into_iter().enumerate() {
             for (k, v) in state.scan_prefix(&op.state_key(tag, &[]))? {
-                let row: TableRow = serde_json::from_slice(&v)
-                    .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))?;
+                let row: TableRow = read_state(&v)?;
                 let key = k[op.prefix.len() + 2..].to_vec();
                 op.tables[side].insert(key, row);
             }
         }
         for (_, v) in state.scan_prefix(&op.state_key(b'p', &[]))? {
-            let p: Pending = serde_json::from_slice(&v)
-                .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))?;
+            let p: Pending = read_state(&v)?;
             op.pending.insert((p.entry.ts, p.entry.seq), p);
         }
         if let Some(v) = state.get(&op.state_key(b's', &[]))? {
-            op.stream_time = serde_json::from_slice(&v)
-                .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))?;
+            op.stream_time = read_state(&v)?;
         }
         op.writes.clear();
         Ok(op)

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use brook_planner::catalog::WindowSpec;
+use brook_planner::catalog::{WindowSpec, WINDOWEND, WINDOWSTART};
 use brook_planner::plan::{AggFunc, ByOffsetArgs, StreamOp, StreamPlan, TableFunc};
 use brook_storage::{StateStore, WriteBatch};
 use datafusion::arrow::array::{
@@ -609,8 +609,8 @@ impl WindowOp {
         columns.extend_from_slice(&taken[split..]);
         let in_schema = input.batch.schema();
         let mut fields: Vec<Arc<Field>> = in_schema.fields()[..split].to_vec();
-        fields.push(Arc::new(Field::new("WINDOWSTART", DataType::Int64, true)));
-        fields.push(Arc::new(Field::new("WINDOWEND", DataType::Int64, true)));
+        fields.push(Arc::new(Field::new(WINDOWSTART, DataType::Int64, true)));
+        fields.push(Arc::new(Field::new(WINDOWEND, DataType::Int64, true)));
         fields.extend_from_slice(&in_schema.fields()[split..]);
         let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
         Ok(ChangeBatch {

@@ -476,9 +476,7 @@ pub fn prepare(
     let (right_key, right_schema) = side_key(right_expr, &inputs[1], plan_one, &on_text)?;
     if inputs[1].def.kind == SourceKind::Table {
         // Stream-table joins look the table up by its primary key.
-        let is_key = matches!(&right_key, datafusion::logical_expr::Expr::Column(c)
-            if inputs[1].def.key_columns().map(|k| &k.name).collect::<Vec<_>>() == [&c.name]);
-        if !is_key {
+        if !on_primary_key(&right_key, &inputs[1]) {
             return Err(PlanError::Invalid(format!(
                 "Invalid join condition: stream-table joins require to join on the table's primary key. Got {} = {}.",
                 qualified(&left_key, &inputs[0]),
@@ -528,18 +526,14 @@ pub fn prepare(
                     "A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to re-run your join.".into(),
                 ));
             }
-            let on_key = |e: &datafusion::logical_expr::Expr, i: &Input| {
-                matches!(e, datafusion::logical_expr::Expr::Column(c)
-                    if i.def.key_columns().map(|k| &k.name).collect::<Vec<_>>() == [&c.name])
-            };
-            if !on_key(&right_key, &inputs[1]) {
+            if !on_primary_key(&right_key, &inputs[1]) {
                 return Err(PlanError::Invalid(format!(
                     "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {} = {}.",
                     qualified(&left_key, &inputs[0]),
                     qualified(&right_key, &inputs[1])
                 )));
             }
-            if !on_key(&left_key, &inputs[0]) {
+            if !on_primary_key(&left_key, &inputs[0]) {
                 return Err(PlanError::Unsupported(
                     "foreign-key table-table joins are not supported yet".into(),
                 ));
@@ -574,11 +568,10 @@ pub fn prepare(
                     kind_name(&r)
                 )));
             }
-            let on_keys = |e: &datafusion::logical_expr::Expr, i: &Input| {
-                matches!(e, datafusion::logical_expr::Expr::Column(c)
-                    if i.def.key_columns().map(|k| &k.name).collect::<Vec<_>>() == [&c.name])
-            };
-            if !on_keys(&left_key, &inputs[0]) || !on_keys(&right_key, &inputs[1]) || l != r {
+            if !on_primary_key(&left_key, &inputs[0])
+                || !on_primary_key(&right_key, &inputs[1])
+                || l != r
+            {
                 return Err(PlanError::Invalid(
                     "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.".into(),
                 ));
@@ -763,6 +756,12 @@ pub fn prepare(
         inputs,
         key_candidates,
     }))
+}
+
+/// Whether a side joins on its (single) key column.
+fn on_primary_key(e: &datafusion::logical_expr::Expr, i: &Input) -> bool {
+    matches!(e, datafusion::logical_expr::Expr::Column(c)
+        if i.def.key_columns().map(|k| &k.name).collect::<Vec<_>>() == [&c.name])
 }
 
 /// A join expression as ksqlDB shows it: a column qualified by its source.
