@@ -6,7 +6,7 @@
 //! which is ksqlDB's per-record emission) and keeps accumulators that
 //! support retraction in the state store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use brook_planner::catalog::{WindowSpec, WINDOWEND, WINDOWSTART};
@@ -128,6 +128,7 @@ enum Step {
     },
     Aggregate(AggregateOp),
     Window(WindowOp),
+    EmitFinal(EmitFinalOp),
     Explode {
         calls: Vec<(TableFunc, PhysExpr)>,
         schema: SchemaRef,
@@ -415,6 +416,21 @@ impl Pipeline {
                 }),
             });
         }
+        if let (true, Some((spec, start, end))) = (plan.emit_final, plan.window) {
+            steps.push(Step::EmitFinal(EmitFinalOp {
+                spec,
+                start,
+                end,
+                keys: plan.key_columns.clone(),
+                schema: Arc::clone(&plan.output_schema),
+                prefix: [state_prefix.as_slice(), b"f/"].concat(),
+                loaded: false,
+                held: BTreeMap::new(),
+                stream_time: i64::MIN,
+                last_close: -1,
+                writes: Vec::new(),
+            }));
+        }
         Ok(Pipeline {
             steps,
             errors: Vec::new(),
@@ -516,6 +532,7 @@ impl Pipeline {
                 }
                 Step::Aggregate(agg) => agg.process(&input, state)?,
                 Step::Window(w) => w.process(input, state)?,
+                Step::EmitFinal(f) => f.process(&input, state)?,
                 Step::Explode { calls, schema } => explode(calls, schema, input, &mut self.errors)?,
             };
         }
@@ -551,10 +568,157 @@ impl Pipeline {
             match step {
                 Step::Aggregate(agg) => agg.drain(batch)?,
                 Step::Window(w) => w.drain(batch),
+                Step::EmitFinal(f) => f.drain(batch),
                 _ => {}
             }
         }
         Ok(())
+    }
+}
+
+/// `EMIT FINAL`: holds each window's latest result and emits it once,
+/// when the window closes, as Kafka Streams' emit-on-window-close does.
+/// Windows close in order of start as stream time passes their end plus the
+/// grace period; a window that is already past the store's retention (size
+/// plus grace) by then is never emitted, as in Kafka Streams.
+struct EmitFinalOp {
+    spec: WindowSpec,
+    /// Output columns of the window's bounds, and the key columns.
+    start: usize,
+    end: usize,
+    keys: Vec<usize>,
+    schema: SchemaRef,
+    prefix: Vec<u8>,
+    loaded: bool,
+    /// (window start, key) → the latest row and its time.
+    held: BTreeMap<(i64, Vec<u8>), HeldRow>,
+    stream_time: i64,
+    last_close: i64,
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HeldRow {
+    start: i64,
+    key: Vec<u8>,
+    row: Vec<Datum>,
+    ts: i64,
+}
+
+impl EmitFinalOp {
+    fn state_key(&self, start: i64, key: &[u8]) -> Vec<u8> {
+        [self.prefix.as_slice(), b"h/", &start.to_be_bytes(), key].concat()
+    }
+
+    fn load(&mut self, state: &dyn StateStore) -> Result<()> {
+        if self.loaded {
+            return Ok(());
+        }
+        self.loaded = true;
+        let bad =
+            |e: serde_json::Error| ExecError::Internal(format!("unreadable EMIT FINAL state: {e}"));
+        for (_, v) in state.scan_prefix(&[self.prefix.as_slice(), b"h/"].concat())? {
+            let h: HeldRow = serde_json::from_slice(&v).map_err(bad)?;
+            self.held.insert((h.start, h.key.clone()), h);
+        }
+        if let Some(v) = state.get(&[self.prefix.as_slice(), b"meta"].concat())? {
+            (self.stream_time, self.last_close) = serde_json::from_slice(&v).map_err(bad)?;
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, input: &ChangeBatch, state: &dyn StateStore) -> Result<ChangeBatch> {
+        self.load(state)?;
+        let (mut rows, mut times) = (Vec::new(), Vec::new());
+        let grace = self.spec.grace_ms;
+        let size = self.spec.size_ms;
+        for r in 0..input.len() {
+            let row: Vec<Datum> = input
+                .row(r)?
+                .iter()
+                .map(Datum::from_scalar)
+                .collect::<std::result::Result<_, _>>()?;
+            let Some(Datum::Int(start)) = row.get(self.start).cloned() else {
+                continue;
+            };
+            if input.weights[r] > 0 {
+                let key: Vec<Datum> = self
+                    .keys
+                    .iter()
+                    .filter_map(|&k| row.get(k).cloned())
+                    .collect();
+                let key =
+                    serde_json::to_vec(&key).map_err(|e| ExecError::Internal(e.to_string()))?;
+                let ts = self
+                    .held
+                    .get(&(start, key.clone()))
+                    .map_or(input.rowtimes[r], |h| h.ts.max(input.rowtimes[r]));
+                let h = HeldRow {
+                    start,
+                    key: key.clone(),
+                    row,
+                    ts,
+                };
+                self.writes.push((
+                    self.state_key(start, &key),
+                    Some(serde_json::to_vec(&h).map_err(|e| ExecError::Internal(e.to_string()))?),
+                ));
+                self.held.insert((start, key), h);
+            }
+            let _ = self.end;
+            self.stream_time = self.stream_time.max(input.rowtimes[r]);
+            let close = self.stream_time.saturating_sub(grace);
+            if close <= self.last_close {
+                continue;
+            }
+            let upper = close.saturating_sub(size);
+            let lower = (self.last_close.saturating_sub(size)).max(0);
+            if upper < 0 || upper < lower {
+                continue;
+            }
+            let expired_before = self.stream_time.saturating_sub(size.saturating_add(grace));
+            let closed: Vec<(i64, Vec<u8>)> = self
+                .held
+                .range(..(upper.saturating_add(1), Vec::new()))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in closed {
+                if let Some(h) = self.held.remove(&k) {
+                    self.writes.push((self.state_key(h.start, &h.key), None));
+                    if h.start >= lower && h.start >= expired_before {
+                        let fields = self.schema.fields();
+                        let scalars = h
+                            .row
+                            .iter()
+                            .zip(fields.iter())
+                            .map(|(d, f)| d.to_scalar(f.data_type()))
+                            .collect::<std::result::Result<Vec<_>, _>>()?;
+                        rows.push(scalars);
+                        times.push(h.ts);
+                    }
+                }
+            }
+            self.last_close = close;
+        }
+        let meta = serde_json::to_vec(&(self.stream_time, self.last_close))
+            .map_err(|e| ExecError::Internal(e.to_string()))?;
+        self.writes
+            .push(([self.prefix.as_slice(), b"meta"].concat(), Some(meta)));
+        Ok(ChangeBatch {
+            batch: rows_to_batch(&self.schema, &rows)?,
+            weights: vec![1; times.len()],
+            null_values: vec![false; times.len()],
+            rowtimes: times,
+        })
+    }
+
+    fn drain(&mut self, batch: &mut WriteBatch) {
+        for (k, v) in self.writes.drain(..) {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
     }
 }
 

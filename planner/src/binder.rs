@@ -105,6 +105,7 @@ fn window_prop(props: &Props) -> Result<Option<WindowSpec>> {
         advance_ms: size,
         grace_ms: 24 * 60 * 60 * 1000,
         retention_ms: None,
+        grace_given: false,
     }))
 }
 
@@ -1041,6 +1042,7 @@ fn take_window(query: &mut Query) -> Result<Option<WindowSpec>> {
             24 * 60 * 60 * 1000
         },
         retention_ms: (*retention >= 0).then_some(*retention),
+        grace_given: *grace >= 0,
     }))
 }
 
@@ -1052,16 +1054,34 @@ fn prepare_window(query: &mut Query, _spec: WindowSpec) -> Result<(String, Strin
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(PlanError::Unsupported("only SELECT can be windowed".into()));
     };
-    let ast::GroupByExpr::Expressions(groups, _) = &mut select.group_by else {
-        return Err(PlanError::Invalid(
-            "A windowed query needs a GROUP BY clause.".into(),
-        ));
+    let no_group_by = || {
+        // ksqlDB's words: the SELECT's columns are not grouped.
+        let items: Vec<String> = select
+            .projection
+            .iter()
+            .filter_map(|item| match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }
+                    if !matches!(e, ast::Expr::Function(_)) =>
+                {
+                    Some(crate::ksql_ast::ksql_display(e))
+                }
+                _ => None,
+            })
+            .collect();
+        PlanError::Invalid(format!(
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: {}\nEither add the column(s) to the GROUP BY or remove them from the SELECT.",
+            items.join(", ")
+        ))
+    };
+    let ast::GroupByExpr::Expressions(groups, _) = &select.group_by else {
+        return Err(no_group_by());
     };
     if groups.is_empty() {
-        return Err(PlanError::Invalid(
-            "A windowed query needs a GROUP BY clause.".into(),
-        ));
+        return Err(no_group_by());
     }
+    let ast::GroupByExpr::Expressions(groups, _) = &mut select.group_by else {
+        return Err(PlanError::Internal("GROUP BY changed".into()));
+    };
     let only_select = |name: String| {
         PlanError::Invalid(format!(
             "Window bounds column {name} can only be used in the SELECT clause of windowed aggregations"
@@ -1677,6 +1697,7 @@ fn plan_single(
         repartitioned: matches!(partition, Some(Some(_))),
         join: None,
         window: window_plan,
+        emit_final: false,
     })
 }
 
@@ -2323,6 +2344,7 @@ fn agg_call(e: &Expr) -> Result<AggCall> {
 
 /// `CREATE STREAM|TABLE name WITH (…) AS SELECT …`: the sink's definition
 /// and the plan that fills it.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_create_as_select(
     catalog: &Catalog,
     kind: SourceKind,
@@ -2331,9 +2353,28 @@ pub fn plan_create_as_select(
     query: &Query,
     partition_by: Option<&[ast::Expr]>,
     query_id: &str,
+    emit_final: bool,
 ) -> Result<(SourceDef, StreamPlan)> {
     check_props(props)?;
-    let plan = plan_stream(catalog, query, partition_by, Some(name))?;
+    let mut plan = plan_stream(catalog, query, partition_by, Some(name))?;
+    if emit_final {
+        let Some((spec, _, _)) = &mut plan.window else {
+            return Err(PlanError::Invalid(
+                "EMIT FINAL is only supported for windowed aggregations.".into(),
+            ));
+        };
+        // Without a GRACE PERIOD, a final result comes when the window ends.
+        if !spec.grace_given {
+            spec.grace_ms = 0;
+            let spec = *spec;
+            for op in &mut plan.ops {
+                if let StreamOp::Window { spec: s } = op {
+                    *s = spec;
+                }
+            }
+        }
+        plan.emit_final = true;
+    }
     if plan.limit.is_some() {
         return Err(PlanError::Invalid(
             "LIMIT is not supported in persistent queries".into(),

@@ -213,6 +213,9 @@ pub struct WindowSpec {
     pub grace_ms: i64,
     /// `RETENTION`, ms, if given.
     pub retention_ms: Option<i64>,
+    /// `GRACE PERIOD` was written (`EMIT FINAL` defaults it to zero).
+    #[serde(default)]
+    pub grace_given: bool,
 }
 
 impl WindowSpec {

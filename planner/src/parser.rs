@@ -149,6 +149,8 @@ pub enum Statement {
         query: Box<Query>,
         /// `PARTITION BY` expressions: the key of the result.
         partition_by: Option<Vec<Expr>>,
+        /// `EMIT FINAL` (a windowed aggregation's final results only).
+        emit: Option<Emit>,
     },
     /// `INSERT INTO name [(cols)] VALUES (…), …`
     InsertValues {
@@ -989,10 +991,13 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     let stmt = if is_word(&first, "CREATE") {
         let mut stmt = parse_create(&mut p)?;
         if let Statement::CreateAsSelect {
-            partition_by: p, ..
+            partition_by: p,
+            emit: e,
+            ..
         } = &mut stmt
         {
             *p = partition_by.clone();
+            *e = emit.filter(|e| *e == Emit::Final);
         }
         stmt
     } else if is_word(&first, "SELECT") || is_word(&first, "WITH") || first == Token::LParen {
@@ -1181,6 +1186,7 @@ fn parse_create(p: &mut Parser) -> Result<Statement> {
             props,
             query,
             partition_by: None,
+            emit: None,
         });
     }
     Ok(Statement::CreateSource {

@@ -204,6 +204,8 @@ pub struct StreamPlan {
     /// each row's window bounds (not part of the result's columns; the
     /// sink writes them into the key).
     pub window: Option<(crate::catalog::WindowSpec, usize, usize)>,
+    /// `EMIT FINAL`: a window's result is emitted once, when it closes.
+    pub emit_final: bool,
 }
 
 impl StreamPlan {

@@ -228,6 +228,7 @@ impl fmt::Display for Statement {
                 props: p,
                 query,
                 partition_by,
+                emit,
             } => {
                 f.write_str("CREATE ")?;
                 if *or_replace {
@@ -242,7 +243,7 @@ impl fmt::Display for Statement {
                     "{}{} AS {}",
                     ident(name),
                     props(p),
-                    query_text(query, partition_by.as_deref(), None)
+                    query_text(query, partition_by.as_deref(), *emit)
                 )
             }
             Statement::InsertValues {
@@ -425,6 +426,7 @@ mod tests {
             "SELECT id, s->f, CAST(m AS MAP<STRING, INT>), TRANSFORM(xs, x => x + 1) FROM s EMIT FINAL",
             "SELECT * FROM t WHERE id = 3",
             "CREATE TABLE w AS SELECT id, COUNT(*) FROM s WINDOW TUMBLING (SIZE 30 SECONDS) GROUP BY id",
+            "CREATE TABLE f AS SELECT id, COUNT(*) FROM s WINDOW TUMBLING (SIZE 30 SECONDS) GROUP BY id EMIT FINAL",
             "CREATE TABLE w AS SELECT id, COUNT(*) FROM s WINDOW HOPPING (SIZE 30 SECONDS, ADVANCE BY 5 SECONDS, GRACE PERIOD 1 MINUTE, RETENTION 2 DAYS) WHERE id > 1 GROUP BY id",
             "SELECT id, COUNT(*) FROM s WINDOW SESSION (30 SECONDS) GROUP BY id EMIT CHANGES",
             "SELECT * FROM l AS a JOIN r b WITHIN 10 SECONDS ON a.id = b.id EMIT CHANGES",

@@ -251,6 +251,7 @@ fn replaced_query(catalog: &Catalog, old: &SourceDef) -> Result<(QueryDef, Strea
         props,
         query,
         partition_by,
+        emit,
         ..
     } = parser::parse_statement(&q.sql)?.statement
     else {
@@ -264,6 +265,7 @@ fn replaced_query(catalog: &Catalog, old: &SourceDef) -> Result<(QueryDef, Strea
         &query,
         partition_by.as_deref(),
         &q.id,
+        emit == Some(Emit::Final),
     )?;
     Ok((q, plan))
 }
@@ -310,6 +312,7 @@ fn apply_ddl(
             query,
             partition_by,
             or_replace,
+            emit,
             ..
         } => {
             // `CREATE OR REPLACE` of a query's sink: the same query, upgraded
@@ -329,6 +332,7 @@ fn apply_ddl(
                 query,
                 partition_by.as_deref(),
                 &id,
+                *emit == Some(Emit::Final),
             )?;
             def.partitions = partitions.unwrap_or(def.partitions);
             let mut paused = false;
@@ -913,6 +917,7 @@ impl Session {
                         props,
                         query,
                         partition_by,
+                        emit,
                         ..
                     } => {
                         let (_, plan) = plan_create_as_select(
@@ -923,6 +928,7 @@ impl Session {
                             query,
                             partition_by.as_deref(),
                             "EXPLAIN",
+                            *emit == Some(Emit::Final),
                         )?;
                         plan.explain(Some(name))
                     }
