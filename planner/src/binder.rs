@@ -2342,6 +2342,28 @@ fn agg_call(e: &Expr) -> Result<AggCall> {
     Ok(AggCall { func, arg })
 }
 
+/// `EMIT FINAL`: a windowed aggregation emits each window's result once,
+/// when it closes.
+pub fn make_emit_final(plan: &mut StreamPlan) -> Result<()> {
+    let Some((spec, _, _)) = &mut plan.window else {
+        return Err(PlanError::Invalid(
+            "EMIT FINAL is only supported for windowed aggregations.".into(),
+        ));
+    };
+    // Without a GRACE PERIOD, a final result comes when the window ends.
+    if !spec.grace_given {
+        spec.grace_ms = 0;
+        let spec = *spec;
+        for op in &mut plan.ops {
+            if let StreamOp::Window { spec: s } = op {
+                *s = spec;
+            }
+        }
+    }
+    plan.emit_final = true;
+    Ok(())
+}
+
 /// `CREATE STREAM|TABLE name WITH (…) AS SELECT …`: the sink's definition
 /// and the plan that fills it.
 #[allow(clippy::too_many_arguments)]
@@ -2358,22 +2380,7 @@ pub fn plan_create_as_select(
     check_props(props)?;
     let mut plan = plan_stream(catalog, query, partition_by, Some(name))?;
     if emit_final {
-        let Some((spec, _, _)) = &mut plan.window else {
-            return Err(PlanError::Invalid(
-                "EMIT FINAL is only supported for windowed aggregations.".into(),
-            ));
-        };
-        // Without a GRACE PERIOD, a final result comes when the window ends.
-        if !spec.grace_given {
-            spec.grace_ms = 0;
-            let spec = *spec;
-            for op in &mut plan.ops {
-                if let StreamOp::Window { spec: s } = op {
-                    *s = spec;
-                }
-            }
-        }
-        plan.emit_final = true;
+        make_emit_final(&mut plan)?;
     }
     if plan.limit.is_some() {
         return Err(PlanError::Invalid(

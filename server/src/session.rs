@@ -683,7 +683,10 @@ impl Session {
     ) -> Result<Output> {
         let catalog = self.brook.catalog().clone();
         if emit.is_some() {
-            let plan = plan_stream(&catalog, query, None, None)?;
+            let mut plan = plan_stream(&catalog, query, None, None)?;
+            if emit == Some(Emit::Final) {
+                brook_planner::binder::make_emit_final(&mut plan)?;
+            }
             let stream = self.brook.engine.push(plan, self.reads_from_beginning())?;
             Ok(Output::Stream { stream, copy })
         } else {
