@@ -6,6 +6,10 @@
 //!   keys and `r.t` in `[l.t − before, l.t + after]`, each at the later time.
 //! - Table-table joins (all four kinds): the materialized result equals the
 //!   join of the two tables' final contents.
+//! - Stream-stream LEFT joins: the inner pairs, plus a NULL row for each left
+//!   record that no right record processed before it matched.
+//! - Stream-table LEFT joins: each stream record with the table row current
+//!   when it was processed (the latest change before it, unless a delete).
 //! - Grouped and tumbling-windowed aggregations of a stream equal
 //!   DataFusion's GROUP BY over the records; an aggregation of a table whose
 //!   rows change group and are deleted equals the aggregation of the
@@ -180,6 +184,33 @@ fn final_table(input: &[Input], right: bool) -> String {
     }
 }
 
+/// The records of one side with their position in the input (the order
+/// they are processed in): (seq, k, t, v), tombstones with v NULL.
+fn sequenced(input: &[Input], right: bool) -> String {
+    let rows: Vec<String> = input
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.right == right)
+        .map(|(n, i)| {
+            format!(
+                "({n}, {}, {}, {})",
+                i.key,
+                i.ts,
+                i.value
+                    .map_or("CAST(NULL AS BIGINT)".to_string(), |v| v.to_string())
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        "SELECT CAST(NULL AS BIGINT) AS seq, CAST(NULL AS BIGINT) AS k, CAST(NULL AS BIGINT) AS t, CAST(NULL AS BIGINT) AS v WHERE false".into()
+    } else {
+        format!(
+            "SELECT column1 AS seq, column2 AS k, column3 AS t, column4 AS v FROM (VALUES {})",
+            rows.join(", ")
+        )
+    }
+}
+
 /// All the records of one side as a table of (k, t, v).
 fn all_rows(input: &[Input], right: bool) -> String {
     values(input, right)
@@ -190,7 +221,7 @@ proptest! {
         cases: 12,
         // Failing inputs are kept beside this file and run first next time.
         failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
         )),
         ..ProptestConfig::default()
     })]
@@ -325,6 +356,77 @@ proptest! {
             let expected = oracle(
                 &[format!("CREATE VIEW l AS {}", final_table(&input, false))],
                 "SELECT v % 3, COUNT(*), SUM(v) FROM l GROUP BY v % 3",
+            )
+            .await;
+            brook.shutdown().await;
+            (actual, expected)
+        });
+        prop_assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn stream_stream_left_join_matches_batch(input in inputs(false), before in 0i64..10, after in 0i64..10) {
+        // Without a grace period, a left record that finds no right record
+        // processed before it (in its window) gets a NULL row at once.
+        let rt = runtime();
+        let (actual, expected) = rt.block_on(async {
+            let statements = [
+                "CREATE STREAM l (k BIGINT KEY, v BIGINT) WITH (kafka_topic='l', format='JSON');".to_string(),
+                "CREATE STREAM r (k BIGINT KEY, v BIGINT) WITH (kafka_topic='r', format='JSON');".to_string(),
+                format!("CREATE STREAM j AS SELECT l.k, l.v AS lv, r.v AS rv FROM l LEFT JOIN r WITHIN ({before} MILLISECONDS, {after} MILLISECONDS) ON l.k = r.k;"),
+            ];
+            let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+            let (_dir, brook) = run(&refs, &input).await;
+            let actual = rows(&brook, "SELECT l_k, lv, rv FROM j;").await;
+            let window = format!("r.t BETWEEN l.t - {before} AND l.t + {after}");
+            let expected = oracle(
+                &[
+                    format!("CREATE VIEW l AS {}", sequenced(&input, false)),
+                    format!("CREATE VIEW r AS {}", sequenced(&input, true)),
+                ],
+                &format!(
+                    "SELECT l.k AS k, l.v AS lv, r.v AS rv FROM l JOIN r ON l.k = r.k AND {window} \
+                     UNION ALL \
+                     SELECT l.k AS k, l.v AS lv, CAST(NULL AS BIGINT) AS rv FROM l LEFT JOIN r \
+                       ON l.k = r.k AND {window} AND r.seq < l.seq \
+                     WHERE r.seq IS NULL"
+                ),
+            )
+            .await;
+            brook.shutdown().await;
+            (actual, expected)
+        });
+        prop_assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn stream_table_left_join_matches_batch(input in inputs(true)) {
+        // Each stream record joins the table row current when it is
+        // processed: the latest change before it, unless that is a delete.
+        let rt = runtime();
+        let (actual, expected) = rt.block_on(async {
+            let statements = [
+                "CREATE STREAM l (k BIGINT KEY, v BIGINT) WITH (kafka_topic='l', format='JSON');",
+                "CREATE TABLE r (k BIGINT PRIMARY KEY, v BIGINT) WITH (kafka_topic='r', format='JSON');",
+                "CREATE STREAM j AS SELECT l.k, l.v AS lv, r.v AS rv FROM l LEFT JOIN r ON l.k = r.k;",
+            ];
+            // Stream records without a value do not join.
+            let input: Vec<Input> = input
+                .into_iter()
+                .filter(|i| i.right || i.value.is_some())
+                .collect();
+            let (_dir, brook) = run(&statements, &input).await;
+            let actual = rows(&brook, "SELECT l_k, lv, rv FROM j;").await;
+            let expected = oracle(
+                &[
+                    format!("CREATE VIEW l AS {}", sequenced(&input, false)),
+                    format!("CREATE VIEW r AS {}", sequenced(&input, true)),
+                ],
+                "SELECT k, lv, rv FROM ( \
+                   SELECT l.seq, l.k, l.v AS lv, r.v AS rv, \
+                     ROW_NUMBER() OVER (PARTITION BY l.seq ORDER BY r.seq DESC) AS n \
+                   FROM l LEFT JOIN r ON l.k = r.k AND r.seq < l.seq \
+                 ) WHERE n = 1",
             )
             .await;
             brook.shutdown().await;
