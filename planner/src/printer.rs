@@ -120,11 +120,11 @@ fn query_text(query: &Query, partition_by: Option<&[Expr]>, emit: Option<Emit>) 
     out
 }
 
-/// A join window, which the parser keeps as a table hint
-/// (`WITH (__BROOK_WITHIN(b, a[, g]))`), back in ksqlDB's words:
-/// `WITHIN (b MILLISECONDS, a MILLISECONDS) [GRACE PERIOD g MILLISECONDS]`.
-fn join_windows(text: &str) -> String {
-    let marker = format!("WITH ({}(", crate::parser::WITHIN);
+/// Writes back the clauses the parser keeps as table hints
+/// (`WITH (NAME(args))`), each through `render`, which gets the hint's
+/// arguments as printed (`None` keeps the hint as it is).
+fn rewrite_hints(text: &str, name: &str, render: impl Fn(&[&str]) -> Option<String>) -> String {
+    let marker = format!("WITH ({name}(");
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find(&marker) {
@@ -134,14 +134,9 @@ fn join_windows(text: &str) -> String {
         };
         let args: Vec<&str> = rest[args_start..args_start + len].split(", ").collect();
         out.push_str(&rest[..at]);
-        match args.as_slice() {
-            [b, a, g @ ..] => {
-                let _ = write!(out, "WITHIN ({b} MILLISECONDS, {a} MILLISECONDS)");
-                if let [g] = g {
-                    let _ = write!(out, " GRACE PERIOD {g} MILLISECONDS");
-                }
-            }
-            _ => out.push_str(&rest[at..args_start + len + 2]),
+        match render(&args) {
+            Some(clause) => out.push_str(&clause),
+            None => out.push_str(&rest[at..args_start + len + 2]),
         }
         rest = &rest[args_start + len + 2..];
     }
@@ -149,45 +144,46 @@ fn join_windows(text: &str) -> String {
     out
 }
 
-/// A `WINDOW` clause, kept as a table hint by the parser, back in
-/// ksqlDB's words.
-fn windows(text: &str) -> String {
-    let marker = format!("WITH ({}(", crate::parser::WINDOW);
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(&marker) {
-        let args_start = at + marker.len();
-        let Some(len) = rest[args_start..].find("))") else {
-            break;
-        };
-        let args: Vec<&str> = rest[args_start..args_start + len].split(", ").collect();
-        out.push_str(&rest[..at]);
-        match args.as_slice() {
-            [kind, size, advance, grace, retention] => {
-                let kind = kind.trim_matches('\'');
-                let mut items = Vec::new();
-                if kind == "SESSION" {
-                    items.push(format!("{size} MILLISECONDS"));
-                } else {
-                    items.push(format!("SIZE {size} MILLISECONDS"));
-                }
-                if !advance.starts_with('-') {
-                    items.push(format!("ADVANCE BY {advance} MILLISECONDS"));
-                }
-                if !retention.starts_with('-') {
-                    items.push(format!("RETENTION {retention} MILLISECONDS"));
-                }
-                if !grace.starts_with('-') {
-                    items.push(format!("GRACE PERIOD {grace} MILLISECONDS"));
-                }
-                let _ = write!(out, "WINDOW {kind} ({})", items.join(", "));
+/// A join window (`WITH (__BROOK_WITHIN(b, a[, g]))`) in ksqlDB's words:
+/// `WITHIN (b MILLISECONDS, a MILLISECONDS) [GRACE PERIOD g MILLISECONDS]`.
+fn join_windows(text: &str) -> String {
+    rewrite_hints(text, crate::parser::WITHIN, |args| match args {
+        [b, a, g @ ..] => {
+            let mut clause = format!("WITHIN ({b} MILLISECONDS, {a} MILLISECONDS)");
+            if let [g] = g {
+                let _ = write!(clause, " GRACE PERIOD {g} MILLISECONDS");
             }
-            _ => out.push_str(&rest[at..args_start + len + 2]),
+            Some(clause)
         }
-        rest = &rest[args_start + len + 2..];
-    }
-    out.push_str(rest);
-    out
+        _ => None,
+    })
+}
+
+/// A `WINDOW` clause (`WITH (__BROOK_WINDOW('KIND', size, advance, grace,
+/// retention))`, -1 for what was not given) in ksqlDB's words.
+fn windows(text: &str) -> String {
+    rewrite_hints(text, crate::parser::WINDOW, |args| {
+        let [kind, size, advance, grace, retention] = args else {
+            return None;
+        };
+        let kind = kind.trim_matches('\'');
+        let given = |v: &str| !v.starts_with('-');
+        let mut items = vec![if kind == "SESSION" {
+            format!("{size} MILLISECONDS")
+        } else {
+            format!("SIZE {size} MILLISECONDS")
+        }];
+        if given(advance) {
+            items.push(format!("ADVANCE BY {advance} MILLISECONDS"));
+        }
+        if given(retention) {
+            items.push(format!("RETENTION {retention} MILLISECONDS"));
+        }
+        if given(grace) {
+            items.push(format!("GRACE PERIOD {grace} MILLISECONDS"));
+        }
+        Some(format!("WINDOW {kind} ({})", items.join(", ")))
+    })
 }
 
 impl fmt::Display for Statement {
