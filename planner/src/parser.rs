@@ -455,10 +455,7 @@ fn normalize_tokens(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Option<E
     while i < tokens.len() {
         let t = &tokens[i];
         if is_word(&t.token, "EMIT") {
-            let next = tokens[i + 1..]
-                .iter()
-                .position(|t| !matches!(t.token, Token::Whitespace(_)));
-            if let Some(n) = next.map(|n| n + i + 1) {
+            if let Some(n) = next_meaningful(&tokens, i + 1) {
                 if is_word(&tokens[n].token, "CHANGES") || is_word(&tokens[n].token, "FINAL") {
                     emit = Some(if is_word(&tokens[n].token, "CHANGES") {
                         Emit::Changes
@@ -495,15 +492,10 @@ fn normalize_tokens(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Option<E
         }
         // `STRUCT()`: sqlparser's struct literal needs a field.
         if is_word(&t.token, "STRUCT") {
-            let next: Vec<usize> = tokens[i + 1..]
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)))
-                .take(2)
-                .map(|(n, _)| n + i + 1)
-                .collect();
-            if let [open, close] = next.as_slice() {
-                if tokens[*open].token == Token::LParen && tokens[*close].token == Token::RParen {
+            let open = next_meaningful(&tokens, i + 1);
+            let close = open.and_then(|o| next_meaningful(&tokens, o + 1));
+            if let (Some(open), Some(close)) = (open, close) {
+                if tokens[open].token == Token::LParen && tokens[close].token == Token::RParen {
                     let wrap = |token: Token| TokenWithSpan {
                         token,
                         span: t.span,
@@ -639,27 +631,48 @@ pub(crate) fn is_condition(e: &Expr) -> bool {
 /// which sqlparser keeps on the table factor.
 pub const WITHIN: &str = "__BROOK_WITHIN";
 
+/// The index of the first token at or after `from` that is not whitespace.
+fn next_meaningful(tokens: &[TokenWithSpan], from: usize) -> Option<usize> {
+    tokens
+        .get(from..)?
+        .iter()
+        .position(|t| !matches!(t.token, Token::Whitespace(_)))
+        .map(|n| n + from)
+}
+
+/// `WORD n UNIT` after a first keyword (`GRACE PERIOD …`, `ADVANCE BY …`):
+/// `at` is the first keyword's index, `word` the second; the duration and
+/// the index after it.
+fn keyword_duration(
+    tokens: &[TokenWithSpan],
+    at: usize,
+    first: &str,
+    word: &str,
+) -> Result<(i64, usize)> {
+    match next_meaningful(tokens, at + 1).filter(|&w| is_word(&tokens[w].token, word)) {
+        Some(w) => duration_at(tokens, w + 1),
+        None => Err(PlanError::Syntax(format!(
+            "syntax error: expected {word} after {first}"
+        ))),
+    }
+}
+
 /// A duration `n UNIT` at `tokens[i..]` (whitespace skipped): its
 /// milliseconds and the index after it.
 fn duration_at(tokens: &[TokenWithSpan], i: usize) -> Result<(i64, usize)> {
-    let next = |from: usize| {
-        tokens[from..]
-            .iter()
-            .position(|t| !matches!(t.token, Token::Whitespace(_)))
-            .map(|n| n + from)
-    };
+    let next = |from: usize| next_meaningful(tokens, from);
     let bad = |what: String| PlanError::Syntax(format!("syntax error: {what}"));
-    let n_at = next(i).ok_or_else(|| bad("WITHIN needs a duration".into()))?;
+    let n_at = next(i).ok_or_else(|| bad("expected a duration, as in 30 SECONDS".into()))?;
     let Token::Number(n, _) = &tokens[n_at].token else {
         return Err(bad(format!(
-            "expected a number in a join window, found {}",
+            "expected a duration, as in 30 SECONDS, found {}",
             tokens[n_at].token
         )));
     };
     let n: i64 = n
         .parse()
         .map_err(|_| bad(format!("{n} is not a whole number")))?;
-    let unit_at = next(n_at + 1).ok_or_else(|| bad("WITHIN needs a time unit".into()))?;
+    let unit_at = next(n_at + 1).ok_or_else(|| bad("expected a time unit".into()))?;
     let Token::Word(w) = &tokens[unit_at].token else {
         return Err(bad(format!(
             "expected a time unit, found {}",
@@ -680,12 +693,7 @@ pub const WINDOW: &str = "__BROOK_WINDOW";
 /// `WINDOW HOPPING (SIZE …, ADVANCE BY …, …)` and `WINDOW SESSION (30
 /// SECONDS, …)` become the [`WINDOW`] table hint.
 fn rewrite_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
-    let next = |from: usize| {
-        tokens[from..]
-            .iter()
-            .position(|t| !matches!(t.token, Token::Whitespace(_)))
-            .map(|n| n + from)
-    };
+    let next = |from: usize| next_meaningful(&tokens, from);
     let bad = |what: &str| PlanError::Syntax(format!("syntax error: {what}"));
     let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
     let mut i = 0;
@@ -721,11 +729,7 @@ fn rewrite_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
                 size = ms;
                 j = e;
             } else if word(w, "ADVANCE") {
-                let by = next(w + 1).filter(|&b| word(b, "BY"));
-                let Some(by) = by else {
-                    return Err(bad("expected BY after ADVANCE"));
-                };
-                let (ms, e) = duration_at(&tokens, by + 1)?;
+                let (ms, e) = keyword_duration(&tokens, w, "ADVANCE", "BY")?;
                 advance = ms;
                 j = e;
             } else if word(w, "RETENTION") {
@@ -733,11 +737,7 @@ fn rewrite_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
                 retention = ms;
                 j = e;
             } else if word(w, "GRACE") {
-                let period = next(w + 1).filter(|&p| word(p, "PERIOD"));
-                let Some(period) = period else {
-                    return Err(bad("expected PERIOD after GRACE"));
-                };
-                let (ms, e) = duration_at(&tokens, period + 1)?;
+                let (ms, e) = keyword_duration(&tokens, w, "GRACE", "PERIOD")?;
                 grace = ms;
                 j = e;
             } else if matches!(tokens[w].token, Token::Number(..)) && kind == "SESSION" {
@@ -800,12 +800,7 @@ fn rewrite_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
 /// become the [`WITHIN`] table hint.
 fn rewrite_join_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
     let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
-    let next = |from: usize| {
-        tokens[from..]
-            .iter()
-            .position(|t| !matches!(t.token, Token::Whitespace(_)))
-            .map(|n| n + from)
-    };
+    let next = |from: usize| next_meaningful(&tokens, from);
     let mut i = 0;
     while i < tokens.len() {
         let t = &tokens[i];
@@ -840,13 +835,7 @@ fn rewrite_join_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>
         };
         let mut grace = None;
         if let Some(g) = next(end).filter(|&g| is_word(&tokens[g].token, "GRACE")) {
-            let period = next(g + 1).filter(|&p| is_word(&tokens[p].token, "PERIOD"));
-            let Some(period) = period else {
-                return Err(PlanError::Syntax(
-                    "syntax error: expected PERIOD after GRACE".into(),
-                ));
-            };
-            let (ms, j) = duration_at(&tokens, period + 1)?;
+            let (ms, j) = keyword_duration(&tokens, g, "GRACE", "PERIOD")?;
             grace = Some(ms);
             end = j;
         }
@@ -880,10 +869,7 @@ fn rewrite_collection_casts(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let mut i = 0;
     while i < tokens.len() {
         let t = &tokens[i];
-        let open = tokens[i + 1..]
-            .iter()
-            .position(|t| !matches!(t.token, Token::Whitespace(_)))
-            .map(|n| n + i + 1);
+        let open = next_meaningful(&tokens, i + 1);
         let is_cast = matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value == "CAST")
             && open.is_some_and(|o| tokens[o].token == Token::LParen);
         if let (true, Some(open)) = (is_cast, open) {
