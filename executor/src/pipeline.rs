@@ -1012,16 +1012,7 @@ fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
         }
         Acc::MinMax(set) => {
             if let Some(v) = value {
-                match set.binary_search_by(|(d, _)| d.cmp(v)) {
-                    Ok(i) => {
-                        set[i].1 += weight;
-                        if set[i].1 <= 0 {
-                            set.remove(i);
-                        }
-                    }
-                    Err(i) if weight > 0 => set.insert(i, (v.clone(), weight)),
-                    Err(_) => {}
-                }
+                brook_planner::functions::agg::multiset_add(set, v, weight);
             }
         }
         Acc::Pick(cur) => {

@@ -173,15 +173,7 @@ impl AggregateUDFImpl for ByOffset {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let item = args
-            .input_fields
-            .first()
-            .map_or(DataType::Null, |f| f.data_type().clone());
-        Ok(vec![Arc::new(Field::new(
-            format!("{}[values]", args.name),
-            DataType::List(Arc::new(Field::new("item", item, true))),
-            true,
-        ))])
+        Ok(vec![values_state_field(&args)])
     }
 }
 
@@ -217,18 +209,7 @@ impl Accumulator for ByOffsetAcc {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let Some(col) = states.first() else {
-            return Ok(());
-        };
-        for i in 0..col.len() {
-            if let ScalarValue::List(list) = ScalarValue::try_from_array(col, i)? {
-                let inner = list.value(0);
-                for j in 0..inner.len() {
-                    self.push(ScalarValue::try_from_array(&inner, j)?);
-                }
-            }
-        }
-        Ok(())
+        for_each_listed(states, |v| self.push(v))
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
@@ -385,6 +366,54 @@ impl Accumulator for SumListAcc {
 
     fn size(&self) -> usize {
         std::mem::size_of_val(self)
+    }
+}
+
+/// The state of an aggregate that keeps its values: a list of them.
+fn values_state_field(args: &StateFieldsArgs) -> FieldRef {
+    let item = args
+        .input_fields
+        .first()
+        .map_or(DataType::Null, |f| f.data_type().clone());
+    Arc::new(Field::new(
+        format!("{}[values]", args.name),
+        DataType::List(Arc::new(Field::new_list_field(item, true))),
+        true,
+    ))
+}
+
+/// Each value of the lists in a state column of such aggregates.
+fn for_each_listed(states: &[ArrayRef], mut f: impl FnMut(ScalarValue)) -> Result<()> {
+    let Some(col) = states.first() else {
+        return Ok(());
+    };
+    for i in 0..col.len() {
+        if let ScalarValue::List(list) = ScalarValue::try_from_array(col, i)? {
+            if datafusion::arrow::array::Array::is_null(list.as_ref(), 0) {
+                continue;
+            }
+            let inner = list.value(0);
+            for j in 0..inner.len() {
+                f(ScalarValue::try_from_array(&inner, j)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds `weight` occurrences of `v` (negative: removes) to a multiset kept
+/// sorted, each value once with its multiplicity; a value whose count
+/// reaches zero leaves.
+pub fn multiset_add(set: &mut Vec<(Datum, i64)>, v: &Datum, weight: i64) {
+    match set.binary_search_by(|(d, _)| d.cmp(v)) {
+        Ok(i) => {
+            set[i].1 += weight;
+            if set[i].1 <= 0 {
+                set.remove(i);
+            }
+        }
+        Err(i) if weight > 0 => set.insert(i, (v.clone(), weight)),
+        Err(_) => {}
     }
 }
 
@@ -550,20 +579,16 @@ impl AggregateUDFImpl for Multiset {
         Ok(Box::new(MultisetAcc {
             func,
             ret: args.return_field.data_type().clone(),
+            item: args
+                .expr_fields
+                .first()
+                .map_or(DataType::Null, |f| f.data_type().clone()),
             values: Vec::new(),
         }))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let t = args
-            .input_fields
-            .first()
-            .map_or(DataType::Null, |f| f.data_type().clone());
-        Ok(vec![Arc::new(Field::new(
-            format!("{}[values]", args.name),
-            DataType::List(Arc::new(Field::new_list_field(t, true))),
-            true,
-        ))])
+        Ok(vec![values_state_field(&args)])
     }
 }
 
@@ -571,6 +596,8 @@ impl AggregateUDFImpl for Multiset {
 struct MultisetAcc {
     func: MultisetFunc,
     ret: DataType,
+    /// The values' type (the state is a list of them).
+    item: DataType,
     values: Vec<ScalarValue>,
 }
 
@@ -589,33 +616,17 @@ impl Accumulator for MultisetAcc {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let Some(col) = states.first() else {
-            return Ok(());
-        };
-        for i in 0..col.len() {
-            if let ScalarValue::List(list) = ScalarValue::try_from_array(col, i)? {
-                if datafusion::arrow::array::Array::is_null(list.as_ref(), 0) {
-                    continue;
-                }
-                let inner = list.value(0);
-                for j in 0..inner.len() {
-                    let v = ScalarValue::try_from_array(&inner, j)?;
-                    if !v.is_null() {
-                        self.values.push(v);
-                    }
-                }
+        for_each_listed(states, |v| {
+            if !v.is_null() {
+                self.values.push(v);
             }
-        }
-        Ok(())
+        })
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
         Ok(vec![ScalarValue::List(ScalarValue::new_list_nullable(
             &self.values,
-            &self
-                .values
-                .first()
-                .map_or(DataType::Null, ScalarValue::data_type),
+            &self.item,
         ))])
     }
 
@@ -624,10 +635,7 @@ impl Accumulator for MultisetAcc {
         for v in &self.values {
             let d = Datum::from_scalar(v)
                 .map_err(|e| datafusion::common::DataFusionError::Plan(e.to_string()))?;
-            match set.binary_search_by(|(x, _)| x.cmp(&d)) {
-                Ok(i) => set[i].1 += 1,
-                Err(i) => set.insert(i, (d, 1)),
-            }
+            multiset_add(&mut set, &d, 1);
         }
         self.func
             .finish(&set)
