@@ -683,8 +683,6 @@ impl Engine {
                 return Ok(());
             }
             appended.borrow_and_update();
-            let mut records = Vec::new();
-            let mut by_input: [Vec<StoredRecord>; 2] = [Vec::new(), Vec::new()];
             let mut offsets = cp.offsets.clone();
             let mut skipped_gap = false;
             let mut reads = Vec::with_capacity(parts.len());
@@ -700,21 +698,9 @@ impl Engine {
                 }
                 reads.push(read);
             }
-            if join.is_some() {
-                cut_at_common_time(&mut reads);
-            }
-            for (g, ((input, _, _), read)) in parts.iter().zip(reads).enumerate() {
-                for r in &read {
-                    offsets[g] = offsets[g].max(r.offset + 1);
-                }
-                if join.is_some() {
-                    by_input[*input].extend(read);
-                } else {
-                    records.extend(read);
-                }
-            }
-            let records_read = records.len() + by_input[0].len() + by_input[1].len();
-            if records_read == 0 {
+            let by_input = take_epoch(&parts, reads, &mut offsets, join.is_some());
+            let records = &by_input[0];
+            if by_input.iter().all(Vec::is_empty) {
                 if skipped_gap {
                     if rebuild_target
                         .as_ref()
@@ -738,10 +724,10 @@ impl Engine {
             let (input, mut problems) = match (&mut join, &plan.join, &mut table) {
                 (Some(op), Some(spec), _) => join_input(op, spec, &by_input)?,
                 (_, _, Some(t)) => (
-                    t.changes(&plan.source, &schema, &records, self.state.as_ref())?,
+                    t.changes(&plan.source, &schema, records, self.state.as_ref())?,
                     Vec::new(),
                 ),
-                _ => decode_batch(&plan.source, &schema, &records)?,
+                _ => decode_batch(&plan.source, &schema, records)?,
             };
             let output = pipeline.process_guarded(input, self.state.as_ref())?;
             problems.extend(pipeline.take_errors());
@@ -912,20 +898,11 @@ impl Engine {
                 }
                 loop {
                     appended.borrow_and_update();
-                    let mut by_input: [Vec<StoredRecord>; 2] = [Vec::new(), Vec::new()];
                     let mut reads = Vec::with_capacity(parts.len());
                     for (g, (_, topic, p)) in parts.iter().enumerate() {
                         reads.push(engine.log.read(topic, *p, offsets[g], EPOCH_RECORDS)?);
                     }
-                    if join.is_some() {
-                        cut_at_common_time(&mut reads);
-                    }
-                    for (g, ((input, _, _), read)) in parts.iter().zip(reads).enumerate() {
-                        for r in &read {
-                            offsets[g] = offsets[g].max(r.offset + 1);
-                        }
-                        by_input[*input].extend(read);
-                    }
+                    let by_input = take_epoch(&parts, reads, &mut offsets, join.is_some());
                     if by_input.iter().all(Vec::is_empty) {
                         tokio::select! {
                             r = appended.changed() => if r.is_err() { return Ok(()) },
@@ -1088,6 +1065,27 @@ impl Engine {
         out.extend(latest.into_values().flatten());
         Ok(out)
     }
+}
+
+/// One epoch's records, per input, from what was read per partition (a
+/// join's cut at a common time), moving `offsets` past them.
+fn take_epoch(
+    parts: &[(usize, String, u32)],
+    mut reads: Vec<Vec<StoredRecord>>,
+    offsets: &mut [u64],
+    join: bool,
+) -> [Vec<StoredRecord>; 2] {
+    if join {
+        cut_at_common_time(&mut reads);
+    }
+    let mut by_input: [Vec<StoredRecord>; 2] = [Vec::new(), Vec::new()];
+    for (g, ((input, _, _), read)) in parts.iter().zip(reads).enumerate() {
+        for r in &read {
+            offsets[g] = offsets[g].max(r.offset + 1);
+        }
+        by_input[*input].extend(read);
+    }
+    by_input
 }
 
 /// A join's epoch stops where the partitions that had more to read than

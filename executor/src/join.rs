@@ -133,22 +133,14 @@ impl JoinOp {
             physical(&spec.left.key, &spec.left.key_schema)?,
             physical(&spec.right.key, &spec.right.key_schema)?,
         ];
-        let types = [
-            spec.left
-                .source
+        let types = [&spec.left, &spec.right].map(|side| {
+            side.source
                 .batch_schema()
                 .fields()
                 .iter()
                 .map(|f| f.data_type().clone())
-                .collect(),
-            spec.right
-                .source
-                .batch_schema()
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect(),
-        ];
+                .collect()
+        });
         let left_key_column = match &spec.left.key {
             datafusion::logical_expr::Expr::Column(c) => {
                 spec.left.source.batch_schema().index_of(&c.name).ok()
