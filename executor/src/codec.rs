@@ -1,7 +1,7 @@
 //! Between log records and change batches: decoding a source's records,
 //! encoding a query's output for its sink.
 
-use brook_planner::catalog::{Column, HeaderSource, SourceDef, SourceKind};
+use brook_planner::catalog::{Column, HeaderSource, SourceDef, SourceKind, WINDOWEND, WINDOWSTART};
 use brook_storage::{Record, StateStore, StoredRecord, WriteBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
@@ -267,6 +267,19 @@ pub fn encode_sink(
         .collect::<Result<_>>()?;
     let keys: Vec<&Column> = sink.key_columns().collect();
     let values: Vec<&Column> = sink.value_columns().collect();
+    // A windowed sink's keys carry each row's window bounds.
+    let bounds_column = |name: &str| {
+        schema.index_of(name).ok().and_then(|c| {
+            out.batch
+                .column(c)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .cloned()
+        })
+    };
+    let bounds = sink
+        .window
+        .and_then(|_| Some((bounds_column(WINDOWSTART)?, bounds_column(WINDOWEND)?)));
     let mut rows = Vec::with_capacity(out.len());
     for i in 0..out.len() {
         let row: Vec<Datum> = index
@@ -298,17 +311,11 @@ pub fn encode_sink(
             // A windowed key: the key, then the window's start as 8
             // big-endian bytes (Kafka Streams' time-windowed keys); a
             // session's end, then its start.
-            let bound = |name: &str| {
-                schema.index_of(name).ok().and_then(|c| {
-                    let a = out
-                        .batch
-                        .column(c)
-                        .as_any()
-                        .downcast_ref::<datafusion::arrow::array::Int64Array>()?;
-                    (!datafusion::arrow::array::Array::is_null(a, i)).then(|| a.value(i))
-                })
+            let bound = |a: &datafusion::arrow::array::Int64Array| {
+                (!datafusion::arrow::array::Array::is_null(a, i)).then(|| a.value(i))
             };
-            let (Some(start), Some(end)) = (bound("WINDOWSTART"), bound("WINDOWEND")) else {
+            let Some((Some(start), Some(end))) = bounds.as_ref().map(|(s, e)| (bound(s), bound(e)))
+            else {
                 return Err(ExecError::Internal(
                     "a windowed row without its window".into(),
                 ));
