@@ -24,7 +24,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::catalog::{
     Catalog, Column, Format, HeaderSource, SourceDef, SourceKind, WindowKind, WindowSpec,
-    ROWOFFSET, ROWPARTITION, ROWTIME,
+    ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART,
 };
 use crate::error::{PlanError, Result};
 use crate::parser::{object_name, ColumnSpec, PropValue, Props};
@@ -387,7 +387,7 @@ fn check_not_reserved(name: &str) -> Result<()> {
 }
 
 fn reserved(name: &str) -> bool {
-    [ROWTIME, ROWPARTITION, ROWOFFSET, "WINDOWSTART", "WINDOWEND"].contains(&name)
+    [ROWTIME, ROWPARTITION, ROWOFFSET, WINDOWSTART, WINDOWEND].contains(&name)
 }
 
 /// `CREATE STREAM|TABLE name (…) WITH (…)`.
@@ -947,10 +947,6 @@ fn check_group_by(query: &Query, state: &datafusion::execution::SessionState) ->
     }
     Ok(())
 }
-
-/// The window bounds' column names.
-const WINDOWSTART: &str = "WINDOWSTART";
-const WINDOWEND: &str = "WINDOWEND";
 
 /// The first window bound (`WINDOWSTART`, `WINDOWEND`) named in `node`.
 fn window_bound_in<V: ast::Visit>(node: &V) -> Option<String> {
