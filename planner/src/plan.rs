@@ -226,20 +226,18 @@ impl StreamPlan {
             )
         };
         let exprs = |es: &[Expr]| joined(es.iter().map(ToString::to_string).collect());
+        let source_line = |s: &SourceDef| {
+            format!(
+                "SOURCE {} ({} over topic {})",
+                s.name,
+                s.kind.noun(),
+                s.topic
+            )
+        };
         let mut lines = match &self.join {
             Some(j) => vec![
-                format!(
-                    "SOURCE {} ({} over topic {})",
-                    j.left.source.name,
-                    j.left.source.kind.noun(),
-                    j.left.source.topic
-                ),
-                format!(
-                    "SOURCE {} ({} over topic {})",
-                    j.right.source.name,
-                    j.right.source.kind.noun(),
-                    j.right.source.topic
-                ),
+                source_line(&j.left.source),
+                source_line(&j.right.source),
                 format!(
                     "  {} JOIN ON {} = {}{}",
                     match j.kind {
@@ -259,12 +257,7 @@ impl StreamPlan {
                     ))
                 ),
             ],
-            None => vec![format!(
-                "SOURCE {} ({} over topic {})",
-                self.source.name,
-                self.source.kind.noun(),
-                self.source.topic
-            )],
+            None => vec![source_line(&self.source)],
         };
         for op in &self.ops {
             lines.push(match op {
