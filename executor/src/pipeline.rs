@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use brook_planner::catalog::{WindowSpec, WINDOWEND, WINDOWSTART};
+use brook_planner::catalog::{WindowKind, WindowSpec, WINDOWEND, WINDOWSTART};
 use brook_planner::plan::{AggFunc, ByOffsetArgs, StreamOp, StreamPlan, TableFunc};
 use brook_storage::{StateStore, WriteBatch};
 use datafusion::arrow::array::{
@@ -413,6 +413,9 @@ impl Pipeline {
                     schema: Arc::new(output_schema.as_arrow().clone()),
                     prefix: state_prefix.clone(),
                     cache: HashMap::new(),
+                    sessions: session_spec(plan)
+                        .map(|spec| Sessions::new(spec, group, &state_prefix))
+                        .transpose()?,
                 }),
             });
         }
@@ -576,6 +579,11 @@ impl Pipeline {
     }
 }
 
+/// `v` as JSON bytes, for the state store.
+fn json_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| ExecError::Internal(e.to_string()))
+}
+
 /// `EMIT FINAL`: holds each window's latest result and emits it once,
 /// when the window closes, as Kafka Streams' emit-on-window-close does.
 /// Windows close in order of start as stream time passes their end plus the
@@ -629,6 +637,9 @@ impl EmitFinalOp {
 
     fn process(&mut self, input: &ChangeBatch, state: &dyn StateStore) -> Result<ChangeBatch> {
         self.load(state)?;
+        if self.spec.kind == WindowKind::Session {
+            return self.process_sessions(input);
+        }
         let (mut rows, mut times) = (Vec::new(), Vec::new());
         let grace = self.spec.grace_ms;
         let size = self.spec.size_ms;
@@ -686,14 +697,7 @@ impl EmitFinalOp {
                 if let Some(h) = self.held.remove(&k) {
                     self.writes.push((self.state_key(h.start, &h.key), None));
                     if h.start >= lower && h.start >= expired_before {
-                        let fields = self.schema.fields();
-                        let scalars = h
-                            .row
-                            .iter()
-                            .zip(fields.iter())
-                            .map(|(d, f)| d.to_scalar(f.data_type()))
-                            .collect::<std::result::Result<Vec<_>, _>>()?;
-                        rows.push(scalars);
+                        rows.push(self.scalars(&h.row)?);
                         times.push(h.ts);
                     }
                 }
@@ -710,6 +714,79 @@ impl EmitFinalOp {
             null_values: vec![false; times.len()],
             rowtimes: times,
         })
+    }
+
+    /// Sessions are held by their end (and key and start) and emitted
+    /// once stream time passes their end by the gap plus the grace period,
+    /// as Kafka Streams' suppression does; a merged-away session's tombstone only
+    /// drops it.
+    fn process_sessions(&mut self, input: &ChangeBatch) -> Result<ChangeBatch> {
+        let (mut rows, mut times) = (Vec::new(), Vec::new());
+        for r in 0..input.len() {
+            let row: Vec<Datum> = input
+                .row(r)?
+                .iter()
+                .map(Datum::from_scalar)
+                .collect::<std::result::Result<_, _>>()?;
+            let (Some(Datum::Int(start)), Some(Datum::Int(end))) =
+                (row.get(self.start).cloned(), row.get(self.end).cloned())
+            else {
+                continue;
+            };
+            let key: Vec<Datum> = self
+                .keys
+                .iter()
+                .filter_map(|&k| row.get(k).cloned())
+                .collect();
+            let mut key = json_bytes(&key)?;
+            key.extend_from_slice(&start.to_be_bytes());
+            let state_key = self.state_key(end, &key);
+            if input.weights[r] > 0 {
+                let h = HeldRow {
+                    start: end,
+                    key: key.clone(),
+                    row,
+                    ts: input.rowtimes[r],
+                };
+                self.writes.push((state_key, Some(json_bytes(&h)?)));
+                self.held.insert((end, key), h);
+            } else {
+                self.writes.push((state_key, None));
+                self.held.remove(&(end, key));
+            }
+            self.stream_time = self.stream_time.max(input.rowtimes[r]);
+            // A session can grow until stream time passes its end by the
+            // gap; Kafka Streams adds the gap to the grace period here.
+            let close = self
+                .stream_time
+                .saturating_sub(self.spec.grace_ms.saturating_add(self.spec.size_ms));
+            while let Some(entry) = self.held.first_entry() {
+                if entry.key().0 > close {
+                    break;
+                }
+                let h = entry.remove();
+                self.writes.push((self.state_key(h.start, &h.key), None));
+                rows.push(self.scalars(&h.row)?);
+                times.push(h.ts);
+            }
+        }
+        let meta = serde_json::to_vec(&(self.stream_time, self.last_close))
+            .map_err(|e| ExecError::Internal(e.to_string()))?;
+        self.writes
+            .push(([self.prefix.as_slice(), b"meta"].concat(), Some(meta)));
+        Ok(ChangeBatch {
+            batch: rows_to_batch(&self.schema, &rows)?,
+            weights: vec![1; times.len()],
+            null_values: vec![false; times.len()],
+            rowtimes: times,
+        })
+    }
+
+    fn scalars(&self, row: &[Datum]) -> Result<Vec<ScalarValue>> {
+        row.iter()
+            .zip(self.schema.fields().iter())
+            .map(|(d, f)| Ok(d.to_scalar(f.data_type())?))
+            .collect()
     }
 
     fn drain(&mut self, batch: &mut WriteBatch) {
@@ -746,6 +823,17 @@ impl WindowOp {
         for r in 0..input.len() {
             let ts = input.rowtimes[r];
             stream_time = stream_time.max(ts);
+            if self.spec.kind == WindowKind::Session {
+                // The aggregation finds the row's session; until then the
+                // row is a session of its own.
+                rows.push(r as u32);
+                starts.push(ts);
+                ends.push(ts);
+                weights.push(input.weights[r]);
+                rowtimes.push(ts);
+                null_values.push(input.null_values[r]);
+                continue;
+            }
             for (start, end) in self.spec.windows_of(ts) {
                 // Too late: the window closed (end + grace) before now.
                 if end.saturating_add(self.spec.grace_ms) <= stream_time {
@@ -837,6 +925,225 @@ struct AggregateOp {
     prefix: Vec<u8>,
     /// Groups touched this epoch: key → (state, dirty). `None` = deleted.
     cache: HashMap<Vec<u8>, Option<GroupState>>,
+    /// Set for a session-windowed aggregation.
+    sessions: Option<Sessions>,
+}
+
+/// The session window of a plan's aggregation, if it has one.
+fn session_spec(plan: &StreamPlan) -> Option<WindowSpec> {
+    plan.ops.iter().find_map(|op| match op {
+        StreamOp::Window { spec } if spec.kind == WindowKind::Session => Some(*spec),
+        _ => None,
+    })
+}
+
+/// The sessions of a session-windowed aggregation, as Kafka Streams keeps
+/// them: per grouping key, disjoint `[start, end]` ranges of record times
+/// with an aggregate each. A record joins every session that ends at most
+/// the gap before it or starts at most the gap after it; those sessions
+/// are merged into one (their accumulators merged, oldest first) and
+/// deleted, which the sink writes as tombstones. A record whose merged
+/// session ends before stream time minus the grace period is dropped as
+/// late.
+struct Sessions {
+    gap: i64,
+    grace: i64,
+    /// Positions of `WINDOWSTART` and `WINDOWEND` among the grouping
+    /// expressions; the others make the session's key.
+    start_at: usize,
+    end_at: usize,
+    prefix: Vec<u8>,
+    time_key: Vec<u8>,
+    /// Loaded from the state store on first use.
+    stream_time: Option<i64>,
+    time_dirty: bool,
+    /// Keys touched this epoch → their sessions.
+    cache: HashMap<Vec<u8>, SessionSet>,
+}
+
+/// A session emitted by [`Sessions::add`].
+struct SessionChange {
+    /// The grouping columns, the bounds set.
+    group: Vec<ScalarValue>,
+    state: GroupState,
+    /// −1: the session was merged away; +1: the session now.
+    weight: i64,
+    /// The session's end.
+    time: i64,
+}
+
+/// One key's sessions: as stored at the start of the epoch, and now.
+#[derive(Default)]
+struct SessionSet {
+    stored: Vec<(i64, i64)>,
+    now: BTreeMap<(i64, i64), GroupState>,
+}
+
+impl Sessions {
+    fn new(spec: WindowSpec, group: &[Expr], prefix: &[u8]) -> Result<Sessions> {
+        let at = |name: &str| {
+            group
+                .iter()
+                .position(|e| matches!(e.clone().unalias(), Expr::Column(c) if c.name == name))
+                .ok_or_else(|| ExecError::Internal(format!("a session window without {name}")))
+        };
+        Ok(Sessions {
+            gap: spec.size_ms,
+            grace: spec.grace_ms,
+            start_at: at(WINDOWSTART)?,
+            end_at: at(WINDOWEND)?,
+            prefix: [prefix, b"s/"].concat(),
+            time_key: [prefix, b"s-time"].concat(),
+            stream_time: None,
+            time_dirty: false,
+            cache: HashMap::new(),
+        })
+    }
+
+    fn set_key(&self, key: &[u8], window: (i64, i64)) -> Vec<u8> {
+        [
+            self.prefix.as_slice(),
+            key,
+            &window.0.to_be_bytes(),
+            &window.1.to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    /// The sessions of `key` (a JSON array, so no key's bytes start with
+    /// another's).
+    fn load(&mut self, key: &[u8], state: &dyn StateStore) -> Result<&mut SessionSet> {
+        if !self.cache.contains_key(key) {
+            let mut set = SessionSet::default();
+            let scan = [self.prefix.as_slice(), key].concat();
+            for (k, v) in state.scan_prefix(&scan)? {
+                let bounds = k
+                    .get(scan.len()..)
+                    .filter(|b| b.len() == 16)
+                    .ok_or_else(|| ExecError::Internal("a malformed session key".into()))?;
+                let be = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+                let window = (be(&bounds[..8]), be(&bounds[8..]));
+                let group: GroupState = serde_json::from_slice(&v)
+                    .map_err(|e| ExecError::Internal(format!("unreadable session state: {e}")))?;
+                set.stored.push(window);
+                set.now.insert(window, group);
+            }
+            self.cache.insert(key.to_vec(), set);
+        }
+        self.cache
+            .get_mut(key)
+            .ok_or_else(|| ExecError::Internal("session cache".into()))
+    }
+
+    fn stream_time(&mut self, state: &dyn StateStore) -> Result<i64> {
+        if let Some(t) = self.stream_time {
+            return Ok(t);
+        }
+        let t = state
+            .get(&self.time_key)?
+            .and_then(|b| b.try_into().ok())
+            .map_or(i64::MIN, i64::from_be_bytes);
+        self.stream_time = Some(t);
+        Ok(t)
+    }
+
+    /// Adds one record of the grouping key `group` (with its placeholder
+    /// bounds) to its session; the sessions to emit.
+    fn add(
+        &mut self,
+        group: &[ScalarValue],
+        args: &[Option<Datum>],
+        ts: i64,
+        funcs: &[AggFunc],
+        state: &dyn StateStore,
+    ) -> Result<Vec<SessionChange>> {
+        let time = self.stream_time(state)?;
+        if ts > time {
+            self.stream_time = Some(ts);
+            self.time_dirty = true;
+        }
+        let time = time.max(ts);
+        let (start_at, end_at) = (self.start_at, self.end_at);
+        let base = group
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != start_at && *i != end_at)
+            .map(|(_, v)| Datum::from_scalar(v).map_err(ExecError::from))
+            .collect::<Result<Vec<_>>>()?;
+        let key = serde_json::to_vec(&base).map_err(|e| ExecError::Internal(e.to_string()))?;
+        let (gap, grace) = (self.gap, self.grace);
+        let set = self.load(&key, state)?;
+        let touching: Vec<(i64, i64)> = set
+            .now
+            .keys()
+            .filter(|(s, e)| *e >= ts.saturating_sub(gap) && *s <= ts.saturating_add(gap))
+            .copied()
+            .collect();
+        let start = touching.iter().map(|w| w.0).fold(ts, i64::min);
+        let end = touching.iter().map(|w| w.1).fold(ts, i64::max);
+        if end < time.saturating_sub(grace) {
+            return Ok(Vec::new()); // late: the merged session has closed
+        }
+        let with_bounds = |(s, e): (i64, i64)| {
+            let mut g = group.to_vec();
+            g[start_at] = ScalarValue::Int64(Some(s));
+            g[end_at] = ScalarValue::Int64(Some(e));
+            g
+        };
+        let mut merged = GroupState {
+            rows: 0,
+            accs: funcs.iter().map(|f| new_acc(*f)).collect(),
+        };
+        let mut out = Vec::with_capacity(touching.len() + 1);
+        for w in touching {
+            let Some(old) = set.now.remove(&w) else {
+                continue;
+            };
+            merged.rows += old.rows;
+            for ((acc, other), f) in merged.accs.iter_mut().zip(&old.accs).zip(funcs) {
+                merge_acc(*f, acc, other);
+            }
+            out.push(SessionChange {
+                group: with_bounds(w),
+                state: old,
+                weight: -1,
+                time: w.1,
+            });
+        }
+        merged.rows += 1;
+        for ((acc, arg), f) in merged.accs.iter_mut().zip(args).zip(funcs) {
+            update_acc(*f, acc, arg.as_ref(), 1);
+        }
+        set.now.insert((start, end), merged.clone());
+        out.push(SessionChange {
+            group: with_bounds((start, end)),
+            state: merged,
+            weight: 1,
+            time: end,
+        });
+        Ok(out)
+    }
+
+    fn drain(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        for (key, set) in std::mem::take(&mut self.cache) {
+            for w in &set.stored {
+                if !set.now.contains_key(w) {
+                    batch.delete(self.set_key(&key, *w));
+                }
+            }
+            for (w, group) in &set.now {
+                batch.put(
+                    self.set_key(&key, *w),
+                    serde_json::to_vec(group).map_err(|e| ExecError::Internal(e.to_string()))?,
+                );
+            }
+        }
+        if let (true, Some(t)) = (self.time_dirty, self.stream_time) {
+            batch.put(self.time_key.clone(), t.to_be_bytes().to_vec());
+            self.time_dirty = false;
+        }
+        Ok(())
+    }
 }
 
 impl AggregateOp {
@@ -891,6 +1198,30 @@ impl AggregateOp {
                 // ksqlDB drops rows whose grouping expressions give NULL.
                 continue;
             }
+            if let Some(sessions) = &mut self.sessions {
+                if weight <= 0 {
+                    continue; // sessions aggregate streams: nothing retracts
+                }
+                let args = arg_cols
+                    .iter()
+                    .map(|col| {
+                        col.as_ref()
+                            .map(|c| {
+                                Ok::<_, ExecError>(Datum::from_scalar(
+                                    &ScalarValue::try_from_array(c, row)?,
+                                )?)
+                            })
+                            .transpose()
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let ts = input.rowtimes[row];
+                for c in sessions.add(&group, &args, ts, &self.funcs, state)? {
+                    out_rows.push(output_row(&self.schema, &self.funcs, &c.group, &c.state)?);
+                    out_weights.push(c.weight);
+                    out_times.push(c.time);
+                }
+                continue;
+            }
             let group_datums = group
                 .iter()
                 .map(|v| Datum::from_scalar(v).map_err(ExecError::from))
@@ -931,16 +1262,13 @@ impl AggregateOp {
     }
 
     fn output_row(&self, group: &[ScalarValue], s: &GroupState) -> Result<Vec<ScalarValue>> {
-        let mut row = group.to_vec();
-        for (i, acc) in s.accs.iter().enumerate() {
-            let ty = self.schema.field(group.len() + i).data_type();
-            let d = acc_output(self.funcs[i], acc, ty);
-            row.push(d.to_scalar(ty)?);
-        }
-        Ok(row)
+        output_row(&self.schema, &self.funcs, group, s)
     }
 
     fn drain(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        if let Some(sessions) = &mut self.sessions {
+            sessions.drain(batch)?;
+        }
         for (key, s) in std::mem::take(&mut self.cache) {
             let k = self.state_key(&key);
             match s {
@@ -952,6 +1280,60 @@ impl AggregateOp {
             }
         }
         Ok(())
+    }
+}
+
+/// A group's output row: its grouping columns, then each aggregate.
+fn output_row(
+    schema: &SchemaRef,
+    funcs: &[AggFunc],
+    group: &[ScalarValue],
+    s: &GroupState,
+) -> Result<Vec<ScalarValue>> {
+    let mut row = group.to_vec();
+    for (i, acc) in s.accs.iter().enumerate() {
+        let ty = schema.field(group.len() + i).data_type();
+        let d = acc_output(funcs[i], acc, ty);
+        row.push(d.to_scalar(ty)?);
+    }
+    Ok(row)
+}
+
+/// Merges `other`, the accumulator of a later session, into `acc` (ksqlDB's
+/// UDAF `merge`, used when a record joins sessions together).
+fn merge_acc(f: AggFunc, acc: &mut Acc, other: &Acc) {
+    match (acc, other) {
+        (Acc::Count(a), Acc::Count(b)) => *a += b,
+        (Acc::Sum { int, float }, Acc::Sum { int: i, float: x }) => {
+            *int = int.wrapping_add(*i);
+            *float += x;
+        }
+        (Acc::Avg { sum, n }, Acc::Avg { sum: s, n: m }) => {
+            *sum += s;
+            *n += m;
+        }
+        (Acc::MinMax(set), Acc::MinMax(more)) => {
+            for (v, count) in more {
+                brook_planner::functions::agg::multiset_add(set, v, *count);
+            }
+        }
+        (Acc::Pick(cur), Acc::Pick(later)) => {
+            // LATEST takes the later session's value, EARLIEST keeps the
+            // earlier one; a NULL (nothing seen) never wins.
+            let latest = matches!(f, AggFunc::Latest(_));
+            if !later.is_null() && (latest || cur.is_null()) {
+                *cur = later.clone();
+            }
+        }
+        (Acc::Offsets(kept), Acc::Offsets(more)) => {
+            if let AggFunc::Latest(a) | AggFunc::Earliest(a) = f {
+                for v in more {
+                    a.offer(matches!(f, AggFunc::Latest(_)), kept, v.clone(), false);
+                }
+            }
+        }
+        (Acc::List(items), Acc::List(more)) => items.extend(more.iter().cloned()),
+        _ => {}
     }
 }
 

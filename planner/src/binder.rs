@@ -1013,11 +1013,6 @@ fn take_window(query: &mut Query) -> Result<Option<WindowSpec>> {
         "HOPPING" => WindowKind::Hopping,
         _ => WindowKind::Session,
     };
-    if kind == WindowKind::Session {
-        return Err(PlanError::Unsupported(
-            "SESSION windows are not supported yet".into(),
-        ));
-    }
     if kind == WindowKind::Hopping && *advance > *size {
         return Err(PlanError::Invalid(format!(
             "Window advance must be no larger than the window size: ADVANCE BY {advance} ms, SIZE {size} ms"

@@ -768,7 +768,10 @@ fn rewrite_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
             }
         }
         if size <= 0 {
-            return Err(bad(&format!("WINDOW {kind} needs a size")));
+            let what = if kind == "SESSION" { "gap" } else { "size" };
+            return Err(bad(&format!(
+                "WINDOW {kind} needs a {what} larger than zero"
+            )));
         }
         if kind == "HOPPING" && advance <= 0 {
             return Err(bad("WINDOW HOPPING needs ADVANCE BY"));

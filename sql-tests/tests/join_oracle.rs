@@ -10,8 +10,9 @@
 //!   record that no right record processed before it matched.
 //! - Stream-table LEFT joins: each stream record with the table row current
 //!   when it was processed (the latest change before it, unless a delete).
-//! - Grouped and tumbling-windowed aggregations of a stream equal
-//!   DataFusion's GROUP BY over the records; an aggregation of a table whose
+//! - Grouped, tumbling-windowed and session-windowed aggregations of a
+//!   stream equal DataFusion's GROUP BY over the records (sessions as
+//!   gaps-and-islands: a window function numbers them); an aggregation of a table whose
 //!   rows change group and are deleted equals the aggregation of the
 //!   table's final contents.
 //!
@@ -371,6 +372,28 @@ proptest! {
             [values(&input, false), values(&input, true)],
             &format!(
                 "SELECT k, (t / {size}) * {size} AS ws, COUNT(*), SUM(v) FROM l GROUP BY k, (t / {size}) * {size}"
+            ),
+        );
+        prop_assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn session_aggregation_matches_batch(input in inputs(false), gap in 1i64..8) {
+        // Records of a key whose times are at most the gap apart, through
+        // any chain of them, make one session: merging on arrival (out of
+        // order too) must end with the batch's gaps-and-islands answer.
+        let mut statements = sources("STREAM", "STREAM");
+        statements.push(format!("CREATE TABLE w AS SELECT k, COUNT(*) AS n, SUM(v) AS s, MAX(v) AS m, WINDOWSTART AS ws, WINDOWEND AS we FROM l WINDOW SESSION ({gap} MILLISECONDS) GROUP BY k;"));
+        let (actual, expected) = compare(
+            &statements,
+            &input,
+            "SELECT k, ws, we, n, s, m FROM w;",
+            [values(&input, false), values(&input, true)],
+            &format!(
+                "SELECT k, MIN(t), MAX(t), COUNT(*), SUM(v), MAX(v) FROM (\
+                   SELECT k, t, v, SUM(brk) OVER (PARTITION BY k ORDER BY t, v ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sid FROM (\
+                     SELECT k, t, v, CASE WHEN t - LAG(t) OVER (PARTITION BY k ORDER BY t, v) > {gap} THEN 1 ELSE 0 END AS brk FROM l)) \
+                 GROUP BY k, sid"
             ),
         );
         prop_assert_eq!(actual, expected);
