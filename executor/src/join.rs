@@ -13,6 +13,9 @@
 //!   window closes, and dropped if a match comes first.
 //! - **Table-table** (primary key): both tables' current rows; a change on
 //!   either side retracts the joined row as it was and inserts it as it is.
+//! - **Foreign key** (table-table, the left side on any expression): the
+//!   left table's rows by primary key, indexed by the right key they name;
+//!   a right change retracts and re-inserts every left row naming it.
 //! - **Stream-table**: the table side keeps its current row per primary
 //!   key (a tombstone deletes it); a stream record joins the row current
 //!   when it is processed. Table changes emit nothing.
@@ -21,7 +24,7 @@
 //! in memory and mirrored to the state store under the query's prefix, so
 //! they commit with the epoch's offsets; they are loaded back at start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use brook_planner::catalog::SourceKind;
@@ -53,6 +56,10 @@ struct Entry {
 struct TableRow {
     row: Vec<Datum>,
     ts: i64,
+    /// A foreign-key join's left row: the key of the right row it joins
+    /// (`None`: its join expression is NULL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fk: Option<Vec<u8>>,
 }
 
 /// State tags of the left and right tables' rows.
@@ -97,6 +104,10 @@ pub struct JoinOp {
     pending: BTreeMap<(i64, u64), Pending>,
     /// The latest time seen on either side.
     stream_time: i64,
+    /// A foreign-key join: the left table's key columns, and its rows'
+    /// keys by the right key they join.
+    left_pk: Vec<usize>,
+    by_foreign_key: HashMap<Vec<u8>, BTreeSet<Vec<u8>>>,
 }
 
 /// An unmatched record of an outer side, held until its window closes.
@@ -147,7 +158,18 @@ impl JoinOp {
             }
             _ => None,
         };
+        let left_pk = spec
+            .left
+            .source
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
+            .collect();
         let mut op = JoinOp {
+            left_pk,
+            by_foreign_key: HashMap::new(),
             left_key_column,
             pending: BTreeMap::new(),
             stream_time: i64::MIN,
@@ -172,6 +194,12 @@ impl JoinOp {
             for (k, v) in state.scan_prefix(&op.state_key(tag, &[]))? {
                 let row: TableRow = read_state(&v)?;
                 let key = k[op.prefix.len() + 2..].to_vec();
+                if let Some(fk) = &row.fk {
+                    op.by_foreign_key
+                        .entry(fk.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
                 op.tables[side].insert(key, row);
             }
         }
@@ -237,6 +265,86 @@ impl JoinOp {
             }
             _ => None,
         }
+    }
+
+    /// A foreign-key join's row for the left row with primary key `pk`:
+    /// (left, right, time), if the join kind has one.
+    fn foreign_key_joined(&self, pk: &[u8]) -> Option<(Vec<Datum>, Vec<Datum>, i64)> {
+        let l = self.tables[0].get(pk)?;
+        let r = l.fk.as_ref().and_then(|fk| self.tables[1].get(fk));
+        match (r, self.spec.kind) {
+            (Some(r), _) => Some((l.row.clone(), r.row.clone(), l.ts.max(r.ts))),
+            (None, JoinKind::Left) => Some((l.row.clone(), self.nulls(1), l.ts)),
+            _ => None,
+        }
+    }
+
+    /// A change of either table of a foreign-key join: the left row
+    /// changed (or each left row naming the right row that changed)
+    /// is retracted as it was joined and inserted as it is joined now;
+    /// the rows to emit as (row, time, weight).
+    fn foreign_key_change(
+        &mut self,
+        s: usize,
+        key: &Datum,
+        row: Vec<Datum>,
+        deleted: bool,
+        ts: i64,
+        (partition, offset): (i32, i64),
+    ) -> Result<Vec<(Vec<ScalarValue>, i64, i64)>> {
+        let pks: Vec<Vec<u8>> = if s == 0 {
+            let pk: Vec<&Datum> = self.left_pk.iter().filter_map(|&i| row.get(i)).collect();
+            if pk.iter().all(|d| d.is_null()) {
+                return Ok(Vec::new());
+            }
+            vec![json(&pk)?]
+        } else {
+            if key.is_null() {
+                return Ok(Vec::new());
+            }
+            self.by_foreign_key
+                .get(&key_bytes(key)?)
+                .map(|pks| pks.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        let before: Vec<_> = pks.iter().map(|pk| self.foreign_key_joined(pk)).collect();
+        if s == 0 {
+            let pk = pks[0].clone();
+            if let Some(prev) = self.tables[0].get(&pk).and_then(|t| t.fk.clone()) {
+                if let Some(set) = self.by_foreign_key.get_mut(&prev) {
+                    set.remove(&pk);
+                    if set.is_empty() {
+                        self.by_foreign_key.remove(&prev);
+                    }
+                }
+            }
+            let change = if deleted {
+                None
+            } else {
+                let fk = (!key.is_null()).then(|| key_bytes(key)).transpose()?;
+                if let Some(fk) = &fk {
+                    self.by_foreign_key
+                        .entry(fk.clone())
+                        .or_default()
+                        .insert(pk.clone());
+                }
+                Some(TableRow { row, ts, fk })
+            };
+            self.update_table(0, pk, change)?;
+        } else {
+            let change = (!deleted).then_some(TableRow { row, ts, fk: None });
+            self.update_table(1, key_bytes(key)?, change)?;
+        }
+        let mut out = Vec::new();
+        for (pk, old) in pks.iter().zip(before) {
+            if let Some((l, r, _)) = old {
+                out.push((self.output_row(key, &l, &r, ts, partition, offset)?, ts, -1));
+            }
+            if let Some((l, r, t)) = self.foreign_key_joined(pk) {
+                out.push((self.output_row(key, &l, &r, t, partition, offset)?, t, 1));
+            }
+        }
+        Ok(out)
     }
 
     fn retention(&self) -> i64 {
@@ -387,6 +495,17 @@ impl JoinOp {
                     _ => 0,
                 },
             );
+            if self.spec.foreign_key {
+                let deleted = input.null_values[r];
+                for (out, t, w) in
+                    self.foreign_key_change(s, &key, row, deleted, ts, (partition, offset))?
+                {
+                    rows.push(out);
+                    times.push(t);
+                    weights.push(w);
+                }
+                continue;
+            }
             if self.is_table(0) && self.is_table(1) {
                 // Table-table: the joined row before and after the change.
                 if key.is_null() {
@@ -394,7 +513,7 @@ impl JoinOp {
                 }
                 let kb = key_bytes(&key)?;
                 let old = self.table_join(&kb, &key);
-                let change = (!input.null_values[r]).then_some(TableRow { row, ts });
+                let change = (!input.null_values[r]).then_some(TableRow { row, ts, fk: None });
                 self.update_table(s, kb.clone(), change)?;
                 let new = self.table_join(&kb, &key);
                 if let Some((l, rr, _)) = old {
@@ -414,7 +533,7 @@ impl JoinOp {
                 // record looks its row up.
                 let kb = key_bytes(&key)?;
                 if s == 1 {
-                    let change = (!input.null_values[r]).then_some(TableRow { row, ts });
+                    let change = (!input.null_values[r]).then_some(TableRow { row, ts, fk: None });
                     self.update_table(1, kb, change)?;
                     continue;
                 }

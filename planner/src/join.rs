@@ -12,7 +12,9 @@
 //! both sides (left first, each side's key columns first) under its
 //! prefixed name. The result's key is the left join column when it is
 //! projected, else the right one; a FULL join, or a join on expressions,
-//! gets a synthetic `ROWKEY` key holding the join value.
+//! gets a synthetic `ROWKEY` key holding the join value. A foreign-key
+//! table-table join (the left side on any expression, the right on its
+//! primary key; INNER or LEFT) is keyed by the left table's primary key.
 
 use std::ops::ControlFlow;
 
@@ -474,7 +476,7 @@ pub fn prepare(
     };
     let (left_key, left_schema) = side_key(left_expr, &inputs[0], plan_one, &on_text)?;
     let (right_key, right_schema) = side_key(right_expr, &inputs[1], plan_one, &on_text)?;
-    if inputs[1].def.kind == SourceKind::Table {
+    if inputs[0].def.kind == SourceKind::Stream && inputs[1].def.kind == SourceKind::Table {
         // Stream-table joins look the table up by its primary key.
         if !on_primary_key(&right_key, &inputs[1]) {
             return Err(PlanError::Invalid(format!(
@@ -484,6 +486,7 @@ pub fn prepare(
             )));
         }
     }
+    let mut foreign_key = false;
     let got = format!(
         "Got {} {} {}.",
         inputs[0].def.name,
@@ -534,9 +537,25 @@ pub fn prepare(
                 )));
             }
             if !on_primary_key(&left_key, &inputs[0]) {
-                return Err(PlanError::Unsupported(
-                    "foreign-key table-table joins are not supported yet".into(),
-                ));
+                // A foreign-key join: the left side joins on any
+                // expression, its rows keep their own primary key.
+                if matches!(kind, JoinKind::Full | JoinKind::Right) {
+                    return Err(PlanError::Invalid(format!(
+                        "Invalid join type: {} join not supported for foreign-key table-table join. {got}",
+                        if kind == JoinKind::Full {
+                            "full-outer"
+                        } else {
+                            "right"
+                        }
+                    )));
+                }
+                if inputs[0].def.key_columns().next().is_none() {
+                    return Err(PlanError::Invalid(format!(
+                        "Invalid join condition: foreign-key table-table joins need a left table with a primary key. Got {}.",
+                        inputs[0].def.name
+                    )));
+                }
+                foreign_key = true;
             }
         }
     }
@@ -597,7 +616,13 @@ pub fn prepare(
         datafusion::logical_expr::Expr::Column(c) => Some(i.prefixed(&c.name)),
         _ => None,
     };
-    let candidates = (plain(&left_key, &inputs[0]), plain(&right_key, &inputs[1]));
+    let candidates = if foreign_key {
+        // The result is keyed by the left table's primary key.
+        let pk = inputs[0].def.key_columns().next().map(|c| c.name.clone());
+        (pk.map(|c| inputs[0].prefixed(&c)), None)
+    } else {
+        (plain(&left_key, &inputs[0]), plain(&right_key, &inputs[1]))
+    };
     let synthetic_key =
         kind == JoinKind::Full || (candidates.0.is_none() && candidates.1.is_none());
     let key_type = SqlType::from_arrow(&left_key.get_type(left_schema.as_ref())?)?;
@@ -646,10 +671,14 @@ pub fn prepare(
         vec![(ROWKEY.into(), ROWKEY.into())]
     } else {
         [
-            candidates
-                .0
-                .clone()
-                .map(|c| (c, qualified(&left_key, &inputs[0]))),
+            candidates.0.clone().map(|c| {
+                let shown = if foreign_key {
+                    format!("{}.{}", inputs[0].alias, &c[inputs[0].alias.len() + 1..])
+                } else {
+                    qualified(&left_key, &inputs[0])
+                };
+                (c, shown)
+            }),
             candidates
                 .1
                 .clone()
@@ -750,6 +779,7 @@ pub fn prepare(
             },
             window,
             synthetic_key,
+            foreign_key,
         },
         source,
         query,

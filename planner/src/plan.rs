@@ -177,6 +177,10 @@ pub struct JoinSpec {
     /// The output starts with a synthetic `ROWKEY` column holding the join
     /// value (FULL joins, and joins on expressions).
     pub synthetic_key: bool,
+    /// A table-table join whose left side joins on something other than
+    /// its primary key: each left row joins the right row its expression
+    /// names, and the result is keyed by the left row's primary key.
+    pub foreign_key: bool,
 }
 
 /// A continuous query over one source.
