@@ -7,8 +7,10 @@
 //! - Table-table joins (all four kinds): the materialized result equals the
 //!   join of the two tables' final contents; so do foreign-key joins
 //!   (INNER, LEFT) whose left rows point at right rows by an expression.
-//! - Stream-stream LEFT joins: the inner pairs, plus a NULL row for each left
-//!   record that no right record processed before it matched.
+//! - Stream-stream LEFT, RIGHT and FULL joins: the inner pairs, plus a NULL
+//!   row for each record of an outer side that no record of the other side
+//!   processed before it matched; with a GRACE PERIOD, once every window
+//!   has closed, a NULL row for exactly the records nothing matched.
 //! - Stream-table LEFT joins: each stream record with the table row current
 //!   when it was processed (the latest change before it, unless a delete).
 //! - Grouped, tumbling-windowed and session-windowed aggregations of a
@@ -203,6 +205,21 @@ fn sequenced(input: &[Input], right: bool) -> String {
     table_sql(&["seq", "k", "t", "v"], rows)
 }
 
+/// The records of one side with their position in the input and the
+/// stream time once each was processed (the latest time of either side up
+/// to it): (seq, k, t, v, st).
+fn with_stream_time(input: &[Input], right: bool) -> String {
+    let mut st = i64::MIN;
+    let mut rows = Vec::new();
+    for (n, i) in input.iter().enumerate() {
+        st = st.max(i.ts);
+        if let (true, Some(v)) = (i.right == right, i.value) {
+            rows.push(format!("({n}, {}, {}, {v}, {st})", i.key, i.ts));
+        }
+    }
+    table_sql(&["seq", "k", "t", "v", "st"], rows)
+}
+
 /// Runs `statements` over `input` in Brook and reads `brook_sql`; runs
 /// `oracle_sql` in DataFusion over the views `l` and `r`. Both results,
 /// rows sorted.
@@ -285,24 +302,98 @@ proptest! {
     }
 
     #[test]
-    fn stream_stream_left_join_matches_batch(input in inputs(false), before in 0i64..10, after in 0i64..10) {
-        // Without a grace period, a left record that finds no right record
-        // processed before it (in its window) gets a NULL row at once.
+    fn stream_stream_outer_joins_match_batch(
+        input in inputs(false),
+        before in 0i64..10,
+        after in 0i64..10,
+        kind in 0usize..3,
+    ) {
+        // Without a grace period, an outer side's record that finds no
+        // record of the other side processed before it (in its window) gets
+        // a NULL row at once; LEFT, RIGHT and FULL.
+        let join = ["LEFT JOIN", "RIGHT JOIN", "FULL OUTER JOIN"][kind];
+        let key = ["l.k", "l.k", "ROWKEY AS k"][kind];
+        let read = ["l_k", "l_k", "k"][kind];
         let mut statements = sources("STREAM", "STREAM");
-        statements.push(format!("CREATE STREAM j AS SELECT l.k, l.v AS lv, r.v AS rv FROM l LEFT JOIN r WITHIN ({before} MILLISECONDS, {after} MILLISECONDS) ON l.k = r.k;"));
+        statements.push(format!("CREATE STREAM j AS SELECT {key}, l.v AS lv, r.v AS rv FROM l {join} r WITHIN ({before} MILLISECONDS, {after} MILLISECONDS) ON l.k = r.k;"));
         let window = format!("r.t BETWEEN l.t - {before} AND l.t + {after}");
-        let (actual, expected) = compare(
-            &statements,
-            &input,
-            "SELECT l_k, lv, rv FROM j;",
-            [sequenced(&input, false), sequenced(&input, true)],
-            &format!(
-                "SELECT l.k AS k, l.v AS lv, r.v AS rv FROM l JOIN r ON l.k = r.k AND {window} \
-                 UNION ALL \
+        let mut oracle = format!(
+            "SELECT l.k AS k, l.v AS lv, r.v AS rv FROM l JOIN r ON l.k = r.k AND {window}"
+        );
+        if kind != 1 {
+            oracle += &format!(
+                " UNION ALL \
                  SELECT l.k AS k, l.v AS lv, CAST(NULL AS BIGINT) AS rv FROM l LEFT JOIN r \
                    ON l.k = r.k AND {window} AND r.seq < l.seq \
                  WHERE r.seq IS NULL"
-            ),
+            );
+        }
+        if kind != 0 {
+            oracle += &format!(
+                " UNION ALL \
+                 SELECT r.k AS k, CAST(NULL AS BIGINT) AS lv, r.v AS rv FROM r LEFT JOIN l \
+                   ON l.k = r.k AND {window} AND l.seq < r.seq \
+                 WHERE l.seq IS NULL"
+            );
+        }
+        let (actual, expected) = compare(
+            &statements,
+            &input,
+            &format!("SELECT {read}, lv, rv FROM j;"),
+            [sequenced(&input, false), sequenced(&input, true)],
+            &oracle,
+        );
+        prop_assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn stream_stream_grace_joins_match_batch(
+        input in inputs(false),
+        before in 0i64..10,
+        after in 0i64..10,
+        kind in 0usize..3,
+    ) {
+        // With a GRACE PERIOD an unmatched record's NULL row waits for its
+        // window to close, and a match in time cancels it; a record whose
+        // window already ended when it came (out of order: its time plus
+        // the window's reach is before stream time) gets it at once unless
+        // a match came before it, as in Kafka Streams. A last record far
+        // ahead closes every window.
+        let join = ["LEFT JOIN", "RIGHT JOIN", "FULL OUTER JOIN"][kind];
+        let key = ["l.k", "l.k", "ROWKEY AS k"][kind];
+        let read = ["l_k", "l_k", "k"][kind];
+        let mut statements = sources("STREAM", "STREAM");
+        statements.push(format!("CREATE STREAM j AS SELECT {key}, l.v AS lv, r.v AS rv FROM l {join} r WITHIN ({before} MILLISECONDS, {after} MILLISECONDS) GRACE PERIOD 50 MILLISECONDS ON l.k = r.k;"));
+        let mut fed = input.clone();
+        fed.push(Input { right: kind == 1, key: 99, ts: 1000, value: Some(0) });
+        let window = format!("r.t BETWEEN l.t - {before} AND l.t + {after}");
+        let mut oracle = format!(
+            "SELECT l.k AS k, l.v AS lv, r.v AS rv FROM l JOIN r ON l.k = r.k AND {window}"
+        );
+        // The NULL rows of side `a` (its window reaching `reach` ahead).
+        let unmatched = |a: &str, b: &str, reach: i64, cols: &str| {
+            format!(
+                " UNION ALL SELECT {cols} FROM ( \
+                   SELECT {a}.seq, {a}.k, {a}.v, {a}.t, {a}.st, \
+                     SUM(CASE WHEN {b}.seq < {a}.seq THEN 1 ELSE 0 END) AS earlier, \
+                     SUM(CASE WHEN {b}.seq > {a}.seq THEN 1 ELSE 0 END) AS later \
+                   FROM {a} LEFT JOIN {b} ON l.k = r.k AND {window} \
+                   GROUP BY {a}.seq, {a}.k, {a}.v, {a}.t, {a}.st) x \
+                 WHERE x.earlier = 0 AND (x.t + {reach} < x.st OR x.later = 0)"
+            )
+        };
+        if kind != 1 {
+            oracle += &unmatched("l", "r", after, "x.k, x.v, CAST(NULL AS BIGINT)");
+        }
+        if kind != 0 {
+            oracle += &unmatched("r", "l", before, "x.k, CAST(NULL AS BIGINT), x.v");
+        }
+        let (actual, expected) = compare(
+            &statements,
+            &fed,
+            &format!("SELECT {read}, lv, rv FROM j WHERE {read} <> 99;"),
+            [with_stream_time(&input, false), with_stream_time(&input, true)],
+            &oracle,
         );
         prop_assert_eq!(actual, expected);
     }
