@@ -46,6 +46,9 @@ struct Progress {
     failed: Option<String>,
     /// While rebuilding lost state: the source offsets to reach.
     rebuild_target: Option<Vec<u64>>,
+    /// Records dropped as too late for their window (committed with the
+    /// checkpoint).
+    late_records: u64,
 }
 
 struct RunningQuery {
@@ -74,6 +77,9 @@ struct Checkpoint {
     /// written again.
     #[serde(default)]
     skip: Vec<u64>,
+    /// Records dropped as too late for their window, in all epochs so far.
+    #[serde(default)]
+    late_records: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -455,6 +461,7 @@ impl Engine {
             offsets: cp.offsets.clone(),
             failed: None,
             rebuild_target: rebuild_target.clone(),
+            late_records: cp.late_records,
         });
         let engine = Arc::clone(self);
         let qid = id.to_string();
@@ -512,6 +519,14 @@ impl Engine {
     /// Deletes the materialized rows of a table.
     pub fn drop_materialization(&self, table: &str) -> Result<()> {
         Ok(self.state.delete_prefix(&mv_prefix(table))?)
+    }
+
+    /// How many records query `query_id` has dropped as too late for their
+    /// window.
+    pub fn late_records(&self, query_id: &str) -> Option<u64> {
+        let queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+        let late = queries.get(query_id)?.progress.borrow().late_records;
+        Some(late)
     }
 
     /// Ids of running persistent queries and whether each has failed.
@@ -632,6 +647,7 @@ impl Engine {
                     } else {
                         vec![]
                     },
+                    late_records: 0,
                 };
                 if lost {
                     let mut b = WriteBatch::default();
@@ -735,6 +751,10 @@ impl Engine {
             if rebuild_target.is_none() {
                 self.log_processing_errors(id, &problems);
             }
+            let late = pipeline.take_late();
+            if late > 0 {
+                tracing::debug!(query_id = %id, late, "dropped records too late for their window");
+            }
             let sink_records = encode_sink(&sink, &output, plan.repartitioned)?;
             let mut batch = WriteBatch::default();
             pipeline.drain_state(&mut batch)?;
@@ -790,6 +810,7 @@ impl Engine {
                 rebuilding: cp.rebuilding && !caught_up,
                 // Once caught up, every output is new.
                 skip: if caught_up { vec![] } else { skip },
+                late_records: cp.late_records + late,
             };
             batch.put(meta_key.clone(), json(&cp)?);
             let state = Arc::clone(&self.state);
@@ -803,6 +824,7 @@ impl Engine {
             progress.send_modify(|p| {
                 p.offsets = cp.offsets.clone();
                 p.rebuild_target = rebuild_target.clone();
+                p.late_records = cp.late_records;
             });
         }
     }

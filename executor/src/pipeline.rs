@@ -389,6 +389,7 @@ impl Pipeline {
                     stream_time: None,
                     key: [state_prefix.as_slice(), b"w/stream-time"].concat(),
                     dirty: false,
+                    late: 0,
                 }),
                 StreamOp::Aggregate {
                     group,
@@ -438,6 +439,22 @@ impl Pipeline {
             steps,
             errors: Vec::new(),
         })
+    }
+
+    /// How many window assignments were dropped as late (a record too
+    /// late for its window, or its session) since the last call.
+    pub fn take_late(&mut self) -> u64 {
+        let mut late = 0;
+        for step in &mut self.steps {
+            match step {
+                Step::Window(w) => late += std::mem::take(&mut w.late),
+                Step::Aggregate(AggregateOp {
+                    sessions: Some(s), ..
+                }) => late += std::mem::take(&mut s.late),
+                _ => {}
+            }
+        }
+        late
     }
 
     /// The rows expressions failed on since the last call.
@@ -807,6 +824,9 @@ struct WindowOp {
     stream_time: Option<i64>,
     key: Vec<u8>,
     dirty: bool,
+    /// Rows dropped as too late for their window, since the last
+    /// [`Pipeline::take_late`].
+    late: u64,
 }
 
 impl WindowOp {
@@ -837,6 +857,7 @@ impl WindowOp {
             for (start, end) in self.spec.windows_of(ts) {
                 // Too late: the window closed (end + grace) before now.
                 if end.saturating_add(self.spec.grace_ms) <= stream_time {
+                    self.late += 1;
                     continue;
                 }
                 rows.push(r as u32);
@@ -959,6 +980,8 @@ struct Sessions {
     time_dirty: bool,
     /// Keys touched this epoch → their sessions.
     cache: HashMap<Vec<u8>, SessionSet>,
+    /// Records dropped as late since the last [`Pipeline::take_late`].
+    late: u64,
 }
 
 /// A session emitted by [`Sessions::add`].
@@ -997,6 +1020,7 @@ impl Sessions {
             stream_time: None,
             time_dirty: false,
             cache: HashMap::new(),
+            late: 0,
         })
     }
 
@@ -1082,7 +1106,8 @@ impl Sessions {
         let start = touching.iter().map(|w| w.0).fold(ts, i64::min);
         let end = touching.iter().map(|w| w.1).fold(ts, i64::max);
         if end < time.saturating_sub(grace) {
-            return Ok(Vec::new()); // late: the merged session has closed
+            self.late += 1; // the merged session has closed
+            return Ok(Vec::new());
         }
         let with_bounds = |(s, e): (i64, i64)| {
             let mut g = group.to_vec();

@@ -900,7 +900,13 @@ impl Session {
                     .get(id)
                     .cloned()
                     .ok_or_else(|| PlanError::Internal(format!("no plan for query {id}")))?;
-                (q.sql.clone(), plan.explain(Some(&q.sink)))
+                let mut lines = plan.explain(Some(&q.sink));
+                if plan.window.is_some() {
+                    if let Some(late) = self.brook.engine.late_records(id) {
+                        lines.push(format!("Late records dropped: {late}"));
+                    }
+                }
+                (q.sql.clone(), lines)
             }
             parser::ExplainTarget::Statement(statement) => {
                 let lines = match statement.as_ref() {
