@@ -3,8 +3,9 @@
 //! - SIGKILL at seeded random moments during concurrent INSERT ingest, 20
 //!   rounds: after each restart every acknowledged row is present exactly
 //!   once, the COUNT table agrees with the stream, a stream-table join saw
-//!   every row exactly once and a query chained on it agrees too, and the
-//!   sink topic holds one upsert per input row.
+//!   every row exactly once and a query chained on it agrees too, hourly
+//!   tumbling windows and sessions (merged on every record) hold exactly
+//!   the stream's rows, and the sink topic holds one upsert per input row.
 //! - A deleted or unopenable state store is rebuilt from the log with
 //!   identical pull results; until then pull queries say "not ready".
 //!
@@ -120,6 +121,52 @@ const JOIN_SETUP: &str = "CREATE TABLE users (user_id INT PRIMARY KEY, name STRI
      CREATE STREAM named AS SELECT p.user_id AS user_id, p.ms, u.name FROM pageviews p JOIN users u ON p.user_id = u.user_id;
      CREATE TABLE named_counts AS SELECT user_id, COUNT(*) AS n FROM named GROUP BY user_id;";
 
+/// Windowed aggregations in the same workload: hourly tumbling windows, and
+/// sessions with a gap of an hour (one per user while the test runs, merged
+/// on every record).
+const WINDOW_SETUP: &str = "CREATE TABLE hourly AS SELECT user_id, COUNT(*) AS n, SUM(ms) AS total, WINDOWSTART AS ws FROM pageviews WINDOW TUMBLING (SIZE 1 HOUR) GROUP BY user_id;
+     CREATE TABLE visits AS SELECT user_id, COUNT(*) AS n, SUM(ms) AS total, WINDOWSTART AS ws, WINDOWEND AS we FROM pageviews WINDOW SESSION (1 HOUR) GROUP BY user_id;";
+
+/// What the windowed tables must hold for the stream's rows: (user, window
+/// start) → (count, sum), and user → (count, sum, first time, last time).
+type Windows = (
+    BTreeMap<(i64, i64), (i64, i64)>,
+    BTreeMap<i64, (i64, i64, i64, i64)>,
+);
+
+async fn windows_expected(client: &Client) -> Windows {
+    let mut hourly: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    let mut sessions: BTreeMap<i64, (i64, i64, i64, i64)> = BTreeMap::new();
+    for r in rows(client, "SELECT user_id, ms, ROWTIME FROM pageviews").await {
+        let n = |i: usize| r[i].parse::<i64>().expect("number");
+        let (user, ms, t) = (n(0), n(1), n(2));
+        let h = hourly.entry((user, t - t % 3_600_000)).or_default();
+        h.0 += 1;
+        h.1 += ms;
+        let s = sessions.entry(user).or_insert((0, 0, t, t));
+        s.0 += 1;
+        s.1 += ms;
+        s.2 = s.2.min(t);
+        s.3 = s.3.max(t);
+    }
+    (hourly, sessions)
+}
+
+async fn windows_actual(client: &Client) -> Windows {
+    let n = |r: &[String], i: usize| r[i].parse::<i64>().expect("number");
+    let hourly = rows(client, "SELECT user_id, ws, n, total FROM hourly")
+        .await
+        .iter()
+        .map(|r| ((n(r, 0), n(r, 1)), (n(r, 2), n(r, 3))))
+        .collect();
+    let sessions = rows(client, "SELECT user_id, n, total, ws, we FROM visits")
+        .await
+        .iter()
+        .map(|r| (n(r, 0), (n(r, 1), n(r, 2), n(r, 3), n(r, 4))))
+        .collect();
+    (hourly, sessions)
+}
+
 /// Every row of the stream: (id, user).
 async fn stream_rows(client: &Client) -> Vec<(i64, i64)> {
     rows(client, "SELECT ms, user_id FROM pageviews")
@@ -162,6 +209,12 @@ async fn sigkill_during_concurrent_ingest_loses_nothing_and_counts_nothing_twice
         .batch_execute(JOIN_SETUP)
         .await
         .expect("create the join");
+    server
+        .connect()
+        .await
+        .batch_execute(WINDOW_SETUP)
+        .await
+        .expect("create the windows");
     let acked: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
     let next_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
     for round in 0..20 {
@@ -241,8 +294,15 @@ async fn sigkill_during_concurrent_ingest_loses_nothing_and_counts_nothing_twice
             .collect();
         let counts: BTreeMap<i64, i64> = expected.iter().map(|(u, (n, _))| (*u, *n)).collect();
         assert_eq!(chained, counts, "round {round}: the chained query");
+        // Windows and sessions (merged across kills) hold exactly the
+        // stream's rows.
+        assert_eq!(
+            windows_actual(&client).await,
+            windows_expected(&client).await,
+            "round {round}: the windowed tables"
+        );
         let queries = rows(&client, "SHOW QUERIES").await;
-        assert_eq!(queries.len(), 3);
+        assert_eq!(queries.len(), 5);
         assert!(queries.iter().all(|q| q[2] == "RUNNING"), "{queries:?}");
     }
     // The sink topic holds exactly one upsert per input row: no epoch was
