@@ -1162,7 +1162,8 @@ fn join_input(
         decoded.push(batch);
     }
     let order = merge_order([&decoded[0], &decoded[1]]);
-    Ok((op.process([&decoded[0], &decoded[1]], &order)?, problems))
+    let joined = op.process([&decoded[0], &decoded[1]], &order, &mut problems)?;
+    Ok((joined, problems))
 }
 
 /// The topics a query reads, in the order of its offsets.

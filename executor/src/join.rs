@@ -37,7 +37,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::datum::Datum;
 use crate::error::{ExecError, Result};
-use crate::pipeline::{physical, rows_to_batch, ChangeBatch, PhysExpr};
+use crate::pipeline::{evaluate_lenient, physical, rows_to_batch, ChangeBatch, PhysExpr};
+use crate::processing_log::ProcessingError;
 
 /// How long a stream-stream join keeps records without a grace period.
 const LEGACY_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
@@ -459,19 +460,18 @@ impl JoinOp {
     }
 
     /// Joins the decoded records of both inputs, in `order` (side, row),
-    /// into rows of the synthetic source.
+    /// into rows of the synthetic source. A join expression that fails on
+    /// a record gives NULL (the record does not join); the failure is
+    /// added to `errors`, for the processing log.
     pub fn process(
         &mut self,
         inputs: [&ChangeBatch; 2],
         order: &[(Side, usize)],
+        errors: &mut Vec<ProcessingError>,
     ) -> Result<ChangeBatch> {
         let mut key_cols: Vec<ArrayRef> = Vec::with_capacity(2);
         for (i, input) in inputs.iter().enumerate() {
-            key_cols.push(
-                self.keys[i]
-                    .evaluate(&input.batch)?
-                    .into_array(input.len())?,
-            );
+            key_cols.push(evaluate_lenient(&self.keys[i], &input.batch, errors)?);
         }
         let (mut rows, mut times, mut weights) = (Vec::new(), Vec::new(), Vec::new());
         for &(side, r) in order {

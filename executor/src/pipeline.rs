@@ -145,7 +145,7 @@ pub struct Pipeline {
 /// Evaluates an expression on a batch. If it fails, each row is evaluated
 /// alone and a row it fails on gets NULL, recorded in `errors` (ksqlDB's
 /// per-record error handling: one bad row does not stop a query).
-fn evaluate_lenient(
+pub(crate) fn evaluate_lenient(
     e: &PhysExpr,
     batch: &RecordBatch,
     errors: &mut Vec<ProcessingError>,
