@@ -29,7 +29,7 @@ use crate::codec::{
     batch_row, decode_batch, decode_rows, encode_rows, encode_sink, MvRow, TableSource,
 };
 use crate::datum::Datum;
-use crate::error::{ExecError, Result};
+use crate::error::{json, ExecError, Result};
 use crate::join::{JoinOp, Side};
 use crate::pipeline::{rows_to_batch, ChangeBatch, Pipeline};
 use crate::processing_log::{self, ProcessingError};
@@ -183,10 +183,6 @@ fn query_prefix(id: &str) -> Vec<u8> {
 /// table's prefix is a prefix of another's (quoted names may contain `/`).
 fn mv_prefix(table: &str) -> Vec<u8> {
     format!("mv/{}:{table}/", table.len()).into_bytes()
-}
-
-fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| ExecError::Internal(e.to_string()))
 }
 
 impl Engine {

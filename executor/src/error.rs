@@ -50,3 +50,8 @@ pub enum ExecError {
 
 /// Result alias of the executor.
 pub type Result<T, E = ExecError> = std::result::Result<T, E>;
+
+/// `v` as JSON bytes, the encoding of operator state in the state store.
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| ExecError::Internal(e.to_string()))
+}

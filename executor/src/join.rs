@@ -36,7 +36,7 @@ use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
 use crate::datum::Datum;
-use crate::error::{ExecError, Result};
+use crate::error::{json, ExecError, Result};
 use crate::pipeline::{evaluate_lenient, physical, rows_to_batch, ChangeBatch, PhysExpr};
 use crate::processing_log::ProcessingError;
 
@@ -127,10 +127,6 @@ fn key_bytes(key: &Datum) -> Result<Vec<u8>> {
 fn read_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))
-}
-
-fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| ExecError::Internal(e.to_string()))
 }
 
 impl JoinOp {

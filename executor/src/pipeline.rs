@@ -28,7 +28,7 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use serde::{Deserialize, Serialize};
 
 use crate::datum::Datum;
-use crate::error::{ExecError, Result};
+use crate::error::{json, ExecError, Result};
 use crate::processing_log::ProcessingError;
 use brook_planner::functions::take_row_errors;
 
@@ -596,11 +596,6 @@ impl Pipeline {
     }
 }
 
-/// `v` as JSON bytes, for the state store.
-fn json_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| ExecError::Internal(e.to_string()))
-}
-
 /// `EMIT FINAL`: holds each window's latest result and emits it once,
 /// when the window closes, as Kafka Streams' emit-on-window-close does.
 /// Windows close in order of start as stream time passes their end plus the
@@ -661,22 +656,11 @@ impl EmitFinalOp {
         let grace = self.spec.grace_ms;
         let size = self.spec.size_ms;
         for r in 0..input.len() {
-            let row: Vec<Datum> = input
-                .row(r)?
-                .iter()
-                .map(Datum::from_scalar)
-                .collect::<std::result::Result<_, _>>()?;
+            let (row, key) = self.row_and_key(input, r)?;
             let Some(Datum::Int(start)) = row.get(self.start).cloned() else {
                 continue;
             };
             if input.weights[r] > 0 {
-                let key: Vec<Datum> = self
-                    .keys
-                    .iter()
-                    .filter_map(|&k| row.get(k).cloned())
-                    .collect();
-                let key =
-                    serde_json::to_vec(&key).map_err(|e| ExecError::Internal(e.to_string()))?;
                 let ts = self
                     .held
                     .get(&(start, key.clone()))
@@ -687,13 +671,10 @@ impl EmitFinalOp {
                     row,
                     ts,
                 };
-                self.writes.push((
-                    self.state_key(start, &key),
-                    Some(serde_json::to_vec(&h).map_err(|e| ExecError::Internal(e.to_string()))?),
-                ));
+                self.writes
+                    .push((self.state_key(start, &key), Some(json(&h)?)));
                 self.held.insert((start, key), h);
             }
-            let _ = self.end;
             self.stream_time = self.stream_time.max(input.rowtimes[r]);
             let close = self.stream_time.saturating_sub(grace);
             if close <= self.last_close {
@@ -721,16 +702,7 @@ impl EmitFinalOp {
             }
             self.last_close = close;
         }
-        let meta = serde_json::to_vec(&(self.stream_time, self.last_close))
-            .map_err(|e| ExecError::Internal(e.to_string()))?;
-        self.writes
-            .push(([self.prefix.as_slice(), b"meta"].concat(), Some(meta)));
-        Ok(ChangeBatch {
-            batch: rows_to_batch(&self.schema, &rows)?,
-            weights: vec![1; times.len()],
-            null_values: vec![false; times.len()],
-            rowtimes: times,
-        })
+        self.emitted(&rows, times)
     }
 
     /// Sessions are held by their end (and key and start) and emitted
@@ -740,22 +712,12 @@ impl EmitFinalOp {
     fn process_sessions(&mut self, input: &ChangeBatch) -> Result<ChangeBatch> {
         let (mut rows, mut times) = (Vec::new(), Vec::new());
         for r in 0..input.len() {
-            let row: Vec<Datum> = input
-                .row(r)?
-                .iter()
-                .map(Datum::from_scalar)
-                .collect::<std::result::Result<_, _>>()?;
+            let (row, mut key) = self.row_and_key(input, r)?;
             let (Some(Datum::Int(start)), Some(Datum::Int(end))) =
                 (row.get(self.start).cloned(), row.get(self.end).cloned())
             else {
                 continue;
             };
-            let key: Vec<Datum> = self
-                .keys
-                .iter()
-                .filter_map(|&k| row.get(k).cloned())
-                .collect();
-            let mut key = json_bytes(&key)?;
             key.extend_from_slice(&start.to_be_bytes());
             let state_key = self.state_key(end, &key);
             if input.weights[r] > 0 {
@@ -765,7 +727,7 @@ impl EmitFinalOp {
                     row,
                     ts: input.rowtimes[r],
                 };
-                self.writes.push((state_key, Some(json_bytes(&h)?)));
+                self.writes.push((state_key, Some(json(&h)?)));
                 self.held.insert((end, key), h);
             } else {
                 self.writes.push((state_key, None));
@@ -787,12 +749,29 @@ impl EmitFinalOp {
                 times.push(h.ts);
             }
         }
-        let meta = serde_json::to_vec(&(self.stream_time, self.last_close))
-            .map_err(|e| ExecError::Internal(e.to_string()))?;
+        self.emitted(&rows, times)
+    }
+
+    /// Input row `r` as datums, and its key columns as JSON.
+    fn row_and_key(&self, input: &ChangeBatch, r: usize) -> Result<(Vec<Datum>, Vec<u8>)> {
+        let row: Vec<Datum> = input
+            .row(r)?
+            .iter()
+            .map(Datum::from_scalar)
+            .collect::<std::result::Result<_, _>>()?;
+        let key: Vec<&Datum> = self.keys.iter().filter_map(|&k| row.get(k)).collect();
+        let key = json(&key)?;
+        Ok((row, key))
+    }
+
+    /// Records stream time and the close time, and batches the rows
+    /// emitted (each at its time).
+    fn emitted(&mut self, rows: &[Vec<ScalarValue>], times: Vec<i64>) -> Result<ChangeBatch> {
+        let meta = json(&(self.stream_time, self.last_close))?;
         self.writes
             .push(([self.prefix.as_slice(), b"meta"].concat(), Some(meta)));
         Ok(ChangeBatch {
-            batch: rows_to_batch(&self.schema, &rows)?,
+            batch: rows_to_batch(&self.schema, rows)?,
             weights: vec![1; times.len()],
             null_values: vec![false; times.len()],
             rowtimes: times,
@@ -843,20 +822,17 @@ impl WindowOp {
         for r in 0..input.len() {
             let ts = input.rowtimes[r];
             stream_time = stream_time.max(ts);
-            if self.spec.kind == WindowKind::Session {
-                // The aggregation finds the row's session; until then the
-                // row is a session of its own.
-                rows.push(r as u32);
-                starts.push(ts);
-                ends.push(ts);
-                weights.push(input.weights[r]);
-                rowtimes.push(ts);
-                null_values.push(input.null_values[r]);
-                continue;
-            }
-            for (start, end) in self.spec.windows_of(ts) {
+            let session = self.spec.kind == WindowKind::Session;
+            // The aggregation finds a row's session (and whether it is
+            // late); until then the row is a session of its own.
+            let windows = if session {
+                vec![(ts, ts)]
+            } else {
+                self.spec.windows_of(ts)
+            };
+            for (start, end) in windows {
                 // Too late: the window closed (end + grace) before now.
-                if end.saturating_add(self.spec.grace_ms) <= stream_time {
+                if !session && end.saturating_add(self.spec.grace_ms) <= stream_time {
                     self.late += 1;
                     continue;
                 }
@@ -1094,7 +1070,7 @@ impl Sessions {
             .filter(|(i, _)| *i != start_at && *i != end_at)
             .map(|(_, v)| Datum::from_scalar(v).map_err(ExecError::from))
             .collect::<Result<Vec<_>>>()?;
-        let key = serde_json::to_vec(&base).map_err(|e| ExecError::Internal(e.to_string()))?;
+        let key = json(&base)?;
         let (gap, grace) = (self.gap, self.grace);
         let set = self.load(&key, state)?;
         let touching: Vec<(i64, i64)> = set
@@ -1157,10 +1133,7 @@ impl Sessions {
                 }
             }
             for (w, group) in &set.now {
-                batch.put(
-                    self.set_key(&key, *w),
-                    serde_json::to_vec(group).map_err(|e| ExecError::Internal(e.to_string()))?,
-                );
+                batch.put(self.set_key(&key, *w), json(group)?);
             }
         }
         if let (true, Some(t)) = (self.time_dirty, self.stream_time) {
@@ -1251,8 +1224,7 @@ impl AggregateOp {
                 .iter()
                 .map(|v| Datum::from_scalar(v).map_err(ExecError::from))
                 .collect::<Result<Vec<_>>>()?;
-            let key = serde_json::to_vec(&group_datums)
-                .map_err(|e| ExecError::Internal(e.to_string()))?;
+            let key = json(&group_datums)?;
             let old = self.load(&key, state)?;
             let mut new = old.clone().unwrap_or_else(|| GroupState {
                 rows: 0,
@@ -1297,10 +1269,7 @@ impl AggregateOp {
         for (key, s) in std::mem::take(&mut self.cache) {
             let k = self.state_key(&key);
             match s {
-                Some(s) => batch.put(
-                    k,
-                    serde_json::to_vec(&s).map_err(|e| ExecError::Internal(e.to_string()))?,
-                ),
+                Some(s) => batch.put(k, json(&s)?),
                 None => batch.delete(k),
             }
         }
