@@ -274,6 +274,34 @@ fn sources(left: &str, right: &str) -> Vec<String> {
     ]
 }
 
+/// A stream-stream outer join of `l` and `r` as `j`, for the oracle tests.
+struct OuterJoin {
+    statements: Vec<String>,
+    /// The column of `j` holding the join value.
+    read: &'static str,
+    /// The window as an oracle condition.
+    window: String,
+    /// The oracle's inner pairs (k, lv, rv), to add the NULL rows to.
+    oracle: String,
+}
+
+/// `kind`: 0 LEFT, 1 RIGHT, 2 FULL; `grace` is written after the window.
+fn outer_join(kind: usize, before: i64, after: i64, grace: &str) -> OuterJoin {
+    let join = ["LEFT JOIN", "RIGHT JOIN", "FULL OUTER JOIN"][kind];
+    let key = ["l.k", "l.k", "ROWKEY AS k"][kind];
+    let mut statements = sources("STREAM", "STREAM");
+    statements.push(format!("CREATE STREAM j AS SELECT {key}, l.v AS lv, r.v AS rv FROM l {join} r WITHIN ({before} MILLISECONDS, {after} MILLISECONDS) {grace} ON l.k = r.k;"));
+    let window = format!("r.t BETWEEN l.t - {before} AND l.t + {after}");
+    let oracle =
+        format!("SELECT l.k AS k, l.v AS lv, r.v AS rv FROM l JOIN r ON l.k = r.k AND {window}");
+    OuterJoin {
+        statements,
+        read: ["l_k", "l_k", "k"][kind],
+        window,
+        oracle,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 12,
@@ -311,15 +339,8 @@ proptest! {
         // Without a grace period, an outer side's record that finds no
         // record of the other side processed before it (in its window) gets
         // a NULL row at once; LEFT, RIGHT and FULL.
-        let join = ["LEFT JOIN", "RIGHT JOIN", "FULL OUTER JOIN"][kind];
-        let key = ["l.k", "l.k", "ROWKEY AS k"][kind];
-        let read = ["l_k", "l_k", "k"][kind];
-        let mut statements = sources("STREAM", "STREAM");
-        statements.push(format!("CREATE STREAM j AS SELECT {key}, l.v AS lv, r.v AS rv FROM l {join} r WITHIN ({before} MILLISECONDS, {after} MILLISECONDS) ON l.k = r.k;"));
-        let window = format!("r.t BETWEEN l.t - {before} AND l.t + {after}");
-        let mut oracle = format!(
-            "SELECT l.k AS k, l.v AS lv, r.v AS rv FROM l JOIN r ON l.k = r.k AND {window}"
-        );
+        let OuterJoin { statements, read, window, mut oracle } =
+            outer_join(kind, before, after, "");
         if kind != 1 {
             oracle += &format!(
                 " UNION ALL \
@@ -359,17 +380,10 @@ proptest! {
         // the window's reach is before stream time) gets it at once unless
         // a match came before it, as in Kafka Streams. A last record far
         // ahead closes every window.
-        let join = ["LEFT JOIN", "RIGHT JOIN", "FULL OUTER JOIN"][kind];
-        let key = ["l.k", "l.k", "ROWKEY AS k"][kind];
-        let read = ["l_k", "l_k", "k"][kind];
-        let mut statements = sources("STREAM", "STREAM");
-        statements.push(format!("CREATE STREAM j AS SELECT {key}, l.v AS lv, r.v AS rv FROM l {join} r WITHIN ({before} MILLISECONDS, {after} MILLISECONDS) GRACE PERIOD 50 MILLISECONDS ON l.k = r.k;"));
+        let OuterJoin { statements, read, window, mut oracle } =
+            outer_join(kind, before, after, "GRACE PERIOD 50 MILLISECONDS");
         let mut fed = input.clone();
         fed.push(Input { right: kind == 1, key: 99, ts: 1000, value: Some(0) });
-        let window = format!("r.t BETWEEN l.t - {before} AND l.t + {after}");
-        let mut oracle = format!(
-            "SELECT l.k AS k, l.v AS lv, r.v AS rv FROM l JOIN r ON l.k = r.k AND {window}"
-        );
         // The NULL rows of side `a` (its window reaching `reach` ahead).
         let unmatched = |a: &str, b: &str, reach: i64, cols: &str| {
             format!(
