@@ -905,6 +905,8 @@ enum Acc {
     /// LATEST/EARLIEST_BY_OFFSET with a count or with NULLs kept: the
     /// values kept, oldest first.
     Offsets(Vec<Datum>),
+    /// CORRELATION's running sums.
+    Corr(brook_planner::functions::agg::CorrSums),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1327,6 +1329,7 @@ fn merge_acc(f: AggFunc, acc: &mut Acc, other: &Acc) {
             }
         }
         (Acc::List(items), Acc::List(more)) => items.extend(more.iter().cloned()),
+        (Acc::Corr(sums), Acc::Corr(more)) => sums.merge(more),
         _ => {}
     }
 }
@@ -1342,6 +1345,7 @@ fn new_acc(f: AggFunc) -> Acc {
         }
         AggFunc::Latest(_) | AggFunc::Earliest(_) => Acc::Offsets(Vec::new()),
         AggFunc::CollectList => Acc::List(Vec::new()),
+        AggFunc::Correlation => Acc::Corr(Default::default()),
     }
 }
 
@@ -1399,6 +1403,14 @@ fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
             }
         }
         Acc::Offsets(_) => {} // handled above
+        Acc::Corr(sums) => {
+            // A pair with a NULL side is skipped.
+            if let Some(Datum::List(pair)) = value {
+                if let [Datum::Float(x), Datum::Float(y)] = pair.as_slice() {
+                    sums.add(*x, *y, weight);
+                }
+            }
+        }
         Acc::List(items) => {
             if let Some(v) = value {
                 if weight > 0 {
@@ -1441,6 +1453,7 @@ fn acc_output(f: AggFunc, acc: &Acc, ty: &DataType) -> Datum {
             _ => kept.first().cloned().unwrap_or(Datum::Null),
         },
         Acc::List(items) => Datum::List(items.clone()),
+        Acc::Corr(sums) => Datum::Float(sums.value()),
     }
 }
 

@@ -2283,6 +2283,19 @@ fn agg_call(e: &Expr) -> Result<AggCall> {
                 arg: Some(arg),
             });
         }
+        "correlation" => {
+            let [x, y] = f.params.args.as_slice() else {
+                return Err(PlanError::Unsupported(format!(
+                    "{e}: expected two arguments"
+                )));
+            };
+            let pair =
+                datafusion::functions_nested::expr_fn::make_array(vec![x.clone(), y.clone()]);
+            return Ok(AggCall {
+                func: AggFunc::Correlation,
+                arg: Some(pair),
+            });
+        }
         "array_agg" => AggFunc::CollectList,
         "sum_list" => AggFunc::SumList,
         name @ ("topk" | "topkdistinct") => {

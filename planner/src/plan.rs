@@ -39,6 +39,9 @@ pub enum AggFunc {
     /// TOPK, TOPKDISTINCT, COLLECT_SET, HISTOGRAM, COUNT_DISTINCT, ATTR,
     /// STDDEV_SAMP: computed from the multiset of values.
     Multiset(crate::functions::agg::MultisetFunc),
+    /// `CORRELATION(x, y)`: its argument is the pair `[x, y]` as a
+    /// two-element DOUBLE array.
+    Correlation,
 }
 
 /// One aggregate call of a [`StreamOp::Aggregate`].

@@ -648,6 +648,194 @@ impl Accumulator for MultisetAcc {
     }
 }
 
+/// The running sums behind `CORRELATION(x, y)`: ksqlDB's single-pass
+/// Pearson formula over the pairs where neither value is NULL. A pair can
+/// be taken back (a table row changing), so tables can be aggregated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CorrSums {
+    /// How many pairs.
+    pub n: i64,
+    /// Σx
+    #[serde(with = "crate::datum::f64_bits")]
+    pub sx: f64,
+    /// Σy
+    #[serde(with = "crate::datum::f64_bits")]
+    pub sy: f64,
+    /// Σx²
+    #[serde(with = "crate::datum::f64_bits")]
+    pub sxx: f64,
+    /// Σy²
+    #[serde(with = "crate::datum::f64_bits")]
+    pub syy: f64,
+    /// Σxy
+    #[serde(with = "crate::datum::f64_bits")]
+    pub sxy: f64,
+}
+
+impl CorrSums {
+    /// Adds the pair `weight` times (a negative weight takes it back), one
+    /// pair at a time as ksqlDB's `aggregate` and `undo` do, so the sums
+    /// round the same way.
+    pub fn add(&mut self, x: f64, y: f64, weight: i64) {
+        for _ in 0..weight.unsigned_abs() {
+            if weight > 0 {
+                self.sx += x;
+                self.sy += y;
+                self.sxx += x * x;
+                self.syy += y * y;
+                self.sxy += x * y;
+                self.n += 1;
+            } else {
+                self.sx -= x;
+                self.sy -= y;
+                self.sxx -= x * x;
+                self.syy -= y * y;
+                self.sxy -= x * y;
+                self.n -= 1;
+            }
+        }
+    }
+
+    /// Adds another group's sums (sessions merging).
+    pub fn merge(&mut self, other: &CorrSums) {
+        self.sx += other.sx;
+        self.sy += other.sy;
+        self.sxx += other.sxx;
+        self.syy += other.syy;
+        self.sxy += other.sxy;
+        self.n += other.n;
+    }
+
+    /// The coefficient: NaN with fewer than two pairs or when either side
+    /// does not vary, as in ksqlDB.
+    pub fn value(&self) -> f64 {
+        let n = self.n as f64;
+        let numerator = n * self.sxy - self.sx * self.sy;
+        let dx = n * self.sxx - self.sx * self.sx;
+        let dy = n * self.syy - self.sy * self.sy;
+        numerator / (dx * dy).sqrt()
+    }
+}
+
+/// `CORRELATION(x, y)` for planning and pull queries.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Correlation {
+    signature: Signature,
+}
+
+fn correlation() -> AggregateUDF {
+    AggregateUDF::new_from_impl(Correlation {
+        signature: Signature::user_defined(Volatility::Immutable),
+    })
+}
+
+impl AggregateUDFImpl for Correlation {
+    fn name(&self) -> &str {
+        "correlation"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    /// Two numbers, each taken as a DOUBLE; anything else is refused with
+    /// ksqlDB's message.
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let number = |t: &DataType| t.is_numeric() || *t == DataType::Null;
+        match arg_types {
+            [x, y] if number(x) && number(y) => Ok(vec![DataType::Float64; 2]),
+            _ => Err(no_variant("correlation", arg_types)),
+        }
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(CorrAcc(CorrSums::default())))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let field = |part: &str, t: DataType| {
+            Arc::new(Field::new(format!("{}[{part}]", args.name), t, true))
+        };
+        Ok(vec![
+            field("n", DataType::Int64),
+            field("sx", DataType::Float64),
+            field("sy", DataType::Float64),
+            field("sxx", DataType::Float64),
+            field("syy", DataType::Float64),
+            field("sxy", DataType::Float64),
+        ])
+    }
+}
+
+#[derive(Debug)]
+struct CorrAcc(CorrSums);
+
+fn float_at(col: &ArrayRef, i: usize) -> Result<Option<f64>> {
+    Ok(match ScalarValue::try_from_array(col, i)? {
+        ScalarValue::Float64(x) => x,
+        _ => None,
+    })
+}
+
+impl Accumulator for CorrAcc {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let [xs, ys, ..] = values else {
+            return Ok(());
+        };
+        for i in 0..xs.len() {
+            if let (Some(x), Some(y)) = (float_at(xs, i)?, float_at(ys, i)?) {
+                self.0.add(x, y, 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let [n, sx, sy, sxx, syy, sxy, ..] = states else {
+            return Ok(());
+        };
+        for i in 0..n.len() {
+            let ScalarValue::Int64(Some(count)) = ScalarValue::try_from_array(n, i)? else {
+                continue;
+            };
+            let f = |c: &ArrayRef| float_at(c, i).map(|v| v.unwrap_or(0.0));
+            self.0.merge(&CorrSums {
+                n: count,
+                sx: f(sx)?,
+                sy: f(sy)?,
+                sxx: f(sxx)?,
+                syy: f(syy)?,
+                sxy: f(sxy)?,
+            });
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let s = self.0;
+        Ok(vec![
+            ScalarValue::Int64(Some(s.n)),
+            ScalarValue::Float64(Some(s.sx)),
+            ScalarValue::Float64(Some(s.sy)),
+            ScalarValue::Float64(Some(s.sxx)),
+            ScalarValue::Float64(Some(s.syy)),
+            ScalarValue::Float64(Some(s.sxy)),
+        ])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Float64(Some(self.0.value())))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
+}
+
 /// Every Brook aggregate.
 pub fn all() -> Vec<AggregateUDF> {
     vec![
@@ -661,6 +849,7 @@ pub fn all() -> Vec<AggregateUDF> {
         multiset("count_distinct", false),
         multiset("attr", false),
         multiset("stddev_samp", false),
+        correlation(),
     ]
 }
 

@@ -242,6 +242,7 @@ pub static FUNCTIONS: &[FunctionInfo] = &[
     f("COUNT_DISTINCT", A, AGG, B, &["COUNT_DISTINCT(x T) → BIGINT"], "The number of distinct non-NULL values."),
     f("ATTR", A, AGG, B, &["ATTR(x T) → T"], "The value when every non-NULL value is the same, else NULL."),
     f("STDDEV_SAMP", A, AGG, B, &["STDDEV_SAMP(x INT|BIGINT|DOUBLE) → DOUBLE"], "The sample standard deviation of the non-NULL values."),
+    f("CORRELATION", A, AGG, B, &["CORRELATION(x DOUBLE, y DOUBLE) → DOUBLE"], "The Pearson correlation coefficient of the pairs where neither value is NULL (NaN for fewer than two)."),
     f("SUM_LIST", A, AGG, B, &["SUM_LIST(xs ARRAY<INT|BIGINT|DOUBLE>) → the element type"], "The sum of the non-NULL elements of every array."),
     f("SUM", A, AGG, D("sum"), &["SUM(x INT|BIGINT|DOUBLE) → same type"], "The sum of the non-NULL values (0 when there are none)."),
 ];
