@@ -30,7 +30,7 @@ use crate::codec::{
 };
 use crate::datum::Datum;
 use crate::error::{json, ExecError, Result};
-use crate::join::{JoinOp, Side};
+use crate::join::JoinChain;
 use crate::pipeline::{rows_to_batch, ChangeBatch, Pipeline};
 use crate::processing_log::{self, ProcessingError};
 
@@ -678,7 +678,7 @@ impl Engine {
         blocking(|| self.write_outbox(id, &sink, &cp.outbox))?;
         let mut pipeline = Pipeline::new(&plan, [query_prefix(id), b"a/".to_vec()].concat())?;
         let mut join = match &plan.join {
-            Some(spec) => Some(JoinOp::new(
+            Some(spec) => Some(JoinChain::new(
                 spec,
                 plan.source.batch_schema(),
                 [query_prefix(id), b"j/".to_vec()].concat(),
@@ -734,7 +734,7 @@ impl Engine {
             }
             // One epoch: process, commit state + offsets + outbox atomically, then write the sink.
             let (input, mut problems) = match (&mut join, &plan.join, &mut table) {
-                (Some(op), Some(spec), _) => join_input(op, spec, &by_input)?,
+                (Some(op), Some(_), _) => join_input(op, &by_input)?,
                 (_, _, Some(t)) => (
                     t.changes(&plan.source, &schema, records, self.state.as_ref())?,
                     Vec::new(),
@@ -902,10 +902,12 @@ impl Engine {
             let run = async {
                 let mut pipeline = Pipeline::new(&plan, b"a/".to_vec())?;
                 let mut join = match &plan.join {
-                    Some(spec) => Some((
-                        JoinOp::new(spec, plan.source.batch_schema(), b"j/".to_vec(), &state)?,
+                    Some(spec) => Some(JoinChain::new(
                         spec,
-                    )),
+                        plan.source.batch_schema(),
+                        b"j/".to_vec(),
+                        &state,
+                    )?),
                     None => None,
                 };
                 let schema = plan.source.batch_schema();
@@ -929,7 +931,7 @@ impl Engine {
                         continue;
                     }
                     let (input, mut problems) = match &mut join {
-                        Some((op, spec)) => join_input(op, spec, &by_input)?,
+                        Some(op) => join_input(op, &by_input)?,
                         None => decode_batch(&plan.source, &schema, &by_input[0])?,
                     };
                     let out = pipeline.process_guarded(input, &state)?;
@@ -937,7 +939,7 @@ impl Engine {
                     engine.log_processing_errors("transient", &problems);
                     let mut wb = WriteBatch::default();
                     pipeline.drain_state(&mut wb)?;
-                    if let Some((op, _)) = &mut join {
+                    if let Some(op) = &mut join {
                         op.drain(&mut wb);
                     }
                     state.commit(wb)?;
@@ -1092,11 +1094,12 @@ fn take_epoch(
     mut reads: Vec<Vec<StoredRecord>>,
     offsets: &mut [u64],
     join: bool,
-) -> [Vec<StoredRecord>; 2] {
+) -> Vec<Vec<StoredRecord>> {
     if join {
         cut_at_common_time(&mut reads);
     }
-    let mut by_input: [Vec<StoredRecord>; 2] = [Vec::new(), Vec::new()];
+    let inputs = parts.iter().map(|(i, _, _)| i + 1).max().unwrap_or(1);
+    let mut by_input: Vec<Vec<StoredRecord>> = vec![Vec::new(); inputs];
     for (g, ((input, _, _), read)) in parts.iter().zip(reads).enumerate() {
         for r in &read {
             offsets[g] = offsets[g].max(r.offset + 1);
@@ -1136,73 +1139,31 @@ fn cut_at_common_time(reads: &mut [Vec<StoredRecord>]) {
     }
 }
 
-/// Decodes both inputs' records and joins them into the rows of the
+/// Decodes every input's records and joins them into the rows of the
 /// join's synthetic source.
 fn join_input(
-    op: &mut JoinOp,
-    spec: &brook_planner::plan::JoinSpec,
-    by_input: &[Vec<StoredRecord>; 2],
+    op: &mut JoinChain,
+    by_input: &[Vec<StoredRecord>],
 ) -> Result<(ChangeBatch, Vec<ProcessingError>)> {
     // A table's tombstones too (read as records without a value): they
     // delete the joined row.
     let mut problems = Vec::new();
-    let mut decoded = Vec::with_capacity(2);
-    for (def, records) in [&spec.left.source, &spec.right.source]
-        .into_iter()
-        .zip(by_input)
-    {
+    let mut decoded = Vec::with_capacity(by_input.len());
+    for (def, records) in op.sources().into_iter().zip(by_input) {
         let mut as_stream = def.clone();
         as_stream.kind = SourceKind::Stream;
         let (batch, more) = decode_batch(&as_stream, &def.batch_schema(), records)?;
         problems.extend(more);
         decoded.push(batch);
     }
-    let order = merge_order([&decoded[0], &decoded[1]]);
-    let joined = op.process([&decoded[0], &decoded[1]], &order, &mut problems)?;
+    let joined = op.process(&decoded, &mut problems)?;
     Ok((joined, problems))
 }
 
 /// The topics a query reads, in the order of its offsets.
 fn input_topics(plan: &StreamPlan) -> Vec<String> {
     match &plan.join {
-        Some(j) => vec![j.left.source.topic.clone(), j.right.source.topic.clone()],
+        Some(j) => j.inputs().into_iter().map(|s| s.topic.clone()).collect(),
         None => vec![plan.source.topic.clone()],
     }
-}
-
-/// The order a join processes its inputs' rows in: each partition in
-/// offset order, and across partitions and inputs the head with the
-/// earliest time first (then the left input, then the lower partition),
-/// as Kafka Streams picks records.
-fn merge_order(inputs: [&ChangeBatch; 2]) -> Vec<(Side, usize)> {
-    use std::collections::VecDeque;
-    let mut queues: BTreeMap<(usize, i64), VecDeque<usize>> = BTreeMap::new();
-    for (s, input) in inputs.iter().enumerate() {
-        let n = input.batch.num_columns();
-        let partitions = (n >= 2)
-            .then(|| Arc::clone(input.batch.column(n - 2)))
-            .and_then(|c| {
-                c.as_any()
-                    .downcast_ref::<datafusion::arrow::array::Int32Array>()
-                    .cloned()
-            });
-        for r in 0..input.len() {
-            let p = partitions.as_ref().map_or(0, |a| i64::from(a.value(r)));
-            queues.entry((s, p)).or_default().push_back(r);
-        }
-    }
-    let mut order = Vec::new();
-    loop {
-        let next = queues
-            .iter()
-            .filter_map(|(&(s, p), q)| q.front().map(|&r| (inputs[s].rowtimes[r], s, p)))
-            .min();
-        let Some((_, s, p)) = next else {
-            break;
-        };
-        if let Some(r) = queues.get_mut(&(s, p)).and_then(|q| q.pop_front()) {
-            order.push((if s == 0 { Side::Left } else { Side::Right }, r));
-        }
-    }
-    order
 }

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use brook_planner::catalog::SourceKind;
+use brook_planner::catalog::{SourceDef, SourceKind};
 use brook_planner::plan::{JoinKind, JoinSpec};
 use brook_storage::{StateStore, WriteBatch};
 use datafusion::arrow::array::ArrayRef;
@@ -73,6 +73,197 @@ struct Buffer {
     by_key: HashMap<Vec<u8>, Vec<Entry>>,
     by_time: BTreeMap<(i64, u64), Vec<u8>>,
     max_ts: i64,
+}
+
+/// A join of two or more inputs: one [`JoinOp`] per step, each step's
+/// output the next one's left input. Records of all inputs are taken in
+/// one order (see [`merge_order`]) and each goes through the steps before
+/// the next one, as Kafka Streams runs a record through its topology.
+pub struct JoinChain {
+    steps: Vec<JoinOp>,
+    spec: JoinSpec,
+}
+
+impl JoinChain {
+    /// The operators for `spec` (the last step) and the steps before it,
+    /// their state loaded from `state`: the last under `prefix`, step `i`
+    /// before it under `prefix` + `i.`.
+    pub fn new(
+        spec: &JoinSpec,
+        out_schema: SchemaRef,
+        prefix: Vec<u8>,
+        state: &dyn StateStore,
+    ) -> Result<JoinChain> {
+        let specs = spec.steps();
+        let mut steps = Vec::with_capacity(specs.len());
+        for (i, step) in specs.iter().enumerate() {
+            let (schema, prefix) = match specs.get(i + 1) {
+                Some(next) => (
+                    next.left.source.batch_schema(),
+                    [prefix.as_slice(), format!("{i}.").as_bytes()].concat(),
+                ),
+                None => (Arc::clone(&out_schema), prefix.clone()),
+            };
+            steps.push(JoinOp::new(step, schema, prefix, state)?);
+        }
+        Ok(JoinChain {
+            steps,
+            spec: spec.clone(),
+        })
+    }
+
+    /// The sources joined, in the query's order: what `process` takes.
+    pub fn sources(&self) -> Vec<&SourceDef> {
+        self.spec.inputs()
+    }
+
+    /// Joins the decoded records of every input into rows of the join's
+    /// synthetic source. Join expression failures go to `errors`.
+    pub fn process(
+        &mut self,
+        inputs: &[ChangeBatch],
+        errors: &mut Vec<ProcessingError>,
+    ) -> Result<ChangeBatch> {
+        if inputs.len() != self.steps.len() + 1 {
+            return Err(ExecError::Internal(format!(
+                "a join of {} inputs got {}",
+                self.steps.len() + 1,
+                inputs.len()
+            )));
+        }
+        let refs: Vec<&ChangeBatch> = inputs.iter().collect();
+        let order = merge_order(&refs);
+        // Each output row carries the position in `order` of the record
+        // that produced it, so that a later step sees its left rows and
+        // its right records in that order.
+        let mut left: Option<(ChangeBatch, Vec<usize>)> = None;
+        for (k, step) in self.steps.iter_mut().enumerate() {
+            let (left_batch, left_rows) = match left.take() {
+                None => {
+                    let first = order
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (input, _))| *input == 0)
+                        .map(|(g, (_, r))| (*r, g))
+                        .collect();
+                    (inputs[0].clone(), first)
+                }
+                Some((batch, pos)) => as_table_changes(batch, &pos)?,
+            };
+            let right_rows = order
+                .iter()
+                .enumerate()
+                .filter(|(_, (input, _))| *input == k + 1)
+                .map(|(g, (_, r))| (*r, g));
+            // Both lists are in order: merge them by position.
+            let mut step_order = Vec::new();
+            let mut positions = Vec::new();
+            let mut lefts = left_rows.into_iter().peekable();
+            let mut rights = right_rows.peekable();
+            loop {
+                let side = match (lefts.peek(), rights.peek()) {
+                    (Some((_, lg)), Some((_, rg))) if lg <= rg => Side::Left,
+                    (Some(_), None) => Side::Left,
+                    (_, Some(_)) => Side::Right,
+                    (None, None) => break,
+                };
+                let next = if side == Side::Left {
+                    lefts.next()
+                } else {
+                    rights.next()
+                };
+                if let Some((r, g)) = next {
+                    step_order.push((side, r));
+                    positions.push(g);
+                }
+            }
+            let (out, origins) =
+                step.process([&left_batch, &inputs[k + 1]], &step_order, errors)?;
+            let pos = origins.iter().map(|&o| positions[o]).collect();
+            left = Some((out, pos));
+        }
+        left.map(|(batch, _)| batch)
+            .ok_or_else(|| ExecError::Internal("a join without steps".into()))
+    }
+
+    /// Moves this epoch's state changes of every step into the commit.
+    pub fn drain(&mut self, batch: &mut WriteBatch) {
+        for step in &mut self.steps {
+            step.drain(batch);
+        }
+    }
+}
+
+/// An earlier step's output as the next step's left input, as (row,
+/// position) pairs: a retraction followed by the insertion of the same
+/// record (an update) is left out, so that rows are upserts, and the
+/// remaining retractions are deletes (a table's tombstones).
+fn as_table_changes(out: ChangeBatch, pos: &[usize]) -> Result<(ChangeBatch, Vec<(usize, usize)>)> {
+    use datafusion::arrow::array::BooleanArray;
+    let n = out.len();
+    let keep: Vec<bool> = (0..n)
+        .map(|i| {
+            !(out.weights[i] < 0
+                && i + 1 < n
+                && out.weights[i + 1] > 0
+                && pos.get(i) == pos.get(i + 1))
+        })
+        .collect();
+    let batch = datafusion::arrow::compute::filter_record_batch(
+        &out.batch,
+        &BooleanArray::from(keep.clone()),
+    )?;
+    let mut kept = ChangeBatch {
+        batch,
+        weights: Vec::new(),
+        null_values: Vec::new(),
+        rowtimes: Vec::new(),
+    };
+    let mut rows = Vec::new();
+    for i in (0..n).filter(|&i| keep[i]) {
+        rows.push((kept.weights.len(), pos.get(i).copied().unwrap_or(0)));
+        kept.weights.push(out.weights[i]);
+        kept.null_values.push(out.weights[i] < 0);
+        kept.rowtimes.push(out.rowtimes[i]);
+    }
+    Ok((kept, rows))
+}
+
+/// The order a join processes its inputs' rows in, as (input, row): each
+/// partition in offset order, and across partitions and inputs the head
+/// with the earliest time first (then the earlier input, then the lower
+/// partition), as Kafka Streams picks records.
+pub fn merge_order(inputs: &[&ChangeBatch]) -> Vec<(usize, usize)> {
+    use std::collections::VecDeque;
+    let mut queues: BTreeMap<(usize, i64), VecDeque<usize>> = BTreeMap::new();
+    for (s, input) in inputs.iter().enumerate() {
+        let n = input.batch.num_columns();
+        let partitions = (n >= 2)
+            .then(|| Arc::clone(input.batch.column(n - 2)))
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int32Array>()
+                    .cloned()
+            });
+        for r in 0..input.len() {
+            let p = partitions.as_ref().map_or(0, |a| i64::from(a.value(r)));
+            queues.entry((s, p)).or_default().push_back(r);
+        }
+    }
+    let mut order = Vec::new();
+    loop {
+        let next = queues
+            .iter()
+            .filter_map(|(&(s, p), q)| q.front().map(|&r| (inputs[s].rowtimes[r], s, p)))
+            .min();
+        let Some((_, s, p)) = next else {
+            break;
+        };
+        if let Some(r) = queues.get_mut(&(s, p)).and_then(|q| q.pop_front()) {
+            order.push((s, r));
+        }
+    }
+    order
 }
 
 /// Which input a record comes from.
@@ -411,6 +602,13 @@ impl JoinOp {
         }
         datums.extend(left.iter());
         datums.extend(right.iter());
+        // The key column holds the join value even where its side is
+        // NULL-padded.
+        if let Some(d) = self.spec.key_column.and_then(|i| datums.get_mut(i)) {
+            if d.is_null() {
+                *d = key;
+            }
+        }
         let mut row = Vec::with_capacity(fields.len());
         for (d, f) in datums.into_iter().zip(fields.iter()) {
             row.push(d.to_scalar(f.data_type())?);
@@ -456,21 +654,23 @@ impl JoinOp {
     }
 
     /// Joins the decoded records of both inputs, in `order` (side, row),
-    /// into rows of the synthetic source. A join expression that fails on
-    /// a record gives NULL (the record does not join); the failure is
-    /// added to `errors`, for the processing log.
-    pub fn process(
+    /// into rows of the synthetic source, each with the index in `order`
+    /// of the record that produced it. A join expression that fails on a
+    /// record gives NULL (the record does not join); the failure is added
+    /// to `errors`, for the processing log.
+    fn process(
         &mut self,
         inputs: [&ChangeBatch; 2],
         order: &[(Side, usize)],
         errors: &mut Vec<ProcessingError>,
-    ) -> Result<ChangeBatch> {
+    ) -> Result<(ChangeBatch, Vec<usize>)> {
         let mut key_cols: Vec<ArrayRef> = Vec::with_capacity(2);
         for (i, input) in inputs.iter().enumerate() {
             key_cols.push(evaluate_lenient(&self.keys[i], &input.batch, errors)?);
         }
         let (mut rows, mut times, mut weights) = (Vec::new(), Vec::new(), Vec::new());
-        for &(side, r) in order {
+        let mut origins = Vec::new();
+        for (idx, &(side, r)) in order.iter().enumerate() {
             let s = usize::from(side == Side::Right);
             let input = inputs[s];
             let key = Datum::from_scalar(&ScalarValue::try_from_array(&key_cols[s], r)?)?;
@@ -499,6 +699,7 @@ impl JoinOp {
                     rows.push(out);
                     times.push(t);
                     weights.push(w);
+                    origins.push(idx);
                 }
                 continue;
             }
@@ -516,11 +717,13 @@ impl JoinOp {
                     rows.push(self.output_row(&key, &l, &rr, ts, partition, offset)?);
                     times.push(ts);
                     weights.push(-1);
+                    origins.push(idx);
                 }
                 if let Some((l, rr, t)) = new {
                     rows.push(self.output_row(&key, &l, &rr, t, partition, offset)?);
                     times.push(t);
                     weights.push(1);
+                    origins.push(idx);
                 }
                 continue;
             }
@@ -544,6 +747,7 @@ impl JoinOp {
                 rows.push(self.output_row(&key, &row, &right, ts, partition, offset)?);
                 times.push(ts);
                 weights.push(1);
+                origins.push(idx);
                 continue;
             }
             if input.null_values[r] || key.is_null() {
@@ -595,6 +799,7 @@ impl JoinOp {
                             )?);
                             times.push(p.entry.ts);
                             weights.push(1);
+                            origins.push(idx);
                             self.writes
                                 .push((self.state_key(b'p', &p.entry.seq.to_be_bytes()), None));
                         }
@@ -626,6 +831,7 @@ impl JoinOp {
                 rows.push(self.output_row(&key, l, rr, ts.max(m.ts), partition, offset)?);
                 times.push(ts.max(m.ts));
                 weights.push(1);
+                origins.push(idx);
                 // A match: the other record's held NULL row is not emitted.
                 if self.pending.remove(&(m.ts, m.seq)).is_some() {
                     self.writes
@@ -648,6 +854,7 @@ impl JoinOp {
                 rows.push(self.null_padded(s, &key, &row, ts, partition, offset)?);
                 times.push(ts);
                 weights.push(1);
+                origins.push(idx);
             }
             // Keep the record for the other side's later records, unless
             // it is already past this side's retention.
@@ -678,12 +885,15 @@ impl JoinOp {
             }
         }
         let batch = rows_to_batch(&self.out_schema_with_pseudo(), &rows)?;
-        Ok(ChangeBatch {
-            batch,
-            weights,
-            null_values: vec![false; times.len()],
-            rowtimes: times,
-        })
+        Ok((
+            ChangeBatch {
+                batch,
+                weights,
+                null_values: vec![false; times.len()],
+                rowtimes: times,
+            },
+            origins,
+        ))
     }
 
     fn out_schema_with_pseudo(&self) -> SchemaRef {

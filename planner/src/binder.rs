@@ -1442,7 +1442,11 @@ pub fn plan_stream(
                 format!(
                         "Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\nThe query used to build `{target}` must include the join {} {} in its projection (eg, SELECT {}...).",
                         if shown.len() > 1 { "expressions" } else { "expression" },
-                        shown.join(" or "),
+                        match shown.split_last() {
+                            Some((last, rest)) if !rest.is_empty() =>
+                                format!("{} or {last}", rest.join(", ")),
+                            _ => shown.join(""),
+                        },
                         shown.first().copied().unwrap_or("ROWKEY")
                     )
             }));
@@ -1454,8 +1458,12 @@ pub fn plan_stream(
     for c in &mut source.columns {
         c.key = c.name == chosen;
     }
+    let mut spec = prepared.spec;
+    if !spec.synthetic_key && !spec.foreign_key {
+        spec.key_column = source.columns.iter().position(|c| c.name == chosen);
+    }
     plan.source = source;
-    plan.join = Some(prepared.spec);
+    plan.join = Some(spec);
     Ok(plan)
 }
 
@@ -3070,12 +3078,17 @@ pub fn check_upgrade(
         }
         let join_shape = |p: &StreamPlan| {
             p.join.as_ref().map(|j| {
-                (
-                    j.kind,
-                    j.window,
-                    j.left.key.to_string(),
-                    j.right.key.to_string(),
-                )
+                j.steps()
+                    .into_iter()
+                    .map(|j| {
+                        (
+                            j.kind,
+                            j.window,
+                            j.left.key.to_string(),
+                            j.right.key.to_string(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
             })
         };
         if join_shape(old_plan) != join_shape(new_plan)

@@ -50,7 +50,7 @@ pub struct Prepared {
     /// order, each as (column of the synthetic source, how ksqlDB names it
     /// in messages: `L.A`).
     pub key_candidates: Vec<(String, String)>,
-    inputs: [Input; 2],
+    inputs: Vec<Input>,
 }
 
 impl Prepared {
@@ -67,7 +67,7 @@ impl Prepared {
 
 /// `a.x[1]` arrives as `a` then `.x`, `[1]`: make it `a.x` then `[1]`
 /// when `a` is a source's alias.
-fn normalize_access<V: ast::VisitMut>(node: &mut V, inputs: &[Input; 2]) {
+fn normalize_access<V: ast::VisitMut>(node: &mut V, inputs: &[Input]) {
     let _ = visit_expressions_mut(node, |x| {
         // `i.user` arrives as a call of the function USER.
         if let AstExpr::Function(f) = x {
@@ -196,7 +196,7 @@ fn input(catalog: &Catalog, factor: &TableFactor) -> Result<(Input, Option<JoinW
 
 /// Which input an expression's columns come from: 0 left, 1 right; `None`
 /// when it names none. Refuses unknown qualifiers and ambiguous names.
-fn side_of(e: &AstExpr, inputs: &[Input; 2]) -> Result<Option<usize>> {
+fn side_of(e: &AstExpr, inputs: &[Input]) -> Result<Option<usize>> {
     let mut sides = Vec::new();
     let mut err = None;
     let _ = ast::visit_expressions(e, |x| {
@@ -226,32 +226,42 @@ fn side_of(e: &AstExpr, inputs: &[Input; 2]) -> Result<Option<usize>> {
     if let Some(e) = err {
         return Err(e);
     }
+    sides.sort_unstable();
     sides.dedup();
     Ok(match sides.as_slice() {
         [s] => Some(*s),
         [] => None,
-        _ => Some(2),
+        _ => Some(MANY),
     })
 }
 
+/// What [`side_of`] says of an expression naming several sources.
+const MANY: usize = usize::MAX;
+
 /// The input an unqualified column belongs to.
-fn resolve(name: &str, inputs: &[Input; 2]) -> Result<Option<usize>> {
-    match (inputs[0].has(name), inputs[1].has(name)) {
-        (true, true) if ![ROWTIME, ROWPARTITION, ROWOFFSET].contains(&name) => {
+fn resolve(name: &str, inputs: &[Input]) -> Result<Option<usize>> {
+    let having: Vec<usize> = (0..inputs.len()).filter(|&s| inputs[s].has(name)).collect();
+    match having.as_slice() {
+        [] => Ok(None),
+        [s] => Ok(Some(*s)),
+        _ if is_pseudo(name) => Ok(None),
+        many => {
+            let named: Vec<String> = many
+                .iter()
+                .map(|&s| format!("{}.{name}", inputs[s].alias))
+                .collect();
+            let (last, rest) = named.split_last().unwrap_or((&named[0], &[]));
             Err(PlanError::Invalid(format!(
-                "Column '{name}' is ambiguous. Could be {}.{name} or {}.{name}.",
-                inputs[0].alias, inputs[1].alias
+                "Column '{name}' is ambiguous. Could be {} or {last}.",
+                rest.join(", ")
             )))
         }
-        (true, false) => Ok(Some(0)),
-        (false, true) => Ok(Some(1)),
-        _ => Ok(None),
     }
 }
 
 /// Rewrites column references to the prefixed names of the synthetic
 /// source.
-fn prefix_columns<V: ast::VisitMut>(node: &mut V, inputs: &[Input; 2]) -> Result<()> {
+fn prefix_columns<V: ast::VisitMut>(node: &mut V, inputs: &[Input]) -> Result<()> {
     let mut err = None;
     let _ = visit_expressions_mut(node, |x| {
         let renamed = match x {
@@ -383,8 +393,44 @@ fn strip_nested(e: &AstExpr) -> &AstExpr {
     }
 }
 
+/// One step of a (left-deep) join: input `r` joined to the result of the
+/// inputs before it.
+struct Step {
+    spec: JoinSpec,
+    /// The rows the step produces, as a source (the synthetic source).
+    source: SourceDef,
+    /// Its key candidates, as [`Prepared::key_candidates`].
+    key_candidates: Vec<(String, String)>,
+}
+
+/// The hidden name an earlier step's column `name` (a synthetic key or a
+/// pseudo-column) takes in a later step's source, so that names stay
+/// unique; queries cannot name it.
+fn hidden(step: usize, name: &str) -> String {
+    format!("__J{step}_{name}")
+}
+
+/// A join expression of the n-way left side as ksqlDB shows it: the
+/// column qualified by the source it comes from.
+fn display_side(e: &AstExpr, inputs: &[Input]) -> String {
+    match strip_nested(e) {
+        AstExpr::Identifier(i) => match resolve(&i.value, inputs) {
+            Ok(Some(s)) if s != MANY => format!("{}.{}", inputs[s].alias, i.value),
+            _ => i.value.clone(),
+        },
+        AstExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
+            format!("{}.{}", parts[0].value, parts[1].value)
+        }
+        other => ksql_display(other).to_string(),
+    }
+}
+
 /// A join query as a single-source query; `None` when `query` does not
 /// join. `plan_one` plans a query over one source (the binder's).
+///
+/// `a JOIN b ON … JOIN c ON …` is joined left-deep, as ksqlDB does: `a`
+/// and `b` first, then that result (an intermediate source) with `c`.
+/// The final synthetic source has every input's columns, prefixed.
 pub fn prepare(
     catalog: &Catalog,
     query: &Query,
@@ -396,298 +442,44 @@ pub fn prepare(
     let [from] = select.from.as_slice() else {
         return Ok(None);
     };
-    let join = match from.joins.as_slice() {
-        [] => return Ok(None),
-        [j] => j,
-        _ => {
-            return Err(PlanError::Unsupported(
-                "joins of more than two sources are not supported yet".into(),
-            ))
-        }
-    };
-    let (left, left_window) = input(catalog, &from.relation)?;
-    let (right, window) = input(catalog, &join.relation)?;
-    if left_window.is_some() {
+    if from.joins.is_empty() {
+        return Ok(None);
+    }
+    let (first, first_window) = input(catalog, &from.relation)?;
+    if first_window.is_some() {
         return Err(PlanError::Syntax(
             "syntax error: WITHIN belongs after the joined source".into(),
         ));
     }
-    let (kind, on) = kind_of(&join.join_operator)?;
-    if left.def.name == right.def.name {
-        return Err(PlanError::Invalid(format!(
-            "Can not join '{}' to '{}': self joins are not yet supported.",
-            left.def.name, right.def.name
-        )));
+    let mut inputs = vec![first];
+    let mut windows = Vec::new();
+    for join in &from.joins {
+        let (next, window) = input(catalog, &join.relation)?;
+        inputs.push(next);
+        windows.push(window);
     }
-    let inputs = [left, right];
-    let mut on = on.clone();
-    normalize_access(&mut on, &inputs);
-    let on = &on;
-    // ON e1 = e2, each side naming exactly one source.
-    let on_text = format!("'{}'", ksql_display(strip_nested(on)));
-    let AstExpr::BinaryOp {
-        left: a,
-        op: ast::BinaryOperator::Eq,
-        right: b,
-    } = strip_nested(on)
+    let mut step: Option<Step> = None;
+    for (r, join) in (1..).zip(&from.joins) {
+        let last = r == from.joins.len();
+        step = Some(plan_step(
+            &inputs,
+            r,
+            join,
+            windows[r - 1],
+            step.take(),
+            last,
+            plan_one,
+        )?);
+    }
+    let Some(Step {
+        spec,
+        source,
+        key_candidates,
+    }) = step
     else {
-        if let AstExpr::BinaryOp {
-            op: ast::BinaryOperator::And,
-            ..
-        } = strip_nested(on)
-        {
-            return Err(PlanError::Invalid(format!(
-                "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
-                ksql_display(strip_nested(on))
-            )));
-        }
-        return Err(PlanError::Invalid(format!(
-            "Unsupported join expression: {on}. Only equality joins are supported."
-        )));
+        return Ok(None);
     };
-    // Unknown qualifiers first, as ksqlDB reports them.
-    let mut unknown = None;
-    let _ = ast::visit_expressions(on, |x| {
-        if let AstExpr::CompoundIdentifier(parts) = x {
-            if parts.len() >= 2 && !inputs.iter().any(|i| i.alias == parts[0].value) {
-                unknown = Some(parts[0].value.clone());
-                return ControlFlow::Break(());
-            }
-        }
-        ControlFlow::Continue(())
-    });
-    if let Some(q) = unknown {
-        return Err(PlanError::Invalid(format!(
-            "Failed to prepare statement: '{q}' is not a valid stream/table name or alias."
-        )));
-    }
-    let (sa, sb) = (side_of(a, &inputs)?, side_of(b, &inputs)?);
-    let invalid = |e: &AstExpr| {
-        PlanError::Invalid(format!(
-            "Invalid comparison expression '{}' in join {on_text}. Each side of the join comparision must contain references from exactly one source.",
-            ksql_display(e)
-        ))
-    };
-    let (left_expr, right_expr) = match (sa, sb) {
-        (Some(0), Some(1)) => (a.as_ref(), b.as_ref()),
-        (Some(1), Some(0)) => (b.as_ref(), a.as_ref()),
-        (Some(0 | 1), _) => return Err(invalid(b)),
-        _ => return Err(invalid(a)),
-    };
-    let (left_key, left_schema) = side_key(left_expr, &inputs[0], plan_one, &on_text)?;
-    let (right_key, right_schema) = side_key(right_expr, &inputs[1], plan_one, &on_text)?;
-    if inputs[0].def.kind == SourceKind::Stream && inputs[1].def.kind == SourceKind::Table {
-        // Stream-table joins look the table up by its primary key.
-        if !on_primary_key(&right_key, &inputs[1]) {
-            return Err(PlanError::Invalid(format!(
-                "Invalid join condition: stream-table joins require to join on the table's primary key. Got {} = {}.",
-                qualified(&left_key, &inputs[0]),
-                qualified(&right_key, &inputs[1])
-            )));
-        }
-    }
-    let mut foreign_key = false;
-    let got = format!(
-        "Got {} {} {}.",
-        inputs[0].def.name,
-        join_words(kind),
-        inputs[1].def.name
-    );
-    match (inputs[0].def.kind, inputs[1].def.kind) {
-        (SourceKind::Stream, SourceKind::Stream) => {
-            if window.is_none() {
-                return Err(PlanError::Invalid(
-                    "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn about how to specify a WITHIN clause with a stream-stream join, please visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select".into(),
-                ));
-            }
-        }
-        (SourceKind::Stream, SourceKind::Table) => {
-            if window.is_some() {
-                return Err(PlanError::Invalid(
-                    "A window definition was provided for a Stream-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to re-run your join.".into(),
-                ));
-            }
-            if matches!(kind, JoinKind::Full | JoinKind::Right) {
-                return Err(PlanError::Invalid(format!(
-                    "Invalid join type: {} join not supported for stream-table join. {got}",
-                    if kind == JoinKind::Full {
-                        "full-outer"
-                    } else {
-                        "right"
-                    }
-                )));
-            }
-        }
-        (SourceKind::Table, SourceKind::Stream) => {
-            return Err(PlanError::Invalid(format!(
-                "Invalid join order: table-stream joins are not supported; only stream-table joins. {got}"
-            )))
-        }
-        (SourceKind::Table, SourceKind::Table) => {
-            if window.is_some() {
-                return Err(PlanError::Invalid(
-                    "A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to re-run your join.".into(),
-                ));
-            }
-            if !on_primary_key(&right_key, &inputs[1]) {
-                return Err(PlanError::Invalid(format!(
-                    "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {} = {}.",
-                    qualified(&left_key, &inputs[0]),
-                    qualified(&right_key, &inputs[1])
-                )));
-            }
-            if !on_primary_key(&left_key, &inputs[0]) {
-                // A foreign-key join: the left side joins on any
-                // expression, its rows keep their own primary key.
-                if matches!(kind, JoinKind::Full | JoinKind::Right) {
-                    return Err(PlanError::Invalid(format!(
-                        "Invalid join type: {} join not supported for foreign-key table-table join. {got}",
-                        if kind == JoinKind::Full {
-                            "full-outer"
-                        } else {
-                            "right"
-                        }
-                    )));
-                }
-                if inputs[0].def.key_columns().next().is_none() {
-                    return Err(PlanError::Invalid(format!(
-                        "Invalid join condition: foreign-key table-table joins need a left table with a primary key. Got {}.",
-                        inputs[0].def.name
-                    )));
-                }
-                foreign_key = true;
-            }
-        }
-    }
-    // Windowed sources, in ksqlDB's words.
-    let kind_name = |w: &crate::catalog::WindowSpec| match w.kind {
-        crate::catalog::WindowKind::Tumbling => "TUMBLING",
-        crate::catalog::WindowKind::Hopping => "HOPPING",
-        crate::catalog::WindowKind::Session => "SESSION",
-    };
-    match (inputs[0].def.window, inputs[1].def.window) {
-        (Some(w), None) | (None, Some(w)) => {
-            let (windowed, other) = if inputs[0].def.window.is_some() {
-                (&inputs[0].def.name, &inputs[1].def.name)
-            } else {
-                (&inputs[1].def.name, &inputs[0].def.name)
-            };
-            return Err(PlanError::Invalid(format!(
-                "Can not join windowed source to non-windowed source.\n`{windowed}` is {} windowed\n`{other}` is not windowed",
-                kind_name(&w)
-            )));
-        }
-        (Some(l), Some(r)) => {
-            let session =
-                |w: &crate::catalog::WindowSpec| w.kind == crate::catalog::WindowKind::Session;
-            if session(&l) != session(&r) {
-                return Err(PlanError::Invalid(format!(
-                    "Incompatible windowed sources.\nLeft source: {}\nRight source: {}\nSession windowed sources can only be joined to other session windowed sources, and may still not result in expected behaviour as session bounds must be an exact match for the join to work\nHopping and tumbling windowed sources can only be joined to other hopping and tumbling windowed sources",
-                    kind_name(&l),
-                    kind_name(&r)
-                )));
-            }
-            if !on_primary_key(&left_key, &inputs[0])
-                || !on_primary_key(&right_key, &inputs[1])
-                || l != r
-            {
-                return Err(PlanError::Invalid(
-                    "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.".into(),
-                ));
-            }
-            return Err(PlanError::Unsupported(
-                "joins of windowed sources are not supported yet".into(),
-            ));
-        }
-        (None, None) => {}
-    }
-    let kafka: Vec<&str> = inputs
-        .iter()
-        .filter(|i| i.def.value_format == crate::catalog::Format::Kafka)
-        .map(|i| i.def.name.as_str())
-        .collect();
-    if !kafka.is_empty() {
-        return Err(PlanError::Invalid(format!(
-            "Source(s) {} are using the 'KAFKA' value format. This format does not yet support JOIN.",
-            kafka.join(", ")
-        )));
-    }
-    let plain = |e: &datafusion::logical_expr::Expr, i: &Input| match e {
-        datafusion::logical_expr::Expr::Column(c) => Some(i.prefixed(&c.name)),
-        _ => None,
-    };
-    let candidates = if foreign_key {
-        // The result is keyed by the left table's primary key.
-        let pk = inputs[0].def.key_columns().next().map(|c| c.name.clone());
-        (pk.map(|c| inputs[0].prefixed(&c)), None)
-    } else {
-        (plain(&left_key, &inputs[0]), plain(&right_key, &inputs[1]))
-    };
-    let synthetic_key =
-        kind == JoinKind::Full || (candidates.0.is_none() && candidates.1.is_none());
-    let key_type = SqlType::from_arrow(&left_key.get_type(left_schema.as_ref())?)?;
-    let right_type = SqlType::from_arrow(&right_key.get_type(right_schema.as_ref())?)?;
-    if key_type != right_type {
-        return Err(PlanError::Invalid(format!(
-            "Invalid join condition: the join expressions have different types: {} is {key_type}, {} is {right_type}.",
-            qualified(&left_key, &inputs[0]),
-            qualified(&right_key, &inputs[1])
-        )));
-    }
-
-    // The synthetic source: ROWKEY, then each side's columns, prefixed.
-    let mut columns = Vec::new();
-    if synthetic_key {
-        columns.push(Column::new(ROWKEY, key_type.clone(), true));
-    }
-    for i in &inputs {
-        for (name, ty, _) in i.columns() {
-            let prefixed = i.prefixed(&name);
-            let key = !synthetic_key
-                && (candidates.0.as_deref() == Some(prefixed.as_str())
-                    || candidates.1.as_deref() == Some(prefixed.as_str()));
-            columns.push(Column::new(prefixed, ty, key));
-        }
-    }
-    let left_def = &inputs[0].def;
-    let mut source = left_def.clone();
-    source.name = JOINED.into();
-    // A table-table join is a table; the others are streams.
-    source.kind = if inputs[1].def.kind == SourceKind::Table && left_def.kind == SourceKind::Table {
-        SourceKind::Table
-    } else {
-        SourceKind::Stream
-    };
-    source.columns = columns;
-    source.timestamp_column = None;
-    source.timestamp_format = None;
-    source.query_id = None;
-    if left_def.key_columns().next().is_none() {
-        source.key_format = inputs[1].def.key_format;
-    }
-
-    // The query over the synthetic source.
-    let key_candidates = if synthetic_key {
-        vec![(ROWKEY.into(), ROWKEY.into())]
-    } else {
-        [
-            candidates.0.clone().map(|c| {
-                let shown = if foreign_key {
-                    format!("{}.{}", inputs[0].alias, &c[inputs[0].alias.len() + 1..])
-                } else {
-                    qualified(&left_key, &inputs[0])
-                };
-                (c, shown)
-            }),
-            candidates
-                .1
-                .clone()
-                .map(|c| (c, qualified(&right_key, &inputs[1]))),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
-    };
+    let synthetic_key = spec.synthetic_key;
     let mut query = query.clone();
     normalize_access(&mut query, &inputs);
     let SetExpr::Select(select) = query.body.as_mut() else {
@@ -763,29 +555,407 @@ pub fn prepare(
     select.projection = items;
     prefix_columns(&mut query, &inputs)?;
     Ok(Some(Prepared {
-        spec: JoinSpec {
-            kind,
-            left: JoinSide {
-                source: inputs[0].def.clone(),
-                alias: inputs[0].alias.clone(),
-                key: left_key,
-                key_schema: left_schema,
-            },
-            right: JoinSide {
-                source: inputs[1].def.clone(),
-                alias: inputs[1].alias.clone(),
-                key: right_key,
-                key_schema: right_schema,
-            },
-            window,
-            synthetic_key,
-            foreign_key,
-        },
+        spec,
         source,
         query,
         inputs,
         key_candidates,
     }))
+}
+
+/// Plans joining input `r` to the inputs before it (`prev`: the step that
+/// joined those, when there are more than one).
+#[allow(clippy::too_many_arguments)]
+fn plan_step(
+    inputs: &[Input],
+    r: usize,
+    join: &ast::Join,
+    window: Option<JoinWindow>,
+    prev: Option<Step>,
+    last: bool,
+    plan_one: &dyn Fn(&Query, &SourceDef) -> Result<LogicalPlan>,
+) -> Result<Step> {
+    let (kind, on) = kind_of(&join.join_operator)?;
+    if let Some(same) = inputs[..r]
+        .iter()
+        .find(|i| i.def.name == inputs[r].def.name)
+    {
+        return Err(PlanError::Invalid(format!(
+            "Can not join '{}' to '{}': self joins are not yet supported.",
+            same.def.name, inputs[r].def.name
+        )));
+    }
+    let scope = &inputs[..=r];
+    let mut on = on.clone();
+    normalize_access(&mut on, scope);
+    let on = &on;
+    // ON e1 = e2, each side naming exactly one source.
+    let on_text = format!("'{}'", ksql_display(strip_nested(on)));
+    let AstExpr::BinaryOp {
+        left: a,
+        op: ast::BinaryOperator::Eq,
+        right: b,
+    } = strip_nested(on)
+    else {
+        if let AstExpr::BinaryOp {
+            op: ast::BinaryOperator::And,
+            ..
+        } = strip_nested(on)
+        {
+            return Err(PlanError::Invalid(format!(
+                "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
+                ksql_display(strip_nested(on))
+            )));
+        }
+        return Err(PlanError::Invalid(format!(
+            "Unsupported join expression: {on}. Only equality joins are supported."
+        )));
+    };
+    // Unknown qualifiers first, as ksqlDB reports them.
+    let mut unknown = None;
+    let _ = ast::visit_expressions(on, |x| {
+        if let AstExpr::CompoundIdentifier(parts) = x {
+            if parts.len() >= 2 && !scope.iter().any(|i| i.alias == parts[0].value) {
+                unknown = Some(parts[0].value.clone());
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(q) = unknown {
+        return Err(PlanError::Invalid(format!(
+            "Failed to prepare statement: '{q}' is not a valid stream/table name or alias."
+        )));
+    }
+    let (sa, sb) = (side_of(a, scope)?, side_of(b, scope)?);
+    let invalid = |e: &AstExpr| {
+        PlanError::Invalid(format!(
+            "Invalid comparison expression '{}' in join {on_text}. Each side of the join comparision must contain references from exactly one source.",
+            ksql_display(e)
+        ))
+    };
+    let (left_expr, right_expr) = match (sa, sb) {
+        (Some(x), Some(y)) if x < r && y == r => (a.as_ref(), b.as_ref()),
+        (Some(y), Some(x)) if x < r && y == r => (b.as_ref(), a.as_ref()),
+        (Some(x), _) if x != MANY => return Err(invalid(b)),
+        _ => return Err(invalid(a)),
+    };
+    // The left side: the first input, or the earlier steps' result, whose
+    // columns have their prefixed names.
+    let intermediate;
+    let (left, left_ast) = match &prev {
+        None => (&inputs[0], left_expr.clone()),
+        Some(p) => {
+            intermediate = Input {
+                def: p.source.clone(),
+                alias: String::new(),
+            };
+            let mut e = left_expr.clone();
+            prefix_columns(&mut e, &inputs[..r])?;
+            (&intermediate, e)
+        }
+    };
+    let right = &inputs[r];
+    let (mut left_key, left_schema) = side_key(&left_ast, left, plan_one, &on_text)?;
+    let (right_key, right_schema) = side_key(right_expr, right, plan_one, &on_text)?;
+    let left_shown = match &prev {
+        None => qualified(&left_key, left),
+        Some(_) => display_side(left_expr, &inputs[..r]),
+    };
+    let right_shown = qualified(&right_key, right);
+    let left_name = &inputs[r - 1].def.name;
+    if left.def.kind == SourceKind::Stream && right.def.kind == SourceKind::Table {
+        // Stream-table joins look the table up by its primary key.
+        if !on_primary_key(&right_key, right) {
+            return Err(PlanError::Invalid(format!(
+                "Invalid join condition: stream-table joins require to join on the table's primary key. Got {left_shown} = {right_shown}."
+            )));
+        }
+    }
+    // Whether the left side joins on its key; an earlier step's result is
+    // keyed by its key candidates.
+    let left_on_key = match &prev {
+        None => on_primary_key(&left_key, left),
+        Some(p) => matches!(&left_key, datafusion::logical_expr::Expr::Column(c)
+            if p.key_candidates.iter().any(|(k, _)| *k == c.name)),
+    };
+    let mut foreign_key = false;
+    let got = format!("Got {left_name} {} {}.", join_words(kind), right.def.name);
+    match (left.def.kind, right.def.kind) {
+        (SourceKind::Stream, SourceKind::Stream) => {
+            if window.is_none() {
+                return Err(PlanError::Invalid(
+                    "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn about how to specify a WITHIN clause with a stream-stream join, please visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select".into(),
+                ));
+            }
+        }
+        (SourceKind::Stream, SourceKind::Table) => {
+            if window.is_some() {
+                return Err(PlanError::Invalid(
+                    "A window definition was provided for a Stream-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to re-run your join.".into(),
+                ));
+            }
+            if matches!(kind, JoinKind::Full | JoinKind::Right) {
+                return Err(PlanError::Invalid(format!(
+                    "Invalid join type: {} join not supported for stream-table join. {got}",
+                    if kind == JoinKind::Full {
+                        "full-outer"
+                    } else {
+                        "right"
+                    }
+                )));
+            }
+        }
+        (SourceKind::Table, SourceKind::Stream) => {
+            return Err(PlanError::Invalid(format!(
+                "Invalid join order: table-stream joins are not supported; only stream-table joins. {got}"
+            )))
+        }
+        (SourceKind::Table, SourceKind::Table) => {
+            if window.is_some() {
+                return Err(PlanError::Invalid(
+                    "A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to re-run your join.".into(),
+                ));
+            }
+            if !on_primary_key(&right_key, right) {
+                return Err(PlanError::Invalid(format!(
+                    "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {left_shown} = {right_shown}."
+                )));
+            }
+            if !left_on_key {
+                if prev.is_some() {
+                    return Err(PlanError::Invalid(format!(
+                        "Invalid join condition: foreign-key table-table joins are not supported as part of n-way joins. Got {left_shown} = {right_shown}."
+                    )));
+                }
+                // A foreign-key join: the left side joins on any
+                // expression, its rows keep their own primary key.
+                if matches!(kind, JoinKind::Full | JoinKind::Right) {
+                    return Err(PlanError::Invalid(format!(
+                        "Invalid join type: {} join not supported for foreign-key table-table join. {got}",
+                        if kind == JoinKind::Full {
+                            "full-outer"
+                        } else {
+                            "right"
+                        }
+                    )));
+                }
+                if left.def.key_columns().next().is_none() {
+                    return Err(PlanError::Invalid(format!(
+                        "Invalid join condition: foreign-key table-table joins need a left table with a primary key. Got {}.",
+                        left.def.name
+                    )));
+                }
+                foreign_key = true;
+            }
+        }
+    }
+    // Windowed sources, in ksqlDB's words.
+    let kind_name = |w: &crate::catalog::WindowSpec| match w.kind {
+        crate::catalog::WindowKind::Tumbling => "TUMBLING",
+        crate::catalog::WindowKind::Hopping => "HOPPING",
+        crate::catalog::WindowKind::Session => "SESSION",
+    };
+    match (left.def.window, right.def.window) {
+        (Some(w), None) | (None, Some(w)) => {
+            let (windowed, other) = if left.def.window.is_some() {
+                (left_name, &right.def.name)
+            } else {
+                (&right.def.name, left_name)
+            };
+            return Err(PlanError::Invalid(format!(
+                "Can not join windowed source to non-windowed source.\n`{windowed}` is {} windowed\n`{other}` is not windowed",
+                kind_name(&w)
+            )));
+        }
+        (Some(l), Some(w)) => {
+            let session =
+                |w: &crate::catalog::WindowSpec| w.kind == crate::catalog::WindowKind::Session;
+            if session(&l) != session(&w) {
+                return Err(PlanError::Invalid(format!(
+                    "Incompatible windowed sources.\nLeft source: {}\nRight source: {}\nSession windowed sources can only be joined to other session windowed sources, and may still not result in expected behaviour as session bounds must be an exact match for the join to work\nHopping and tumbling windowed sources can only be joined to other hopping and tumbling windowed sources",
+                    kind_name(&l),
+                    kind_name(&w)
+                )));
+            }
+            if !left_on_key || !on_primary_key(&right_key, right) || l != w {
+                return Err(PlanError::Invalid(
+                    "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.".into(),
+                ));
+            }
+            return Err(PlanError::Unsupported(
+                "joins of windowed sources are not supported yet".into(),
+            ));
+        }
+        (None, None) => {}
+    }
+    let checked = if prev.is_none() {
+        &inputs[..=1]
+    } else {
+        &inputs[r..=r]
+    };
+    let kafka: Vec<&str> = checked
+        .iter()
+        .filter(|i| i.def.value_format == crate::catalog::Format::Kafka)
+        .map(|i| i.def.name.as_str())
+        .collect();
+    if !kafka.is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "Source(s) {} are using the 'KAFKA' value format. This format does not yet support JOIN.",
+            kafka.join(", ")
+        )));
+    }
+    // The left side's column in this step's source: an earlier step's
+    // synthetic key is renamed.
+    let renamed = |name: &str| match &prev {
+        Some(p) if name == ROWKEY && p.spec.synthetic_key => hidden(r - 1, ROWKEY),
+        _ => name.to_string(),
+    };
+    let candidates = if foreign_key {
+        // The result is keyed by the left table's primary key.
+        let pk = left.def.key_columns().next().map(|c| c.name.clone());
+        (pk.map(|c| left.prefixed(&c)), None)
+    } else {
+        let left_plain = match (&prev, &left_key) {
+            (None, e) => match e {
+                datafusion::logical_expr::Expr::Column(c) => Some(left.prefixed(&c.name)),
+                _ => None,
+            },
+            (Some(_), datafusion::logical_expr::Expr::Column(c)) => Some(renamed(&c.name)),
+            (Some(_), _) => None,
+        };
+        let right_plain = match &right_key {
+            datafusion::logical_expr::Expr::Column(c) => Some(right.prefixed(&c.name)),
+            _ => None,
+        };
+        (left_plain, right_plain)
+    };
+    let synthetic_key =
+        kind == JoinKind::Full || (candidates.0.is_none() && candidates.1.is_none());
+    let key_type = SqlType::from_arrow(&left_key.get_type(left_schema.as_ref())?)?;
+    let right_type = SqlType::from_arrow(&right_key.get_type(right_schema.as_ref())?)?;
+    if key_type != right_type {
+        return Err(PlanError::Invalid(format!(
+            "Invalid join condition: the join expressions have different types: {left_shown} is {key_type}, {right_shown} is {right_type}."
+        )));
+    }
+    // An earlier table-table step's key candidates hold the same value,
+    // but only the first is never NULL-padded (a RIGHT join fills it): the
+    // left side joins on that one.
+    if let (Some(p), datafusion::logical_expr::Expr::Column(c)) = (&prev, &left_key) {
+        if left_on_key {
+            if let Some((first, _)) = p.key_candidates.first() {
+                left_key = datafusion::logical_expr::Expr::Column(datafusion::common::Column::new(
+                    c.relation.clone(),
+                    first,
+                ));
+            }
+        }
+    }
+
+    let key_candidates = if synthetic_key {
+        vec![(ROWKEY.into(), ROWKEY.into())]
+    } else {
+        // When the left side joins on the earlier steps' key, their key
+        // candidates hold the join value too (ksqlDB's viable key columns).
+        let mut all: Vec<(String, String)> = match (&prev, left_on_key) {
+            (Some(p), true) if !p.spec.synthetic_key => p.key_candidates.clone(),
+            _ => Vec::new(),
+        };
+        let own = [
+            candidates.0.clone().map(|c| {
+                let shown = if foreign_key {
+                    format!("{}.{}", left.alias, &c[left.alias.len() + 1..])
+                } else {
+                    left_shown.clone()
+                };
+                (c, shown)
+            }),
+            candidates.1.clone().map(|c| (c, right_shown.clone())),
+        ];
+        for c in own.into_iter().flatten() {
+            if !all.iter().any(|(name, _)| *name == c.0) {
+                all.push(c);
+            }
+        }
+        all
+    };
+    // The synthetic source: ROWKEY, then each side's columns, prefixed.
+    let mut columns = Vec::new();
+    if synthetic_key {
+        columns.push(Column::new(ROWKEY, key_type.clone(), true));
+    }
+    let left_columns: Vec<(String, SqlType)> = match &prev {
+        None => left
+            .columns()
+            .into_iter()
+            .map(|(name, ty, _)| (left.prefixed(&name), ty))
+            .collect(),
+        Some(p) => p
+            .source
+            .columns
+            .iter()
+            .map(|c| (renamed(&c.name), c.ty.clone()))
+            .chain([
+                (hidden(r - 1, ROWTIME), SqlType::Bigint),
+                (hidden(r - 1, ROWPARTITION), SqlType::Int),
+                (hidden(r - 1, ROWOFFSET), SqlType::Bigint),
+            ])
+            .collect(),
+    };
+    let right_columns = right
+        .columns()
+        .into_iter()
+        .map(|(name, ty, _)| (right.prefixed(&name), ty));
+    for (name, ty) in left_columns.into_iter().chain(right_columns) {
+        let key = !synthetic_key && key_candidates.iter().any(|(c, _)| *c == name);
+        columns.push(Column::new(name, ty, key));
+    }
+    let mut source = left.def.clone();
+    source.name = if last {
+        JOINED.into()
+    } else {
+        format!("{JOINED}_{r}")
+    };
+    // A table-table join is a table; the others are streams.
+    source.kind = if right.def.kind == SourceKind::Table && left.def.kind == SourceKind::Table {
+        SourceKind::Table
+    } else {
+        SourceKind::Stream
+    };
+    let left_keyless = left.def.key_columns().next().is_none();
+    source.columns = columns;
+    source.timestamp_column = None;
+    source.timestamp_format = None;
+    source.query_id = None;
+    if left_keyless {
+        source.key_format = right.def.key_format;
+    }
+    Ok(Step {
+        spec: JoinSpec {
+            kind,
+            left: JoinSide {
+                source: left.def.clone(),
+                alias: left.alias.clone(),
+                key: left_key,
+                key_schema: left_schema,
+                join: prev.map(|p| Box::new(p.spec)),
+            },
+            right: JoinSide {
+                source: right.def.clone(),
+                alias: right.alias.clone(),
+                key: right_key,
+                key_schema: right_schema,
+                join: None,
+            },
+            window,
+            synthetic_key,
+            foreign_key,
+            key_column: None,
+        },
+        source,
+        key_candidates,
+    })
 }
 
 /// Whether a side joins on its (single) key column.

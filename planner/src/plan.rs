@@ -161,6 +161,10 @@ pub struct JoinSide {
     pub key: Expr,
     /// The schema `key` is evaluated against.
     pub key_schema: DFSchemaRef,
+    /// When this side is itself a join (the earlier steps of an n-way
+    /// join; only ever the left side): that join. `source` is then its
+    /// synthetic source.
+    pub join: Option<Box<JoinSpec>>,
 }
 
 /// A binary join feeding the pipeline. Its output rows have the columns
@@ -184,6 +188,30 @@ pub struct JoinSpec {
     /// its primary key: each left row joins the right row its expression
     /// names, and the result is keyed by the left row's primary key.
     pub foreign_key: bool,
+    /// The output column chosen as the result's key, when it is a join
+    /// column: a row whose side is NULL-padded gets the join value there,
+    /// as ksqlDB keys a join's result by the join value.
+    pub key_column: Option<usize>,
+}
+
+impl JoinSpec {
+    /// The steps of the join, first to last (one for a two-way join).
+    pub fn steps(&self) -> Vec<&JoinSpec> {
+        let mut steps = match &self.left.join {
+            Some(earlier) => earlier.steps(),
+            None => Vec::new(),
+        };
+        steps.push(self);
+        steps
+    }
+
+    /// The sources joined, in the query's order.
+    pub fn inputs(&self) -> Vec<&SourceDef> {
+        let steps = self.steps();
+        let mut inputs = vec![&steps[0].left.source];
+        inputs.extend(steps.iter().map(|s| &s.right.source));
+        inputs
+    }
 }
 
 /// A continuous query over one source.
@@ -242,28 +270,30 @@ impl StreamPlan {
             )
         };
         let mut lines = match &self.join {
-            Some(j) => vec![
-                source_line(&j.left.source),
-                source_line(&j.right.source),
-                format!(
-                    "  {} JOIN ON {} = {}{}",
-                    match j.kind {
-                        JoinKind::Inner => "INNER",
-                        JoinKind::Left => "LEFT",
-                        JoinKind::Right => "RIGHT",
-                        JoinKind::Full => "FULL",
-                    },
-                    j.left.key,
-                    j.right.key,
-                    j.window.map_or(String::new(), |w| format!(
-                        " WITHIN ({} ms, {} ms){}",
-                        w.before_ms,
-                        w.after_ms,
-                        w.grace_ms
-                            .map_or(String::new(), |g| format!(" GRACE PERIOD {g} ms"))
-                    ))
-                ),
-            ],
+            Some(j) => {
+                let mut lines: Vec<String> = j.inputs().into_iter().map(source_line).collect();
+                for step in j.steps() {
+                    lines.push(format!(
+                        "  {} JOIN ON {} = {}{}",
+                        match step.kind {
+                            JoinKind::Inner => "INNER",
+                            JoinKind::Left => "LEFT",
+                            JoinKind::Right => "RIGHT",
+                            JoinKind::Full => "FULL",
+                        },
+                        step.left.key,
+                        step.right.key,
+                        step.window.map_or(String::new(), |w| format!(
+                            " WITHIN ({} ms, {} ms){}",
+                            w.before_ms,
+                            w.after_ms,
+                            w.grace_ms
+                                .map_or(String::new(), |g| format!(" GRACE PERIOD {g} ms"))
+                        ))
+                    ));
+                }
+                lines
+            }
             None => vec![source_line(&self.source)],
         };
         for op in &self.ops {
@@ -346,7 +376,7 @@ impl StreamPlan {
     /// The names of the sources the query reads.
     pub fn input_names(&self) -> Vec<String> {
         match &self.join {
-            Some(j) => vec![j.left.source.name.clone(), j.right.source.name.clone()],
+            Some(j) => j.inputs().into_iter().map(|s| s.name.clone()).collect(),
             None => vec![self.source.name.clone()],
         }
     }

@@ -13,6 +13,10 @@
 //!   has closed, a NULL row for exactly the records nothing matched.
 //! - Stream-table LEFT joins: each stream record with the table row current
 //!   when it was processed (the latest change before it, unless a delete).
+//! - N-way joins, left-deep: three tables on their key (every kind of the
+//!   two joins but a FULL first one) equal the batch join of their final
+//!   contents; a stream with two tables (INNER or LEFT each) joins each
+//!   record with both rows current when it was processed.
 //! - Grouped, tumbling-windowed and session-windowed aggregations of a
 //!   stream equal DataFusion's GROUP BY over the records (sessions as
 //!   gaps-and-islands: a window function numbers them); an aggregation of a table whose
@@ -42,22 +46,43 @@ struct Input {
 }
 
 fn inputs(tombstones: bool) -> impl Strategy<Value = Vec<Input>> {
+    three_way_inputs(tombstones, 2).prop_map(|input| {
+        input
+            .into_iter()
+            .map(|(side, i)| Input {
+                right: side == 1,
+                ..i
+            })
+            .collect()
+    })
+}
+
+/// Records for `sides` inputs (`l`, `r`, then `m`), each with its side.
+fn three_way_inputs(tombstones: bool, sides: usize) -> impl Strategy<Value = Vec<(usize, Input)>> {
     prop::collection::vec(
         (
-            any::<bool>(),
+            0..sides,
             0i64..3,
             0i64..40,
             prop::option::weighted(if tombstones { 0.8 } else { 0.999_999 }, 0i64..100),
         )
-            .prop_map(|(right, key, ts, value)| Input {
-                right,
-                key,
-                ts,
-                value,
+            .prop_map(|(side, key, ts, value)| {
+                (
+                    side,
+                    Input {
+                        right: side == 1,
+                        key,
+                        ts,
+                        value,
+                    },
+                )
             }),
         0..16,
     )
 }
+
+/// The topics of the sides.
+const TOPICS: [&str; 3] = ["l", "r", "m"];
 
 fn rows_as_text(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
@@ -111,6 +136,19 @@ async fn oracle(setup: &[String], sql: &str) -> Vec<Vec<String>> {
 /// Runs `statements`, then feeds `input` one record at a time (as ksqlDB's
 /// tests do), each to `l` or `r`.
 async fn run(statements: &[&str], input: &[Input]) -> (tempfile::TempDir, Arc<Brook>) {
+    let sided: Vec<(usize, Input)> = input
+        .iter()
+        .map(|i| (usize::from(i.right), i.clone()))
+        .collect();
+    run_sided(statements, &sided).await
+}
+
+/// Runs `statements`, then feeds `input` one record at a time, each to its
+/// side's topic.
+async fn run_sided(
+    statements: &[&str],
+    input: &[(usize, Input)],
+) -> (tempfile::TempDir, Arc<Brook>) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let brook = Brook::open_with(dir.path(), false)
         .await
@@ -122,14 +160,14 @@ async fn run(statements: &[&str], input: &[Input]) -> (tempfile::TempDir, Arc<Br
             .await
             .unwrap_or_else(|e| panic!("{s}: {e}"));
     }
-    for i in input {
+    for (side, i) in input {
         let record = Record {
             timestamp: i.ts,
             key: Some(i.key.to_string().into_bytes()),
             value: i.value.map(|v| format!("{{\"V\": {v}}}").into_bytes()),
             headers: vec![],
         };
-        let topic = if i.right { "r" } else { "l" };
+        let topic = TOPICS[*side];
         brook
             .engine()
             .produce(topic, 0, &[record])
@@ -218,6 +256,51 @@ fn with_stream_time(input: &[Input], right: bool) -> String {
         }
     }
     table_sql(&["seq", "k", "t", "v", "st"], rows)
+}
+
+/// The records of side `side` of a three-way input, as [`final_table`]
+/// (`last`: the final table) or [`sequenced`] otherwise.
+fn side_view(input: &[(usize, Input)], side: usize, last: bool) -> String {
+    let sided: Vec<Input> = input
+        .iter()
+        .map(|(s, i)| Input {
+            right: *s == side,
+            ..i.clone()
+        })
+        .collect();
+    if last {
+        final_table(&sided, true)
+    } else {
+        sequenced(&sided, true)
+    }
+}
+
+/// [`compare`] for three inputs: `l`, `r` and `m`.
+fn compare_three(
+    statements: &[String],
+    input: &[(usize, Input)],
+    brook_sql: &str,
+    views: [String; 3],
+    oracle_sql: &str,
+) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    rt.block_on(async {
+        let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+        let (_dir, brook) = run_sided(&refs, input).await;
+        let actual = rows(&brook, brook_sql).await;
+        let setup: Vec<String> = TOPICS
+            .iter()
+            .zip(views)
+            .map(|(name, view)| format!("CREATE VIEW {name} AS {view}"))
+            .collect();
+        let expected = oracle(&setup, oracle_sql).await;
+        brook.shutdown().await;
+        (actual, expected)
+    })
 }
 
 /// Runs `statements` over `input` in Brook and reads `brook_sql`; runs
@@ -466,6 +549,72 @@ proptest! {
             "SELECT l_k, lv, rv FROM j;",
             [final_table(&input, false), final_table(&input, true)],
             &format!("SELECT l.k, l.v, r.v FROM l {join} r ON l.v % 3 = r.k"),
+        );
+        prop_assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn three_way_table_joins_match_batch(
+        input in three_way_inputs(true, 3),
+        first in 0usize..3,
+        second in 0usize..4,
+    ) {
+        // `l ⋈ r ⋈ m` on the key, left-deep: the result equals the join of
+        // the three tables' final contents. The second join is on the first
+        // one's key, which a RIGHT first join takes from r.
+        let kinds = ["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL OUTER JOIN"];
+        let (j1, j2) = (kinds[first], kinds[second]);
+        let key = if second == 3 { "ROWKEY AS k" } else { "l.k" };
+        let mut statements = sources("TABLE", "TABLE");
+        statements.push("CREATE TABLE m (k BIGINT PRIMARY KEY, v BIGINT) WITH (kafka_topic='m', format='JSON');".into());
+        statements.push(format!("CREATE TABLE j AS SELECT {key}, l.v AS lv, r.v AS rv, m.v AS mv FROM l {j1} r ON l.k = r.k {j2} m ON l.k = m.k;"));
+        let (actual, expected) = compare_three(
+            &statements,
+            &input,
+            "SELECT lv, rv, mv FROM j;",
+            [side_view(&input, 0, true), side_view(&input, 1, true), side_view(&input, 2, true)],
+            &format!("SELECT l.v, r.v, m.v FROM l {j1} r ON l.k = r.k {j2} m ON COALESCE(l.k, r.k) = m.k"),
+        );
+        prop_assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn stream_table_table_joins_match_batch(
+        input in three_way_inputs(true, 3),
+        first_left in any::<bool>(),
+        second_left in any::<bool>(),
+    ) {
+        // Each stream record joins the rows of r and m current when it is
+        // processed (the latest change of each before it, unless a delete).
+        let input: Vec<(usize, Input)> = input
+            .into_iter()
+            .filter(|(side, i)| *side != 0 || i.value.is_some())
+            .collect();
+        let kind = |left: bool| if left { "LEFT JOIN" } else { "JOIN" };
+        let (j1, j2) = (kind(first_left), kind(second_left));
+        let mut statements = sources("STREAM", "TABLE");
+        statements.push("CREATE TABLE m (k BIGINT PRIMARY KEY, v BIGINT) WITH (kafka_topic='m', format='JSON');".into());
+        statements.push(format!("CREATE STREAM j AS SELECT l.k, l.v AS lv, r.v AS rv, m.v AS mv FROM l {j1} r ON l.k = r.k {j2} m ON l.k = m.k;"));
+        // The row of `t` current for each stream record: NULL when none or
+        // deleted; `inner` drops the record then.
+        let current = |t: &str| {
+            format!(
+                "SELECT seq, v FROM (SELECT l.seq, {t}.v,                    ROW_NUMBER() OVER (PARTITION BY l.seq ORDER BY {t}.seq DESC) AS n                    FROM l JOIN {t} ON l.k = {t}.k AND {t}.seq < l.seq) WHERE n = 1"
+            )
+        };
+        let filter = |left: bool, col: &str| if left { String::new() } else { format!(" AND {col} IS NOT NULL") };
+        let (actual, expected) = compare_three(
+            &statements,
+            &input,
+            "SELECT l_k, lv, rv, mv FROM j;",
+            [side_view(&input, 0, false), side_view(&input, 1, false), side_view(&input, 2, false)],
+            &format!(
+                "SELECT l.k, l.v, cr.v, cm.v FROM l                  LEFT JOIN ({}) cr ON cr.seq = l.seq                  LEFT JOIN ({}) cm ON cm.seq = l.seq                  WHERE true{}{}",
+                current("r"),
+                current("m"),
+                filter(first_left, "cr.v"),
+                filter(second_left, "cm.v"),
+            ),
         );
         prop_assert_eq!(actual, expected);
     }
