@@ -401,6 +401,56 @@ struct Step {
     source: SourceDef,
     /// Its key candidates, as [`Prepared::key_candidates`].
     key_candidates: Vec<(String, String)>,
+    /// The expressions (as [`canonical`] writes them) known to hold the
+    /// key: the join expressions of this step and, when it joined on the
+    /// earlier steps' key, theirs.
+    equivalent: Vec<String>,
+}
+
+/// An expression over the joined inputs in one form whatever its
+/// qualifiers: columns by their prefixed names, upper case.
+fn canonical(e: &AstExpr, inputs: &[Input]) -> String {
+    let mut e = e.clone();
+    normalize_access(&mut e, inputs);
+    let _ = prefix_columns(&mut e, inputs);
+    ksql_display(strip_nested(&e))
+        .to_string()
+        .replace('"', "")
+        .to_uppercase()
+}
+
+/// The two sides of `ON a = b` of the join of input `r`, as (left, right,
+/// the input the left names): the left names one of the inputs before
+/// `r`, the right names input `r`.
+fn join_sides<'a>(
+    a: &'a AstExpr,
+    b: &'a AstExpr,
+    inputs: &[Input],
+    r: usize,
+    on_text: &str,
+) -> Result<(&'a AstExpr, &'a AstExpr, usize)> {
+    let scope = &inputs[..=r];
+    let (sa, sb) = (side_of(a, scope)?, side_of(b, scope)?);
+    let invalid = |e: &AstExpr| {
+        PlanError::Invalid(format!(
+            "Invalid comparison expression '{}' in join {on_text}. Each side of the join comparision must contain references from exactly one source.",
+            ksql_display(e)
+        ))
+    };
+    match (sa, sb) {
+        (Some(x), Some(y)) if x < r && y == r => Ok((a, b, x)),
+        (Some(y), Some(x)) if x < r && y == r => Ok((b, a, x)),
+        (Some(x), Some(y)) if r > 1 && x == y && x != MANY => Err(PlanError::Invalid(format!(
+            "Each side of the join must reference exactly one source and not the same source. Left side references `{0}` and right references `{0}`",
+            inputs[x].alias
+        ))),
+        (Some(x), Some(y)) if r > 1 && x < r && y < r => Err(PlanError::Invalid(format!(
+            "A join criteria is expected to reference the source (`{}`) in the FROM clause, instead the right source references `{}` and the left source references `{}`",
+            inputs[r].alias, inputs[y].alias, inputs[x].alias
+        ))),
+        (Some(x), _) if x != MANY => Err(invalid(b)),
+        _ => Err(invalid(a)),
+    }
 }
 
 /// The hidden name an earlier step's column `name` (a synthetic key or a
@@ -458,6 +508,22 @@ pub fn prepare(
         inputs.push(next);
         windows.push(window);
     }
+    if inputs.len() > 2 {
+        // Every join's sources before any is planned, as ksqlDB checks.
+        for (r, i) in inputs.iter().enumerate() {
+            if inputs[..r].iter().any(|x| x.def.name == i.def.name) {
+                return Err(PlanError::Invalid(format!(
+                    "N-way joins do not support multiple occurrences of the same source. Source: '{}'",
+                    i.def.name
+                )));
+            }
+        }
+        for (r, join) in (1..).zip(&from.joins) {
+            let (_, on) = kind_of(&join.join_operator)?;
+            let (a, b, on_text) = on_equality(on, &inputs[..=r])?;
+            join_sides(&a, &b, &inputs, r, &on_text)?;
+        }
+    }
     let mut step: Option<Step> = None;
     for (r, join) in (1..).zip(&from.joins) {
         let last = r == from.joins.len();
@@ -475,6 +541,7 @@ pub fn prepare(
         spec,
         source,
         key_candidates,
+        ..
     }) = step
     else {
         return Ok(None);
@@ -563,29 +630,9 @@ pub fn prepare(
     }))
 }
 
-/// Plans joining input `r` to the inputs before it (`prev`: the step that
-/// joined those, when there are more than one).
-#[allow(clippy::too_many_arguments)]
-fn plan_step(
-    inputs: &[Input],
-    r: usize,
-    join: &ast::Join,
-    window: Option<JoinWindow>,
-    prev: Option<Step>,
-    last: bool,
-    plan_one: &dyn Fn(&Query, &SourceDef) -> Result<LogicalPlan>,
-) -> Result<Step> {
-    let (kind, on) = kind_of(&join.join_operator)?;
-    if let Some(same) = inputs[..r]
-        .iter()
-        .find(|i| i.def.name == inputs[r].def.name)
-    {
-        return Err(PlanError::Invalid(format!(
-            "Can not join '{}' to '{}': self joins are not yet supported.",
-            same.def.name, inputs[r].def.name
-        )));
-    }
-    let scope = &inputs[..=r];
+/// `ON e1 = e2`, its sides (aliases' accesses normalized) and its text
+/// for messages; refuses other conditions and unknown qualifiers.
+fn on_equality(on: &AstExpr, scope: &[Input]) -> Result<(AstExpr, AstExpr, String)> {
     let mut on = on.clone();
     normalize_access(&mut on, scope);
     let on = &on;
@@ -627,19 +674,34 @@ fn plan_step(
             "Failed to prepare statement: '{q}' is not a valid stream/table name or alias."
         )));
     }
-    let (sa, sb) = (side_of(a, scope)?, side_of(b, scope)?);
-    let invalid = |e: &AstExpr| {
-        PlanError::Invalid(format!(
-            "Invalid comparison expression '{}' in join {on_text}. Each side of the join comparision must contain references from exactly one source.",
-            ksql_display(e)
-        ))
-    };
-    let (left_expr, right_expr) = match (sa, sb) {
-        (Some(x), Some(y)) if x < r && y == r => (a.as_ref(), b.as_ref()),
-        (Some(y), Some(x)) if x < r && y == r => (b.as_ref(), a.as_ref()),
-        (Some(x), _) if x != MANY => return Err(invalid(b)),
-        _ => return Err(invalid(a)),
-    };
+    Ok((a.as_ref().clone(), b.as_ref().clone(), on_text))
+}
+
+/// Plans joining input `r` to the inputs before it (`prev`: the step that
+/// joined those, when there are more than one).
+#[allow(clippy::too_many_arguments)]
+fn plan_step(
+    inputs: &[Input],
+    r: usize,
+    join: &ast::Join,
+    window: Option<JoinWindow>,
+    prev: Option<Step>,
+    last: bool,
+    plan_one: &dyn Fn(&Query, &SourceDef) -> Result<LogicalPlan>,
+) -> Result<Step> {
+    let (kind, on) = kind_of(&join.join_operator)?;
+    if let Some(same) = inputs[..r]
+        .iter()
+        .find(|i| i.def.name == inputs[r].def.name)
+    {
+        return Err(PlanError::Invalid(format!(
+            "Can not join '{}' to '{}': self joins are not yet supported.",
+            same.def.name, inputs[r].def.name
+        )));
+    }
+    let scope = &inputs[..=r];
+    let (a, b, on_text) = on_equality(on, scope)?;
+    let (left_expr, right_expr, left_input) = join_sides(&a, &b, inputs, r, &on_text)?;
     // The left side: the first input, or the earlier steps' result, whose
     // columns have their prefixed names.
     let intermediate;
@@ -663,7 +725,7 @@ fn plan_step(
         Some(_) => display_side(left_expr, &inputs[..r]),
     };
     let right_shown = qualified(&right_key, right);
-    let left_name = &inputs[r - 1].def.name;
+    let left_name = &inputs[left_input].def.name;
     if left.def.kind == SourceKind::Stream && right.def.kind == SourceKind::Table {
         // Stream-table joins look the table up by its primary key.
         if !on_primary_key(&right_key, right) {
@@ -674,11 +736,19 @@ fn plan_step(
     }
     // Whether the left side joins on its key; an earlier step's result is
     // keyed by its key candidates.
+    let left_canonical = canonical(left_expr, &inputs[..r]);
     let left_on_key = match &prev {
         None => on_primary_key(&left_key, left),
-        Some(p) => matches!(&left_key, datafusion::logical_expr::Expr::Column(c)
-            if p.key_candidates.iter().any(|(k, _)| *k == c.name)),
+        Some(p) => {
+            matches!(&left_key, datafusion::logical_expr::Expr::Column(c)
+                if p.key_candidates.iter().any(|(k, _)| *k == c.name))
+                || p.equivalent.contains(&left_canonical)
+        }
     };
+    // The earlier steps' key holds this step's join value too.
+    let inherits = prev
+        .as_ref()
+        .is_some_and(|p| left_on_key && !p.spec.synthetic_key);
     let mut foreign_key = false;
     let got = format!("Got {left_name} {} {}.", join_words(kind), right.def.name);
     match (left.def.kind, right.def.kind) {
@@ -831,7 +901,7 @@ fn plan_step(
         (left_plain, right_plain)
     };
     let synthetic_key =
-        kind == JoinKind::Full || (candidates.0.is_none() && candidates.1.is_none());
+        kind == JoinKind::Full || (candidates.0.is_none() && candidates.1.is_none() && !inherits);
     let key_type = SqlType::from_arrow(&left_key.get_type(left_schema.as_ref())?)?;
     let right_type = SqlType::from_arrow(&right_key.get_type(right_schema.as_ref())?)?;
     if key_type != right_type {
@@ -842,11 +912,11 @@ fn plan_step(
     // An earlier table-table step's key candidates hold the same value,
     // but only the first is never NULL-padded (a RIGHT join fills it): the
     // left side joins on that one.
-    if let (Some(p), datafusion::logical_expr::Expr::Column(c)) = (&prev, &left_key) {
-        if left_on_key {
-            if let Some((first, _)) = p.key_candidates.first() {
+    if let (Some(p), true) = (&prev, left_on_key) {
+        if let Some((first, _)) = p.key_candidates.first() {
+            if let Ok((qualifier, _)) = left_schema.qualified_field_with_unqualified_name(first) {
                 left_key = datafusion::logical_expr::Expr::Column(datafusion::common::Column::new(
-                    c.relation.clone(),
+                    qualifier.cloned(),
                     first,
                 ));
             }
@@ -858,8 +928,8 @@ fn plan_step(
     } else {
         // When the left side joins on the earlier steps' key, their key
         // candidates hold the join value too (ksqlDB's viable key columns).
-        let mut all: Vec<(String, String)> = match (&prev, left_on_key) {
-            (Some(p), true) if !p.spec.synthetic_key => p.key_candidates.clone(),
+        let mut all: Vec<(String, String)> = match &prev {
+            Some(p) if inherits => p.key_candidates.clone(),
             _ => Vec::new(),
         };
         let own = [
@@ -931,6 +1001,23 @@ fn plan_step(
     if left_keyless {
         source.key_format = right.def.key_format;
     }
+    let equivalent = if synthetic_key {
+        Vec::new()
+    } else if foreign_key {
+        // Keyed by the left table's primary key, not the join value.
+        key_candidates
+            .iter()
+            .map(|(c, _)| c.replace('"', "").to_uppercase())
+            .collect()
+    } else {
+        let mut known = match &prev {
+            Some(p) if inherits => p.equivalent.clone(),
+            _ => Vec::new(),
+        };
+        known.push(left_canonical);
+        known.push(canonical(right_expr, scope));
+        known
+    };
     Ok(Step {
         spec: JoinSpec {
             kind,
@@ -955,6 +1042,7 @@ fn plan_step(
         },
         source,
         key_candidates,
+        equivalent,
     })
 }
 
