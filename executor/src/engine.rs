@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use brook_planner::binder::InsertRow;
-use brook_planner::catalog::{SourceDef, SourceKind};
+use brook_planner::catalog::{SourceDef, SourceKind, WindowKind};
 use brook_planner::plan::{PullPlan, StreamPlan};
 use brook_storage::{
     CatalogStore, CleanupPolicy, FlushPolicy, LogConfig, LogStore, MemoryStateStore, Record,
@@ -31,7 +31,7 @@ use crate::codec::{
 use crate::datum::Datum;
 use crate::error::{json, ExecError, Result};
 use crate::join::JoinChain;
-use crate::pipeline::{rows_to_batch, ChangeBatch, Pipeline};
+use crate::pipeline::{rows_to_batch, ChangeBatch, Expiry, Pipeline};
 use crate::processing_log::{self, ProcessingError};
 
 /// Records read per partition per epoch.
@@ -183,6 +183,13 @@ fn query_prefix(id: &str) -> Vec<u8> {
 /// table's prefix is a prefix of another's (quoted names may contain `/`).
 fn mv_prefix(table: &str) -> Vec<u8> {
     format!("mv/{}:{table}/", table.len()).into_bytes()
+}
+
+/// The expiry index of a windowed table's materialized rows (see
+/// `pipeline::Expiry`): rows of windows past the retention leave, as
+/// ksqlDB's window stores drop them, so pull queries no longer see them.
+fn mv_expiry_prefix(table: &str) -> Vec<u8> {
+    format!("mvx/{}:{table}/", table.len()).into_bytes()
 }
 
 impl Engine {
@@ -514,6 +521,7 @@ impl Engine {
 
     /// Deletes the materialized rows of a table.
     pub fn drop_materialization(&self, table: &str) -> Result<()> {
+        self.state.delete_prefix(&mv_expiry_prefix(table))?;
         Ok(self.state.delete_prefix(&mv_prefix(table))?)
     }
 
@@ -688,6 +696,9 @@ impl Engine {
         };
         let mut table = (plan.source.kind == SourceKind::Table)
             .then(|| TableSource::new([query_prefix(id), b"t/".to_vec()].concat()));
+        let mut mv_expiry = sink
+            .window
+            .map(|spec| Expiry::new(&spec, mv_expiry_prefix(&sink.name)));
         let schema = plan.source.batch_schema();
         let mut appended = self.appended.subscribe();
         loop {
@@ -753,7 +764,7 @@ impl Engine {
             }
             let sink_records = encode_sink(&sink, &output, plan.repartitioned)?;
             let mut batch = WriteBatch::default();
-            pipeline.drain_state(&mut batch)?;
+            pipeline.drain_state(&mut batch, self.state.as_ref())?;
             if let Some(t) = &mut table {
                 t.drain(&mut batch)?;
             }
@@ -770,6 +781,17 @@ impl Engine {
             for r in sink_records {
                 if let (Some(mv), Some(key)) = (&r.mv, &r.record.key) {
                     let k = [mv_prefix(&sink.name), key.clone()].concat();
+                    if let (Some(expiry), Some(row)) = (&mut mv_expiry, mv) {
+                        expiry.observe(r.record.timestamp);
+                        if let (Some((start, end)), Some(spec)) = (row.window, sink.window) {
+                            let at = if spec.kind == WindowKind::Session {
+                                end
+                            } else {
+                                start
+                            };
+                            expiry.track(at, &k);
+                        }
+                    }
                     match mv {
                         Some(row) => batch.put(k, json(row)?),
                         None => batch.delete(k),
@@ -795,6 +817,9 @@ impl Engine {
                     key: r.record.key,
                     value: r.record.value,
                 });
+            }
+            if let Some(expiry) = &mut mv_expiry {
+                expiry.drain(self.state.as_ref(), &mut batch)?;
             }
             let caught_up = rebuild_target
                 .as_ref()
@@ -938,7 +963,7 @@ impl Engine {
                     problems.extend(pipeline.take_errors());
                     engine.log_processing_errors("transient", &problems);
                     let mut wb = WriteBatch::default();
-                    pipeline.drain_state(&mut wb)?;
+                    pipeline.drain_state(&mut wb, &state)?;
                     if let Some(op) = &mut join {
                         op.drain(&mut wb);
                     }

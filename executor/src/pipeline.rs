@@ -126,7 +126,7 @@ enum Step {
         /// records without a value.
         valueless_schema: SchemaRef,
     },
-    Aggregate(AggregateOp),
+    Aggregate(Box<AggregateOp>),
     Window(WindowOp),
     EmitFinal(EmitFinalOp),
     Explode {
@@ -396,7 +396,7 @@ impl Pipeline {
                     aggs,
                     input_schema,
                     output_schema,
-                } => Step::Aggregate(AggregateOp {
+                } => Step::Aggregate(Box::new(AggregateOp {
                     group: group
                         .iter()
                         .map(|e| physical(e, input_schema))
@@ -417,7 +417,21 @@ impl Pipeline {
                     sessions: session_spec(plan)
                         .map(|spec| Sessions::new(spec, group, &state_prefix))
                         .transpose()?,
-                }),
+                    windows: match plan.window {
+                        Some((spec, _, _)) if spec.kind != WindowKind::Session => {
+                            let start = group
+                                .iter()
+                                .position(|e| {
+                                    matches!(e.clone().unalias(), Expr::Column(c) if c.name == WINDOWSTART)
+                                })
+                                .ok_or_else(|| {
+                                    ExecError::Internal("a windowed aggregation without WINDOWSTART".into())
+                                })?;
+                            Some((start, Expiry::new(&spec, [state_prefix.as_slice(), b"x/"].concat())))
+                        }
+                        _ => None,
+                    },
+                })),
             });
         }
         if let (true, Some((spec, start, end))) = (plan.emit_final, plan.window) {
@@ -448,9 +462,11 @@ impl Pipeline {
         for step in &mut self.steps {
             match step {
                 Step::Window(w) => late += std::mem::take(&mut w.late),
-                Step::Aggregate(AggregateOp {
-                    sessions: Some(s), ..
-                }) => late += std::mem::take(&mut s.late),
+                Step::Aggregate(agg) => {
+                    if let Some(s) = &mut agg.sessions {
+                        late += std::mem::take(&mut s.late);
+                    }
+                }
                 _ => {}
             }
         }
@@ -583,10 +599,12 @@ impl Pipeline {
     }
 
     /// Adds the epoch's state changes to `batch` and forgets them.
-    pub fn drain_state(&mut self, batch: &mut WriteBatch) -> Result<()> {
+    /// Windows past their retention leave the store (`state` is read to
+    /// find them).
+    pub fn drain_state(&mut self, batch: &mut WriteBatch, state: &dyn StateStore) -> Result<()> {
         for step in &mut self.steps {
             match step {
-                Step::Aggregate(agg) => agg.drain(batch)?,
+                Step::Aggregate(agg) => agg.drain(batch, state)?,
                 Step::Window(w) => w.drain(batch),
                 Step::EmitFinal(f) => f.drain(batch),
                 _ => {}
@@ -916,6 +934,85 @@ struct GroupState {
     accs: Vec<Acc>,
 }
 
+/// Drops the state of windows past their retention, as Kafka Streams'
+/// window stores drop their old segments. An index under the step's
+/// prefix orders each window's state key by the time it expires (a time
+/// window's start, a session's end, plus the retention); each epoch the
+/// entries that expired before stream time are deleted with their state.
+/// The retention is at least the window's size plus its grace period, so
+/// a window is closed (no record can change it) before it expires.
+pub(crate) struct Expiry {
+    index: Vec<u8>,
+    retention: i64,
+    stream_time: i64,
+    /// Index entries of the windows created this epoch.
+    created: Vec<Vec<u8>>,
+}
+
+/// A time as bytes that sort as the time does (negative times too).
+fn ordered(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+impl Expiry {
+    /// For windows of `spec`, indexed under `index`.
+    pub(crate) fn new(spec: &WindowSpec, index: Vec<u8>) -> Expiry {
+        let retention = spec
+            .retention_ms
+            .unwrap_or(0)
+            .max(spec.size_ms.saturating_add(spec.grace_ms));
+        Expiry {
+            index,
+            retention,
+            stream_time: i64::MIN,
+            created: Vec::new(),
+        }
+    }
+
+    /// A record's time: stream time moves on.
+    pub(crate) fn observe(&mut self, ts: i64) {
+        self.stream_time = self.stream_time.max(ts);
+    }
+
+    /// A window created at `key` in the state store, keeping it until
+    /// `at` (its start, or a session's end) plus the retention.
+    pub(crate) fn track(&mut self, at: i64, key: &[u8]) {
+        self.created.push(
+            [
+                self.index.as_slice(),
+                &ordered(at.saturating_add(self.retention)),
+                key,
+            ]
+            .concat(),
+        );
+    }
+
+    /// Writes the index entries of this epoch and deletes the windows that
+    /// expired before stream time; their keys.
+    pub(crate) fn drain(
+        &mut self,
+        state: &dyn StateStore,
+        batch: &mut WriteBatch,
+    ) -> Result<Vec<Vec<u8>>> {
+        for k in self.created.drain(..) {
+            batch.put(k, Vec::new());
+        }
+        if self.stream_time == i64::MIN {
+            return Ok(Vec::new());
+        }
+        let from = [self.index.as_slice(), &ordered(i64::MIN)].concat();
+        let to = [self.index.as_slice(), &ordered(self.stream_time)].concat();
+        let mut expired = Vec::new();
+        for (k, _) in state.scan_range(&from, &to)? {
+            let key = k[self.index.len() + 8..].to_vec();
+            batch.delete(key.clone());
+            batch.delete(k);
+            expired.push(key);
+        }
+        Ok(expired)
+    }
+}
+
 struct AggregateOp {
     group: Vec<PhysExpr>,
     funcs: Vec<AggFunc>,
@@ -926,6 +1023,9 @@ struct AggregateOp {
     cache: HashMap<Vec<u8>, Option<GroupState>>,
     /// Set for a session-windowed aggregation.
     sessions: Option<Sessions>,
+    /// A tumbling or hopping aggregation: the position of the window's
+    /// start among the grouping columns, and the expiry of its windows.
+    windows: Option<(usize, Expiry)>,
 }
 
 /// The session window of a plan's aggregation, if it has one.
@@ -960,6 +1060,8 @@ struct Sessions {
     cache: HashMap<Vec<u8>, SessionSet>,
     /// Records dropped as late since the last [`Pipeline::take_late`].
     late: u64,
+    /// Sessions past their retention leave the store.
+    expiry: Expiry,
 }
 
 /// A session emitted by [`Sessions::add`].
@@ -999,6 +1101,7 @@ impl Sessions {
             time_dirty: false,
             cache: HashMap::new(),
             late: 0,
+            expiry: Expiry::new(&spec, [prefix, b"sx/"].concat()),
         })
     }
 
@@ -1064,6 +1167,7 @@ impl Sessions {
             self.stream_time = Some(ts);
             self.time_dirty = true;
         }
+        self.expiry.observe(ts);
         let time = time.max(ts);
         let (start_at, end_at) = (self.start_at, self.end_at);
         let base = group
@@ -1127,7 +1231,7 @@ impl Sessions {
         Ok(out)
     }
 
-    fn drain(&mut self, batch: &mut WriteBatch) -> Result<()> {
+    fn drain(&mut self, batch: &mut WriteBatch, state: &dyn StateStore) -> Result<()> {
         for (key, set) in std::mem::take(&mut self.cache) {
             for w in &set.stored {
                 if !set.now.contains_key(w) {
@@ -1135,9 +1239,14 @@ impl Sessions {
                 }
             }
             for (w, group) in &set.now {
+                if !set.stored.contains(w) {
+                    let k = self.set_key(&key, *w);
+                    self.expiry.track(w.1, &k);
+                }
                 batch.put(self.set_key(&key, *w), json(group)?);
             }
         }
+        self.expiry.drain(state, batch)?;
         if let (true, Some(t)) = (self.time_dirty, self.stream_time) {
             batch.put(self.time_key.clone(), t.to_be_bytes().to_vec());
             self.time_dirty = false;
@@ -1228,6 +1337,15 @@ impl AggregateOp {
                 .collect::<Result<Vec<_>>>()?;
             let key = json(&group_datums)?;
             let old = self.load(&key, state)?;
+            if let Some((start_at, expiry)) = &mut self.windows {
+                expiry.observe(input.rowtimes[row]);
+                if old.is_none() {
+                    if let Some(Datum::Int(start)) = group_datums.get(*start_at) {
+                        let k = [self.prefix.as_slice(), &key].concat();
+                        expiry.track(*start, &k);
+                    }
+                }
+            }
             let mut new = old.clone().unwrap_or_else(|| GroupState {
                 rows: 0,
                 accs: self.funcs.iter().map(|f| new_acc(*f)).collect(),
@@ -1264,9 +1382,9 @@ impl AggregateOp {
         output_row(&self.schema, &self.funcs, group, s)
     }
 
-    fn drain(&mut self, batch: &mut WriteBatch) -> Result<()> {
+    fn drain(&mut self, batch: &mut WriteBatch, state: &dyn StateStore) -> Result<()> {
         if let Some(sessions) = &mut self.sessions {
-            sessions.drain(batch)?;
+            sessions.drain(batch, state)?;
         }
         for (key, s) in std::mem::take(&mut self.cache) {
             let k = self.state_key(&key);
@@ -1274,6 +1392,10 @@ impl AggregateOp {
                 Some(s) => batch.put(k, json(&s)?),
                 None => batch.delete(k),
             }
+        }
+        // After the puts: a window expiring now is deleted.
+        if let Some((_, expiry)) = &mut self.windows {
+            expiry.drain(state, batch)?;
         }
         Ok(())
     }
@@ -1475,5 +1597,66 @@ mod acc_tests {
         let back: GroupState = serde_json::from_slice(&bytes).expect("infinite sums read back");
         assert!(matches!(back.accs[0], Acc::Sum { float, .. } if float == f64::INFINITY));
         assert!(matches!(back.accs[1], Acc::Avg { sum, n: 2 } if sum == f64::INFINITY));
+    }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+    use brook_storage::MemoryStateStore;
+
+    fn spec(retention_ms: Option<i64>) -> WindowSpec {
+        WindowSpec {
+            kind: WindowKind::Tumbling,
+            size_ms: 1000,
+            advance_ms: 1000,
+            grace_ms: 500,
+            retention_ms,
+            grace_given: true,
+        }
+    }
+
+    fn commit(state: &MemoryStateStore, expiry: &mut Expiry) -> Vec<Vec<u8>> {
+        let mut batch = WriteBatch::default();
+        let gone = expiry.drain(state, &mut batch).expect("drains");
+        state.commit(batch).expect("commits");
+        gone
+    }
+
+    #[test]
+    fn windows_leave_once_stream_time_passes_start_plus_retention() {
+        let state = MemoryStateStore::default();
+        let mut batch = WriteBatch::default();
+        for k in [b"a/w-2000".as_slice(), b"a/w0", b"a/w3000"] {
+            batch.put(k.to_vec(), b"state".to_vec());
+        }
+        state.commit(batch).expect("commits");
+        // Retention below size + grace is raised to it (1500 ms).
+        let mut expiry = Expiry::new(&spec(Some(100)), b"a/x/".to_vec());
+        expiry.track(-2000, b"a/w-2000");
+        expiry.track(0, b"a/w0");
+        expiry.track(3000, b"a/w3000");
+        assert!(commit(&state, &mut expiry).is_empty(), "no stream time yet");
+        expiry.observe(1500);
+        // -2000 + 1500 < 1500; 0 + 1500 is not before 1500.
+        assert_eq!(commit(&state, &mut expiry), vec![b"a/w-2000".to_vec()]);
+        expiry.observe(1501);
+        assert_eq!(commit(&state, &mut expiry), vec![b"a/w0".to_vec()]);
+        assert_eq!(state.get(b"a/w0").expect("reads"), None);
+        assert!(state.get(b"a/w3000").expect("reads").is_some());
+        // The index keeps only the window still retained.
+        assert_eq!(state.scan_prefix(b"a/x/").expect("scans").len(), 1);
+    }
+
+    #[test]
+    fn a_longer_retention_keeps_windows_longer() {
+        let state = MemoryStateStore::default();
+        let mut expiry = Expiry::new(&spec(Some(10_000)), b"x/".to_vec());
+        expiry.track(0, b"w0");
+        commit(&state, &mut expiry);
+        expiry.observe(9_999);
+        assert!(commit(&state, &mut expiry).is_empty());
+        expiry.observe(10_001);
+        assert_eq!(commit(&state, &mut expiry), vec![b"w0".to_vec()]);
     }
 }

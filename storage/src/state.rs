@@ -35,6 +35,8 @@ pub trait StateStore: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// All pairs whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// All pairs with `start <= key < end`, in key order.
+    fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Applies the batch atomically; when this returns it is durable (for
     /// persistent backends): all of it survives a crash, or none of it.
     fn commit(&self, batch: WriteBatch) -> Result<()>;
@@ -109,6 +111,19 @@ impl StateStore for SledStateStore {
             .collect()
     }
 
+    fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.tree
+            .range(start..end)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
     fn commit(&self, batch: WriteBatch) -> Result<()> {
         let mut b = sled::Batch::default();
         for (k, v) in batch.writes {
@@ -151,6 +166,17 @@ impl StateStore for MemoryStateStore {
             .collect())
     }
 
+    fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .range(start.to_vec()..end.to_vec())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     fn commit(&self, batch: WriteBatch) -> Result<()> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         for (k, v) in batch.writes {
@@ -185,6 +211,15 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
+        // A range is start-inclusive, end-exclusive; an empty one is empty.
+        let range: Vec<_> = store
+            .scan_range(b"a/2", b"b/1")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(range, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
+        assert!(store.scan_range(b"b/", b"a/").unwrap().is_empty());
         store.delete_prefix(b"a/").unwrap();
         assert!(store.scan_prefix(b"a/").unwrap().is_empty());
         assert_eq!(store.get(b"b/1").unwrap(), Some(b"z".to_vec()));
