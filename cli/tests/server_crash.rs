@@ -114,12 +114,16 @@ const SETUP: &str = "CREATE STREAM pageviews (user_id INT KEY, url STRING, ms BI
 
 /// A stream-table join and a query chained on it, in the second test's
 /// workload: every page view gets its user's name, and the chained count
-/// must match.
+/// must match; and a three-way join (page views, users, tiers).
 const JOIN_SETUP: &str = "CREATE TABLE users (user_id INT PRIMARY KEY, name STRING) WITH (PARTITIONS=3);
      INSERT INTO users (user_id, name) VALUES (0, 'u0'), (1, 'u1'), (2, 'u2'), (3, 'u3'), (4, 'u4'), (5, 'u5'), (6, 'u6'), (7, 'u7'), (8, 'u8'), (9, 'u9'), (10, 'u10'), (11, 'u11'), (12, 'u12');
      FLUSH;
      CREATE STREAM named AS SELECT p.user_id AS user_id, p.ms, u.name FROM pageviews p JOIN users u ON p.user_id = u.user_id;
-     CREATE TABLE named_counts AS SELECT user_id, COUNT(*) AS n FROM named GROUP BY user_id;";
+     CREATE TABLE named_counts AS SELECT user_id, COUNT(*) AS n FROM named GROUP BY user_id;
+     CREATE TABLE tiers (user_id INT PRIMARY KEY, tier STRING) WITH (PARTITIONS=3);
+     INSERT INTO tiers (user_id, tier) VALUES (0, 'a'), (1, 'b'), (2, 'a'), (3, 'b'), (4, 'a'), (5, 'b'), (6, 'a'), (7, 'b'), (8, 'a'), (9, 'b'), (10, 'a'), (11, 'b'), (12, 'a');
+     FLUSH;
+     CREATE STREAM tiered AS SELECT p.user_id AS user_id, p.ms, u.name, t.tier FROM pageviews p JOIN users u ON p.user_id = u.user_id JOIN tiers t ON p.user_id = t.user_id;";
 
 /// Windowed aggregations in the same workload: hourly tumbling windows, and
 /// sessions with a gap of an hour (one per user while the test runs, merged
@@ -287,6 +291,13 @@ async fn sigkill_during_concurrent_ingest_loses_nothing_and_counts_nothing_twice
         let mut in_log: Vec<i64> = ids.iter().copied().collect();
         in_log.sort_unstable();
         assert_eq!(joined, in_log, "round {round}: the join's output");
+        let mut tiered: Vec<i64> = rows(&client, "SELECT ms FROM tiered")
+            .await
+            .into_iter()
+            .map(|r| r[0].parse().expect("id"))
+            .collect();
+        tiered.sort_unstable();
+        assert_eq!(tiered, in_log, "round {round}: the three-way join's output");
         let chained: BTreeMap<i64, i64> = rows(&client, "SELECT user_id, n FROM named_counts")
             .await
             .into_iter()
@@ -302,7 +313,7 @@ async fn sigkill_during_concurrent_ingest_loses_nothing_and_counts_nothing_twice
             "round {round}: the windowed tables"
         );
         let queries = rows(&client, "SHOW QUERIES").await;
-        assert_eq!(queries.len(), 5);
+        assert_eq!(queries.len(), 6);
         assert!(queries.iter().all(|q| q[2] == "RUNNING"), "{queries:?}");
     }
     // The sink topic holds exactly one upsert per input row: no epoch was
