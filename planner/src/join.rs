@@ -150,7 +150,9 @@ fn input(catalog: &Catalog, factor: &TableFactor) -> Result<(Input, Option<JoinW
     let alias = alias
         .as_ref()
         .map_or_else(|| def.name.clone(), |a| a.name.value.clone());
-    let window = match with_hints.as_slice() {
+    // A `WINDOW` clause (on the first source) belongs to the joined rows.
+    let hints: Vec<&AstExpr> = with_hints.iter().filter(|h| !is_window(h)).collect();
+    let window = match hints.as_slice() {
         [] => None,
         [AstExpr::Function(f)] if f.name.to_string() == crate::parser::WITHIN => {
             let ast::FunctionArguments::List(l) = &f.args else {
@@ -192,6 +194,11 @@ fn input(catalog: &Catalog, factor: &TableFactor) -> Result<(Input, Option<JoinW
         }
     };
     Ok((Input { def, alias }, window))
+}
+
+/// Whether a table hint is a `WINDOW` clause (see `parser::WINDOW`).
+fn is_window(hint: &AstExpr) -> bool {
+    matches!(hint, AstExpr::Function(f) if f.name.to_string() == crate::parser::WINDOW)
 }
 
 /// Which input an expression's columns come from: 0 left, 1 right; `None`
@@ -552,12 +559,20 @@ pub fn prepare(
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(PlanError::Internal("a join query without SELECT".into()));
     };
+    let window_hint: Vec<AstExpr> = match select.from.first().map(|f| &f.relation) {
+        Some(TableFactor::Table { with_hints, .. }) => with_hints
+            .iter()
+            .filter(|h| is_window(h))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
     select.from = vec![TableWithJoins {
         relation: TableFactor::Table {
             name: ObjectName::from(vec![Ident::with_quote('"', JOINED)]),
             alias: None,
             args: None,
-            with_hints: vec![],
+            with_hints: window_hint,
             version: None,
             with_ordinality: false,
             partitions: vec![],

@@ -13,7 +13,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{
-    Location, Span, Token, TokenWithSpan, Tokenizer, Word,
+    Location, Span, Token, TokenWithSpan, Tokenizer, Whitespace, Word,
 };
 
 use crate::catalog::SourceKind;
@@ -684,6 +684,46 @@ fn duration_at(tokens: &[TokenWithSpan], i: usize) -> Result<(i64, usize)> {
     Ok((n.saturating_mul(unit), unit_at + 1))
 }
 
+/// When the last top-level `FROM` in `tokens` joins: the index just after
+/// its first source (and that source's alias).
+fn first_joined_relation_end(tokens: &[TokenWithSpan]) -> Option<usize> {
+    let mut depth = 0i32;
+    let mut from = None;
+    let mut joins = false;
+    for (i, t) in tokens.iter().enumerate() {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            tok if depth == 0 && is_word(tok, "FROM") => {
+                from = Some(i);
+                joins = false;
+            }
+            tok if depth == 0 && from.is_some() && is_word(tok, "JOIN") => joins = true,
+            _ => {}
+        }
+    }
+    let from = from.filter(|_| joins)?;
+    let name = next_meaningful(tokens, from + 1)?;
+    let mut end = name + 1;
+    // A qualified name: `a.b`.
+    while tokens.get(end).map(|t| &t.token) == Some(&Token::Period) {
+        end += 2;
+    }
+    let Some(next) = next_meaningful(tokens, end) else {
+        return Some(end);
+    };
+    let reserved = [
+        "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "OUTER", "CROSS", "WITH", "WHERE", "GROUP",
+    ];
+    match &tokens[next].token {
+        tok if is_word(tok, "AS") => next_meaningful(tokens, next + 1).map(|a| a + 1),
+        Token::Word(w) if !reserved.iter().any(|r| w.value.eq_ignore_ascii_case(r)) => {
+            Some(next + 1)
+        }
+        _ => Some(end),
+    }
+}
+
 /// What a `WINDOW TUMBLING|HOPPING|SESSION (…)` clause is read as: a table
 /// hint on the source, `WITH (__BROOK_WINDOW('TUMBLING', size_ms,
 /// advance_ms, grace_ms, retention_ms))`, -1 for what is not given.
@@ -778,22 +818,35 @@ fn rewrite_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
         }
         let span = t.span;
         let wrap = |token: Token| TokenWithSpan { token, span };
-        out.push(wrap(Token::make_keyword("WITH")));
-        out.push(wrap(Token::LParen));
-        out.push(wrap(Token::make_word(WINDOW, None)));
-        out.push(wrap(Token::LParen));
-        out.push(wrap(Token::SingleQuotedString(kind)));
+        let mut hint = vec![
+            wrap(Token::Whitespace(Whitespace::Space)),
+            wrap(Token::make_keyword("WITH")),
+            wrap(Token::LParen),
+            wrap(Token::make_word(WINDOW, None)),
+            wrap(Token::LParen),
+            wrap(Token::SingleQuotedString(kind)),
+        ];
         for ms in [size, advance, grace, retention] {
-            out.push(wrap(Token::Comma));
+            hint.push(wrap(Token::Comma));
             if ms < 0 {
-                out.push(wrap(Token::Minus));
-                out.push(wrap(Token::Number("1".into(), false)));
+                hint.push(wrap(Token::Minus));
+                hint.push(wrap(Token::Number("1".into(), false)));
             } else {
-                out.push(wrap(Token::Number(ms.to_string(), false)));
+                hint.push(wrap(Token::Number(ms.to_string(), false)));
             }
         }
-        out.push(wrap(Token::RParen));
-        out.push(wrap(Token::RParen));
+        hint.push(wrap(Token::RParen));
+        hint.push(wrap(Token::RParen));
+        hint.push(wrap(Token::Whitespace(Whitespace::Space)));
+        // After a join's ON condition a hint cannot be written: it goes on
+        // the first source instead (the join planner moves it to the
+        // joined rows).
+        match first_joined_relation_end(&out) {
+            Some(at) => {
+                out.splice(at..at, hint);
+            }
+            None => out.extend(hint),
+        }
         i = j;
     }
     Ok(out)
