@@ -134,21 +134,8 @@ async fn oracle(setup: &[String], sql: &str) -> Vec<Vec<String>> {
 }
 
 /// Runs `statements`, then feeds `input` one record at a time (as ksqlDB's
-/// tests do), each to `l` or `r`.
-async fn run(statements: &[&str], input: &[Input]) -> (tempfile::TempDir, Arc<Brook>) {
-    let sided: Vec<(usize, Input)> = input
-        .iter()
-        .map(|i| (usize::from(i.right), i.clone()))
-        .collect();
-    run_sided(statements, &sided).await
-}
-
-/// Runs `statements`, then feeds `input` one record at a time, each to its
-/// side's topic.
-async fn run_sided(
-    statements: &[&str],
-    input: &[(usize, Input)],
-) -> (tempfile::TempDir, Arc<Brook>) {
+/// tests do), each to its side's topic.
+async fn run(statements: &[&str], input: &[(usize, Input)]) -> (tempfile::TempDir, Arc<Brook>) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let brook = Brook::open_with(dir.path(), false)
         .await
@@ -275,34 +262,6 @@ fn side_view(input: &[(usize, Input)], side: usize, last: bool) -> String {
     }
 }
 
-/// [`compare`] for three inputs: `l`, `r` and `m`.
-fn compare_three(
-    statements: &[String],
-    input: &[(usize, Input)],
-    brook_sql: &str,
-    views: [String; 3],
-    oracle_sql: &str,
-) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"));
-    rt.block_on(async {
-        let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
-        let (_dir, brook) = run_sided(&refs, input).await;
-        let actual = rows(&brook, brook_sql).await;
-        let setup: Vec<String> = TOPICS
-            .iter()
-            .zip(views)
-            .map(|(name, view)| format!("CREATE VIEW {name} AS {view}"))
-            .collect();
-        let expected = oracle(&setup, oracle_sql).await;
-        brook.shutdown().await;
-        (actual, expected)
-    })
-}
-
 /// Runs `statements` over `input` in Brook and reads `brook_sql`; runs
 /// `oracle_sql` in DataFusion over the views `l` and `r`. Both results,
 /// rows sorted.
@@ -311,6 +270,22 @@ fn compare(
     input: &[Input],
     brook_sql: &str,
     views: [String; 2],
+    oracle_sql: &str,
+) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let sided: Vec<(usize, Input)> = input
+        .iter()
+        .map(|i| (usize::from(i.right), i.clone()))
+        .collect();
+    compare_sided(statements, &sided, brook_sql, &views, oracle_sql)
+}
+
+/// [`compare`] for inputs on any of the sides: `l`, `r` and `m`, with
+/// one view per side.
+fn compare_sided(
+    statements: &[String],
+    input: &[(usize, Input)],
+    brook_sql: &str,
+    views: &[String],
     oracle_sql: &str,
 ) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -322,15 +297,12 @@ fn compare(
         let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
         let (_dir, brook) = run(&refs, input).await;
         let actual = rows(&brook, brook_sql).await;
-        let [l, r] = views;
-        let expected = oracle(
-            &[
-                format!("CREATE VIEW l AS {l}"),
-                format!("CREATE VIEW r AS {r}"),
-            ],
-            oracle_sql,
-        )
-        .await;
+        let setup: Vec<String> = TOPICS
+            .iter()
+            .zip(views)
+            .map(|(name, view)| format!("CREATE VIEW {name} AS {view}"))
+            .collect();
+        let expected = oracle(&setup, oracle_sql).await;
         brook.shutdown().await;
         (actual, expected)
     })
@@ -568,11 +540,11 @@ proptest! {
         let mut statements = sources("TABLE", "TABLE");
         statements.push("CREATE TABLE m (k BIGINT PRIMARY KEY, v BIGINT) WITH (kafka_topic='m', format='JSON');".into());
         statements.push(format!("CREATE TABLE j AS SELECT {key}, l.v AS lv, r.v AS rv, m.v AS mv FROM l {j1} r ON l.k = r.k {j2} m ON l.k = m.k;"));
-        let (actual, expected) = compare_three(
+        let (actual, expected) = compare_sided(
             &statements,
             &input,
             "SELECT lv, rv, mv FROM j;",
-            [side_view(&input, 0, true), side_view(&input, 1, true), side_view(&input, 2, true)],
+            &[side_view(&input, 0, true), side_view(&input, 1, true), side_view(&input, 2, true)],
             &format!("SELECT l.v, r.v, m.v FROM l {j1} r ON l.k = r.k {j2} m ON COALESCE(l.k, r.k) = m.k"),
         );
         prop_assert_eq!(actual, expected);
@@ -603,11 +575,11 @@ proptest! {
             )
         };
         let filter = |left: bool, col: &str| if left { String::new() } else { format!(" AND {col} IS NOT NULL") };
-        let (actual, expected) = compare_three(
+        let (actual, expected) = compare_sided(
             &statements,
             &input,
             "SELECT l_k, lv, rv, mv FROM j;",
-            [side_view(&input, 0, false), side_view(&input, 1, false), side_view(&input, 2, false)],
+            &[side_view(&input, 0, false), side_view(&input, 1, false), side_view(&input, 2, false)],
             &format!(
                 "SELECT l.k, l.v, cr.v, cm.v FROM l                  LEFT JOIN ({}) cr ON cr.seq = l.seq                  LEFT JOIN ({}) cm ON cm.seq = l.seq                  WHERE true{}{}",
                 current("r"),
