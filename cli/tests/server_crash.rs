@@ -180,6 +180,17 @@ async fn stream_rows(client: &Client) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// The row ids (`ms`) a stream holds, sorted.
+async fn ids_in(client: &Client, stream: &str) -> Vec<i64> {
+    let mut ids: Vec<i64> = rows(client, &format!("SELECT ms FROM {stream}"))
+        .await
+        .into_iter()
+        .map(|r| r[0].parse().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
 /// The table: user → (count, sum).
 async fn table(client: &Client) -> BTreeMap<i64, (i64, i64)> {
     rows(client, "SELECT user_id, n, total FROM views_per_user")
@@ -282,22 +293,17 @@ async fn sigkill_during_concurrent_ingest_loses_nothing_and_counts_nothing_twice
         assert_eq!(table(&client).await, expected, "round {round}");
         // The join saw every row exactly once, and so did the query
         // chained on it.
-        let mut joined: Vec<i64> = rows(&client, "SELECT ms FROM named")
-            .await
-            .into_iter()
-            .map(|r| r[0].parse().expect("id"))
-            .collect();
-        joined.sort_unstable();
-        let mut in_log: Vec<i64> = ids.iter().copied().collect();
-        in_log.sort_unstable();
-        assert_eq!(joined, in_log, "round {round}: the join's output");
-        let mut tiered: Vec<i64> = rows(&client, "SELECT ms FROM tiered")
-            .await
-            .into_iter()
-            .map(|r| r[0].parse().expect("id"))
-            .collect();
-        tiered.sort_unstable();
-        assert_eq!(tiered, in_log, "round {round}: the three-way join's output");
+        let in_log: Vec<i64> = ids.iter().copied().collect();
+        assert_eq!(
+            ids_in(&client, "named").await,
+            in_log,
+            "round {round}: the join's output"
+        );
+        assert_eq!(
+            ids_in(&client, "tiered").await,
+            in_log,
+            "round {round}: the three-way join's output"
+        );
         let chained: BTreeMap<i64, i64> = rows(&client, "SELECT user_id, n FROM named_counts")
             .await
             .into_iter()
