@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use brook_planner::binder::InsertRow;
-use brook_planner::catalog::{SourceDef, SourceKind, WindowKind};
+use brook_planner::catalog::{SourceDef, SourceKind};
 use brook_planner::plan::{PullPlan, StreamPlan};
 use brook_storage::{
     CatalogStore, CleanupPolicy, FlushPolicy, LogConfig, LogStore, MemoryStateStore, Record,
@@ -783,13 +783,8 @@ impl Engine {
                     let k = [mv_prefix(&sink.name), key.clone()].concat();
                     if let (Some(expiry), Some(row)) = (&mut mv_expiry, mv) {
                         expiry.observe(r.record.timestamp);
-                        if let (Some((start, end)), Some(spec)) = (row.window, sink.window) {
-                            let at = if spec.kind == WindowKind::Session {
-                                end
-                            } else {
-                                start
-                            };
-                            expiry.track(at, &k);
+                        if let Some(window) = row.window {
+                            expiry.track_window(window, &k);
                         }
                     }
                     match mv {

@@ -944,9 +944,12 @@ struct GroupState {
 pub(crate) struct Expiry {
     index: Vec<u8>,
     retention: i64,
+    /// Session windows expire by their end, the others by their start.
+    by_end: bool,
     stream_time: i64,
-    /// Index entries of the windows created this epoch.
-    created: Vec<Vec<u8>>,
+    /// Index entries of the windows created this epoch (a window updated
+    /// many times is indexed once).
+    created: std::collections::BTreeSet<Vec<u8>>,
 }
 
 /// A time as bytes that sort as the time does (negative times too).
@@ -964,8 +967,9 @@ impl Expiry {
         Expiry {
             index,
             retention,
+            by_end: spec.kind == WindowKind::Session,
             stream_time: i64::MIN,
-            created: Vec::new(),
+            created: Default::default(),
         }
     }
 
@@ -977,7 +981,7 @@ impl Expiry {
     /// A window created at `key` in the state store, keeping it until
     /// `at` (its start, or a session's end) plus the retention.
     pub(crate) fn track(&mut self, at: i64, key: &[u8]) {
-        self.created.push(
+        self.created.insert(
             [
                 self.index.as_slice(),
                 &ordered(at.saturating_add(self.retention)),
@@ -987,6 +991,12 @@ impl Expiry {
         );
     }
 
+    /// A window `(start, end)` stored at `key`: [`Expiry::track`] by the
+    /// bound its kind expires by.
+    pub(crate) fn track_window(&mut self, (start, end): (i64, i64), key: &[u8]) {
+        self.track(if self.by_end { end } else { start }, key);
+    }
+
     /// Writes the index entries of this epoch and deletes the windows that
     /// expired before stream time; their keys.
     pub(crate) fn drain(
@@ -994,7 +1004,7 @@ impl Expiry {
         state: &dyn StateStore,
         batch: &mut WriteBatch,
     ) -> Result<Vec<Vec<u8>>> {
-        for k in self.created.drain(..) {
+        for k in std::mem::take(&mut self.created) {
             batch.put(k, Vec::new());
         }
         if self.stream_time == i64::MIN {
@@ -1241,7 +1251,7 @@ impl Sessions {
             for (w, group) in &set.now {
                 if !set.stored.contains(w) {
                     let k = self.set_key(&key, *w);
-                    self.expiry.track(w.1, &k);
+                    self.expiry.track_window(*w, &k);
                 }
                 batch.put(self.set_key(&key, *w), json(group)?);
             }
