@@ -384,6 +384,15 @@ fn kind_of(op: &JoinOperator) -> Result<(JoinKind, &AstExpr)> {
     }
 }
 
+/// A refused outer join kind in ksqlDB's messages.
+fn outer_words(kind: JoinKind) -> &'static str {
+    if kind == JoinKind::Full {
+        "full-outer"
+    } else {
+        "right"
+    }
+}
+
 fn join_words(kind: JoinKind) -> &'static str {
     match kind {
         JoinKind::Inner => "[INNER] JOIN",
@@ -783,11 +792,7 @@ fn plan_step(
             if matches!(kind, JoinKind::Full | JoinKind::Right) {
                 return Err(PlanError::Invalid(format!(
                     "Invalid join type: {} join not supported for stream-table join. {got}",
-                    if kind == JoinKind::Full {
-                        "full-outer"
-                    } else {
-                        "right"
-                    }
+                    outer_words(kind)
                 )));
             }
         }
@@ -818,11 +823,7 @@ fn plan_step(
                 if matches!(kind, JoinKind::Full | JoinKind::Right) {
                     return Err(PlanError::Invalid(format!(
                         "Invalid join type: {} join not supported for foreign-key table-table join. {got}",
-                        if kind == JoinKind::Full {
-                            "full-outer"
-                        } else {
-                            "right"
-                        }
+                        outer_words(kind)
                     )));
                 }
                 if left.def.key_columns().next().is_none() {
