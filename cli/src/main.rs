@@ -39,6 +39,16 @@ struct Cli {
     /// MS milliseconds of acknowledged writes) or `never` (left to the OS).
     #[arg(long, global = true, env = "BROOK_LOG_FLUSH", default_value = "always")]
     log_flush: brook_server::FlushPolicy,
+    /// Origins (scheme://host:port, comma-separated; `*` for any) whose web
+    /// pages may call the HTTP API. By default only same-origin pages and
+    /// non-browser clients may.
+    #[arg(
+        long,
+        global = true,
+        env = "BROOK_HTTP_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    http_allowed_origins: Vec<String>,
     /// Open the REPL against a running server instead (e.g. http://127.0.0.1:8088).
     #[arg(long)]
     server: Option<String>,
@@ -55,10 +65,30 @@ enum Command {
         /// The script.
         file: PathBuf,
     },
+    /// Inspect or repair the catalog of a stopped Brook (--data-dir).
+    Catalog {
+        #[command(subcommand)]
+        what: CatalogWhat,
+    },
     /// Measure Brook against the machine it runs on.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogWhat {
+    /// Print each catalog record: offset, command number, statement (or
+    /// what is wrong with it).
+    List,
+    /// Keep the records before OFFSET and drop the rest (the damaged record
+    /// and the commands after it), after copying the catalog aside to
+    /// DATA_DIR/catalog-backup-<ms>/. Statements dropped can be run again.
+    Truncate {
+        /// The offset of the first record to drop.
+        #[arg(long)]
+        at: u64,
     },
 }
 
@@ -146,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             },
             ..Default::default()
         },
+        http_allowed_origins: cli.http_allowed_origins.clone(),
     };
     match cli.command {
         Some(Command::Server) => rt.block_on(run_server(config)),
@@ -157,6 +188,7 @@ fn main() -> anyhow::Result<()> {
                     read_mb,
                 },
         }) => bench_log(&dir, seconds, read_mb),
+        Some(Command::Catalog { what }) => catalog(&cli.data_dir, what),
         Some(Command::Run { file }) => {
             let script = std::fs::read_to_string(&file)
                 .with_context(|| format!("could not read {}", file.display()))?;
@@ -188,6 +220,29 @@ fn main() -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// `brook catalog list|truncate`.
+fn catalog(data_dir: &std::path::Path, what: CatalogWhat) -> anyhow::Result<()> {
+    match what {
+        CatalogWhat::List => {
+            for r in brook_server::repair::catalog_records(data_dir)? {
+                let seq = r.seq.map_or("-".to_string(), |s| s.to_string());
+                match r.statement {
+                    Ok(sql) => println!("{:>8} {:>8}  {}", r.offset, seq, sql.trim()),
+                    Err(why) => println!("{:>8} {:>8}  DAMAGED: {why}", r.offset, seq),
+                }
+            }
+        }
+        CatalogWhat::Truncate { at } => {
+            let (backup, kept) = brook_server::repair::truncate_catalog(data_dir, at)?;
+            println!(
+                "kept {kept} command(s) before offset {at}; the old catalog is in {}",
+                backup.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Starts the embedded server; listeners that cannot bind are skipped with a warning.

@@ -10,8 +10,8 @@ use brook_planner::binder::InsertRow;
 use brook_planner::catalog::{SourceDef, SourceKind};
 use brook_planner::plan::{PullPlan, StreamPlan};
 use brook_storage::{
-    CatalogStore, CleanupPolicy, FlushPolicy, LogConfig, LogStore, MemoryStateStore, Record,
-    RecoveryAction, SledStateStore, StateStore, StorageError, StoredRecord, TopicConfig,
+    CatalogStore, CleanupPolicy, DirLock, FlushPolicy, LogConfig, LogStore, MemoryStateStore,
+    Record, RecoveryAction, SledStateStore, StateStore, StorageError, StoredRecord, TopicConfig,
     WriteBatch,
 };
 use datafusion::arrow::array::RecordBatch;
@@ -142,6 +142,8 @@ impl EngineConfig {
 
 /// Brook's engine: one per data directory.
 pub struct Engine {
+    /// This process's hold on the data directory, until shutdown.
+    lock: Mutex<Option<DirLock>>,
     log: Arc<LogStore>,
     state: Arc<dyn StateStore>,
     catalog: CatalogStore,
@@ -205,6 +207,12 @@ impl Engine {
     /// moved aside to `meta.unreadable-<ms>` and rebuilt from the log, and
     /// tables say "not ready" to pull queries until their query caught up.
     pub fn open_with(data_dir: &Path, config: EngineConfig) -> Result<Arc<Engine>> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StorageError::Io {
+            action: "create directory",
+            path: data_dir.into(),
+            source,
+        })?;
+        let lock = DirLock::acquire(data_dir)?;
         let log = Arc::new(LogStore::open(data_dir.join("log"), config.log)?);
         for r in log.recovery_reports() {
             match &r.action {
@@ -242,7 +250,7 @@ impl Engine {
         };
         let sled_state = SledStateStore::open(&db)?.with_sync(config.durable_state);
         let initialized = sled_state.get(INITIALIZED_KEY)?.is_some();
-        let state_lost = !initialized && !catalog.entries()?.is_empty();
+        let state_lost = !initialized && !catalog.records()?.is_empty();
         if state_lost {
             tracing::warn!(
                 "state store is empty but the catalog is not: rebuilding state from the log"
@@ -258,6 +266,7 @@ impl Engine {
         let state: Arc<dyn StateStore> = Arc::new(sled_state);
         let (appended, _) = watch::channel(0);
         let engine = Arc::new(Engine {
+            lock: Mutex::new(Some(lock)),
             log,
             state,
             catalog,
@@ -554,6 +563,8 @@ impl Engine {
         for q in queries {
             let _ = q.handle.await;
         }
+        // Nothing writes any more: another engine may open the directory.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Waits until every persistent query has processed everything appended

@@ -17,14 +17,26 @@ pub enum ServerError {
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// A catalog command could not be encoded or decoded.
-    #[error("invalid catalog command {seq}: {reason}")]
+    /// A catalog record cannot be replayed: Brook does not start.
+    #[error(
+        "the catalog record at offset {offset}{} cannot be replayed: {reason}; Brook will not start with a damaged catalog (see `brook catalog --help`: `brook catalog list` shows the records, `brook catalog truncate --at {offset}` keeps those before it, after a backup)",
+        seq.map(|s| format!(" (command {s})")).unwrap_or_default()
+    )]
     Catalog {
-        /// Its sequence number.
-        seq: u64,
+        /// Its offset in the catalog topic.
+        offset: u64,
+        /// Its sequence number, when it could be read.
+        seq: Option<u64>,
         /// What is wrong.
         reason: String,
     },
+    /// The statement would touch a topic it may not (an internal topic, or
+    /// a write to a read-only one).
+    #[error("{0}")]
+    Forbidden(String),
+    /// An HTTP request body of a type the API does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The request is malformed (HTTP body, property, …).
     #[error("{0}")]
     BadRequest(String),
@@ -72,6 +84,8 @@ impl ServerError {
             },
             ServerError::Storage(s) => storage_state(s),
             ServerError::Catalog { .. } => "XX001",
+            ServerError::Forbidden(_) => "42501",
+            ServerError::UnsupportedMediaType(_) => "08P01",
             ServerError::BadRequest(_) => "08P01",
             ServerError::Listen { .. } => "58000",
         }
@@ -91,6 +105,8 @@ impl ServerError {
             ServerError::Exec(_) => "execution_error",
             ServerError::Storage(_) => "storage_error",
             ServerError::Catalog { .. } => "catalog_corrupt",
+            ServerError::Forbidden(_) => "forbidden",
+            ServerError::UnsupportedMediaType(_) => "unsupported_media_type",
             ServerError::BadRequest(_) => "bad_request",
             ServerError::Listen { .. } => "listen_failed",
         }
@@ -98,6 +114,11 @@ impl ServerError {
 
     /// The HTTP status of the error.
     pub fn http_status(&self) -> StatusCode {
+        match self {
+            ServerError::Forbidden(_) => return StatusCode::FORBIDDEN,
+            ServerError::UnsupportedMediaType(_) => return StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => {}
+        }
         match &self.sqlstate()[..2] {
             "42" | "0A" | "22" | "2B" | "08" => StatusCode::BAD_REQUEST,
             "57" | "55" | "53" => StatusCode::SERVICE_UNAVAILABLE,
@@ -107,10 +128,11 @@ impl ServerError {
 
     /// ksqlDB's numeric `error_code` for the HTTP API.
     pub fn ksql_error_code(&self) -> u32 {
-        if self.http_status() == StatusCode::BAD_REQUEST {
-            40001
-        } else {
-            50000
+        match self.http_status() {
+            StatusCode::BAD_REQUEST => 40001,
+            StatusCode::FORBIDDEN => 40300,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => 41500,
+            _ => 50000,
         }
     }
 }
@@ -131,5 +153,7 @@ fn storage_state(e: &StorageError) -> &'static str {
         StorageError::TooLarge(_) => "54000",
         StorageError::Sled(_) => "58030",
         StorageError::Metadata { .. } => "42602",
+        StorageError::CatalogRecord { .. } => "XX001",
+        StorageError::Locked(_) => "55006",
     }
 }

@@ -1,5 +1,10 @@
 //! ksqlDB's HTTP API: `POST /ksql`, `POST /query-stream`, `GET /info`,
-//! `GET /healthcheck`.
+//! `GET /healthcheck`. Every request passes [`guard`] first (Host, Origin
+//! and content-type checks that keep web pages out).
+
+mod guard;
+
+pub use guard::HttpPolicy;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,8 +24,14 @@ use crate::error::ServerError;
 use crate::render::{scalar_json, type_name};
 use crate::session::{Brook, Output, Session};
 
-/// The router of the HTTP API.
+/// The router of the HTTP API, with the default policy (a loopback
+/// listener, no cross-origin callers).
 pub fn router(brook: Arc<Brook>) -> Router {
+    router_with(brook, HttpPolicy::default())
+}
+
+/// The router of the HTTP API under `policy`.
+pub fn router_with(brook: Arc<Brook>, policy: HttpPolicy) -> Router {
     Router::new()
         .route("/ksql", post(ksql))
         .route("/query-stream", post(query_stream))
@@ -28,6 +39,10 @@ pub fn router(brook: Arc<Brook>) -> Router {
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
         .with_state(brook)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(policy),
+            guard::guard,
+        ))
 }
 
 impl IntoResponse for ServerError {

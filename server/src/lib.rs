@@ -5,14 +5,18 @@
 //! [`Session`] turns SQL text into [`Output`]s (command results, rows, or a
 //! live change stream). The front ends are thin: [`pg`] speaks the Postgres
 //! wire protocol, [`http`] ksqlDB's REST API. Errors become SQLSTATEs and
-//! HTTP statuses in one place, [`error`].
+//! HTTP statuses in one place, [`error`]. [`access`] says which topics
+//! statements may use (internal topics are Brook's alone); [`repair`] is
+//! the offline repair of a damaged catalog.
 //!
 //! Start with [`serve`], which binds both listeners for a [`Config`].
 
+pub mod access;
 pub mod error;
 pub mod http;
 pub mod pg;
 pub mod render;
+pub mod repair;
 mod session;
 
 use std::net::SocketAddr;
@@ -39,6 +43,8 @@ pub struct Config {
     pub http_listen: Option<SocketAddr>,
     /// Storage settings (`log.flush`, segment sizes, maintenance).
     pub engine: EngineConfig,
+    /// Origins whose web pages may call the HTTP API (`*`: any).
+    pub http_allowed_origins: Vec<String>,
 }
 
 /// A running server: the instance and the addresses actually bound.
@@ -72,7 +78,8 @@ pub async fn serve(config: &Config) -> Result<Running> {
                 source,
             })?;
         running.http_addr = listener.local_addr().ok();
-        let app = http::router(Arc::clone(&brook));
+        let policy = http::HttpPolicy::for_listener(addr, config.http_allowed_origins.clone());
+        let app = http::router_with(Arc::clone(&brook), policy);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "http server stopped");

@@ -20,6 +20,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
+use crate::access::{self, TopicUse};
 use crate::error::{Result, ServerError};
 
 /// What a statement produced.
@@ -63,8 +64,8 @@ pub enum Output {
 
 /// A persisted catalog command: the text of a DDL statement that succeeded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct CatalogCommand {
-    sql: String,
+pub(crate) struct CatalogCommand {
+    pub(crate) sql: String,
     /// Session properties in force when it ran (they choose defaults such
     /// as the value format), so that replay resolves it the same way.
     #[serde(default)]
@@ -73,6 +74,23 @@ struct CatalogCommand {
     /// count wins over the statement's), so that replay gives it again.
     #[serde(default)]
     partitions: Option<u32>,
+    /// Set on the marker `brook catalog truncate` writes in place of the
+    /// commands it dropped: replay skips it, and its sequence number keeps
+    /// later commands (and their query ids) from reusing a dropped one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dropped: Option<String>,
+}
+
+impl CatalogCommand {
+    /// The marker that stands for commands a repair dropped.
+    pub(crate) fn dropped(why: String) -> CatalogCommand {
+        CatalogCommand {
+            sql: String::new(),
+            properties: BTreeMap::new(),
+            partitions: None,
+            dropped: Some(why),
+        }
+    }
 }
 
 /// Format defaults from ksqlDB's `ksql.persistence.default.format.*`
@@ -133,10 +151,26 @@ impl Brook {
         let engine = Engine::open_with(data_dir, config)?;
         let mut catalog = Catalog::default();
         let mut plans: BTreeMap<String, StreamPlan> = BTreeMap::new();
-        for (seq, bytes) in engine.catalog_store().entries()? {
-            let bad = |reason: String| ServerError::Catalog { seq, reason };
+        let entries = engine.catalog_store().entries().map_err(|e| match e {
+            brook_storage::StorageError::CatalogRecord { offset, reason } => ServerError::Catalog {
+                offset,
+                seq: None,
+                reason,
+            },
+            e => e.into(),
+        })?;
+        for entry in entries {
+            let seq = entry.seq;
+            let bad = |reason: String| ServerError::Catalog {
+                offset: entry.offset,
+                seq: Some(seq),
+                reason,
+            };
             let cmd: CatalogCommand =
-                serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                serde_json::from_slice(&entry.command).map_err(|e| bad(e.to_string()))?;
+            if cmd.dropped.is_some() {
+                continue;
+            }
             let parsed = parser::parse_statement(&cmd.sql).map_err(|e| bad(e.to_string()))?;
             let created = apply_ddl(&mut catalog, &parsed, seq, &cmd.properties, cmd.partitions)
                 .map_err(|e| bad(e.to_string()))?;
@@ -578,6 +612,7 @@ impl Session {
                 rows,
             } => {
                 let (def, rows) = plan_insert(&brook.catalog(), target, columns, rows)?;
+                access::check(&def.topic, TopicUse::Write)?;
                 // The append fsyncs: keep it off the async worker threads.
                 let engine = Arc::clone(&brook.engine);
                 let n = tokio::task::spawn_blocking(move || engine.insert(&def, &rows))
@@ -653,6 +688,7 @@ impl Session {
                         .find(|n| n.eq_ignore_ascii_case(topic))
                         .unwrap_or_else(|| topic.clone())
                 };
+                access::check(&name, TopicUse::Read)?;
                 if !log.topic_exists(&name) {
                     return Err(ServerError::Storage(
                         brook_storage::StorageError::TopicNotFound(name),
@@ -1090,6 +1126,11 @@ impl Brook {
                 let mut next = catalog.clone();
                 let created = apply_ddl(&mut next, &parsed, seq, properties, None)?;
                 let def = next.source(name)?.clone();
+                let topic_use = match parsed.statement {
+                    Statement::CreateAsSelect { .. } => TopicUse::Write,
+                    _ => TopicUse::Declare,
+                };
+                access::check(&def.topic, topic_use)?;
                 if let Some(p) = self.engine.topic_partitions(&def.topic) {
                     if p != def.partitions
                         && matches!(parsed.statement, Statement::CreateSource { .. })
@@ -1191,7 +1232,10 @@ impl Brook {
                     query_id: None,
                 }
             }
-            Statement::InsertSelect { .. } => {
+            Statement::InsertSelect { target, .. } => {
+                if let Some(def) = catalog.sources.get(target) {
+                    access::check(&def.topic, TopicUse::Write)?;
+                }
                 let created = self.commit_ddl(&catalog, &parsed, seq, properties)?;
                 let id = format!("INSERTQUERY_{seq}");
                 if let Some((id, plan)) = created {
@@ -1263,6 +1307,7 @@ impl Brook {
                     .into());
                 }
                 if *delete_topic {
+                    access::check(&def.topic, TopicUse::Delete)?;
                     let sharing: Vec<&str> = catalog
                         .sources
                         .values()
@@ -1366,6 +1411,7 @@ impl Brook {
                 sql: sql.to_string(),
                 properties: properties.clone(),
                 partitions: None,
+                dropped: None,
             },
         )
     }
@@ -1383,15 +1429,14 @@ impl Brook {
                 sql: sql.to_string(),
                 properties: properties.clone(),
                 partitions: Some(partitions),
+                dropped: None,
             },
         )
     }
 
     fn write_command(&self, seq: u64, command: CatalogCommand) -> Result<()> {
-        let cmd = serde_json::to_vec(&command).map_err(|e| ServerError::Catalog {
-            seq,
-            reason: e.to_string(),
-        })?;
+        let cmd = serde_json::to_vec(&command)
+            .map_err(|e| PlanError::Internal(format!("catalog command {seq}: {e}")))?;
         self.engine.catalog_store().append(seq, &cmd)?;
         Ok(())
     }

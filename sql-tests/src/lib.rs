@@ -213,6 +213,7 @@ impl PgwireDb {
             pg_listen: Some(([127, 0, 0, 1], 0).into()),
             http_listen: None,
             engine: brook_server::EngineConfig::default(),
+            http_allowed_origins: Vec::new(),
         };
         let running = brook_server::serve(&config)
             .await

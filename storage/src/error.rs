@@ -56,6 +56,17 @@ pub enum StorageError {
     /// The sled database failed.
     #[error("state store error: {0}")]
     Sled(#[from] sled::Error),
+    /// Another process holds the data directory.
+    #[error("data directory \"{}\" is in use by another Brook process", .0.display())]
+    Locked(PathBuf),
+    /// A record of the catalog topic cannot be read as a catalog command.
+    #[error("catalog record at offset {offset} is damaged: {reason}")]
+    CatalogRecord {
+        /// Its offset in the catalog topic.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// Metadata could not be encoded or decoded.
     #[error("invalid metadata in \"{}\": {reason}", path.display())]
     Metadata {

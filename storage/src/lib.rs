@@ -14,7 +14,9 @@
 //!   applies one [`WriteBatch`] atomically and durably: the unit of an epoch.
 //!   [`SledStateStore`] backs it on disk, [`MemoryStateStore`] in memory.
 //! - [`CatalogStore`] is the ordered command log of DDL that succeeded,
-//!   replayed at start to rebuild the catalog.
+//!   replayed at start to rebuild the catalog, in an internal topic:
+//!   topics named `_brook_…` ([`is_internal_topic`]) are Brook's alone.
+//! - [`DirLock`] keeps a data directory to one process.
 //!
 //! Layers, lowest first: [`vfs`] (the file system, real or simulated) →
 //! `log::record` (framing) → `log::segment` and `log::index` (segment files
@@ -27,12 +29,16 @@
 pub mod bench;
 mod catalog;
 mod error;
+mod lock;
 pub mod log;
 mod state;
 pub mod vfs;
 
-pub use catalog::{CatalogStore, CATALOG_TOPIC};
+pub use catalog::{
+    is_internal_topic, CatalogEntry, CatalogStore, CATALOG_TOPIC, INTERNAL_TOPIC_PREFIX,
+};
 pub use error::{Result, StorageError};
+pub use lock::{DirLock, LOCK_FILE};
 pub use log::{
     CleanupPolicy, FlushPolicy, LogConfig, LogStore, PartitionStats, Record, RecoveryAction,
     RecoveryReport, StoredRecord, TopicConfig,

@@ -1,0 +1,155 @@
+//! The HTTP API on localhost is safe from web pages: statement endpoints
+//! take only JSON content types, the `Host` must be the loopback (DNS
+//! rebinding), and cross-origin requests need `--http-allowed-origins`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use brook_server::http::{router_with, HttpPolicy};
+use brook_server::Brook;
+use tower::ServiceExt;
+
+const SHOW: &str = r#"{"ksql": "SHOW STREAMS;"}"#;
+
+async fn send(
+    brook: &Arc<Brook>,
+    policy: &HttpPolicy,
+    req: Request<Body>,
+) -> (StatusCode, String, Option<String>) {
+    let response = router_with(Arc::clone(brook), policy.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = response.status();
+    let acao = response
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned(), acao)
+}
+
+fn post(content_type: Option<&str>, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::post("/ksql");
+    if let Some(c) = content_type {
+        b = b.header("content-type", c);
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Body::from(SHOW)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_cannot_reach_a_loopback_brook() {
+    let dir = tempfile::tempdir().unwrap();
+    let brook = Brook::open_with(dir.path(), false).await.unwrap();
+    let local = HttpPolicy::for_listener(([127, 0, 0, 1], 8088).into(), vec![]);
+
+    // A JSON request from a client (curl, a ksqlDB client) works.
+    let host = [("host", "localhost:8088")];
+    let (s, _, _) = send(&brook, &local, post(Some("application/json"), &host)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = send(
+        &brook,
+        &local,
+        post(
+            Some("application/vnd.ksql.v1+json; charset=utf-8"),
+            &[("host", "127.0.0.1:8088")],
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // What a page may send without a preflight is refused.
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let (s, body, _) = send(&brook, &local, post(ct, &host)).await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}: {body}");
+        assert!(body.contains("\"error_code\":41500"), "{body}");
+    }
+
+    // DNS rebinding: a page's own name, pointed at 127.0.0.1.
+    let (s, body, _) = send(
+        &brook,
+        &local,
+        post(Some("application/json"), &[("host", "evil.example:8088")]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("DNS rebinding"), "{body}");
+
+    // Cross-origin requests are refused unless allowed.
+    let evil = [
+        ("host", "localhost:8088"),
+        ("origin", "http://evil.example"),
+    ];
+    let (s, body, _) = send(&brook, &local, post(Some("application/json"), &evil)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("--http-allowed-origins"), "{body}");
+    let (s, _, _) = send(
+        &brook,
+        &local,
+        post(
+            Some("application/json"),
+            &[("host", "localhost:8088"), ("origin", "null")],
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // Same-origin pages (a console served by Brook itself) pass.
+    let same = [
+        ("host", "localhost:8088"),
+        ("origin", "http://localhost:8088"),
+    ];
+    let (s, _, acao) = send(&brook, &local, post(Some("application/json"), &same)).await;
+    assert_eq!((s, acao), (StatusCode::OK, None));
+
+    // An allowed origin gets its preflight answered and CORS headers.
+    let allowed = HttpPolicy::for_listener(
+        ([127, 0, 0, 1], 8088).into(),
+        vec!["http://localhost:3000".into()],
+    );
+    let app = [
+        ("host", "localhost:8088"),
+        ("origin", "http://localhost:3000"),
+    ];
+    let (s, _, acao) = send(&brook, &allowed, post(Some("application/json"), &app)).await;
+    assert_eq!(
+        (s, acao.as_deref()),
+        (StatusCode::OK, Some("http://localhost:3000"))
+    );
+    let preflight = Request::builder()
+        .method("OPTIONS")
+        .uri("/ksql")
+        .header("host", "localhost:8088")
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, acao) = send(&brook, &allowed, preflight).await;
+    assert_eq!(
+        (s, acao.as_deref()),
+        (StatusCode::NO_CONTENT, Some("http://localhost:3000"))
+    );
+    let (s, _, _) = send(&brook, &allowed, post(Some("application/json"), &evil)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // A listener on every interface cannot know its names: any Host.
+    let wide = HttpPolicy::for_listener(([0, 0, 0, 0], 8088).into(), vec![]);
+    let (s, _, _) = send(
+        &brook,
+        &wide,
+        post(Some("application/json"), &[("host", "brook.internal:8088")]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    brook.shutdown().await;
+}
