@@ -49,6 +49,16 @@ struct Cli {
         value_delimiter = ','
     )]
     http_allowed_origins: Vec<String>,
+    /// The longest SQL text one request may send, in bytes (checked before
+    /// parsing; scripts run with `brook run` are split into statements first).
+    #[arg(long, global = true, env = "BROOK_MAX_STATEMENT_BYTES", default_value_t = brook_server::Limits::default().max_statement_bytes)]
+    max_statement_bytes: usize,
+    /// Open connections allowed per front end (pgwire, HTTP).
+    #[arg(long, global = true, env = "BROOK_MAX_CONNECTIONS", default_value_t = brook_server::Limits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a pull query may run before it is cancelled.
+    #[arg(long, global = true, env = "BROOK_STATEMENT_TIMEOUT", default_value_t = brook_server::Limits::default().statement_timeout.as_secs_f64())]
+    statement_timeout: f64,
     /// Open the REPL against a running server instead (e.g. http://127.0.0.1:8088).
     #[arg(long)]
     server: Option<String>,
@@ -177,6 +187,12 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
         http_allowed_origins: cli.http_allowed_origins.clone(),
+        limits: brook_server::Limits {
+            max_statement_bytes: cli.max_statement_bytes,
+            max_connections: cli.max_connections,
+            statement_timeout: std::time::Duration::try_from_secs_f64(cli.statement_timeout)
+                .context("--statement-timeout must be a number of seconds")?,
+        },
     };
     match cli.command {
         Some(Command::Server) => rt.block_on(run_server(config)),

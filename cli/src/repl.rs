@@ -83,6 +83,15 @@ pub async fn run_script(backend: &mut Backend, script: &str) -> bool {
 }
 
 async fn run_embedded(session: &mut Session, script: &str) -> anyhow::Result<()> {
+    // A local script may be longer than one request may be: parse and run
+    // it a statement at a time (each DEFINE then applies to what follows).
+    for piece in brook_server::split_script(script)? {
+        run_embedded_statements(session, &piece).await?;
+    }
+    Ok(())
+}
+
+async fn run_embedded_statements(session: &mut Session, script: &str) -> anyhow::Result<()> {
     for parsed in session.parse(script)? {
         match session.execute_parsed(parsed).await? {
             Output::Command { message, .. } => println!("{message}"),

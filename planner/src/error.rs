@@ -32,6 +32,10 @@ pub enum PlanError {
     /// The object is in use and cannot be dropped.
     #[error("{0}")]
     InUse(String),
+    /// The statement nests deeper than Brook's limits ("statement too
+    /// complex", SQLSTATE 54001).
+    #[error("{0}")]
+    TooComplex(String),
     /// DataFusion failed while planning.
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),

@@ -25,6 +25,16 @@ use crate::types::SqlType;
 /// with an error (instead of overflowing the stack).
 const RECURSION_LIMIT: usize = 64;
 
+mod depth;
+
+pub use depth::MAX_EXPR_DEPTH;
+
+/// How many operators one chain (operands joined at one nesting level,
+/// between commas and clauses) may hold. Checked on the tokens, before
+/// sqlparser builds the chain as a tree as deep as it is long; the exact
+/// depth limit ([`MAX_EXPR_DEPTH`]) is checked on the tree afterwards.
+const MAX_CHAIN_OPERATORS: usize = 4 * MAX_EXPR_DEPTH;
+
 /// A parsed statement and the text it came from.
 #[derive(Debug, Clone)]
 pub struct Parsed {
@@ -360,7 +370,7 @@ fn statements(sql: &str) -> Result<Vec<(String, Vec<TokenWithSpan>)>> {
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| PlanError::Syntax(format!("syntax error: {e}")))?;
-    let line_starts = line_starts(sql);
+    let mut positions = Positions::new(sql);
     let mut out = Vec::new();
     let mut current: Vec<TokenWithSpan> = Vec::new();
     for t in tokens
@@ -372,10 +382,18 @@ fn statements(sql: &str) -> Result<Vec<(String, Vec<TokenWithSpan>)>> {
                 .iter()
                 .any(|t| !matches!(t.token, Token::Whitespace(_)));
             if meaningful {
-                let text = span_text(sql, &line_starts, &current);
+                let text = span_text(sql, &mut positions, &current);
                 out.push((text, std::mem::take(&mut current)));
             }
             current.clear();
+        } else if matches!(t.token, Token::Whitespace(_))
+            && current
+                .last()
+                .is_some_and(|l| matches!(l.token, Token::Whitespace(_)))
+        {
+            // A run of whitespace and comments is one separator: every
+            // rewrite that looks for the next meaningful token then skips
+            // at most one, which keeps parsing linear in the text's length.
         } else {
             current.push(t);
         }
@@ -395,20 +413,45 @@ pub fn parse_statement(sql: &str) -> Result<Parsed> {
     }
 }
 
-fn line_starts(sql: &str) -> Vec<usize> {
-    std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect()
+/// Byte positions of token locations (line and character column), found
+/// by walking forward from the last one asked for: statements come in
+/// order, so a whole script costs one pass over its text.
+struct Positions<'a> {
+    sql: &'a str,
+    line_starts: Vec<usize>,
+    /// The last location found: (line, column, byte).
+    at: (u64, u64, usize),
 }
 
-fn byte_pos(sql: &str, line_starts: &[usize], loc: Location) -> Option<usize> {
-    let start = *line_starts.get((loc.line as usize).checked_sub(1)?)?;
-    let col = (loc.column as usize).checked_sub(1)?;
-    let rest = &sql[start..];
-    Some(start + rest.char_indices().nth(col).map_or(rest.len(), |(i, _)| i))
+impl<'a> Positions<'a> {
+    fn new(sql: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Positions {
+            sql,
+            line_starts,
+            at: (1, 1, 0),
+        }
+    }
+
+    fn byte(&mut self, loc: Location) -> Option<usize> {
+        let (line, col, byte) = self.at;
+        let (from_col, from) = if loc.line == line && loc.column >= col {
+            (col, byte)
+        } else {
+            let start = *self.line_starts.get((loc.line as usize).checked_sub(1)?)?;
+            (1, start)
+        };
+        let rest = &self.sql[from..];
+        let skip = usize::try_from(loc.column.checked_sub(from_col)?).ok()?;
+        let pos = from + rest.char_indices().nth(skip).map_or(rest.len(), |(i, _)| i);
+        self.at = (loc.line, loc.column, pos);
+        Some(pos)
+    }
 }
 
-fn span_text(sql: &str, line_starts: &[usize], tokens: &[TokenWithSpan]) -> String {
+fn span_text(sql: &str, positions: &mut Positions, tokens: &[TokenWithSpan]) -> String {
     let meaningful: Vec<&TokenWithSpan> = tokens
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
@@ -417,8 +460,8 @@ fn span_text(sql: &str, line_starts: &[usize], tokens: &[TokenWithSpan]) -> Stri
         return String::new();
     };
     match (
-        byte_pos(sql, line_starts, first.span.start),
-        byte_pos(sql, line_starts, last.span.end),
+        positions.byte(first.span.start),
+        positions.byte(last.span.end),
     ) {
         (Some(a), Some(b)) if a <= b => sql[a..b].trim().to_string(),
         _ => tokens
@@ -579,9 +622,10 @@ fn take_partition_by(
     let mut p = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(clause);
-    let exprs = p
+    let mut exprs = p
         .parse_comma_separated(Parser::parse_expr)
         .map_err(syntax)?;
+    depth::check(&mut exprs)?;
     let next = p.peek_token();
     if next.token != Token::EOF {
         return Err(syntax(
@@ -977,6 +1021,7 @@ fn rewrite_collection_casts(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
 }
 
 fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    check_chains(&tokens)?;
     let meaningful: Vec<usize> = tokens
         .iter()
         .enumerate()
@@ -1133,6 +1178,8 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
             p.expected::<()>("a statement", p.peek_token()).unwrap_err(),
         ));
     };
+    let mut stmt = stmt;
+    check_depth(&mut stmt)?;
     if emit.is_some()
         && !matches!(
             stmt,
@@ -1153,6 +1200,103 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         ));
     }
     Ok(stmt)
+}
+
+/// Refuses a statement whose expressions nest deeper than
+/// [`MAX_EXPR_DEPTH`] (SQLSTATE 54001).
+fn check_depth(stmt: &mut Statement) -> Result<()> {
+    match stmt {
+        Statement::CreateAsSelect {
+            query,
+            partition_by,
+            ..
+        }
+        | Statement::InsertSelect {
+            query,
+            partition_by,
+            ..
+        }
+        | Statement::Select {
+            query,
+            partition_by,
+            ..
+        } => {
+            depth::check(query)?;
+            depth::check(partition_by)
+        }
+        Statement::CopyTo { query, .. } => depth::check(query),
+        Statement::InsertValues { rows, .. } => depth::check(rows),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses, before sqlparser sees them, tokens with a chain of more than
+/// [`MAX_CHAIN_OPERATORS`] operators at one nesting level: sqlparser builds
+/// such a chain in a loop, as a tree as deep as the chain is long, which
+/// nothing after it (not even dropping it) could take apart without
+/// overflowing the stack. Linear in the number of tokens.
+fn check_chains(tokens: &[TokenWithSpan]) -> Result<()> {
+    // Operators counted per open parenthesis or bracket.
+    let mut chains: Vec<usize> = vec![0];
+    for t in tokens {
+        let operator = match &t.token {
+            Token::LParen | Token::LBracket => {
+                chains.push(0);
+                false
+            }
+            Token::RParen | Token::RBracket => {
+                chains.pop();
+                if chains.is_empty() {
+                    chains.push(0);
+                }
+                false
+            }
+            Token::Comma => {
+                if let Some(top) = chains.last_mut() {
+                    *top = 0;
+                }
+                false
+            }
+            Token::Word(w) if w.quote_style.is_none() => {
+                let is = |words: &[&str]| words.iter().any(|k| w.value.eq_ignore_ascii_case(k));
+                if is(&[
+                    "SELECT", "FROM", "WHERE", "GROUP", "HAVING", "ON", "WHEN", "THEN", "ELSE",
+                    "WINDOW", "LIMIT", "VALUES", "ORDER", "JOIN", "WITHIN",
+                ]) {
+                    if let Some(top) = chains.last_mut() {
+                        *top = 0;
+                    }
+                }
+                is(&[
+                    "AND", "OR", "IS", "IN", "BETWEEN", "LIKE", "NOT", "COLLATE", "AT",
+                ])
+            }
+            Token::Whitespace(_) | Token::Word(_) | Token::Number(..) | Token::EOF => false,
+            Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::Period
+            | Token::SemiColon
+            | Token::Colon
+            | Token::LBrace
+            | Token::RBrace
+            | Token::Placeholder(_) => false,
+            _ => true,
+        };
+        if operator {
+            let Some(top) = chains.last_mut() else {
+                continue;
+            };
+            *top += 1;
+            if *top > MAX_CHAIN_OPERATORS {
+                return Err(PlanError::TooComplex(format!(
+                    "statement too complex: more than {MAX_CHAIN_OPERATORS} operators in one expression (expressions may nest {MAX_EXPR_DEPTH} levels deep)"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_name(p: &mut Parser) -> Result<String> {

@@ -34,6 +34,9 @@ pub enum ServerError {
     /// a write to a read-only one).
     #[error("{0}")]
     Forbidden(String),
+    /// A statement or request over a size limit (SQLSTATE 54000).
+    #[error("{0}")]
+    TooLarge(String),
     /// An HTTP request body of a type the API does not take.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -57,6 +60,9 @@ pub type Result<T, E = ServerError> = std::result::Result<T, E>;
 impl ServerError {
     /// The SQLSTATE reported over pgwire.
     pub fn sqlstate(&self) -> &'static str {
+        if self.resources_exhausted() {
+            return "54000";
+        }
         match self {
             ServerError::Plan(e) => match e {
                 PlanError::Syntax(_) => "42601",
@@ -68,6 +74,7 @@ impl ServerError {
                 PlanError::Invalid(_) => "42P16",
                 PlanError::Unsupported(_) => "0A000",
                 PlanError::InUse(_) => "2BP01",
+                PlanError::TooComplex(_) => "54001",
                 PlanError::DataFusion(_) => "42000",
                 PlanError::Internal(_) => "XX000",
             },
@@ -86,9 +93,23 @@ impl ServerError {
             ServerError::Catalog { .. } => "XX001",
             ServerError::Forbidden(_) => "42501",
             ServerError::UnsupportedMediaType(_) => "08P01",
+            ServerError::TooLarge(_) => "54000",
             ServerError::BadRequest(_) => "08P01",
             ServerError::Listen { .. } => "58000",
         }
+    }
+
+    /// Whether a limit on what one statement may use was hit (a value too
+    /// large for a function to build, …).
+    fn resources_exhausted(&self) -> bool {
+        use datafusion::error::DataFusionError;
+        let df = match self {
+            ServerError::Plan(PlanError::DataFusion(e)) => e,
+            ServerError::Exec(ExecError::DataFusion(e)) => e,
+            ServerError::Exec(ExecError::Plan(PlanError::DataFusion(e))) => e,
+            _ => return false,
+        };
+        matches!(df.find_root(), DataFusionError::ResourcesExhausted(_))
     }
 
     /// A stable, machine-readable code.
@@ -99,6 +120,8 @@ impl ServerError {
             ServerError::Plan(PlanError::AlreadyExists { .. }) => "already_exists",
             ServerError::Plan(PlanError::Type(_)) => "type_mismatch",
             ServerError::Plan(PlanError::Unsupported(_)) => "unsupported",
+            ServerError::Plan(PlanError::TooComplex(_)) => "too_complex",
+            _ if self.resources_exhausted() => "limit_exceeded",
             ServerError::Plan(_) => "invalid_statement",
             ServerError::Exec(ExecError::QueryNotFound(_)) => "not_found",
             ServerError::Exec(ExecError::NotReady { .. }) => "not_ready",
@@ -107,6 +130,7 @@ impl ServerError {
             ServerError::Catalog { .. } => "catalog_corrupt",
             ServerError::Forbidden(_) => "forbidden",
             ServerError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ServerError::TooLarge(_) => "too_large",
             ServerError::BadRequest(_) => "bad_request",
             ServerError::Listen { .. } => "listen_failed",
         }
@@ -117,10 +141,11 @@ impl ServerError {
         match self {
             ServerError::Forbidden(_) => return StatusCode::FORBIDDEN,
             ServerError::UnsupportedMediaType(_) => return StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ServerError::TooLarge(_) => return StatusCode::PAYLOAD_TOO_LARGE,
             _ => {}
         }
         match &self.sqlstate()[..2] {
-            "42" | "0A" | "22" | "2B" | "08" => StatusCode::BAD_REQUEST,
+            "42" | "0A" | "22" | "2B" | "08" | "54" => StatusCode::BAD_REQUEST,
             "57" | "55" | "53" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -132,6 +157,7 @@ impl ServerError {
             StatusCode::BAD_REQUEST => 40001,
             StatusCode::FORBIDDEN => 40300,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => 41500,
+            StatusCode::PAYLOAD_TOO_LARGE => 41300,
             _ => 50000,
         }
     }

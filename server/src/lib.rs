@@ -14,6 +14,7 @@
 pub mod access;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod pg;
 pub mod render;
 pub mod repair;
@@ -25,9 +26,11 @@ use std::sync::Arc;
 
 pub use brook_executor::{bytes_to_json, json_to_bytes, split_window, EngineConfig};
 pub use brook_planner::catalog;
+pub use brook_planner::parser::split_script;
 pub use brook_storage::bench as storage_bench;
 pub use brook_storage::{FlushPolicy, LogConfig, Record, StoredRecord};
 pub use error::{Result, ServerError};
+pub use limits::Limits;
 pub use session::{
     split_statements, Brook, Output, Session, StatementKind, KEY_FIELD, PULL_SOURCE_KIND,
 };
@@ -45,6 +48,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Origins whose web pages may call the HTTP API (`*`: any).
     pub http_allowed_origins: Vec<String>,
+    /// What one client or statement may use.
+    pub limits: Limits,
 }
 
 /// A running server: the instance and the addresses actually bound.
@@ -59,7 +64,7 @@ pub struct Running {
 
 /// Opens the data directory and starts the listeners in the background.
 pub async fn serve(config: &Config) -> Result<Running> {
-    let brook = Brook::open_with_config(&config.data_dir, config.engine).await?;
+    let brook = Brook::open_with_limits(&config.data_dir, config.engine, config.limits).await?;
     let mut running = Running {
         brook: Arc::clone(&brook),
         pg_addr: None,

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{self, TopicUse};
 use crate::error::{Result, ServerError};
+use crate::limits::Limits;
 
 /// What a statement produced.
 pub enum Output {
@@ -119,6 +120,7 @@ pub struct Brook {
     ddl: tokio::sync::Mutex<()>,
     /// The plan of every persistent query, for `RESUME`.
     plans: std::sync::Mutex<BTreeMap<String, StreamPlan>>,
+    limits: Limits,
 }
 
 impl Brook {
@@ -141,6 +143,15 @@ impl Brook {
 
     /// [`Brook::open`] with explicit engine settings (`log.flush`, …).
     pub async fn open_with_config(data_dir: &Path, config: EngineConfig) -> Result<Arc<Brook>> {
+        Self::open_with_limits(data_dir, config, Limits::default()).await
+    }
+
+    /// [`Brook::open_with_config`] with explicit limits.
+    pub async fn open_with_limits(
+        data_dir: &Path,
+        config: EngineConfig,
+        limits: Limits,
+    ) -> Result<Arc<Brook>> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             ServerError::Storage(brook_storage::StorageError::Io {
                 action: "create directory",
@@ -189,6 +200,7 @@ impl Brook {
             catalog: RwLock::new(catalog),
             ddl: tokio::sync::Mutex::new(()),
             plans: std::sync::Mutex::new(BTreeMap::new()),
+            limits,
         });
         // Queries still in the catalog after replay run with the plans
         // made when their statement was replayed.
@@ -225,6 +237,11 @@ impl Brook {
     /// The engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Starts a persistent query with the plan `apply_ddl` made for it.
@@ -543,7 +560,7 @@ impl Session {
     /// Runs a script; stops at the first error.
     pub async fn execute(&mut self, sql: &str) -> Result<Vec<Output>> {
         let mut out = Vec::new();
-        for parsed in parser::parse(sql)? {
+        for parsed in self.parse(sql)? {
             out.push(self.execute_parsed(parsed).await?);
         }
         Ok(out)
@@ -554,6 +571,7 @@ impl Session {
     /// `DEFINE` earlier in the script sets (statements run in order and
     /// stop at the first error, so this is what running them would see).
     pub fn parse(&self, sql: &str) -> Result<Vec<Parsed>> {
+        self.check_size(sql)?;
         let substitution = self
             .properties
             .get("ksql.variable.substitution.enable")
@@ -565,6 +583,7 @@ impl Session {
         let mut out = Vec::new();
         for piece in parser::split_script(sql)? {
             let text = parser::substitute_variables(&piece, &|n| variables.get(n).cloned())?;
+            self.check_size(&text)?;
             for parsed in parser::parse(&text)? {
                 match &parsed.statement {
                     Statement::Define { name, value } => {
@@ -579,6 +598,18 @@ impl Session {
             }
         }
         Ok(out)
+    }
+
+    /// Refuses SQL text over the statement size limit, before any parsing.
+    fn check_size(&self, sql: &str) -> Result<()> {
+        let max = self.brook.limits.max_statement_bytes;
+        if sql.len() > max {
+            return Err(ServerError::TooLarge(format!(
+                "statement too large: {} bytes, more than the limit of {max} bytes",
+                sql.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Sets a variable, as `DEFINE` does (the CLI's `--define`, the HTTP

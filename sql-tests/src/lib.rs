@@ -214,6 +214,7 @@ impl PgwireDb {
             http_listen: None,
             engine: brook_server::EngineConfig::default(),
             http_allowed_origins: Vec::new(),
+            limits: brook_server::Limits::default(),
         };
         let running = brook_server::serve(&config)
             .await

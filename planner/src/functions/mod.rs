@@ -14,7 +14,7 @@ pub mod lambda;
 pub mod scalar;
 pub mod udf;
 
-pub use udf::take_row_errors;
+pub use udf::{take_row_errors, value_too_large, MAX_VALUE_BYTES};
 
 use std::sync::Arc;
 
@@ -154,7 +154,7 @@ pub static FUNCTIONS: &[FunctionInfo] = &[
     f("REGEXP_EXTRACT_ALL", S, STR, B, &["REGEXP_EXTRACT_ALL(pattern STRING, s STRING [, group INT]) → ARRAY<STRING>"], "Every match of pattern in s (or its capture group)."),
     f("REGEXP_REPLACE", S, STR, B, &["REGEXP_REPLACE(s STRING, pattern STRING, replacement STRING) → STRING"], "s with every match of pattern replaced ($n refers to groups)."),
     f("REGEXP_SPLIT_TO_ARRAY", S, STR, B, &["REGEXP_SPLIT_TO_ARRAY(s STRING, pattern STRING) → ARRAY<STRING>"], "s split around matches of pattern."),
-    f("REPLACE", S, STR, D("replace"), &["REPLACE(s STRING, from STRING, to STRING) → STRING"], "s with every from replaced by to."),
+    f("REPLACE", S, STR, B, &["REPLACE(s STRING, from STRING, to STRING) → STRING"], "s with every from replaced by to."),
     f("RPAD", S, STR, B, &["RPAD(s STRING, length INT, padding STRING) → STRING"], "s right-padded (or truncated) to length."),
     f("SPLIT", S, STR, B, &["SPLIT(s STRING, delimiter STRING) → ARRAY<STRING>", "SPLIT(b BYTES, delimiter BYTES) → ARRAY<BYTES>"], "s split at delimiter; an empty delimiter splits into characters."),
     f("SUBSTRING", S, STR, B, &["SUBSTRING(s STRING, position INT [, length INT]) → STRING", "SUBSTRING(b BYTES, position INT [, length INT]) → BYTES"], "Part of s from the 1-based position (negative counts from the end)."),

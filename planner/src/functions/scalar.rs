@@ -9,7 +9,7 @@ use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::ScalarUDF;
 use serde_json::Value as Json;
 
-use super::udf::{no_variant, RowFn};
+use super::udf::{no_variant, value_too_large, RowFn, MAX_VALUE_BYTES};
 use crate::datum::{datum_to_json, Datum};
 use crate::types::SqlType;
 
@@ -659,7 +659,48 @@ fn regexp_replace() -> ScalarUDF {
             };
             // Java's $1 group references are regex's ${1}.
             let r = java_replacement(r);
-            Ok(utf8(regex(p)?.replace_all(s, r.as_str()).into_owned()))
+            let re = regex(p)?;
+            // Each match adds at most the replacement and what its groups
+            // expand to (at most the whole input each).
+            let groups = r.matches('$').count() as u128;
+            let per_match = r.len() as u128 + groups * s.len() as u128;
+            let bound = s.len() as u128 + re.find_iter(s).count() as u128 * per_match;
+            if bound > MAX_VALUE_BYTES as u128 {
+                return Err(value_too_large("REGEXP_REPLACE", bound));
+            }
+            Ok(utf8(re.replace_all(s, r.as_str()).into_owned()))
+        },
+    )
+}
+
+/// ksqlDB's REPLACE (Java's `String.replace`): every occurrence of `from`,
+/// left to right; an empty `from` matches before every character and at
+/// the end. The result's size is known before it is built.
+fn replace() -> ScalarUDF {
+    RowFn::strict(
+        "REPLACE",
+        |a| {
+            check(
+                "REPLACE",
+                a,
+                a.len() == 3 && a.iter().all(is_str),
+                DataType::Utf8,
+            )
+        },
+        |a, _| {
+            let (Some(s), Some(from), Some(to)) = (text(&a[0]), text(&a[1]), text(&a[2])) else {
+                return Ok(ScalarValue::Utf8(None));
+            };
+            let matches = if from.is_empty() {
+                s.chars().count() + 1
+            } else {
+                s.matches(from).count()
+            } as u128;
+            let bytes = s.len() as u128 + matches * to.len() as u128;
+            if bytes > MAX_VALUE_BYTES as u128 {
+                return Err(value_too_large("REPLACE", bytes));
+            }
+            Ok(utf8(s.replace(from, to)))
         },
     )
 }
@@ -1261,6 +1302,12 @@ fn pad(left: bool) -> ScalarUDF {
         let Ok(len) = usize::try_from(len) else {
             return Ok(ScalarValue::Utf8(None));
         };
+        if len > MAX_VALUE_BYTES {
+            return Err(value_too_large(
+                if left { "LPAD" } else { "RPAD" },
+                len as u128,
+            ));
+        }
         if padding.is_empty() {
             return Ok(ScalarValue::Utf8(None));
         }
@@ -1336,6 +1383,11 @@ fn generate_series() -> ScalarUDF {
             };
             if (step > 0 && end < start) || (step < 0 && end > start) {
                 return Err(err("GENERATE_SERIES step has wrong sign"));
+            }
+            let count = (i128::from(end) - i128::from(start)) / i128::from(step) + 1;
+            let bytes = count.unsigned_abs() * 8;
+            if bytes > MAX_VALUE_BYTES as u128 {
+                return Err(value_too_large("GENERATE_SERIES", bytes));
             }
             let DataType::List(f) = ret else {
                 return Err(err("GENERATE_SERIES returns a list"));
@@ -1952,6 +2004,7 @@ pub fn all() -> Vec<ScalarUDF> {
         regexp_extract_all(),
         regexp_split_to_array(),
         regexp_replace(),
+        replace(),
         instr(),
         substring(),
         mask("MASK"),

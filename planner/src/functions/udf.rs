@@ -13,6 +13,21 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
+/// The largest value (string, bytes, array, map) a function may build.
+/// A call past it fails with [`value_too_large`] before it allocates where
+/// the size can be known first (`LPAD`, `GENERATE_SERIES`, `REPLACE`, …),
+/// and after it otherwise; in a persistent query the row gets NULL and the
+/// failure goes to the processing log, a pull query fails.
+pub const MAX_VALUE_BYTES: usize = 16 << 20;
+
+/// The failure of a call that would build a value over [`MAX_VALUE_BYTES`].
+pub fn value_too_large(name: &str, bytes: u128) -> DataFusionError {
+    DataFusionError::ResourcesExhausted(format!(
+        "{} would build a value of {bytes} bytes, more than the limit of {MAX_VALUE_BYTES} bytes",
+        name.to_ascii_uppercase()
+    ))
+}
+
 thread_local! {
     static ROW_ERRORS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -120,7 +135,14 @@ impl ScalarUDFImpl for RowFn {
             // ksqlDB: a function failing on a row gives NULL for that
             // call, and the failure goes to the processing log.
             let v = match (self.eval)(row, &ret) {
+                Ok(v) if v.size() > MAX_VALUE_BYTES => {
+                    return Err(value_too_large(&self.name, v.size() as u128));
+                }
                 Ok(v) => v,
+                // A resource limit is not the row's fault alone: it fails
+                // the call, and callers decide (the pipeline makes the row
+                // NULL and logs it, a pull query fails).
+                Err(e @ DataFusionError::ResourcesExhausted(_)) => return Err(e),
                 Err(e) => {
                     ROW_ERRORS.with(|errors| {
                         errors.borrow_mut().push(format!(

@@ -1,0 +1,34 @@
+//! Bounds on what one client or one statement can make Brook do, so that
+//! no request can exhaust memory, stack or the front ends' threads.
+
+use std::time::Duration;
+
+/// The limits in force; [`Limits::default`] are the embedded defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest SQL text one request may send (a pgwire Query message,
+    /// an HTTP request's statements), checked before anything parses it.
+    pub max_statement_bytes: usize,
+    /// Open connections per front end (pgwire, HTTP); one more is refused.
+    pub max_connections: usize,
+    /// How long a pull query may run before it is cancelled.
+    pub statement_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_statement_bytes: 1 << 20,
+            max_connections: 256,
+            statement_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Limits {
+    /// The largest request body or protocol message a front end buffers:
+    /// the statement limit plus room for the envelope (JSON, properties).
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_statement_bytes.saturating_add(64 << 10)
+    }
+}
