@@ -27,6 +27,8 @@ use pgwire::messages::PgWireBackendMessage;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
+mod door;
+
 use crate::error::ServerError;
 use crate::render::{cell_text, scalar_text};
 use crate::session::{Brook, Output, Session};
@@ -65,15 +67,35 @@ impl PgWireServerHandlers for Factory {
     }
 }
 
-/// Accepts pgwire connections until the listener fails.
+/// Accepts pgwire connections until the listener fails. Each passes the
+/// front [`door`] (connection slots, message sizes) on its way to pgwire.
 pub async fn serve(brook: Arc<Brook>, listener: TcpListener) {
     let connections = Arc::new(ConnectionManager::new());
     let cancel = Arc::new(DefaultCancelHandler::new(Arc::clone(&connections)));
+    let limits = *brook.limits();
+    let door = Arc::new(door::Door::new(
+        limits.max_connections,
+        limits.max_request_bytes(),
+    ));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "pgwire accept failed");
+                // Out of file descriptors, say: let some close first.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = door.admit() else {
+            tracing::warn!(%peer, max = limits.max_connections, "pgwire connection refused: too many clients");
+            tokio::spawn(door::Door::refuse(socket));
+            continue;
+        };
+        let (ours, theirs) = match tokio::net::UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "pgwire: no socket pair for a connection");
                 continue;
             }
         };
@@ -85,9 +107,14 @@ pub async fn serve(brook: Arc<Brook>, listener: TcpListener) {
             cancel: Arc::clone(&cancel),
         });
         tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, factory).await {
+            if let Err(e) = pgwire::tokio::process_socket_unix(theirs, factory).await {
                 tracing::debug!(%peer, error = %e, "pgwire connection ended");
             }
+        });
+        let door = Arc::clone(&door);
+        tokio::spawn(async move {
+            door.relay(socket, ours).await;
+            drop(slot);
         });
     }
 }

@@ -1,0 +1,170 @@
+//! The pgwire front door: a message announcing more than the limit is
+//! refused from its header (nothing of it buffered), connections past the
+//! limit get "too many clients", and other clients are served throughout.
+
+use std::time::Duration;
+
+use brook_server::{Config, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn start(
+    dir: &std::path::Path,
+    limits: Limits,
+) -> (brook_server::Running, std::net::SocketAddr) {
+    let config = Config {
+        data_dir: dir.to_path_buf(),
+        pg_listen: Some(([127, 0, 0, 1], 0).into()),
+        http_listen: None,
+        engine: brook_server::EngineConfig::throwaway(),
+        http_allowed_origins: vec![],
+        limits,
+    };
+    let running = brook_server::serve(&config).await.unwrap();
+    let addr = running.pg_addr.unwrap();
+    (running, addr)
+}
+
+fn startup_message() -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196_608u32.to_be_bytes());
+    body.extend_from_slice(b"user\0brook\0\0");
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// Reads backend messages until one of type `until`; returns every type
+/// seen and the bodies of error responses.
+async fn read_until(s: &mut TcpStream, until: u8) -> (Vec<u8>, String) {
+    let (mut types, mut errors) = (Vec::new(), String::new());
+    loop {
+        let mut head = [0u8; 5];
+        if s.read_exact(&mut head).await.is_err() {
+            return (types, errors);
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        types.push(head[0]);
+        if head[0] == b'E' {
+            errors.push_str(&String::from_utf8_lossy(&body));
+        }
+        if head[0] == until {
+            return (types, errors);
+        }
+    }
+}
+
+async fn select_one(addr: std::net::SocketAddr) -> Result<i64, tokio_postgres::Error> {
+    let url = format!("host={} port={} user=brook", addr.ip(), addr.port());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let rows = client.simple_query("SELECT 1 AS one;").await?;
+    let one = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok(one.parse().unwrap_or(-1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused_from_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_running, addr) = start(dir.path(), Limits::default()).await;
+
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    // sslmode=prefer: the request is declined, the session goes on in the clear.
+    raw.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.unwrap();
+    let mut answer = [0u8; 1];
+    raw.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"N");
+    raw.write_all(&startup_message()).await.unwrap();
+    let (types, _) = read_until(&mut raw, b'Z').await;
+    assert!(types.contains(&b'R'), "{types:?}");
+
+    // A Query announcing 1 GiB, of which a few bytes follow.
+    let mut q = vec![b'Q'];
+    q.extend_from_slice(&(1u32 << 30).to_be_bytes());
+    q.extend_from_slice(b"SELECT 1");
+    raw.write_all(&q).await.unwrap();
+    let (types, errors) = tokio::time::timeout(Duration::from_secs(30), read_until(&mut raw, b'E'))
+        .await
+        .unwrap();
+    assert_eq!(types, vec![b'E']);
+    assert!(errors.contains("54000"), "{errors}");
+    assert!(errors.contains("message too large"), "{errors}");
+    // … and the connection is closed.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(30), raw.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+
+    // Other clients are served.
+    assert_eq!(select_one(addr).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_truncated_startups_close_only_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_running, addr) = start(dir.path(), Limits::default()).await;
+    for junk in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0][..],
+        &[0, 0, 0, 2][..],
+    ] {
+        let mut raw = TcpStream::connect(addr).await.unwrap();
+        raw.write_all(junk).await.unwrap();
+        let _ = raw.shutdown().await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), raw.read_to_end(&mut rest)).await;
+    }
+    assert_eq!(select_one(addr).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused_as_postgres_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let (_running, addr) = start(dir.path(), limits).await;
+    let url = format!("host={} port={} user=brook", addr.ip(), addr.port());
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        held.push((client, tokio::spawn(conn)));
+    }
+    let e = select_one(addr).await.unwrap_err();
+    let db = e
+        .as_db_error()
+        .map(|d| (d.code().code().to_string(), d.message().to_string()));
+    assert_eq!(
+        db,
+        Some((
+            "53300".to_string(),
+            "sorry, too many clients already".to_string()
+        ))
+    );
+    // A slot frees when a client leaves (once its connection has ended).
+    let (client, conn) = held.pop().unwrap();
+    drop(client);
+    let _ = conn.await;
+    let mut ok = false;
+    for _ in 0..100 {
+        if select_one(addr).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "a freed slot was not reused");
+}
