@@ -34,6 +34,9 @@ pub enum ServerError {
     /// a write to a read-only one).
     #[error("{0}")]
     Forbidden(String),
+    /// The statement was cancelled (timeout, or the client asked).
+    #[error("{0}")]
+    Canceled(String),
     /// A statement or request over a size limit (SQLSTATE 54000).
     #[error("{0}")]
     TooLarge(String),
@@ -94,6 +97,7 @@ impl ServerError {
             ServerError::Forbidden(_) => "42501",
             ServerError::UnsupportedMediaType(_) => "08P01",
             ServerError::TooLarge(_) => "54000",
+            ServerError::Canceled(_) => "57014",
             ServerError::BadRequest(_) => "08P01",
             ServerError::Listen { .. } => "58000",
         }
@@ -131,6 +135,7 @@ impl ServerError {
             ServerError::Forbidden(_) => "forbidden",
             ServerError::UnsupportedMediaType(_) => "unsupported_media_type",
             ServerError::TooLarge(_) => "too_large",
+            ServerError::Canceled(_) => "canceled",
             ServerError::BadRequest(_) => "bad_request",
             ServerError::Listen { .. } => "listen_failed",
         }

@@ -3,8 +3,10 @@
 //! and content-type checks that keep web pages out).
 
 mod guard;
+mod slots;
 
 pub use guard::HttpPolicy;
+pub use slots::SlottedListener;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,8 +32,10 @@ pub fn router(brook: Arc<Brook>) -> Router {
     router_with(brook, HttpPolicy::default())
 }
 
-/// The router of the HTTP API under `policy`.
+/// The router of the HTTP API under `policy`. Request bodies are bounded
+/// by the statement limit (plus room for the JSON around it).
 pub fn router_with(brook: Arc<Brook>, policy: HttpPolicy) -> Router {
+    let max_body = brook.limits().max_request_bytes();
     Router::new()
         .route("/ksql", post(ksql))
         .route("/query-stream", post(query_stream))
@@ -39,6 +43,7 @@ pub fn router_with(brook: Arc<Brook>, policy: HttpPolicy) -> Router {
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
         .with_state(brook)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(policy),
             guard::guard,

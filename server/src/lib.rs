@@ -6,8 +6,10 @@
 //! live change stream). The front ends are thin: [`pg`] speaks the Postgres
 //! wire protocol, [`http`] ksqlDB's REST API. Errors become SQLSTATEs and
 //! HTTP statuses in one place, [`error`]. [`access`] says which topics
-//! statements may use (internal topics are Brook's alone); [`repair`] is
-//! the offline repair of a damaged catalog.
+//! statements may use (internal topics are Brook's alone); [`limits`]
+//! bounds what one client or statement may use (sizes, connections, time),
+//! enforced by the pgwire front door, the HTTP guard and the session;
+//! [`repair`] is the offline repair of a damaged catalog.
 //!
 //! Start with [`serve`], which binds both listeners for a [`Config`].
 
@@ -85,6 +87,7 @@ pub async fn serve(config: &Config) -> Result<Running> {
         running.http_addr = listener.local_addr().ok();
         let policy = http::HttpPolicy::for_listener(addr, config.http_allowed_origins.clone());
         let app = http::router_with(Arc::clone(&brook), policy);
+        let listener = http::SlottedListener::new(listener, config.limits.max_connections);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "http server stopped");

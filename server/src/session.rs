@@ -762,13 +762,37 @@ impl Session {
                 [only] if only.kind == SourceKind::Table => Some(only.clone()),
                 _ => None,
             };
-            let (schema, batches) = self.brook.engine.pull(plan).await?;
+            let (schema, batches) = self.pull(plan).await?;
             let schema = annotate_pull_schema(&schema, table.as_ref());
             Ok(Output::Rows {
                 schema,
                 batches,
                 copy,
             })
+        }
+    }
+
+    /// Runs a pull query off the async workers (its scan and DataFusion's
+    /// execution are CPU work that would stall every other client), under
+    /// the statement timeout: past it, execution is dropped at its next
+    /// await point and the client gets Postgres's "canceling statement due
+    /// to statement timeout" (SQLSTATE 57014).
+    async fn pull(
+        &self,
+        plan: brook_planner::plan::PullPlan,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let engine = Arc::clone(&self.brook.engine);
+        let timeout = self.brook.limits.statement_timeout;
+        let handle = tokio::runtime::Handle::current();
+        let run = tokio::task::spawn_blocking(move || {
+            handle.block_on(async move { tokio::time::timeout(timeout, engine.pull(plan)).await })
+        });
+        match run.await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(_)) => Err(ServerError::Canceled(
+                "canceling statement due to statement timeout".into(),
+            )),
+            Err(e) => Err(PlanError::Internal(format!("pull query task failed: {e}")).into()),
         }
     }
 

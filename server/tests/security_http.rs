@@ -153,3 +153,50 @@ async fn web_pages_cannot_reach_a_loopback_brook() {
     assert_eq!(s, StatusCode::OK);
     brook.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_and_connections_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let limits = brook_server::Limits {
+        max_connections: 1,
+        ..brook_server::Limits::default()
+    };
+    let config = brook_server::Config {
+        data_dir: dir.path().to_path_buf(),
+        pg_listen: None,
+        http_listen: Some(([127, 0, 0, 1], 0).into()),
+        engine: brook_server::EngineConfig::throwaway(),
+        http_allowed_origins: vec![],
+        limits,
+    };
+    let running = brook_server::serve(&config).await.unwrap();
+    let addr = running.http_addr.unwrap();
+
+    // A body over the limit is refused (413) without running anything.
+    let big = format!(r#"{{"ksql": "SELECT 1{};"}}"#, " ".repeat(2 << 20));
+    let req = Request::post("/ksql")
+        .header("content-type", "application/json")
+        .body(Body::from(big))
+        .unwrap();
+    let local = HttpPolicy::for_listener(addr, vec![]);
+    let (s, _, _) = send(&running.brook, &local, req).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // One connection open: the next one gets 503 and is closed.
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    first
+        .write_all(b"GET /healthcheck HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut answer = String::new();
+    second.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many connections"), "{answer}");
+    running.brook.shutdown().await;
+}
