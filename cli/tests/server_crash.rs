@@ -30,10 +30,24 @@ fn free_port() -> u16 {
 struct Server {
     child: Child,
     pg_port: u16,
+    data_dir: std::path::PathBuf,
+    log: std::path::PathBuf,
 }
 
 impl Server {
     fn start(data_dir: &Path) -> Server {
+        let log = data_dir.with_extension(format!("log.{}", free_port()));
+        let (child, pg_port) = Self::spawn(data_dir, &log);
+        Server {
+            child,
+            pg_port,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    /// Starts `brook server` on two free ports, its log in `log`.
+    fn spawn(data_dir: &Path, log: &Path) -> (Child, u16) {
         let pg_port = free_port();
         let http_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_brook"))
@@ -45,14 +59,17 @@ impl Server {
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{http_port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("server log"))
             .spawn()
             .expect("brook server starts");
-        Server { child, pg_port }
+        (child, pg_port)
     }
 
-    /// Connects, waiting for the server to come up (bounded).
-    async fn connect(&self) -> Client {
+    /// Connects, waiting for the server to come up (bounded). A server
+    /// that exited because another socket took one of its ports between
+    /// `free_port` and its bind is started again on new ones; any other
+    /// exit fails the test with the server's log.
+    async fn connect(&mut self) -> Client {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let conn = format!("host=127.0.0.1 port={} user=brook", self.pg_port);
@@ -65,9 +82,20 @@ impl Server {
                 }
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                        assert!(
+                            log.contains("could not listen"),
+                            "server exited ({status}):\n{log}"
+                        );
+                        (self.child, self.pg_port) = Self::spawn(&self.data_dir, &self.log);
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => panic!("server did not come up: {e}"),
+                Err(e) => panic!(
+                    "server did not come up: {e}\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ),
             }
         }
     }
@@ -338,7 +366,7 @@ async fn sigkill_during_concurrent_ingest_loses_nothing_and_counts_nothing_twice
 async fn a_lost_state_store_is_rebuilt_from_the_log() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let server = Server::start(&data);
+    let mut server = Server::start(&data);
     let client = server.connect().await;
     client.batch_execute(SETUP).await.expect("create");
     for batch in 0..20i64 {
@@ -355,7 +383,6 @@ async fn a_lost_state_store_is_rebuilt_from_the_log() {
     let before = table(&client).await;
     assert_eq!(before.values().map(|v| v.0).sum::<i64>(), 1000);
     drop(client);
-    let mut server = server;
     for (round, damage) in ["deleted", "unreadable"].into_iter().enumerate() {
         server.kill();
         let meta = data.join("meta");
