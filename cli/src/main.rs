@@ -94,7 +94,7 @@ enum CatalogWhat {
     List,
     /// Keep the records before OFFSET and drop the rest (the damaged record
     /// and the commands after it), after copying the catalog aside to
-    /// DATA_DIR/catalog-backup-<ms>/. Statements dropped can be run again.
+    /// `DATA_DIR/catalog-backup-<ms>/`. Statements dropped can be run again.
     Truncate {
         /// The offset of the first record to drop.
         #[arg(long)]

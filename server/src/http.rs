@@ -1,5 +1,5 @@
 //! ksqlDB's HTTP API: `POST /ksql`, `POST /query-stream`, `GET /info`,
-//! `GET /healthcheck`. Every request passes [`guard`] first (Host, Origin
+//! `GET /healthcheck`. Every request passes the guard (`http/guard.rs`) first (Host, Origin
 //! and content-type checks that keep web pages out).
 
 mod guard;

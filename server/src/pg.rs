@@ -68,7 +68,7 @@ impl PgWireServerHandlers for Factory {
 }
 
 /// Accepts pgwire connections until the listener fails. Each passes the
-/// front [`door`] (connection slots, message sizes) on its way to pgwire.
+/// front door (`pg/door.rs`: connection slots, message sizes) on its way to pgwire.
 pub async fn serve(brook: Arc<Brook>, listener: TcpListener) {
     let connections = Arc::new(ConnectionManager::new());
     let cancel = Arc::new(DefaultCancelHandler::new(Arc::clone(&connections)));
