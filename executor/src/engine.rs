@@ -250,7 +250,7 @@ impl Engine {
         };
         let sled_state = SledStateStore::open(&db)?.with_sync(config.durable_state);
         let initialized = sled_state.get(INITIALIZED_KEY)?.is_some();
-        let state_lost = !initialized && !catalog.records()?.is_empty();
+        let state_lost = !initialized && !catalog.is_empty()?;
         if state_lost {
             tracing::warn!(
                 "state store is empty but the catalog is not: rebuilding state from the log"

@@ -1075,7 +1075,7 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(tokens);
     let first = p.peek_token().token;
-    let stmt = if is_word(&first, "CREATE") {
+    let mut stmt = if is_word(&first, "CREATE") {
         let mut stmt = parse_create(&mut p)?;
         if let Statement::CreateAsSelect {
             partition_by: p,
@@ -1178,7 +1178,6 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
             p.expected::<()>("a statement", p.peek_token()).unwrap_err(),
         ));
     };
-    let mut stmt = stmt;
     check_depth(&mut stmt)?;
     if emit.is_some()
         && !matches!(

@@ -112,10 +112,7 @@ pub async fn serve(brook: Arc<Brook>, listener: TcpListener) {
             }
         });
         let door = Arc::clone(&door);
-        tokio::spawn(async move {
-            door.relay(socket, ours).await;
-            drop(slot);
-        });
+        tokio::spawn(async move { door.relay(socket, ours, slot).await });
     }
 }
 

@@ -152,13 +152,6 @@ impl Brook {
         config: EngineConfig,
         limits: Limits,
     ) -> Result<Arc<Brook>> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            ServerError::Storage(brook_storage::StorageError::Io {
-                action: "create directory",
-                path: data_dir.into(),
-                source: e,
-            })
-        })?;
         let engine = Engine::open_with(data_dir, config)?;
         let mut catalog = Catalog::default();
         let mut plans: BTreeMap<String, StreamPlan> = BTreeMap::new();

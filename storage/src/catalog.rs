@@ -48,9 +48,7 @@ impl CatalogStore {
         }
         let store = CatalogStore { log };
         if let Some(db) = legacy {
-            if store.log.end_offset(CATALOG_TOPIC, 0)? == 0
-                && db.tree_names().iter().any(|n| &n[..] == b"catalog")
-            {
+            if store.is_empty()? && db.tree_names().iter().any(|n| &n[..] == b"catalog") {
                 for (i, kv) in db.open_tree("catalog")?.iter().enumerate() {
                     let (k, v) = kv?;
                     let seq =
@@ -110,6 +108,11 @@ impl CatalogStore {
             out.push(entry);
         }
         Ok(out)
+    }
+
+    /// Whether no command was ever written (damaged records count as written).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.log.end_offset(CATALOG_TOPIC, 0)? == 0)
     }
 
     /// The sequence number the next command will get.

@@ -80,29 +80,28 @@ fn authority(req: &Request) -> Option<String> {
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
 }
 
+/// `authority` lowercased, with `port` added when it names none.
+fn with_port(authority: &str, port: &str) -> String {
+    let a = authority.to_ascii_lowercase();
+    // After an IPv6 literal's `]`, or anywhere in a name, `:` starts a port.
+    let has_port = a
+        .rsplit_once(']')
+        .map_or(a.as_str(), |(_, rest)| rest)
+        .contains(':');
+    if has_port {
+        a
+    } else {
+        format!("{a}:{port}")
+    }
+}
+
 /// Whether `origin` (`scheme://host[:port]`) is the origin the request was
 /// sent to.
 fn same_origin(origin: &str, authority: Option<&str>) -> bool {
-    let Some(authority) = authority else {
+    let (Some(authority), Some((scheme, rest))) = (authority, origin.split_once("://")) else {
         return false;
     };
-    let Some((_, rest)) = origin.split_once("://") else {
-        return false;
-    };
-    let with_port = |a: &str, scheme_port: &str| {
-        if a.starts_with('[') {
-            if a.contains("]:") {
-                a.to_ascii_lowercase()
-            } else {
-                format!("{}:{scheme_port}", a.to_ascii_lowercase())
-            }
-        } else if a.contains(':') {
-            a.to_ascii_lowercase()
-        } else {
-            format!("{}:{scheme_port}", a.to_ascii_lowercase())
-        }
-    };
-    let port = if origin.starts_with("https://") {
+    let port = if scheme.eq_ignore_ascii_case("https") {
         "443"
     } else {
         "80"
@@ -120,10 +119,6 @@ fn json_like(content_type: &str) -> bool {
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
         || essence == "application/vnd.ksqlapi.delimited.v1"
-}
-
-fn refuse(e: ServerError) -> Response {
-    e.into_response()
 }
 
 fn cors_headers(headers: &mut HeaderMap, origin: &str) {
@@ -145,9 +140,9 @@ pub async fn guard(
         if let Some(a) = &authority {
             let host = host_name(a);
             if !is_loopback_name(&host) {
-                return refuse(ServerError::Forbidden(format!(
+                return ServerError::Forbidden(format!(
                     "host \"{host}\" is not this server's: a server listening on the loopback answers only requests to localhost (a page may be trying DNS rebinding)"
-                )));
+                )).into_response();
             }
         }
     }
@@ -160,9 +155,10 @@ pub async fn guard(
         .filter(|o| !same_origin(o, authority.as_deref()));
     if let Some(o) = cross_origin {
         if !policy.origin_allowed(o) {
-            return refuse(ServerError::Forbidden(format!(
+            return ServerError::Forbidden(format!(
                 "cross-origin request from \"{o}\" refused: allow it with --http-allowed-origins"
-            )));
+            ))
+            .into_response();
         }
     }
     if req.method() == Method::OPTIONS {
@@ -197,9 +193,9 @@ pub async fn guard(
             } else {
                 format!("\"{content_type}\"")
             };
-            return refuse(ServerError::UnsupportedMediaType(format!(
+            return ServerError::UnsupportedMediaType(format!(
                 "content type {shown} is not accepted: send the body as application/json (or application/vnd.ksql.v1+json)"
-            )));
+            )).into_response();
         }
     }
     let cross = cross_origin.map(str::to_string);
@@ -231,6 +227,8 @@ mod tests {
             Some("localhost:8088")
         ));
         assert!(!same_origin("null", Some("localhost:8088")));
+        assert!(same_origin("http://[::1]:8088", Some("[::1]:8088")));
+        assert!(same_origin("http://[::1]", Some("[::1]:80")));
         assert!(json_like("application/json; charset=utf-8"));
         assert!(json_like("application/vnd.ksql.v1+json"));
         assert!(!json_like("text/plain"));

@@ -26,7 +26,6 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 /// Startup-phase request codes (the second int of a length-first packet).
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
-const CANCEL_REQUEST: u32 = 80_877_102;
 /// Startup packets are small: parameters and names only.
 const MAX_STARTUP_BYTES: u32 = 10_000;
 
@@ -63,8 +62,9 @@ impl Door {
     }
 
     /// Relays `client` to `handler` (the other end of which pgwire serves)
-    /// until either side ends or the client breaks a limit.
-    pub async fn relay(&self, client: TcpStream, handler: UnixStream) {
+    /// until either side ends or the client breaks a limit. The slot is
+    /// free again before the client sees its connection close.
+    pub async fn relay(&self, client: TcpStream, handler: UnixStream, slot: OwnedSemaphorePermit) {
         let (client_read, client_write) = client.into_split();
         let (handler_read, handler_write) = handler.into_split();
         let client_write = Arc::new(Mutex::new(client_write));
@@ -79,6 +79,7 @@ impl Door {
             _ = to_client => {}
             _ = to_handler => {}
         }
+        drop(slot);
         let _ = client_write.lock().await.shutdown().await;
     }
 }
@@ -133,12 +134,10 @@ async fn filter<W: AsyncWrite + Unpin>(
             client.lock().await.write_all(b"N").await?;
             continue;
         }
+        // A StartupMessage, or a CancelRequest (which pgwire answers by
+        // closing): either way the startup phase is over.
         to.write_all(&head).await?;
         copy_exact(&mut from, &mut to, u64::from(len - 8)).await?;
-        if code == CANCEL_REQUEST {
-            // pgwire answers nothing and closes; keep relaying until then.
-            break;
-        }
         break;
     }
     // The rest: typed messages, `type, length, body`.
