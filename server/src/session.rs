@@ -769,7 +769,9 @@ impl Session {
     /// execution are CPU work that would stall every other client), under
     /// the statement timeout: past it, execution is dropped at its next
     /// await point and the client gets Postgres's "canceling statement due
-    /// to statement timeout" (SQLSTATE 57014).
+    /// to statement timeout" (SQLSTATE 57014). When the caller drops this
+    /// future (a pgwire CancelRequest, a client gone), the execution is
+    /// dropped too, at its next await point.
     async fn pull(
         &self,
         plan: brook_planner::plan::PullPlan,
@@ -777,13 +779,23 @@ impl Session {
         let engine = Arc::clone(&self.brook.engine);
         let timeout = self.brook.limits.statement_timeout;
         let handle = tokio::runtime::Handle::current();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let _cancel_on_drop = cancel.clone().drop_guard();
         let run = tokio::task::spawn_blocking(move || {
-            handle.block_on(async move { tokio::time::timeout(timeout, engine.pull(plan)).await })
+            handle.block_on(async move {
+                tokio::select! {
+                    result = tokio::time::timeout(timeout, engine.pull(plan)) => Some(result),
+                    () = cancel.cancelled() => None,
+                }
+            })
         });
         match run.await {
-            Ok(Ok(result)) => Ok(result?),
-            Ok(Err(_)) => Err(ServerError::Canceled(
+            Ok(Some(Ok(result))) => Ok(result?),
+            Ok(Some(Err(_))) => Err(ServerError::Canceled(
                 "canceling statement due to statement timeout".into(),
+            )),
+            Ok(None) => Err(ServerError::Canceled(
+                "canceling statement due to user request".into(),
             )),
             Err(e) => Err(PlanError::Internal(format!("pull query task failed: {e}")).into()),
         }

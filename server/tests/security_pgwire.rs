@@ -163,3 +163,101 @@ async fn connections_past_the_limit_are_refused_as_postgres_does() {
     assert_eq!(select_one(addr).await.unwrap(), 1);
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_pull_query_holds_up_no_one_and_ctrl_c_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_running, addr) = start(dir.path(), Limits::default()).await;
+    let url = format!("host={} port={} user=brook", addr.ip(), addr.port());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("CREATE STREAM s (id INT KEY, v INT) WITH (KAFKA_TOPIC='s', PARTITIONS=1);")
+        .await
+        .unwrap();
+    let rows: Vec<String> = (0..6_000).map(|i| format!("({i}, {i})")).collect();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO s (id, v) VALUES {};",
+            rows.join(", ")
+        ))
+        .await
+        .unwrap();
+    // 36 million pairs: seconds of work for a debug build.
+    let cancel = client.cancel_token();
+    let long = tokio::spawn(async move {
+        client
+            .simple_query("SELECT COUNT(*) FROM s a JOIN s b ON a.v + b.v > a.id * 3 + 7;")
+            .await
+    });
+    // Another client is answered while it runs…
+    assert_eq!(select_one(addr).await.unwrap(), 1);
+    assert!(!long.is_finished(), "the long query ended too soon to test");
+    // … and Ctrl-C (a CancelRequest) ends it.
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = long.await.unwrap().unwrap_err();
+    let code = e.as_db_error().map(|d| d.code().code().to_string());
+    assert_eq!(code.as_deref(), Some("57014"), "{e}");
+    assert_eq!(select_one(addr).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_query_past_the_statement_timeout_is_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        statement_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (_running, addr) = start(dir.path(), limits).await;
+    let url = format!("host={} port={} user=brook", addr.ip(), addr.port());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("CREATE STREAM s (id INT KEY, v INT) WITH (KAFKA_TOPIC='s', PARTITIONS=1);")
+        .await
+        .unwrap();
+    let rows: Vec<String> = (0..6_000).map(|i| format!("({i}, {i})")).collect();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO s (id, v) VALUES {};",
+            rows.join(", ")
+        ))
+        .await
+        .unwrap();
+    let e = client
+        .simple_query("SELECT COUNT(*) FROM s a JOIN s b ON a.v + b.v > a.id * 3 + 7;")
+        .await
+        .unwrap_err();
+    let db = e
+        .as_db_error()
+        .map(|d| (d.code().code().to_string(), d.message().to_string()));
+    assert_eq!(
+        db,
+        Some((
+            "57014".to_string(),
+            "canceling statement due to statement timeout".to_string()
+        ))
+    );
+    // The connection goes on.
+    assert_eq!(
+        rows_of(&client, "SELECT COUNT(*) AS n FROM s;").await,
+        "6000"
+    );
+}
+
+async fn rows_of(client: &tokio_postgres::Client, sql: &str) -> String {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
