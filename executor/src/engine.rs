@@ -31,6 +31,7 @@ use crate::codec::{
 use crate::datum::Datum;
 use crate::error::{json, ExecError, Result};
 use crate::join::JoinChain;
+use crate::panic_guard::guarded;
 use crate::pipeline::{rows_to_batch, ChangeBatch, Expiry, Pipeline};
 use crate::processing_log::{self, ProcessingError};
 
@@ -478,9 +479,8 @@ impl Engine {
         let engine = Arc::clone(self);
         let qid = id.to_string();
         let handle = tokio::spawn(async move {
-            let result = engine
-                .run_query(&qid, plan, sink, cp, rebuild_target, stop_rx, &progress_tx)
-                .await;
+            let run = engine.run_query(&qid, plan, sink, cp, rebuild_target, stop_rx, &progress_tx);
+            let result = guarded(&format!("persistent query {qid}"), run).await;
             if let Err(e) = result {
                 tracing::error!(query_id = %qid, error = %e, "persistent query failed");
                 progress_tx.send_modify(|p| p.failed = Some(e.to_string()));
@@ -988,7 +988,7 @@ impl Engine {
                     }
                 }
             };
-            let result: Result<()> = run.await;
+            let result: Result<()> = guarded("push query", run).await;
             if let Err(e) = result {
                 let _ = tx.send(Err(e)).await;
             }

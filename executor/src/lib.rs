@@ -13,6 +13,9 @@
 //! Layers, lowest first: `datum` and `format` (values and bytes) →
 //! `codec` (records ↔ change batches) → `pipeline` (operators) → `engine`
 //! (and `print`, which shows raw topic records).
+//! A panic inside a query's task (a bug in decoding, a join, an
+//! expression, encoding) fails that query as an internal error
+//! (`panic_guard`), never the process.
 //! It knows nothing of SQL text or wire protocols: it takes plans.
 #![warn(missing_docs)]
 
@@ -21,6 +24,7 @@ mod engine;
 mod error;
 mod format;
 mod join;
+mod panic_guard;
 mod pipeline;
 mod print;
 pub mod processing_log;

@@ -585,16 +585,10 @@ impl Pipeline {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(input, state)))
         {
             Ok(result) => result,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(ExecError::Internal(format!(
-                    "expression evaluation panicked: {what}"
-                )))
-            }
+            Err(panic) => Err(ExecError::Internal(format!(
+                "expression evaluation panicked: {}",
+                crate::panic_guard::panic_message(panic.as_ref())
+            ))),
         }
     }
 
