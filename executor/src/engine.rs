@@ -459,7 +459,10 @@ impl Engine {
         for t in &source_topics {
             partitions += self.log.partitions(t)?;
         }
-        let cp = self.load_checkpoint(id, &sink, partitions)?;
+        let mut cp = self.load_checkpoint(id, &sink, partitions)?;
+        if let Some(why) = self.torn_log(&cp, &source_topics, &sink)? {
+            cp = self.rebuild_from_log(id, &sink, partitions, &why)?;
+        }
         let rebuild_target = if cp.rebuilding {
             let target = self.end_offsets_of(&source_topics)?;
             let done = cp.offsets.iter().zip(&target).all(|(a, b)| a >= b);
@@ -638,6 +641,76 @@ impl Engine {
             out.extend(self.log.end_offsets(t)?);
         }
         Ok(out)
+    }
+
+    /// Why query state committed at `cp` no longer matches the log, if it
+    /// does not: recovery cut a torn tail below what the query committed,
+    /// in a source (the query has counted records that are gone, and new
+    /// records would come at offsets it has passed) or in its sink (output
+    /// it committed is gone).
+    fn torn_log(
+        &self,
+        cp: &Checkpoint,
+        source_topics: &[String],
+        sink: &SourceDef,
+    ) -> Result<Option<String>> {
+        let ends = self.end_offsets_of(source_topics)?;
+        if let Some((c, e)) = cp.offsets.iter().zip(&ends).find(|(c, e)| c > e) {
+            return Ok(Some(format!(
+                "a source partition ends at offset {e}, before the committed offset {c}"
+            )));
+        }
+        for part in &cp.outbox {
+            let end = self.log.end_offset(&sink.topic, part.partition)?;
+            if end < part.base {
+                return Ok(Some(format!(
+                    "partition {} of sink {} ends at offset {end}, before the committed offset {}",
+                    part.partition, sink.topic, part.base
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Throws away query `id`'s state (and the rows of the table it
+    /// materializes) and starts it again from the beginning of its sources,
+    /// in one atomic commit: a rebuild, as after a lost state store. The
+    /// records its sink holds are not written again (counted per sink
+    /// partition); what follows them is.
+    fn rebuild_from_log(
+        &self,
+        id: &str,
+        sink: &SourceDef,
+        partitions: u32,
+        why: &str,
+    ) -> Result<Checkpoint> {
+        tracing::error!(query_id = %id, reason = %why,
+            "the log lost records this query had committed: rebuilding it from what the log holds");
+        let meta_key = [query_prefix(id), b"meta".to_vec()].concat();
+        let mut batch = WriteBatch::default();
+        let mut prefixes = vec![query_prefix(id)];
+        if sink.kind == SourceKind::Table && sink.query_id.as_deref() == Some(id) {
+            prefixes.push(mv_prefix(&sink.name));
+            prefixes.push(mv_expiry_prefix(&sink.name));
+        }
+        for prefix in prefixes {
+            for (key, _) in self.state.scan_prefix(&prefix)? {
+                if key != meta_key {
+                    batch.delete(key);
+                }
+            }
+        }
+        let cp = Checkpoint {
+            epoch: 0,
+            offsets: vec![0; partitions as usize],
+            outbox: vec![],
+            rebuilding: true,
+            skip: self.log.end_offsets(&sink.topic)?,
+            late_records: 0,
+        };
+        batch.put(meta_key, json(&cp)?);
+        self.state.commit(batch)?;
+        Ok(cp)
     }
 
     /// A query's checkpoint, or a new one. A query resumed at startup after
