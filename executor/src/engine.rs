@@ -162,9 +162,11 @@ pub struct Engine {
 /// Key marking a state store that has been initialized by an engine.
 const INITIALIZED_KEY: &[u8] = b"engine/initialized";
 
-/// Runs blocking I/O (appends that fsync) without stalling the other tasks
-/// of a multi-threaded runtime; on a current-thread runtime, in place.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+/// Runs blocking I/O (appends that fsync) or CPU-bound work (parsing,
+/// planning) without stalling the other tasks of a multi-threaded runtime:
+/// the worker hands its other tasks on first. On a current-thread runtime,
+/// or outside one, in place.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),

@@ -31,7 +31,7 @@ pub mod processing_log;
 
 pub use brook_planner::datum::{self, Datum};
 pub use codec::split_window;
-pub use engine::{Engine, EngineConfig, PushStream};
+pub use engine::{blocking, Engine, EngineConfig, PushStream};
 pub use error::{ExecError, Result};
 pub use format::{bytes_to_json, datum_to_json, json_to_bytes};
 pub use pipeline::{ChangeBatch, Pipeline};

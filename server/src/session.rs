@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use brook_executor::processing_log;
-use brook_executor::{Engine, EngineConfig, PushStream};
+use brook_executor::{blocking, Engine, EngineConfig, PushStream};
 use brook_planner::binder::{check_upgrade, plan_alter, plan_insert_select, FormatDefaults};
 use brook_planner::binder::{
     plan_create_as_select, plan_create_source, plan_insert, plan_pull, plan_stream,
@@ -565,6 +565,12 @@ impl Session {
     /// stop at the first error, so this is what running them would see).
     pub fn parse(&self, sql: &str) -> Result<Vec<Parsed>> {
         self.check_size(sql)?;
+        // Parsing is CPU work (linear in the text, up to the size limit):
+        // the worker's other connections move to another thread meanwhile.
+        blocking(|| self.parse_checked(sql))
+    }
+
+    fn parse_checked(&self, sql: &str) -> Result<Vec<Parsed>> {
         let substitution = self
             .properties
             .get("ksql.variable.substitution.enable")
@@ -743,14 +749,14 @@ impl Session {
     ) -> Result<Output> {
         let catalog = self.brook.catalog().clone();
         if emit.is_some() {
-            let mut plan = plan_stream(&catalog, query, None, None)?;
+            let mut plan = blocking(|| plan_stream(&catalog, query, None, None))?;
             if emit == Some(Emit::Final) {
                 brook_planner::binder::make_emit_final(&mut plan)?;
             }
             let stream = self.brook.engine.push(plan, self.reads_from_beginning())?;
             Ok(Output::Stream { stream, copy })
         } else {
-            let plan = plan_pull(&catalog, query)?;
+            let plan = blocking(|| plan_pull(&catalog, query))?;
             let table = match plan.sources.as_slice() {
                 [only] if only.kind == SourceKind::Table => Some(only.clone()),
                 _ => None,
@@ -1184,7 +1190,7 @@ impl Brook {
                     .into());
                 }
                 let mut next = catalog.clone();
-                let created = apply_ddl(&mut next, &parsed, seq, properties, None)?;
+                let created = blocking(|| apply_ddl(&mut next, &parsed, seq, properties, None))?;
                 let def = next.source(name)?.clone();
                 let topic_use = match parsed.statement {
                     Statement::CreateAsSelect { .. } => TopicUse::Write,
@@ -1458,7 +1464,7 @@ impl Brook {
         properties: &BTreeMap<String, String>,
     ) -> Result<Option<(String, StreamPlan)>> {
         let mut next = catalog.clone();
-        let created = apply_ddl(&mut next, parsed, seq, properties, None)?;
+        let created = blocking(|| apply_ddl(&mut next, parsed, seq, properties, None))?;
         self.persist(seq, &parsed.sql, properties)?;
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(created)
