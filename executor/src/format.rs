@@ -420,4 +420,113 @@ mod tests {
         assert!(decode(Format::Json, &refs, Some(b"{not json"), false).is_err());
         assert!(decode(Format::Json, &refs, Some(br#"{"USER_ID": 1e20}"#), false).is_err());
     }
+
+    /// Bytes from a record are untrusted: whatever they are, decoding (and
+    /// encoding what it gave) returns a value or an error, never a panic.
+    mod hostile_bytes {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn types() -> Vec<SqlType> {
+            let dec = SqlType::Decimal {
+                precision: 10,
+                scale: 2,
+            };
+            let strukt = SqlType::Struct(vec![
+                ("A".into(), SqlType::Int),
+                ("B".into(), SqlType::Array(Box::new(SqlType::String))),
+            ]);
+            vec![
+                SqlType::Boolean,
+                SqlType::Int,
+                SqlType::Bigint,
+                SqlType::Double,
+                SqlType::String,
+                SqlType::Timestamp,
+                dec.clone(),
+                SqlType::Bytes,
+                SqlType::Date,
+                SqlType::Time,
+                SqlType::Array(Box::new(dec)),
+                SqlType::Map(Box::new(SqlType::String), Box::new(SqlType::Bigint)),
+                strukt,
+            ]
+        }
+
+        fn formats() -> [Format; 4] {
+            [
+                Format::Json,
+                Format::Delimited(','),
+                Format::Delimited('|'),
+                Format::Kafka,
+            ]
+        }
+
+        fn check(bytes: &[u8]) {
+            for ty in types() {
+                for key in [false, true] {
+                    let one = [col("X", ty.clone(), key)];
+                    let two = [col("X", ty.clone(), key), col("Y", SqlType::String, key)];
+                    let sets: [Vec<&Column>; 2] = [one.iter().collect(), two.iter().collect()];
+                    for columns in &sets {
+                        for format in formats() {
+                            for unwrapped in [false, true] {
+                                if let Ok(values) = decode(format, columns, Some(bytes), unwrapped)
+                                {
+                                    let refs: Vec<&Datum> = values.iter().collect();
+                                    let _ = encode(format, columns, &refs, unwrapped);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Text that looks like what the formats read: JSON punctuation,
+        /// digits, quotes, delimiters, escapes, big exponents.
+        fn near_miss() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("{".to_string()),
+                    Just("}".to_string()),
+                    Just("[".to_string()),
+                    Just("]".to_string()),
+                    Just(",".to_string()),
+                    Just(":".to_string()),
+                    Just("\"".to_string()),
+                    Just("\\u00".to_string()),
+                    Just("\"X\"".to_string()),
+                    Just("\"Y\"".to_string()),
+                    Just("null".to_string()),
+                    Just("true".to_string()),
+                    Just("-".to_string()),
+                    Just("1e999999".to_string()),
+                    Just("99999999999999999999999999999999999999999".to_string()),
+                    Just("0.000000000000000000000000000001".to_string()),
+                    Just("|".to_string()),
+                    Just("\u{feff}".to_string()),
+                    "[0-9]{1,12}",
+                    "[a-zA-Z ]{0,4}",
+                ],
+                0..40,
+            )
+            .prop_map(|parts| parts.concat().into_bytes())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                check(&bytes);
+            }
+
+            #[test]
+            fn near_miss_text_never_panics(bytes in near_miss()) {
+                check(&bytes);
+            }
+        }
+    }
 }

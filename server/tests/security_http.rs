@@ -200,3 +200,60 @@ async fn request_bodies_and_connections_are_bounded() {
     assert!(answer.contains("too many connections"), "{answer}");
     running.brook.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bodies_get_an_error_response_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let brook = Brook::open_with(dir.path(), false).await.unwrap();
+    let policy = HttpPolicy::default();
+    let mut seed: u64 = 23;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    let pieces = [
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        "\"ksql\"",
+        "\"sql\"",
+        "\"properties\"",
+        "\"streamsProperties\"",
+        "\"sessionVariables\"",
+        "\"SELECT * FROM x;\"",
+        "null",
+        "1e999",
+        "\"${a}\"",
+        "\"SHOW STREAMS;\"",
+        "\"\\u0000\"",
+        "true",
+        "{}",
+        "[]",
+    ];
+    for round in 0..300 {
+        let body: Vec<u8> = if round % 3 == 0 {
+            (0..next() % 100).map(|_| next() as u8).collect()
+        } else {
+            (0..next() % 12)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect::<String>()
+                .into_bytes()
+        };
+        let path = ["/ksql", "/query", "/query-stream"][round % 3];
+        let req = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let (status, _, _) = send(&brook, &policy, req).await;
+        assert!(
+            status.is_client_error() || status.is_success(),
+            "{path}: {status}"
+        );
+    }
+    brook.shutdown().await;
+}

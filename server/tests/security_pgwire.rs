@@ -261,3 +261,40 @@ async fn rows_of(client: &tokio_postgres::Client, sql: &str) -> String {
         })
         .unwrap_or_default()
 }
+
+/// Pseudo-random numbers for repeatable hostile input.
+fn lcg(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_close_only_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_running, addr) = start(dir.path(), Limits::default()).await;
+    let mut seed: u64 = std::env::var("BROOK_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(17);
+    for round in 0..200 {
+        let mut raw = TcpStream::connect(addr).await.unwrap();
+        if round % 2 == 1 {
+            // Past the startup: garbage where typed messages should be.
+            raw.write_all(&startup_message()).await.unwrap();
+            read_until(&mut raw, b'Z').await;
+        }
+        let n = (lcg(&mut seed) % 200) as usize;
+        let mut junk: Vec<u8> = (0..n).map(|_| lcg(&mut seed) as u8).collect();
+        if round % 4 == 3 && junk.len() > 5 {
+            // A plausible message type with a random length.
+            junk[0] = [b'Q', b'P', b'B', b'E', b'D', b'S', b'X', b'd', b'c'][round % 9];
+        }
+        let _ = raw.write_all(&junk).await;
+        let _ = raw.shutdown().await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), raw.read_to_end(&mut rest)).await;
+    }
+    assert_eq!(select_one(addr).await.unwrap(), 1);
+}
