@@ -59,6 +59,10 @@ struct Cli {
     /// Seconds a pull query may run before it is cancelled.
     #[arg(long, global = true, env = "BROOK_STATEMENT_TIMEOUT", default_value_t = brook_server::Limits::default().statement_timeout.as_secs_f64())]
     statement_timeout: f64,
+    /// Bytes (of Arrow data) a pull query may read from its sources, and
+    /// return.
+    #[arg(long, global = true, env = "BROOK_MAX_PULL_BYTES", default_value_t = brook_server::Limits::default().max_pull_bytes)]
+    max_pull_bytes: usize,
     /// Open the REPL against a running server instead (e.g. http://127.0.0.1:8088).
     #[arg(long)]
     server: Option<String>,
@@ -192,6 +196,7 @@ fn main() -> anyhow::Result<()> {
             max_connections: cli.max_connections,
             statement_timeout: std::time::Duration::try_from_secs_f64(cli.statement_timeout)
                 .context("--statement-timeout must be a number of seconds")?,
+            max_pull_bytes: cli.max_pull_bytes,
         },
     };
     match cli.command {

@@ -28,7 +28,6 @@ use tokio::task::JoinHandle;
 use crate::codec::{
     batch_row, decode_batch, decode_rows, encode_rows, encode_sink, MvRow, TableSource,
 };
-use crate::datum::Datum;
 use crate::error::{json, ExecError, Result};
 use crate::join::JoinChain;
 use crate::panic_guard::guarded;
@@ -1074,8 +1073,18 @@ impl Engine {
         })
     }
 
-    /// Runs a pull query over the current contents of its sources.
-    pub async fn pull(&self, plan: PullPlan) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    /// Runs a pull query over the current contents of its sources, reading
+    /// at most `max_bytes` of them (as Arrow data) and returning at most as
+    /// much; past either, it fails with a resources-exhausted error.
+    pub async fn pull(
+        &self,
+        plan: PullPlan,
+        max_bytes: usize,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut budget = ScanBudget {
+            left: max_bytes,
+            limit: max_bytes,
+        };
         let mut tables: HashMap<String, Arc<MemTable>> = HashMap::new();
         for def in &plan.sources {
             if let Some((done, total)) = def
@@ -1091,11 +1100,10 @@ impl Engine {
                 });
             }
             let schema = def.batch_schema();
-            let rows = self.scan_source(def)?;
-            let batch = rows_to_batch(&schema, &rows)?;
+            let batches = self.scan_source(def, &mut budget)?;
             tables.insert(
                 def.name.clone(),
-                Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
+                Arc::new(MemTable::try_new(schema, vec![batches])?),
             );
         }
         let plan = plan
@@ -1115,35 +1123,48 @@ impl Engine {
         cfg.options_mut().sql_parser.enable_ident_normalization = false;
         let ctx = SessionContext::new_with_config(cfg);
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+        let mut stream = ctx
+            .execute_logical_plan(plan)
+            .await?
+            .execute_stream()
+            .await?;
+        let mut batches = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+            let batch = batch?;
+            bytes = bytes.saturating_add(slice_bytes(&batch));
+            if bytes > max_bytes {
+                return Err(ExecError::DataFusion(
+                    datafusion::error::DataFusionError::ResourcesExhausted(format!(
+                        "pull query result is larger than {max_bytes} bytes: add a LIMIT or a narrower WHERE, use a push query, or raise --max-pull-bytes"
+                    )),
+                ));
+            }
+            batches.push(batch);
+        }
         Ok((schema, batches))
     }
 
     /// Current rows of a source, with its batch schema's pseudo-columns:
     /// materialized rows for tables written by a query, the latest value per
     /// key for other tables, every record for streams.
-    fn scan_source(&self, def: &SourceDef) -> Result<Vec<Vec<ScalarValue>>> {
-        let mut out = Vec::new();
-        let to_row = |values: &[Datum],
-                      window: Option<(i64, i64)>,
-                      rowtime: i64,
-                      partition: i32,
-                      offset: i64| {
-            batch_row(def, values, window, rowtime, partition, offset)
-        };
+    fn scan_source(&self, def: &SourceDef, budget: &mut ScanBudget) -> Result<Vec<RecordBatch>> {
+        let schema = def.batch_schema();
+        let mut out = Batches::new(&schema, def, budget);
         if def.kind == SourceKind::Table && def.query_id.is_some() {
             for (_, v) in self.state.scan_prefix(&mv_prefix(&def.name))? {
                 let row: MvRow = serde_json::from_slice(&v)
                     .map_err(|e| ExecError::Internal(format!("unreadable row: {e}")))?;
-                out.push(to_row(
+                out.push(batch_row(
+                    def,
                     &row.values,
                     row.window,
                     row.rowtime,
                     row.partition,
                     row.offset,
-                )?);
+                )?)?;
             }
-            return Ok(out);
+            return out.finish();
         }
         let partitions = self.log.partitions(&def.topic)?;
         let mut latest: BTreeMap<Option<Vec<u8>>, Option<Vec<ScalarValue>>> = BTreeMap::new();
@@ -1155,13 +1176,14 @@ impl Engine {
                 from = last.offset + 1;
                 if def.kind != SourceKind::Table {
                     for d in decode_rows(def, &records, false).0 {
-                        out.push(to_row(
+                        out.push(batch_row(
+                            def,
                             &d.values,
                             d.window,
                             d.rowtime,
                             d.record.partition as i32,
                             d.record.offset as i64,
-                        )?);
+                        )?)?;
                     }
                     continue;
                 }
@@ -1176,7 +1198,8 @@ impl Engine {
                         .into_iter()
                         .next()
                     {
-                        let row = to_row(
+                        let row = batch_row(
+                            def,
                             &d.values,
                             d.window,
                             d.rowtime,
@@ -1188,8 +1211,80 @@ impl Engine {
                 }
             }
         }
-        out.extend(latest.into_values().flatten());
-        Ok(out)
+        for row in latest.into_values().flatten() {
+            out.push(row)?;
+        }
+        out.finish()
+    }
+}
+
+/// The bytes of Arrow data a batch holds (of its slice, not of buffers it
+/// shares with others).
+fn slice_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+        .sum()
+}
+
+/// What a pull query may read, in bytes of Arrow data, over all its sources.
+pub(crate) struct ScanBudget {
+    left: usize,
+    limit: usize,
+}
+
+/// Rows gathered into Arrow batches of [`SCAN_BATCH_ROWS`], so that a scan
+/// holds its rows compactly and stops at the budget.
+struct Batches<'a> {
+    schema: SchemaRef,
+    def: &'a SourceDef,
+    rows: Vec<Vec<ScalarValue>>,
+    done: Vec<RecordBatch>,
+    budget: &'a mut ScanBudget,
+}
+
+/// Rows per batch of a pull query's scan.
+const SCAN_BATCH_ROWS: usize = 8192;
+
+impl<'a> Batches<'a> {
+    fn new(schema: &SchemaRef, def: &'a SourceDef, budget: &'a mut ScanBudget) -> Self {
+        Batches {
+            schema: Arc::clone(schema),
+            def,
+            rows: Vec::new(),
+            done: Vec::new(),
+            budget,
+        }
+    }
+
+    fn push(&mut self, row: Vec<ScalarValue>) -> Result<()> {
+        self.rows.push(row);
+        if self.rows.len() >= SCAN_BATCH_ROWS {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self) -> Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let batch = rows_to_batch(&self.schema, &std::mem::take(&mut self.rows))?;
+        let bytes = slice_bytes(&batch);
+        self.budget.left = self.budget.left.checked_sub(bytes).ok_or_else(|| {
+            ExecError::DataFusion(datafusion::error::DataFusionError::ResourcesExhausted(format!(
+                "pull query would read more than {} bytes (at {}): add a key lookup or a narrower WHERE, use a push query, or raise --max-pull-bytes",
+                self.budget.limit, self.def.name
+            )))
+        })?;
+        self.done.push(batch);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<RecordBatch>> {
+        self.seal()?;
+        Ok(self.done)
     }
 }
 

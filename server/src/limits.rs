@@ -13,6 +13,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long a pull query may run before it is cancelled.
     pub statement_timeout: Duration,
+    /// How much a pull query may read from its sources, and return, in
+    /// bytes of Arrow data (each; SQLSTATE 54000 past it).
+    pub max_pull_bytes: usize,
 }
 
 impl Default for Limits {
@@ -21,6 +24,7 @@ impl Default for Limits {
             max_statement_bytes: 1 << 20,
             max_connections: 256,
             statement_timeout: Duration::from_secs(60),
+            max_pull_bytes: 512 << 20,
         }
     }
 }

@@ -784,13 +784,14 @@ impl Session {
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let engine = Arc::clone(&self.brook.engine);
         let timeout = self.brook.limits.statement_timeout;
+        let max_bytes = self.brook.limits.max_pull_bytes;
         let handle = tokio::runtime::Handle::current();
         let cancel = tokio_util::sync::CancellationToken::new();
         let _cancel_on_drop = cancel.clone().drop_guard();
         let run = tokio::task::spawn_blocking(move || {
             handle.block_on(async move {
                 tokio::select! {
-                    result = tokio::time::timeout(timeout, engine.pull(plan)) => Some(result),
+                    result = tokio::time::timeout(timeout, engine.pull(plan, max_bytes)) => Some(result),
                     () = cancel.cancelled() => None,
                 }
             })

@@ -179,3 +179,64 @@ async fn a_statement_over_the_size_limit_is_refused_before_parsing() {
     assert_eq!(e.sqlstate(), "54000", "{e}");
     brook.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_query_reads_and_returns_at_most_its_byte_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = brook_server::Limits {
+        max_pull_bytes: 256 << 10,
+        ..brook_server::Limits::default()
+    };
+    let brook =
+        Brook::open_with_limits(dir.path(), brook_server::EngineConfig::throwaway(), limits)
+            .await
+            .unwrap();
+    let mut s = brook.session();
+    s.execute(
+        "CREATE STREAM big (id INT KEY, v STRING) WITH (KAFKA_TOPIC='big', PARTITIONS=1);
+         CREATE STREAM small (id INT KEY, v STRING) WITH (KAFKA_TOPIC='small', PARTITIONS=1);",
+    )
+    .await
+    .unwrap();
+    let pad = "x".repeat(200);
+    let rows = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("({i}, '{pad}')"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    s.execute(&format!("INSERT INTO big (id, v) VALUES {};", rows(3000)))
+        .await
+        .unwrap();
+    s.execute(&format!("INSERT INTO small (id, v) VALUES {};", rows(300)))
+        .await
+        .unwrap();
+
+    // Reading 3,000 rows of 200 bytes is past 256 KiB: refused while scanning.
+    let e: ServerError = s.execute("SELECT COUNT(*) FROM big;").await.err().unwrap();
+    assert_eq!(e.sqlstate(), "54000", "{e}");
+    assert!(
+        e.to_string().contains("pull query would read more than"),
+        "{e}"
+    );
+    // A small source is read; a result past the limit is refused.
+    assert_eq!(
+        rows_count(&brook, "SELECT COUNT(*) AS n FROM small;").await,
+        "300"
+    );
+    let e: ServerError = s
+        .execute("SELECT a.v, b.v FROM small a JOIN small b ON a.id >= 0;")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.sqlstate(), "54000", "{e}");
+    assert!(
+        e.to_string().contains("pull query result is larger than"),
+        "{e}"
+    );
+    brook.shutdown().await;
+}
+
+async fn rows_count(brook: &Arc<Brook>, sql: &str) -> String {
+    rows(brook, sql).await.concat()
+}
