@@ -7,28 +7,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use brook_server::{Brook, Output};
+mod common;
+
+use brook_server::Brook;
 
 const SETUP: &str = "CREATE STREAM s (id INT KEY, v INT) WITH (KAFKA_TOPIC='s', PARTITIONS=1);
 CREATE TABLE t AS SELECT id, COUNT(*) AS n, SUM(v) AS total FROM s GROUP BY id;";
 
-async fn rows(brook: &Arc<Brook>, sql: &str) -> Vec<String> {
-    let out = brook.session().execute(sql).await.unwrap();
-    let Some(Output::Rows { batches, .. }) = out.into_iter().next_back() else {
-        panic!("expected rows for {sql}");
-    };
-    let mut rows: Vec<String> = batches
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows()).map(move |r| {
-                b.columns()
-                    .iter()
-                    .map(|c| brook_server::render::cell_text(c.as_ref(), r).unwrap_or_default())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-        })
-        .collect();
+/// The rows of a pull query, sorted.
+async fn sorted(brook: &Arc<Brook>, sql: &str) -> Vec<String> {
+    let mut rows = common::rows(brook, sql).await;
     rows.sort();
     rows
 }
@@ -36,8 +24,8 @@ async fn rows(brook: &Arc<Brook>, sql: &str) -> Vec<String> {
 /// The table as the query keeps it, and as a recount of the source gives it.
 async fn table_and_recount(brook: &Arc<Brook>) -> (Vec<String>, Vec<String>) {
     (
-        rows(brook, "SELECT id, n, total FROM t;").await,
-        rows(
+        sorted(brook, "SELECT id, n, total FROM t;").await,
+        sorted(
             brook,
             "SELECT id, COUNT(*) AS n, SUM(v) AS total FROM s GROUP BY id;",
         )

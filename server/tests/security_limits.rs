@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
+mod common;
+
 use brook_server::{Brook, Output, ServerError};
+use common::rows;
 
 fn chain(n: usize) -> String {
     let mut s = String::from("v");
@@ -13,25 +16,6 @@ fn chain(n: usize) -> String {
         s.push_str(" + 1");
     }
     s
-}
-
-async fn rows(brook: &Arc<Brook>, sql: &str) -> Vec<String> {
-    let out = brook.session().execute(sql).await.unwrap();
-    match out.into_iter().next_back() {
-        Some(Output::Rows { batches, .. }) => batches
-            .iter()
-            .flat_map(|b| {
-                (0..b.num_rows()).map(move |r| {
-                    b.columns()
-                        .iter()
-                        .map(|c| brook_server::render::cell_text(c.as_ref(), r).unwrap_or_default())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-            })
-            .collect(),
-        _ => panic!("expected rows for {sql}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,10 +164,12 @@ async fn connections_past_the_limit_are_refused_as_postgres_does() {
     drop(client);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_pull_query_holds_up_no_one_and_ctrl_c_stops_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_running, addr) = start(dir.path(), Limits::default()).await;
+/// A pull query over the 6,000 rows of `client_with_rows`: 36 million
+/// pairs, seconds of work for a debug build.
+const LONG_QUERY: &str = "SELECT COUNT(*) FROM s a JOIN s b ON a.v + b.v > a.id * 3 + 7;";
+
+/// A client connected to `addr`, with a stream `s` of 6,000 rows.
+async fn client_with_rows(addr: std::net::SocketAddr) -> tokio_postgres::Client {
     let url = format!("host={} port={} user=brook", addr.ip(), addr.port());
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -185,13 +187,16 @@ async fn a_long_pull_query_holds_up_no_one_and_ctrl_c_stops_it() {
         ))
         .await
         .unwrap();
-    // 36 million pairs: seconds of work for a debug build.
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_pull_query_holds_up_no_one_and_ctrl_c_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_running, addr) = start(dir.path(), Limits::default()).await;
+    let client = client_with_rows(addr).await;
     let cancel = client.cancel_token();
-    let long = tokio::spawn(async move {
-        client
-            .simple_query("SELECT COUNT(*) FROM s a JOIN s b ON a.v + b.v > a.id * 3 + 7;")
-            .await
-    });
+    let long = tokio::spawn(async move { client.simple_query(LONG_QUERY).await });
     // Another client is answered while it runs…
     assert_eq!(select_one(addr).await.unwrap(), 1);
     assert!(!long.is_finished(), "the long query ended too soon to test");
@@ -211,27 +216,8 @@ async fn a_pull_query_past_the_statement_timeout_is_cancelled() {
         ..Limits::default()
     };
     let (_running, addr) = start(dir.path(), limits).await;
-    let url = format!("host={} port={} user=brook", addr.ip(), addr.port());
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-        .batch_execute("CREATE STREAM s (id INT KEY, v INT) WITH (KAFKA_TOPIC='s', PARTITIONS=1);")
-        .await
-        .unwrap();
-    let rows: Vec<String> = (0..6_000).map(|i| format!("({i}, {i})")).collect();
-    client
-        .batch_execute(&format!(
-            "INSERT INTO s (id, v) VALUES {};",
-            rows.join(", ")
-        ))
-        .await
-        .unwrap();
-    let e = client
-        .simple_query("SELECT COUNT(*) FROM s a JOIN s b ON a.v + b.v > a.id * 3 + 7;")
-        .await
-        .unwrap_err();
+    let client = client_with_rows(addr).await;
+    let e = client.simple_query(LONG_QUERY).await.unwrap_err();
     let db = e
         .as_db_error()
         .map(|d| (d.code().code().to_string(), d.message().to_string()));
