@@ -109,6 +109,49 @@ async fn an_oversized_message_is_refused_from_its_header() {
     assert_eq!(select_one(addr).await.unwrap(), 1);
 }
 
+/// Found by the `pgwire` fuzz target: pgwire's decoders trust the counts
+/// in messages, read on into the next message, and panicked past the end
+/// of what had arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_short_of_what_it_announces_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_running, addr) = start(dir.path(), Limits::default()).await;
+    let msg = |t: u8, body: &[u8]| {
+        let mut m = vec![t];
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    };
+    for bad in [
+        // Parse announcing one parameter type, holding three bytes of it.
+        msg(b'P', b"\0SELECT 1\0\0\x01\0\0\0"),
+        // Bind announcing a 100-byte parameter, holding three.
+        msg(b'B', b"\0\0\0\0\0\x01\0\0\0\x64abc"),
+        msg(b'E', b"\0\0"),
+        msg(b'D', b""),
+        // A Parse with bytes after its fields, shaped as a Parse header:
+        // pgwire would read them as the next message.
+        msg(b'P', b"\0SELECT 1\0\0\0P\0\0\0\x09\0\0\0\x05"),
+    ] {
+        let mut raw = TcpStream::connect(addr).await.unwrap();
+        raw.write_all(&startup_message()).await.unwrap();
+        read_until(&mut raw, b'Z').await;
+        raw.write_all(&bad).await.unwrap();
+        let (types, errors) =
+            tokio::time::timeout(Duration::from_secs(30), read_until(&mut raw, b'E'))
+                .await
+                .unwrap();
+        assert_eq!(types, vec![b'E']);
+        assert!(errors.contains("08P01"), "{errors}");
+        assert!(
+            errors.contains("insufficient data left in message")
+                || errors.contains("invalid message format"),
+            "{errors}"
+        );
+    }
+    assert_eq!(select_one(addr).await.unwrap(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_truncated_startups_close_only_their_connection() {
     let dir = tempfile::tempdir().unwrap();
