@@ -59,6 +59,66 @@ struct RunningQuery {
     handle: JoinHandle<()>,
 }
 
+/// What a sink holds, as counts of `(partition, hash of key and value)`:
+/// during a rebuild after a torn tail, an output found here is in the sink
+/// already. Order is not compared (a rebuild reads its sources in other
+/// epochs, so outputs of different source partitions interleave
+/// differently), and records the sink holds that no output matches (what a
+/// stream emitted from source records a torn tail took) are left alone.
+/// About 40 bytes per sink record, for the rebuild's duration.
+#[derive(Default)]
+struct SinkContents(HashMap<(u32, u64), u32>);
+
+impl SinkContents {
+    fn hash(record: &Record) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        record.key.hash(&mut h);
+        record.value.hash(&mut h);
+        h.finish()
+    }
+
+    fn read(log: &LogStore, topic: &str, ends: &[u64]) -> Result<SinkContents> {
+        let mut counts: HashMap<(u32, u64), u32> = HashMap::new();
+        for (partition, &end) in ends.iter().enumerate() {
+            let partition = partition as u32;
+            let mut from = 0;
+            while from < end {
+                let records = log.read(topic, partition, from, 4096)?;
+                let Some(last) = records.last().map(|r| r.offset) else {
+                    break;
+                };
+                for r in records.iter().filter(|r| r.offset < end) {
+                    *counts
+                        .entry((partition, Self::hash(&r.record)))
+                        .or_default() += 1;
+                }
+                from = last + 1;
+            }
+        }
+        Ok(SinkContents(counts))
+    }
+
+    /// Whether `record` is in the sink's `partition`, counting it off if so.
+    fn take(&mut self, partition: u32, record: &Record) -> bool {
+        match self.0.get_mut(&(partition, Self::hash(record))) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How the log lost records a query had committed (recovery cut a torn tail).
+enum Torn {
+    /// A source partition ends below the query's committed offset.
+    Source(String),
+    /// A sink partition ends below what the query committed to it.
+    Sink(String),
+}
+
 /// A committed epoch's checkpoint, kept under `q/<id>/meta`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Checkpoint {
@@ -73,10 +133,22 @@ struct Checkpoint {
     #[serde(default)]
     rebuilding: bool,
     /// While rebuilding: how many more records per sink partition are in
-    /// the sink already (written before the state was lost) and are not
-    /// written again.
+    /// the sink already (written before the state was lost, or deleted by
+    /// retention since) and are not written again.
     #[serde(default)]
     skip: Vec<u64>,
+    /// While rebuilding after a torn tail: where each sink partition ended
+    /// when the rebuild began. An output equal (key and value) to one of
+    /// the sink's records before that end is there already and is not
+    /// written again (each sink record stands for one output); see
+    /// `SinkContents`.
+    #[serde(default)]
+    sink_end: Vec<u64>,
+    /// Where each sink partition ends once this epoch's outbox is written:
+    /// a sink found shorter at startup lost records the query wrote (in a
+    /// partition the outbox does not cover).
+    #[serde(default)]
+    sink_ends: Vec<u64>,
     /// Records dropped as too late for their window, in all epochs so far.
     #[serde(default)]
     late_records: u64,
@@ -155,6 +227,10 @@ pub struct Engine {
     /// Set by [`Engine::finish_startup`]: queries started later are new,
     /// not resumed, and never rebuild.
     startup_done: std::sync::atomic::AtomicBool,
+    /// Each topic's partition ends as recovery left them, before any query
+    /// reconciled a torn tail: what queries resumed at startup compare
+    /// their committed offsets with (the first one moves the ends on).
+    opened_ends: HashMap<String, Vec<u64>>,
     config: EngineConfig,
 }
 
@@ -267,6 +343,10 @@ impl Engine {
         }
         let state: Arc<dyn StateStore> = Arc::new(sled_state);
         let (appended, _) = watch::channel(0);
+        let mut opened_ends = HashMap::new();
+        for (topic, _) in log.topics() {
+            opened_ends.insert(topic.clone(), log.end_offsets(&topic)?);
+        }
         let engine = Arc::new(Engine {
             lock: Mutex::new(Some(lock)),
             log,
@@ -276,6 +356,7 @@ impl Engine {
             queries: Mutex::new(HashMap::new()),
             state_lost,
             startup_done: std::sync::atomic::AtomicBool::new(false),
+            opened_ends,
             config,
         });
         if config.maintenance_ms > 0 {
@@ -461,8 +542,32 @@ impl Engine {
             partitions += self.log.partitions(t)?;
         }
         let mut cp = self.load_checkpoint(id, &sink, partitions)?;
-        if let Some(why) = self.torn_log(&cp, &source_topics, &sink)? {
-            cp = self.rebuild_from_log(id, &sink, partitions, &why)?;
+        match self.torn_log(&cp, &source_topics, &sink)? {
+            None => {}
+            Some(Torn::Source(why)) => {
+                // New records must not take offsets the query has passed.
+                self.advance_sources(&cp, &source_topics)?;
+                if sink.kind == SourceKind::Table {
+                    // The table counted records that are gone: recount it
+                    // from what survives, writing the sink's changelog
+                    // again (upserts: the last one per key is the recount).
+                    cp = self.rebuild_from_log(id, &sink, partitions, &why, false)?;
+                } else {
+                    // A stream keeps what it emitted (a consumer may have
+                    // read it) and goes on from where it was.
+                    tracing::error!(query_id = %id, reason = %why,
+                        "the log lost source records this query had read; its sink keeps what it emitted from them");
+                }
+            }
+            Some(Torn::Sink(why)) => {
+                cp = self.rebuild_from_log(id, &sink, partitions, &why, true)?;
+            }
+        }
+        if cp.rebuilding && !cp.sink_end.is_empty() && cp.epoch > 0 {
+            // Stopped during such a rebuild: which sink records its outputs
+            // matched is not kept, so it starts again, now matching what
+            // the sink holds, its own outputs included.
+            cp = self.rebuild_from_log(id, &sink, partitions, "restarted", true)?;
         }
         let rebuild_target = if cp.rebuilding {
             let target = self.end_offsets_of(&source_topics)?;
@@ -644,7 +749,7 @@ impl Engine {
         Ok(out)
     }
 
-    /// Why query state committed at `cp` no longer matches the log, if it
+    /// How query state committed at `cp` no longer matches the log, if it
     /// does not: recovery cut a torn tail below what the query committed,
     /// in a source (the query has counted records that are gone, and new
     /// records would come at offsets it has passed) or in its sink (output
@@ -654,36 +759,78 @@ impl Engine {
         cp: &Checkpoint,
         source_topics: &[String],
         sink: &SourceDef,
-    ) -> Result<Option<String>> {
-        let ends = self.end_offsets_of(source_topics)?;
-        if let Some((c, e)) = cp.offsets.iter().zip(&ends).find(|(c, e)| c > e) {
-            return Ok(Some(format!(
-                "a source partition ends at offset {e}, before the committed offset {c}"
-            )));
+    ) -> Result<Option<Torn>> {
+        let ends = self.log.end_offsets(&sink.topic)?;
+        for (p, (&end, &committed)) in ends.iter().zip(&cp.sink_ends).enumerate() {
+            // A partition of the outbox may end at its base (the outbox is
+            // then written again); any other must end where it did.
+            let must_reach = cp
+                .outbox
+                .iter()
+                .find(|part| part.partition as usize == p)
+                .map_or(committed, |part| part.base);
+            if end < must_reach {
+                return Ok(Some(Torn::Sink(format!(
+                    "partition {p} of sink {} ends at offset {end}, before the committed offset {must_reach}",
+                    sink.topic
+                ))));
+            }
         }
         for part in &cp.outbox {
             let end = self.log.end_offset(&sink.topic, part.partition)?;
             if end < part.base {
-                return Ok(Some(format!(
+                return Ok(Some(Torn::Sink(format!(
                     "partition {} of sink {} ends at offset {end}, before the committed offset {}",
                     part.partition, sink.topic, part.base
-                )));
+                ))));
             }
+        }
+        let mut ends = self.end_offsets_of(source_topics)?;
+        if !self.startup_done.load(std::sync::atomic::Ordering::SeqCst) {
+            // Another query resumed before this one may have moved the ends.
+            let opened: Vec<u64> = source_topics
+                .iter()
+                .flat_map(|t| self.opened_ends.get(t).cloned().unwrap_or_default())
+                .collect();
+            if opened.len() == ends.len() {
+                ends = opened;
+            }
+        }
+        if let Some((c, e)) = cp.offsets.iter().zip(&ends).find(|(c, e)| c > e) {
+            return Ok(Some(Torn::Source(format!(
+                "a source partition ends at offset {e}, before the committed offset {c}"
+            ))));
         }
         Ok(None)
     }
 
+    /// Moves each source partition that ends below the query's committed
+    /// offset up to it (see [`LogStore::advance_end`]).
+    fn advance_sources(&self, cp: &Checkpoint, source_topics: &[String]) -> Result<()> {
+        let mut committed = cp.offsets.iter();
+        for t in source_topics {
+            for partition in 0..self.log.partitions(t)? {
+                if let Some(&c) = committed.next() {
+                    self.log.advance_end(t, partition, c)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Throws away query `id`'s state (and the rows of the table it
     /// materializes) and starts it again from the beginning of its sources,
-    /// in one atomic commit: a rebuild, as after a lost state store. The
-    /// records its sink holds are not written again (counted per sink
-    /// partition); what follows them is.
+    /// in one atomic commit: a rebuild, as after a lost state store. With
+    /// `skip_written`, the records its sink holds are not written again
+    /// (counted per sink partition; what follows them is), which is right
+    /// when the sources are whole: the query writes the same records again.
     fn rebuild_from_log(
         &self,
         id: &str,
         sink: &SourceDef,
         partitions: u32,
         why: &str,
+        skip_written: bool,
     ) -> Result<Checkpoint> {
         tracing::error!(query_id = %id, reason = %why,
             "the log lost records this query had committed: rebuilding it from what the log holds");
@@ -706,12 +853,27 @@ impl Engine {
             offsets: vec![0; partitions as usize],
             outbox: vec![],
             rebuilding: true,
-            skip: self.log.end_offsets(&sink.topic)?,
+            skip: vec![],
+            sink_end: vec![],
+            sink_ends: vec![],
             late_records: 0,
         };
+        let mut cp = cp;
+        if skip_written {
+            self.search_sink(&mut cp, sink)?;
+        }
         batch.put(meta_key, json(&cp)?);
         self.state.commit(batch)?;
         Ok(cp)
+    }
+
+    /// Sets a rebuilding checkpoint to leave out of the sink what it holds
+    /// already: the records retention deleted by count, the rest by content.
+    fn search_sink(&self, cp: &mut Checkpoint, sink: &SourceDef) -> Result<()> {
+        let stats = self.log.stats(&sink.topic)?;
+        cp.skip = stats.iter().map(|s| s.start_offset).collect();
+        cp.sink_end = stats.iter().map(|s| s.end_offset).collect();
+        Ok(())
     }
 
     /// A query's checkpoint, or a new one. A query resumed at startup after
@@ -736,6 +898,8 @@ impl Engine {
                     } else {
                         vec![]
                     },
+                    sink_end: vec![],
+                    sink_ends: vec![],
                     late_records: 0,
                 };
                 if lost {
@@ -786,6 +950,11 @@ impl Engine {
             .map(|spec| Expiry::new(&spec, mv_expiry_prefix(&sink.name)));
         let schema = plan.source.batch_schema();
         let mut appended = self.appended.subscribe();
+        let mut sink_contents = if rebuild_target.is_some() && !cp.sink_end.is_empty() {
+            blocking(|| SinkContents::read(&self.log, &sink.topic, &cp.sink_end))?
+        } else {
+            SinkContents::default()
+        };
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -881,6 +1050,9 @@ impl Engine {
                     *n -= 1;
                     continue;
                 }
+                if rebuild_target.is_some() && sink_contents.take(r.partition, &r.record) {
+                    continue;
+                }
                 let part = match outbox.entry(r.partition) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
@@ -904,13 +1076,25 @@ impl Engine {
             let caught_up = rebuild_target
                 .as_ref()
                 .is_none_or(|t| offsets.iter().zip(t).all(|(a, b)| a >= b));
+            let mut sink_ends = self.log.end_offsets(&sink.topic)?;
+            for (p, part) in &outbox {
+                if let Some(end) = sink_ends.get_mut(*p as usize) {
+                    *end = part.base + part.records.len() as u64;
+                }
+            }
             cp = Checkpoint {
                 epoch: cp.epoch + 1,
                 offsets,
                 outbox: outbox.into_values().collect(),
+                sink_ends,
                 rebuilding: cp.rebuilding && !caught_up,
                 // Once caught up, every output is new.
                 skip: if caught_up { vec![] } else { skip },
+                sink_end: if caught_up {
+                    vec![]
+                } else {
+                    cp.sink_end.clone()
+                },
                 late_records: cp.late_records + late,
             };
             batch.put(meta_key.clone(), json(&cp)?);

@@ -18,6 +18,11 @@
 //!   topics named `_brook_…` ([`is_internal_topic`]) are Brook's alone.
 //! - [`DirLock`] keeps a data directory to one process.
 //!
+//! After recovery cut records that readers had passed,
+//! [`LogStore::advance_end`] moves a partition's end past them, so that no
+//! offset is used twice. `fuzz` is the cargo-fuzz harness for damaged log
+//! files.
+//!
 //! Layers, lowest first: [`vfs`] (the file system, real or simulated) →
 //! `log::record` (framing) → `log::segment` and `log::index` (segment files
 //! and their sparse offset/time indexes) → [`log`] (partitions, group

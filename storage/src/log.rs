@@ -572,6 +572,48 @@ impl LogStore {
         Ok(end - records.len() as u64)
     }
 
+    /// Moves the partition's end forward to `offset` when it is below: the
+    /// next record appended gets `offset`, and the offsets between are a
+    /// gap that reads pass over. For after recovery cut a torn tail below
+    /// offsets that readers had already seen, so that no new record takes
+    /// an offset a reader has passed. Durable on return: the active segment
+    /// is closed and a new one starts at `offset`, with a `.gap` marker that
+    /// lets [`LogStore::open`] accept the hole. Returns whether it moved.
+    pub fn advance_end(&self, topic: &str, partition: u32, offset: u64) -> Result<bool> {
+        let p = self.partition(topic, partition)?;
+        let mut inner = p.lock();
+        if let Some(reason) = &inner.failed {
+            return Err(p.failed_error(reason));
+        }
+        if inner.written >= offset {
+            return Ok(false);
+        }
+        let active = inner.segments.last().expect("a partition has a segment");
+        active.sync()?;
+        active.write_index(self.vfs.as_ref())?;
+        let from = inner.written;
+        let marker = p.dir.join(gap_file_name(offset));
+        self.vfs
+            .write_synced(&marker, from.to_string().as_bytes())
+            .map_err(io_err("write", &marker))?;
+        let seg = Segment::create(self.vfs.as_ref(), &p.dir, offset, now_ms())?;
+        inner.segments.push(Arc::new(seg));
+        inner.written = offset;
+        inner.visible = offset;
+        drop(inner);
+        let mut synced = p.lock_sync();
+        synced.durable = synced.durable.max(offset);
+        drop(synced);
+        tracing::warn!(
+            topic,
+            partition,
+            from,
+            to = offset,
+            "log end moved past offsets a torn tail took; they stay unused"
+        );
+        Ok(true)
+    }
+
     /// Writes a framed batch to the active segment, rolling it first if it
     /// is full or old. Called under the partition lock.
     fn write_batch(
@@ -1015,6 +1057,9 @@ fn open_partition(
             vfs.remove_file(&path).map_err(io_err("remove", &path))?;
             continue;
         }
+        if name.ends_with(GAP_SUFFIX) {
+            continue;
+        }
         if let Some(base) = name
             .strip_suffix(".log")
             .and_then(|b| b.parse::<u64>().ok())
@@ -1027,9 +1072,11 @@ fn open_partition(
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(files.len());
     let last = files.len().saturating_sub(1);
     let mut expected = files.first().map_or(0, |f| f.0);
-    let gaps_allowed = tconfig.cleanup_policy == CleanupPolicy::Compact;
+    let compacted = tconfig.cleanup_policy == CleanupPolicy::Compact;
     for (i, (base, path)) in files.into_iter().enumerate() {
-        if base < expected || (base != expected && !gaps_allowed) {
+        // A hole between segments: compaction's, or one `advance_end` made.
+        let gap_allowed = compacted || vfs.exists(&dir.join(gap_file_name(base)));
+        if base < expected || (base != expected && !gap_allowed) {
             return Err(StorageError::Corrupt {
                 path,
                 position: 0,
@@ -1093,6 +1140,13 @@ fn open_partition(
         segments.push(Arc::new(Segment::create(vfs, dir, 0, now)?));
     }
     Ok(new_partition(topic, id, dir.to_path_buf(), segments))
+}
+
+const GAP_SUFFIX: &str = ".gap";
+
+/// The marker of a segment that starts after a hole `advance_end` made.
+fn gap_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}{GAP_SUFFIX}")
 }
 
 fn read_topic_meta(vfs: &dyn Vfs, path: &Path) -> Result<TopicConfig> {
