@@ -1284,7 +1284,8 @@ impl Engine {
                 });
             }
             let schema = def.batch_schema();
-            let batches = self.scan_source(def, &mut budget)?;
+            let keys = crate::pull_keys::key_lookups(&plan.plan, def);
+            let batches = self.scan_source(def, keys.as_deref(), &mut budget)?;
             tables.insert(
                 def.name.clone(),
                 Arc::new(MemTable::try_new(schema, vec![batches])?),
@@ -1331,12 +1332,43 @@ impl Engine {
 
     /// Current rows of a source, with its batch schema's pseudo-columns:
     /// materialized rows for tables written by a query, the latest value per
-    /// key for other tables, every record for streams.
-    fn scan_source(&self, def: &SourceDef, budget: &mut ScanBudget) -> Result<Vec<RecordBatch>> {
+    /// key for other tables, every record for streams. With `keys` (the
+    /// encoded keys a pull query's filter pins), a materialized table's rows
+    /// are read by key (every window of it, for a windowed table) instead.
+    fn scan_source(
+        &self,
+        def: &SourceDef,
+        keys: Option<&[Vec<u8>]>,
+        budget: &mut ScanBudget,
+    ) -> Result<Vec<RecordBatch>> {
         let schema = def.batch_schema();
         let mut out = Batches::new(&schema, def, budget);
         if def.kind == SourceKind::Table && def.query_id.is_some() {
-            for (_, v) in self.state.scan_prefix(&mv_prefix(&def.name))? {
+            let prefix = mv_prefix(&def.name);
+            let rows: Vec<Vec<u8>> = match keys {
+                None => self
+                    .state
+                    .scan_prefix(&prefix)?
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect(),
+                Some(keys) if def.window.is_none() => {
+                    let mut rows = Vec::with_capacity(keys.len());
+                    for key in keys {
+                        rows.extend(self.state.get(&[prefix.as_slice(), key].concat())?);
+                    }
+                    rows
+                }
+                Some(keys) => {
+                    let mut rows = Vec::new();
+                    for key in keys {
+                        let k = [prefix.as_slice(), key].concat();
+                        rows.extend(self.state.scan_prefix(&k)?.into_iter().map(|(_, v)| v));
+                    }
+                    rows
+                }
+            };
+            for v in rows {
                 let row: MvRow = serde_json::from_slice(&v)
                     .map_err(|e| ExecError::Internal(format!("unreadable row: {e}")))?;
                 out.push(batch_row(

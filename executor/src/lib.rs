@@ -4,7 +4,9 @@
 //! a source topic in epochs, push change batches through a pipeline, and
 //! commit state, source offsets and their sink output atomically), push
 //! queries (transient pipelines streaming rows to one client), and pull
-//! queries (DataFusion over a snapshot of a source's current rows).
+//! queries (DataFusion over a snapshot of a source's current rows; a
+//! materialized table's rows are read by key when the filter pins its key,
+//! `pull_keys`).
 //!
 //! Main types: [`Engine`] (start here), [`ChangeBatch`] (an Arrow batch
 //! plus a weight and event time per row), [`Pipeline`] (compiled
@@ -28,6 +30,7 @@ mod panic_guard;
 mod pipeline;
 mod print;
 pub mod processing_log;
+mod pull_keys;
 
 pub use brook_planner::datum::{self, Datum};
 pub use codec::split_window;
