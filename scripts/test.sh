@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every crate's tests (unit, the
 # SIGKILL crash test, the .slt files in process / over pgwire / with
-# restarts), and the docs. One build profile (dev) for everything.
+# restarts), the ksqlDB conformance cases, each cargo-fuzz target for a
+# few seconds, and the docs. One build profile (dev) for everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
@@ -30,6 +31,8 @@ if [ -d "$qtt_dir" ]; then
 else
   echo "skipped: $qtt_dir not found (CI has it beside the clone)"
 fi
+echo "== fuzz targets, briefly, from the committed corpus (scripts/fuzz.sh)"
+bash scripts/fuzz.sh "${BROOK_FUZZ_SECONDS:-15}"
 echo "== docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 # One closing line for the whole run: every libtest result plus the .slt files.

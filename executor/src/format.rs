@@ -426,62 +426,8 @@ mod tests {
     mod hostile_bytes {
         use proptest::prelude::*;
 
-        use super::*;
-
-        fn types() -> Vec<SqlType> {
-            let dec = SqlType::Decimal {
-                precision: 10,
-                scale: 2,
-            };
-            let strukt = SqlType::Struct(vec![
-                ("A".into(), SqlType::Int),
-                ("B".into(), SqlType::Array(Box::new(SqlType::String))),
-            ]);
-            vec![
-                SqlType::Boolean,
-                SqlType::Int,
-                SqlType::Bigint,
-                SqlType::Double,
-                SqlType::String,
-                SqlType::Timestamp,
-                dec.clone(),
-                SqlType::Bytes,
-                SqlType::Date,
-                SqlType::Time,
-                SqlType::Array(Box::new(dec)),
-                SqlType::Map(Box::new(SqlType::String), Box::new(SqlType::Bigint)),
-                strukt,
-            ]
-        }
-
-        fn formats() -> [Format; 4] {
-            [
-                Format::Json,
-                Format::Delimited(','),
-                Format::Delimited('|'),
-                Format::Kafka,
-            ]
-        }
-
         fn check(bytes: &[u8]) {
-            for ty in types() {
-                for key in [false, true] {
-                    let one = [col("X", ty.clone(), key)];
-                    let two = [col("X", ty.clone(), key), col("Y", SqlType::String, key)];
-                    let sets: [Vec<&Column>; 2] = [one.iter().collect(), two.iter().collect()];
-                    for columns in &sets {
-                        for format in formats() {
-                            for unwrapped in [false, true] {
-                                if let Ok(values) = decode(format, columns, Some(bytes), unwrapped)
-                                {
-                                    let refs: Vec<&Datum> = values.iter().collect();
-                                    let _ = encode(format, columns, &refs, unwrapped);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            crate::fuzz::record_decoders(bytes);
         }
 
         /// Text that looks like what the formats read: JSON punctuation,

@@ -14,7 +14,8 @@
 //!
 //! Layers, lowest first: `datum` and `format` (values and bytes) →
 //! `codec` (records ↔ change batches) → `pipeline` (operators) → `engine`
-//! (and `print`, which shows raw topic records).
+//! (and `print`, which shows raw topic records). `fuzz` is the cargo-fuzz
+//! harness for the record decoders.
 //! A panic inside a query's task (a bug in decoding, a join, an
 //! expression, encoding) fails that query as an internal error
 //! (`panic_guard`), never the process.
@@ -25,6 +26,8 @@ mod codec;
 mod engine;
 mod error;
 mod format;
+#[doc(hidden)]
+pub mod fuzz;
 mod join;
 mod panic_guard;
 mod pipeline;

@@ -9,12 +9,16 @@
 //! statements may use (internal topics are Brook's alone); [`limits`]
 //! bounds what one client or statement may use (sizes, connections, time),
 //! enforced by the pgwire front door, the HTTP guard and the session;
-//! [`repair`] is the offline repair of a damaged catalog.
+//! [`repair`] is the offline repair of a damaged catalog. `fuzz` holds the
+//! harnesses the cargo-fuzz targets in `fuzz/` drive (SQL front end,
+//! pgwire, HTTP).
 //!
 //! Start with [`serve`], which binds both listeners for a [`Config`].
 
 pub mod access;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod limits;
 pub mod pg;

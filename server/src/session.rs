@@ -314,7 +314,7 @@ fn replaced_query(catalog: &Catalog, old: &SourceDef) -> Result<(QueryDef, Strea
     Ok((q, plan))
 }
 
-fn apply_ddl(
+pub(crate) fn apply_ddl(
     catalog: &mut Catalog,
     parsed: &Parsed,
     seq: u64,

@@ -34,6 +34,8 @@
 pub mod bench;
 mod catalog;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod lock;
 pub mod log;
 mod state;
