@@ -8,6 +8,7 @@ mod slots;
 pub use guard::HttpPolicy;
 pub use slots::SlottedListener;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub fn router_with(brook: Arc<Brook>, policy: HttpPolicy) -> Router {
         .route("/ksql", post(ksql))
         .route("/query-stream", post(query_stream))
         .route("/query", post(query))
+        .route("/close-query", post(close_query))
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
         .with_state(brook)
@@ -255,32 +257,45 @@ async fn query_stream(
             } else {
                 format!("{head}\n")
             };
+            let (closed, registered) = brook.push_queries.register(&query_id);
             let rows = futures::stream::unfold(
-                (stream.rows, false),
-                move |(mut rx, done)| async move {
-                    if done {
-                        return None;
-                    }
-                    match rx.recv().await {
-                        Some(Ok(row)) => {
-                            let v = Value::Array(row.iter().map(scalar_json).collect());
-                            let text = if json_array {
-                                format!(",\n{v}")
-                            } else {
-                                format!("{v}\n")
-                            };
-                            Some((Ok::<_, Infallible>(Bytes::from(text)), (rx, false)))
+                (stream.rows, false, registered),
+                move |(mut rx, done, registered)| {
+                    let closed = closed.clone();
+                    async move {
+                        if done {
+                            return None;
                         }
-                        Some(Err(e)) => {
-                            let v = json!({"@type": "generic_error", "error_code": 50000, "message": e.to_string()});
-                            let text = if json_array {
-                                format!(",\n{v}]")
-                            } else {
-                                format!("{v}\n")
-                            };
-                            Some((Ok(Bytes::from(text)), (rx, true)))
+                        let next = tokio::select! {
+                            next = rx.recv() => next,
+                            () = closed.cancelled() => None,
+                        };
+                        match next {
+                            Some(Ok(row)) => {
+                                let v = Value::Array(row.iter().map(scalar_json).collect());
+                                let text = if json_array {
+                                    format!(",\n{v}")
+                                } else {
+                                    format!("{v}\n")
+                                };
+                                Some((
+                                    Ok::<_, Infallible>(Bytes::from(text)),
+                                    (rx, false, registered),
+                                ))
+                            }
+                            Some(Err(e)) => {
+                                let v = json!({"@type": "generic_error", "error_code": 50000, "message": e.to_string()});
+                                let text = if json_array {
+                                    format!(",\n{v}]")
+                                } else {
+                                    format!("{v}\n")
+                                };
+                                Some((Ok(Bytes::from(text)), (rx, true, registered)))
+                            }
+                            None => {
+                                json_array.then(|| (Ok(Bytes::from("]")), (rx, true, registered)))
+                            }
                         }
-                        None => json_array.then(|| (Ok(Bytes::from("]")), (rx, true))),
                     }
                 },
             );
@@ -403,6 +418,79 @@ async fn query(State(brook): State<Arc<Brook>>, body: Bytes) -> Response {
             statement_error(&e, &sql, Vec::new())
         }
         Err(e) => statement_error(&e, &sql, Vec::new()),
+    }
+}
+
+/// The push queries `/query-stream` is streaming, by query id: what
+/// `/close-query` ends.
+#[derive(Default)]
+pub struct PushQueries(std::sync::Mutex<HashMap<String, tokio_util::sync::CancellationToken>>);
+
+impl PushQueries {
+    /// Registers a push query; it is closed when the token is cancelled,
+    /// and forgotten when the returned guard drops (its stream ended).
+    fn register(self: &Arc<Self>, id: &str) -> (tokio_util::sync::CancellationToken, Registered) {
+        let token = tokio_util::sync::CancellationToken::new();
+        self.lock().insert(id.to_string(), token.clone());
+        (
+            token,
+            Registered {
+                queries: Arc::clone(self),
+                id: id.to_string(),
+            },
+        )
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio_util::sync::CancellationToken>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the push query `id`; whether there was one.
+    fn close(&self, id: &str) -> bool {
+        match self.lock().remove(id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Removes a push query from [`PushQueries`] when its stream is dropped.
+struct Registered {
+    queries: Arc<PushQueries>,
+    id: String,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.queries.lock().remove(&self.id);
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseRequest {
+    #[serde(rename = "queryId")]
+    query_id: String,
+}
+
+/// `POST /close-query {"queryId": …}`: ends a push query that
+/// `/query-stream` is streaming; its response then ends as at a LIMIT.
+async fn close_query(State(brook): State<Arc<Brook>>, body: Bytes) -> Response {
+    let req: CloseRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ServerError::BadRequest(format!("invalid request body: {e}")).into_response()
+        }
+    };
+    if brook.push_queries.close(&req.query_id) {
+        StatusCode::OK.into_response()
+    } else {
+        ServerError::BadRequest(format!("No query with id {}", req.query_id)).into_response()
     }
 }
 

@@ -121,6 +121,8 @@ pub struct Brook {
     /// The plan of every persistent query, for `RESUME`.
     plans: std::sync::Mutex<BTreeMap<String, StreamPlan>>,
     limits: Limits,
+    /// Push queries of the HTTP API, by query id, for `/close-query`.
+    pub(crate) push_queries: Arc<crate::http::PushQueries>,
 }
 
 impl Brook {
@@ -194,6 +196,7 @@ impl Brook {
             ddl: tokio::sync::Mutex::new(()),
             plans: std::sync::Mutex::new(BTreeMap::new()),
             limits,
+            push_queries: Arc::default(),
         });
         // Queries still in the catalog after replay run with the plans
         // made when their statement was replayed.
