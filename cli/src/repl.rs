@@ -93,7 +93,20 @@ async fn run_embedded(session: &mut Session, script: &str) -> anyhow::Result<()>
 
 async fn run_embedded_statements(session: &mut Session, script: &str) -> anyhow::Result<()> {
     for parsed in session.parse(script)? {
-        match session.execute_parsed(parsed).await? {
+        // Ctrl-C abandons a query (a pull query's execution is dropped with
+        // it); statements that change something run to the end.
+        let output = if parsed.is_query() {
+            tokio::select! {
+                output = session.execute_parsed(parsed) => output?,
+                _ = tokio::signal::ctrl_c() => {
+                    println!("Query terminated");
+                    continue;
+                }
+            }
+        } else {
+            session.execute_parsed(parsed).await?
+        };
+        match output {
             Output::Command { message, .. } => println!("{message}"),
             Output::Rows {
                 schema, batches, ..

@@ -44,6 +44,17 @@ pub struct Parsed {
     pub sql: String,
 }
 
+impl Parsed {
+    /// Whether it is a query (`SELECT`, `COPY (…) TO STDOUT`, `PRINT`):
+    /// it only reads, so a client may abandon it at any point.
+    pub fn is_query(&self) -> bool {
+        matches!(
+            self.statement,
+            Statement::Select { .. } | Statement::CopyTo { .. } | Statement::Print { .. }
+        )
+    }
+}
+
 /// A literal value in a `WITH (…)` property list or `SET`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PropValue {
