@@ -44,6 +44,25 @@ pub struct Parsed {
     pub sql: String,
 }
 
+impl Statement {
+    /// Whether it changes the catalog (DDL, `INSERT INTO … SELECT`, and
+    /// the statements that stop, pause or resume persistent queries).
+    pub fn changes_catalog(&self) -> bool {
+        matches!(
+            self,
+            Statement::CreateSource { .. }
+                | Statement::CreateAsSelect { .. }
+                | Statement::Drop { .. }
+                | Statement::Alter { .. }
+                | Statement::Terminate { .. }
+                | Statement::PauseResume { .. }
+                | Statement::CreateType { .. }
+                | Statement::DropType { .. }
+                | Statement::InsertSelect { .. }
+        )
+    }
+}
+
 impl Parsed {
     /// Whether it is a query (`SELECT`, `COPY (…) TO STDOUT`, `PRINT`):
     /// it only reads, so a client may abandon it at any point.

@@ -140,15 +140,7 @@ pub fn sql(data: &[u8]) {
             } => {
                 let _ = plan_insert(&h.catalog, target, columns, rows);
             }
-            Statement::CreateSource { .. }
-            | Statement::CreateAsSelect { .. }
-            | Statement::Drop { .. }
-            | Statement::Alter { .. }
-            | Statement::Terminate { .. }
-            | Statement::PauseResume { .. }
-            | Statement::CreateType { .. }
-            | Statement::DropType { .. }
-            | Statement::InsertSelect { .. } => {
+            s if s.changes_catalog() => {
                 let mut catalog = h.catalog.clone();
                 let _ = apply_ddl(&mut catalog, &parsed, 1 << 20, &no_properties, None);
             }

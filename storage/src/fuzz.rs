@@ -13,7 +13,9 @@ use crate::{LogConfig, LogStore, Record};
 /// Records in the healthy log each input damages.
 pub const WRITTEN: u64 = 80;
 
-fn config() -> LogConfig {
+/// Small segments and a dense index, so that a few records make several
+/// segment and index files.
+pub fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 600,
         index_interval_bytes: 64,
@@ -21,7 +23,9 @@ fn config() -> LogConfig {
     }
 }
 
-fn rec(i: u64) -> Record {
+/// Record `i` of the healthy log: keys and values of varied sizes, some
+/// missing.
+pub fn rec(i: u64) -> Record {
     Record {
         timestamp: i as i64,
         key: (!i.is_multiple_of(3)).then(|| i.to_be_bytes().to_vec()),

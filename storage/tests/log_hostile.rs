@@ -6,25 +6,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use brook_storage::{LogConfig, LogStore, Record};
+use brook_storage::fuzz::{config, rec};
+use brook_storage::LogStore;
 use proptest::prelude::*;
-
-fn rec(i: u64) -> Record {
-    Record {
-        timestamp: i as i64,
-        key: (!i.is_multiple_of(3)).then(|| i.to_be_bytes().to_vec()),
-        value: (!i.is_multiple_of(5)).then(|| vec![b'v'; (i % 40) as usize]),
-        headers: vec![],
-    }
-}
-
-fn config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 600,
-        index_interval_bytes: 64,
-        ..LogConfig::default()
-    }
-}
 
 /// A log of several closed segments (with index files) and an active one.
 fn healthy(dir: &Path) -> Vec<PathBuf> {
