@@ -303,6 +303,7 @@ impl Engine {
                     "log tail recovered"),
                 RecoveryAction::IndexRebuilt => tracing::info!(topic = %r.topic,
                     partition = r.partition, file = %r.file.display(), "segment index rebuilt"),
+                RecoveryAction::EndAdvanced { .. } => {}
             }
         }
         let meta = data_dir.join("meta");

@@ -1588,6 +1588,10 @@ impl Session {
                         r.partition,
                         r.file.display()
                     ),
+                    RecoveryAction::EndAdvanced { from, to } => format!(
+                        "partition {}: end moved from {from} to {to} past offsets a torn tail took",
+                        r.partition
+                    ),
                 });
             }
             let failed: Vec<String> = stats

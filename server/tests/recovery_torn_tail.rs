@@ -80,8 +80,32 @@ async fn a_torn_source_rebuilds_the_table_and_reuses_no_offset() {
     };
     let survived = count(&brook, "SELECT COUNT(*) FROM s;").await;
     assert!(survived < 100, "the cut dropped nothing");
-    // The offsets the query had read stay unused.
+    // The offsets the query had read stay unused, and SHOW TOPICS EXTENDED
+    // says so.
     assert_eq!(brook.engine().log().end_offset("s", 0).unwrap(), 100);
+    let out = brook
+        .session()
+        .execute("SHOW TOPICS EXTENDED;")
+        .await
+        .unwrap();
+    let Some(brook_server::Output::Listing { batches, .. }) = out.into_iter().next() else {
+        panic!("SHOW TOPICS EXTENDED gives a listing");
+    };
+    let text: String = batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).flat_map(move |r| {
+                b.columns().iter().map(move |c| {
+                    brook_server::render::cell_text(c.as_ref(), r).unwrap_or_default()
+                })
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        text.contains(&format!("partition 0: end moved from {survived} to 100")),
+        "{text}"
+    );
     brook.session().execute("FLUSH;").await.unwrap();
     let (table, recount) = table_and_recount(&brook).await;
     assert_eq!(table, recount);

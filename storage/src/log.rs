@@ -172,6 +172,14 @@ pub enum RecoveryAction {
     },
     /// Missing or damaged index files were rebuilt from the segment.
     IndexRebuilt,
+    /// The end moved past offsets a torn tail took, which readers had
+    /// passed ([`LogStore::advance_end`]): they stay unused.
+    EndAdvanced {
+        /// Where the partition ended.
+        from: u64,
+        /// Where it ends now.
+        to: u64,
+    },
 }
 
 /// Size and offsets of one partition.
@@ -322,7 +330,7 @@ pub struct LogStore {
     vfs: Arc<dyn Vfs>,
     config: LogConfig,
     topics: Topics,
-    recovery: Vec<RecoveryReport>,
+    recovery: Mutex<Vec<RecoveryReport>>,
     /// Dropping it stops the interval flusher.
     _flusher: Option<mpsc::Sender<()>>,
 }
@@ -400,14 +408,18 @@ impl LogStore {
             vfs,
             config,
             topics,
-            recovery,
+            recovery: Mutex::new(recovery),
             _flusher: flusher,
         })
     }
 
-    /// What recovery did when the log was opened.
-    pub fn recovery_reports(&self) -> &[RecoveryReport] {
-        &self.recovery
+    /// What recovery did when the log was opened, and since
+    /// ([`LogStore::advance_end`]).
+    pub fn recovery_reports(&self) -> Vec<RecoveryReport> {
+        self.recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The settings the log was opened with.
@@ -611,6 +623,15 @@ impl LogStore {
             to = offset,
             "log end moved past offsets a torn tail took; they stay unused"
         );
+        self.recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(RecoveryReport {
+                topic: topic.to_string(),
+                partition,
+                file: p.dir.join(segment::segment_file_name(offset)),
+                action: RecoveryAction::EndAdvanced { from, to: offset },
+            });
         Ok(true)
     }
 

@@ -238,7 +238,7 @@ fn a_truncated_tail_is_cut_back_and_reported() {
         f.set_len(full - 3).unwrap();
     });
     assert_eq!(log.end_offset("t", 0).unwrap(), 2);
-    match log.recovery_reports() {
+    match log.recovery_reports().as_slice() {
         [r] => assert!(matches!(r.action, RecoveryAction::TailCut { .. })),
         other => panic!("{other:?}"),
     }
@@ -261,7 +261,7 @@ fn a_garbage_tail_is_cut_back_and_reported() {
             .unwrap();
     });
     assert_eq!(log.end_offset("t", 0).unwrap(), 3, "nothing valid was cut");
-    match log.recovery_reports() {
+    match log.recovery_reports().as_slice() {
         [r] => match &r.action {
             RecoveryAction::TailCut { bytes_dropped, .. } => assert_eq!(*bytes_dropped, 27),
             other => panic!("{other:?}"),
