@@ -435,6 +435,15 @@ impl LogStore {
     /// Creates a topic.
     pub fn create_topic_with(&self, name: &str, config: TopicConfig) -> Result<()> {
         validate_topic_name(name)?;
+        if config.partitions > MAX_PARTITIONS {
+            return Err(StorageError::Metadata {
+                path: self.root.join(name),
+                reason: format!(
+                    "{} partitions: a topic has at most {MAX_PARTITIONS}",
+                    config.partitions
+                ),
+            });
+        }
         let vfs = self.vfs.as_ref();
         let config = TopicConfig {
             partitions: config.partitions.max(1),
@@ -1065,8 +1074,18 @@ fn open_partition(
     dir: &Path,
     recovery: &mut Vec<RecoveryReport>,
 ) -> Result<Partition> {
-    vfs.create_dir_all(dir)
-        .map_err(io_err("create directory", dir))?;
+    // A topic's partition directories exist before its topic.json is
+    // written: one missing means damage (or a deleted folder), which an
+    // empty new partition would hide.
+    if !vfs.exists(dir) {
+        return Err(StorageError::Metadata {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "partition {id} of topic {topic} is missing (its topic.json names {} partitions)",
+                tconfig.partitions
+            ),
+        });
+    }
     let mut files: Vec<(u64, PathBuf)> = Vec::new();
     for path in vfs.read_dir(dir).map_err(io_err("list", dir))? {
         let name = path
@@ -1165,6 +1184,10 @@ fn open_partition(
 
 const GAP_SUFFIX: &str = ".gap";
 
+/// The most partitions a topic may have (as `WITH (PARTITIONS=…)` allows):
+/// a damaged `topic.json` cannot make the log open, or create, more.
+pub const MAX_PARTITIONS: u32 = 1024;
+
 /// The marker of a segment that starts after a hole `advance_end` made.
 fn gap_file_name(base_offset: u64) -> String {
     format!("{base_offset:020}{GAP_SUFFIX}")
@@ -1177,8 +1200,11 @@ fn read_topic_meta(vfs: &dyn Vfs, path: &Path) -> Result<TopicConfig> {
     };
     let bytes = vfs.read(path).map_err(io_err("read", path))?;
     let config: TopicConfig = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-    if config.partitions == 0 {
-        return Err(bad("bad partition count 0".into()));
+    if !(1..=MAX_PARTITIONS).contains(&config.partitions) {
+        return Err(bad(format!(
+            "bad partition count {} (1 to {MAX_PARTITIONS})",
+            config.partitions
+        )));
     }
     Ok(config)
 }

@@ -496,3 +496,37 @@ fn advance_end_leaves_a_gap_that_survives_a_restart() {
     );
     assert_eq!(log.read("t", 0, 3, 10).unwrap()[0].offset, 5);
 }
+
+/// A damaged topic.json must not make the log create partitions: one that
+/// names more partitions than there are folders, or more than any topic
+/// may have, is reported. (Found by the `log_files` fuzz target: a
+/// damaged count made the open create and fsync twenty thousand folders.)
+#[test]
+fn a_topic_json_naming_missing_partitions_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = LogStore::open(dir.path(), LogConfig::default()).unwrap();
+    log.create_topic("t", 2).unwrap();
+    drop(log);
+    let meta = dir.path().join("t/topic.json");
+    let text = fs::read_to_string(&meta).unwrap();
+    for count in ["3", "20000"] {
+        fs::write(
+            &meta,
+            text.replace("\"partitions\":2", &format!("\"partitions\":{count}")),
+        )
+        .unwrap();
+        let err = LogStore::open(dir.path(), LogConfig::default())
+            .err()
+            .unwrap_or_else(|| panic!("{count} partitions opened"));
+        assert!(matches!(err, StorageError::Metadata { .. }), "{err}");
+        assert!(!dir.path().join("t/2").exists(), "a partition was made up");
+    }
+    fs::write(&meta, text).unwrap();
+    assert_eq!(
+        LogStore::open(dir.path(), LogConfig::default())
+            .unwrap()
+            .partitions("t")
+            .unwrap(),
+        2
+    );
+}
