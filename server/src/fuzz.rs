@@ -57,9 +57,26 @@ struct Harness {
     http: SocketAddr,
 }
 
+/// Set by any panic in the process, a spawned task's too (which tokio
+/// would otherwise swallow): the corpus replay fails on it as the fuzzer
+/// (whose panic hook aborts) does.
+static PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn no_panic_so_far() {
+    assert!(
+        !PANICKED.load(Ordering::SeqCst),
+        "a task of the server panicked while it served this input"
+    );
+}
+
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICKED.store(true, Ordering::SeqCst);
+            previous(info);
+        }));
         let dir: PathBuf =
             std::env::temp_dir().join(format!("brook-fuzz-server-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -243,6 +260,7 @@ pub fn pgwire(data: &[u8]) {
     let _ = stream.write_all(&msg);
     let _ = stream.shutdown(Shutdown::Write);
     drain(&mut stream, Duration::from_secs(2));
+    no_panic_so_far();
     if INPUTS.fetch_add(1, Ordering::Relaxed).is_multiple_of(64) {
         pg_alive(h.pg);
     }
@@ -287,6 +305,7 @@ pub fn http(data: &[u8]) {
     let mut stream = connect(h.http);
     let _ = stream.write_all(&request);
     drain(&mut stream, Duration::from_millis(500));
+    no_panic_so_far();
     if INPUTS.fetch_add(1, Ordering::Relaxed).is_multiple_of(64) {
         let mut stream = connect(h.http);
         let _ = stream.write_all(
