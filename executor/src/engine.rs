@@ -761,28 +761,21 @@ impl Engine {
         source_topics: &[String],
         sink: &SourceDef,
     ) -> Result<Option<Torn>> {
-        let ends = self.log.end_offsets(&sink.topic)?;
-        for (p, (&end, &committed)) in ends.iter().zip(&cp.sink_ends).enumerate() {
+        for (p, end) in self.log.end_offsets(&sink.topic)?.into_iter().enumerate() {
             // A partition of the outbox may end at its base (the outbox is
-            // then written again); any other must end where it did.
+            // then written again); any other must end where the checkpoint
+            // says (checkpoints of earlier versions do not say: 0).
             let must_reach = cp
                 .outbox
                 .iter()
                 .find(|part| part.partition as usize == p)
-                .map_or(committed, |part| part.base);
+                .map(|part| part.base)
+                .or_else(|| cp.sink_ends.get(p).copied())
+                .unwrap_or(0);
             if end < must_reach {
                 return Ok(Some(Torn::Sink(format!(
                     "partition {p} of sink {} ends at offset {end}, before the committed offset {must_reach}",
                     sink.topic
-                ))));
-            }
-        }
-        for part in &cp.outbox {
-            let end = self.log.end_offset(&sink.topic, part.partition)?;
-            if end < part.base {
-                return Ok(Some(Torn::Sink(format!(
-                    "partition {} of sink {} ends at offset {end}, before the committed offset {}",
-                    part.partition, sink.topic, part.base
                 ))));
             }
         }
