@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 
 /// Writes applied together: `None` deletes the key.
 #[derive(Debug, Default, Clone)]
@@ -48,6 +48,11 @@ pub trait StateStore: Send + Sync {
         }
         self.commit(batch)
     }
+    /// Makes every commit so far durable (for a store whose commits are
+    /// not, as with sync off): for a clean shutdown.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// [`StateStore`] on a sled tree.
@@ -79,14 +84,16 @@ impl SledStateStore {
     /// Brook flushes explicitly at every commit, so sled's periodic flusher
     /// is off. A database closed a moment ago in this process may still hold
     /// its file lock while sled's threads wind down; opening retries that
-    /// case for up to two seconds.
+    /// case for up to two seconds, then fails with [`StorageError::Locked`]
+    /// (the database is in use, not damaged).
     pub fn open_db(path: &Path) -> Result<sled::Db> {
         let mut attempts = 0;
         loop {
             match sled::Config::new().path(path).flush_every_ms(None).open() {
-                Err(sled::Error::Io(e))
-                    if attempts < 100 && e.to_string().contains("could not acquire lock") =>
-                {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if attempts == 100 {
+                        return Err(StorageError::Locked(path.into()));
+                    }
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -137,6 +144,11 @@ impl StateStore for SledStateStore {
         if self.sync {
             self.db.flush()?;
         }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
         Ok(())
     }
 }
