@@ -309,6 +309,8 @@ impl Engine {
         let meta = data_dir.join("meta");
         let db = match SledStateStore::open_db(&meta) {
             Ok(db) => Some(db),
+            // In use (by an engine of this process not dropped yet): not damage.
+            Err(e @ StorageError::Locked(_)) => return Err(e.into()),
             Err(e) => {
                 let aside = data_dir.join(format!("meta.unreadable-{}", now_ms()));
                 tracing::error!(error = %e, path = %meta.display(), moved_to = %aside.display(),
@@ -570,6 +572,11 @@ impl Engine {
             // the sink holds, its own outputs included.
             cp = self.rebuild_from_log(id, &sink, partitions, "restarted", true)?;
         }
+        // The last epoch's sink records, if a stop came before they were
+        // all written: before the query counts as started, so that FLUSH
+        // (which waits for source offsets the checkpoint has passed
+        // already) finds them written.
+        self.write_outbox(id, &sink, &cp.outbox)?;
         let rebuild_target = if cp.rebuilding {
             let target = self.end_offsets_of(&source_topics)?;
             let done = cp.offsets.iter().zip(&target).all(|(a, b)| a >= b);
@@ -672,6 +679,11 @@ impl Engine {
         }
         for q in queries {
             let _ = q.handle.await;
+        }
+        // Commits need not have been durable (`durable_state` off): a clean
+        // stop keeps them all, before another engine may open the state.
+        if let Err(e) = blocking(|| self.state.flush()) {
+            tracing::error!(error = %e, "flushing the state store at shutdown failed");
         }
         // Nothing writes any more: another engine may open the directory.
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -926,7 +938,6 @@ impl Engine {
     ) -> Result<()> {
         let meta_key = [query_prefix(id), b"meta".to_vec()].concat();
         let parts = self.input_parts(&plan)?;
-        blocking(|| self.write_outbox(id, &sink, &cp.outbox))?;
         let mut pipeline = Pipeline::new(&plan, [query_prefix(id), b"a/".to_vec()].concat())?;
         let mut join = match &plan.join {
             Some(spec) => Some(JoinChain::new(
@@ -1109,10 +1120,13 @@ impl Engine {
     }
 
     /// Writes a committed epoch's sink records unless they are in the log
-    /// already. Each partition's records were appended as one atomic batch
-    /// at or after the offset recorded at commit, so they are written iff
-    /// that exact run of records appears there. (Another writer appending
-    /// the very same records in that window would be taken for ours.)
+    /// already. Each partition's records were appended, in batches of
+    /// bounded size, at or after the offset recorded at commit, so they are
+    /// there iff that exact run of records appears there. A torn tail (or a
+    /// stop) between two batches leaves the log ending with a prefix of the
+    /// run: only the rest is written again, so that no record of the run is
+    /// in the sink twice. (Another writer appending the very same records
+    /// in that window would be taken for ours.)
     fn write_outbox(&self, id: &str, sink: &SourceDef, outbox: &[OutboxPart]) -> Result<()> {
         let mut wrote = false;
         for part in outbox {
@@ -1133,10 +1147,13 @@ impl Engine {
                     sink.topic, part.partition, part.base
                 )));
             }
-            let written = end > part.base
-                && self.log_contains_run(&sink.topic, part.partition, part.base, &records)?;
-            if !written {
-                self.log.append(&sink.topic, part.partition, &records)?;
+            let written = if end > part.base {
+                self.log_holds_run(&sink.topic, part.partition, part.base, &records)?
+            } else {
+                0
+            };
+            for chunk in append_chunks(&records[written..]) {
+                self.log.append(&sink.topic, part.partition, chunk)?;
                 wrote = true;
             }
         }
@@ -1146,16 +1163,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether `run` appears contiguously in the partition at or after `from`.
-    fn log_contains_run(
+    /// How much of `run` the partition holds at or after `from`: all of it
+    /// if it appears there contiguously, else the longest prefix of it the
+    /// partition ends with (a torn tail cut the rest), else none.
+    fn log_holds_run(
         &self,
         topic: &str,
         partition: u32,
         from: u64,
         run: &[Record],
-    ) -> Result<bool> {
+    ) -> Result<usize> {
         if run.is_empty() {
-            return Ok(true);
+            return Ok(0);
         }
         let mut tail = Vec::new();
         let mut next = from;
@@ -1165,7 +1184,7 @@ impl Engine {
             next = last.offset + 1;
             tail.extend(chunk.into_iter().map(|r| r.record));
         }
-        Ok(tail.windows(run.len()).any(|w| w == run))
+        Ok(held_prefix(&tail, run))
     }
 
     /// Starts a push query: a transient dataflow streaming rows until LIMIT
@@ -1498,6 +1517,44 @@ impl<'a> Batches<'a> {
     }
 }
 
+/// Bytes of key and value per log append of a sink's records: the log
+/// takes each append as one frame, which has a size limit.
+const APPEND_BYTES: usize = 8 << 20;
+
+/// `records` cut into runs of at most [`APPEND_BYTES`] of keys and values
+/// (a record larger than that is a run of its own).
+fn append_chunks(records: &[Record]) -> Vec<&[Record]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let size = r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
+        if i > start && bytes + size > APPEND_BYTES {
+            chunks.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        chunks.push(&records[start..]);
+    }
+    chunks
+}
+
+/// How much of `run` is in `tail`: all of it if it appears contiguously,
+/// else the length of the longest prefix of `run` that `tail` ends with.
+fn held_prefix<T: PartialEq>(tail: &[T], run: &[T]) -> usize {
+    if run.is_empty() {
+        return 0;
+    }
+    if tail.windows(run.len()).any(|w| w == run) {
+        return run.len();
+    }
+    (1..run.len().min(tail.len() + 1))
+        .rev()
+        .find(|&k| tail[tail.len() - k..] == run[..k])
+        .unwrap_or(0)
+}
+
 /// One epoch's records, per input, from what was read per partition (a
 /// join's cut at a common time), moving `offsets` past them.
 fn take_epoch(
@@ -1576,5 +1633,53 @@ fn input_topics(plan: &StreamPlan) -> Vec<String> {
     match &plan.join {
         Some(j) => j.inputs().into_iter().map(|s| s.topic.clone()).collect(),
         None => vec![plan.source.topic.clone()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{append_chunks, held_prefix, Record, APPEND_BYTES};
+
+    fn record(bytes: usize) -> Record {
+        Record {
+            timestamp: 0,
+            key: None,
+            value: Some(vec![0; bytes]),
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn appends_are_cut_by_size_and_keep_every_record() {
+        assert!(append_chunks(&[]).is_empty());
+        let small: Vec<Record> = (0..5).map(|_| record(10)).collect();
+        assert_eq!(append_chunks(&small).len(), 1);
+        let big: Vec<Record> = (0..5).map(|_| record(APPEND_BYTES / 2)).collect();
+        let lens: Vec<usize> = append_chunks(&big).iter().map(|c| c.len()).collect();
+        assert_eq!(lens, vec![2, 2, 1]);
+        let huge = vec![record(APPEND_BYTES * 2), record(1)];
+        let lens: Vec<usize> = append_chunks(&huge).iter().map(|c| c.len()).collect();
+        assert_eq!(lens, vec![1, 1]);
+    }
+
+    #[test]
+    fn a_run_found_whole_is_held_whole() {
+        assert_eq!(held_prefix(&[9, 1, 2, 3, 8], &[1, 2, 3]), 3);
+        assert_eq!(held_prefix(&[1, 2, 3], &[1, 2, 3]), 3);
+    }
+
+    #[test]
+    fn a_run_cut_by_the_tail_is_held_up_to_the_cut() {
+        assert_eq!(held_prefix(&[7, 1, 2], &[1, 2, 3]), 2);
+        assert_eq!(held_prefix(&[1], &[1, 2, 3]), 1);
+        // The longest prefix the tail ends with, not the first match.
+        assert_eq!(held_prefix(&[1, 1, 1], &[1, 1, 1, 2]), 3);
+    }
+
+    #[test]
+    fn a_run_absent_is_not_held() {
+        assert_eq!(held_prefix(&[], &[1, 2]), 0);
+        assert_eq!(held_prefix(&[1, 2, 4], &[1, 2, 3]), 0);
+        assert_eq!(held_prefix::<u8>(&[1], &[]), 0);
     }
 }

@@ -35,21 +35,61 @@ async fn table_and_recount(brook: &Arc<Brook>) -> (Vec<String>, Vec<String>) {
     )
 }
 
-/// Writes 100 records, one batch each, through the query; then stops.
-async fn fill(dir: &Path) -> u64 {
+/// What a topic's partition 0 holds: key and value of each record.
+type Contents = Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>;
+
+fn contents(brook: &Arc<Brook>, topic: &str) -> Contents {
+    brook
+        .engine()
+        .log()
+        .read(topic, 0, 0, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.record.key, r.record.value))
+        .collect()
+}
+
+/// Writes 100 records through the query, then stops; returns what the
+/// sink `T` holds. With `one_epoch_each`, the query takes each record in
+/// an epoch of its own (each sink record is a batch of one); else all 100
+/// come in one statement and the query takes them in one epoch (the sink
+/// gets one batch of 100).
+async fn fill(dir: &Path, one_epoch_each: bool) -> Contents {
     let brook = Brook::open_with(dir, false).await.unwrap();
     brook.session().execute(SETUP).await.unwrap();
-    for i in 0..100 {
+    if one_epoch_each {
+        for i in 0..100 {
+            brook
+                .session()
+                .execute(&format!(
+                    "INSERT INTO s (id, v) VALUES ({}, {i}); FLUSH;",
+                    i % 7
+                ))
+                .await
+                .unwrap();
+        }
+    } else {
+        let values: Vec<String> = (0..100).map(|i| format!("({}, {i})", i % 7)).collect();
         brook
             .session()
-            .execute(&format!("INSERT INTO s (id, v) VALUES ({}, {i});", i % 7))
+            .execute(&format!(
+                "INSERT INTO s (id, v) VALUES {}; FLUSH;",
+                values.join(", ")
+            ))
             .await
             .unwrap();
     }
-    brook.session().execute("FLUSH;").await.unwrap();
-    let sink_end = brook.engine().log().end_offset("T", 0).unwrap();
+    let sink = contents(&brook, "T");
+    assert_eq!(sink.len(), 100);
     brook.shutdown().await;
-    sink_end
+    sink
+}
+
+/// Whether recovery cut a torn tail off `topic` when `brook` opened.
+fn tail_cut(brook: &Arc<Brook>, topic: &str) -> bool {
+    brook.engine().log().recovery_reports().iter().any(|r| {
+        r.topic == topic && matches!(r.action, brook_storage::RecoveryAction::TailCut { .. })
+    })
 }
 
 /// Cuts `bytes` off the last segment of a topic's partition 0, as a torn
@@ -70,7 +110,7 @@ fn cut_tail(dir: &Path, topic: &str, bytes: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_source_rebuilds_the_table_and_reuses_no_offset() {
     let dir = tempfile::tempdir().unwrap();
-    fill(dir.path()).await;
+    fill(dir.path(), true).await;
     cut_tail(dir.path(), "s", 100);
 
     let brook = Brook::open_with(dir.path(), false).await.unwrap();
@@ -140,6 +180,7 @@ async fn a_torn_source_rebuilds_the_table_and_reuses_no_offset() {
 
     // And after a restart, the hole is still there and nothing moves.
     brook.shutdown().await;
+    drop(brook);
     let brook = Brook::open_with(dir.path(), false).await.unwrap();
     assert_eq!(brook.engine().log().end_offset("s", 0).unwrap(), 102);
     brook.session().execute("FLUSH;").await.unwrap();
@@ -151,15 +192,17 @@ async fn a_torn_source_rebuilds_the_table_and_reuses_no_offset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_sink_is_written_again_and_the_query_goes_on() {
+    // The cut takes records of batches before the last one the query
+    // committed: its state is rebuilt, writing only what the sink lost.
     let dir = tempfile::tempdir().unwrap();
-    let sink_end = fill(dir.path()).await;
+    let before = fill(dir.path(), true).await;
     cut_tail(dir.path(), "T", 600);
 
     let brook = Brook::open_with(dir.path(), false).await.unwrap();
-    assert!(brook.engine().log().end_offset("T", 0).unwrap() < sink_end);
+    assert!(tail_cut(&brook, "T"));
     brook.session().execute("FLUSH;").await.unwrap();
-    // The sink holds again exactly what the query wrote.
-    assert_eq!(brook.engine().log().end_offset("T", 0).unwrap(), sink_end);
+    // The sink holds again exactly what the query wrote, in order.
+    assert!(contents(&brook, "T") == before, "the sink differs");
     let (table, recount) = table_and_recount(&brook).await;
     assert_eq!(table, recount);
     brook
@@ -169,5 +212,59 @@ async fn a_torn_sink_is_written_again_and_the_query_goes_on() {
         .unwrap();
     let (table, recount) = table_and_recount(&brook).await;
     assert_eq!(table, recount);
+    assert_eq!(contents(&brook, "T").len(), 101);
+    brook.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_lost_its_last_batch_has_it_again_when_flush_returns() {
+    // The cut takes the one batch the query wrote: it is written again
+    // before the restarted query counts as started.
+    let dir = tempfile::tempdir().unwrap();
+    let before = fill(dir.path(), false).await;
+    cut_tail(dir.path(), "T", 600);
+
+    let brook = Brook::open_with(dir.path(), false).await.unwrap();
+    assert!(tail_cut(&brook, "T"));
+    brook.session().execute("FLUSH;").await.unwrap();
+    assert!(contents(&brook, "T") == before, "the sink differs");
+    let (table, recount) = table_and_recount(&brook).await;
+    assert_eq!(table, recount);
+    brook.shutdown().await;
+    drop(brook);
+
+    // And a restart finds nothing more to write.
+    let brook = Brook::open_with(dir.path(), false).await.unwrap();
+    brook.session().execute("FLUSH;").await.unwrap();
+    assert!(contents(&brook, "T") == before, "the sink differs");
+    brook.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_torn_inside_an_epoch_gets_the_rest_of_it_once() {
+    // An epoch's output larger than one log append is written in several;
+    // a cut after the first leaves a prefix, and only the rest is written
+    // again.
+    let dir = tempfile::tempdir().unwrap();
+    let brook = Brook::open_with(dir.path(), false).await.unwrap();
+    brook
+        .session()
+        .execute(
+            "CREATE STREAM s (id INT KEY, n INT) WITH (KAFKA_TOPIC='s', PARTITIONS=1);
+             CREATE STREAM big AS SELECT id, LPAD('x', 5000000 + n, 'y') AS pad FROM s;
+             INSERT INTO s (id, n) VALUES (1, 1), (2, 2), (3, 3); FLUSH;",
+        )
+        .await
+        .unwrap();
+    let before = contents(&brook, "BIG");
+    assert_eq!(before.len(), 3);
+    brook.shutdown().await;
+    drop(brook);
+    cut_tail(dir.path(), "BIG", 600);
+
+    let brook = Brook::open_with(dir.path(), false).await.unwrap();
+    assert!(tail_cut(&brook, "BIG"));
+    brook.session().execute("FLUSH;").await.unwrap();
+    assert!(contents(&brook, "BIG") == before, "the sink differs");
     brook.shutdown().await;
 }
