@@ -127,7 +127,10 @@ struct Checkpoint {
     offsets: Vec<u64>,
     /// The epoch's sink records per partition, with the offset the first
     /// must get (the outbox). Written to the log after the commit; on
-    /// recovery, a partition whose log ends at `base` is written again.
+    /// recovery, what the log does not hold is written again. Stored apart,
+    /// as the newest [`KeptEpoch`] (checkpoints of earlier versions held it
+    /// here).
+    #[serde(default, skip_serializing)]
     outbox: Vec<OutboxPart>,
     /// Set while the query rebuilds lost state from the log.
     #[serde(default)]
@@ -152,6 +155,39 @@ struct Checkpoint {
     /// Records dropped as too late for their window, in all epochs so far.
     #[serde(default)]
     late_records: u64,
+}
+
+/// An epoch's outbox, kept under `q/<id>/o/<epoch>` (big-endian) for a
+/// while after the epoch: a torn tail that takes sink records the query
+/// committed is mended by writing them again from here, without touching
+/// the query's state (see [`Engine::mend_sink`]). The newest is the
+/// checkpoint's outbox; at most [`KEPT_EPOCHS`] epochs and
+/// [`KEPT_BYTES`] are kept (always the newest).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeptEpoch {
+    /// Where each sink partition ends once this epoch's outbox is written.
+    sink_ends: Vec<u64>,
+    outbox: Vec<OutboxPart>,
+}
+
+/// [`KeptEpoch`], borrowed, to store.
+#[derive(Serialize)]
+struct KeptEpochRef<'a> {
+    sink_ends: &'a [u64],
+    outbox: &'a [OutboxPart],
+}
+
+/// How many epochs' outboxes are kept, at most.
+const KEPT_EPOCHS: usize = 256;
+/// How many bytes of kept outboxes (encoded), at most, beyond the newest.
+const KEPT_BYTES: usize = 16 << 20;
+
+fn kept_prefix(id: &str) -> Vec<u8> {
+    [query_prefix(id), b"o/".to_vec()].concat()
+}
+
+fn kept_key(id: &str, epoch: u64) -> Vec<u8> {
+    [kept_prefix(id), epoch.to_be_bytes().to_vec()].concat()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -563,7 +599,12 @@ impl Engine {
                 }
             }
             Some(Torn::Sink(why)) => {
-                cp = self.rebuild_from_log(id, &sink, partitions, &why, true)?;
+                if self.mend_sink(id, &sink, &cp)? {
+                    tracing::warn!(query_id = %id, reason = %why,
+                        "the log lost sink records this query had committed: written again from its kept outboxes");
+                } else {
+                    cp = self.rebuild_from_log(id, &sink, partitions, &why, true)?;
+                }
             }
         }
         if cp.rebuilding && !cp.sink_end.is_empty() && cp.epoch > 0 {
@@ -824,6 +865,69 @@ impl Engine {
         Ok(())
     }
 
+    /// Writes again the sink records of query `id` that a torn tail took,
+    /// from the outboxes kept of its last epochs: the sink then holds what
+    /// the checkpoint says, record for record, and the query's state stands.
+    /// False (nothing written) when the kept outboxes do not reach back to
+    /// where a partition now ends, or do not account for every record the
+    /// checkpoint says it held (another writer's records were lost too).
+    fn mend_sink(&self, id: &str, sink: &SourceDef, cp: &Checkpoint) -> Result<bool> {
+        let mut kept = Vec::new();
+        for (_, value) in self.state.scan_prefix(&kept_prefix(id))? {
+            let k: KeptEpoch = serde_json::from_slice(&value)
+                .map_err(|e| ExecError::Internal(format!("unreadable outbox of {id}: {e}")))?;
+            kept.push(k);
+        }
+        let ends = self.log.end_offsets(&sink.topic)?;
+        let (Some(oldest), false) = (kept.first(), cp.sink_ends.len() != ends.len()) else {
+            return Ok(false);
+        };
+        let mut missing: Vec<(u32, Vec<Record>)> = Vec::new();
+        for (p, (&end, &want)) in ends.iter().zip(&cp.sink_ends).enumerate() {
+            if end >= want {
+                continue;
+            }
+            // Where the partition ended before the oldest kept epoch.
+            let before = oldest
+                .outbox
+                .iter()
+                .find(|part| part.partition as usize == p)
+                .map_or(
+                    oldest.sink_ends.get(p).copied().unwrap_or(u64::MAX),
+                    |part| part.base,
+                );
+            if before > end {
+                return Ok(false);
+            }
+            let records: Vec<Record> = kept
+                .iter()
+                .flat_map(|k| k.outbox.iter().filter(|part| part.partition as usize == p))
+                .flat_map(|part| {
+                    (part.base..)
+                        .zip(&part.records)
+                        .filter(|(offset, _)| *offset >= end)
+                        .map(|(_, r)| Record {
+                            timestamp: r.timestamp,
+                            key: r.key.clone(),
+                            value: r.value.clone(),
+                            headers: vec![],
+                        })
+                })
+                .collect();
+            if records.len() as u64 != want - end {
+                return Ok(false);
+            }
+            missing.push((p as u32, records));
+        }
+        for (p, records) in &missing {
+            for chunk in append_chunks(records) {
+                self.log.append(&sink.topic, *p, chunk)?;
+            }
+        }
+        self.notify_appended();
+        Ok(true)
+    }
+
     /// Throws away query `id`'s state (and the rows of the table it
     /// materializes) and starts it again from the beginning of its sources,
     /// in one atomic commit: a rebuild, as after a lost state store. With
@@ -922,6 +1026,14 @@ impl Engine {
                 cp.offsets.len()
             )));
         }
+        let mut cp = cp;
+        if cp.outbox.is_empty() && cp.epoch > 0 {
+            if let Some(b) = self.state.get(&kept_key(id, cp.epoch))? {
+                let kept: KeptEpoch = serde_json::from_slice(&b)
+                    .map_err(|e| ExecError::Internal(format!("unreadable outbox of {id}: {e}")))?;
+                cp.outbox = kept.outbox;
+            }
+        }
         Ok(cp)
     }
 
@@ -955,6 +1067,17 @@ impl Engine {
             .map(|spec| Expiry::new(&spec, mv_expiry_prefix(&sink.name)));
         let schema = plan.source.batch_schema();
         let mut appended = self.appended.subscribe();
+        // The kept outboxes, oldest first: epoch and encoded size.
+        let mut kept: std::collections::VecDeque<(u64, usize)> = self
+            .state
+            .scan_prefix(&kept_prefix(id))?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let epoch = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
+                Some((u64::from_be_bytes(epoch), v.len()))
+            })
+            .collect();
+        let mut kept_bytes: usize = kept.iter().map(|k| k.1).sum();
         let mut sink_contents = if rebuild_target.is_some() && !cp.sink_end.is_empty() {
             blocking(|| SinkContents::read(&self.log, &sink.topic, &cp.sink_end))?
         } else {
@@ -1103,6 +1226,25 @@ impl Engine {
                 late_records: cp.late_records + late,
             };
             batch.put(meta_key.clone(), json(&cp)?);
+            if !cp.outbox.is_empty() {
+                let value = json(&KeptEpochRef {
+                    sink_ends: &cp.sink_ends,
+                    outbox: &cp.outbox,
+                })?;
+                kept.push_back((cp.epoch, value.len()));
+                kept_bytes += value.len();
+                batch.put(kept_key(id, cp.epoch), value);
+                // The newest stays: it is the checkpoint's outbox.
+                while kept.len() > KEPT_EPOCHS
+                    || (kept.len() > 1 && kept_bytes - kept.back().map_or(0, |k| k.1) > KEPT_BYTES)
+                {
+                    let Some((epoch, bytes)) = kept.pop_front() else {
+                        break;
+                    };
+                    kept_bytes -= bytes;
+                    batch.delete(kept_key(id, epoch));
+                }
+            }
             let state = Arc::clone(&self.state);
             tokio::task::spawn_blocking(move || state.commit(batch))
                 .await
