@@ -155,6 +155,12 @@ struct Checkpoint {
     /// Records dropped as too late for their window, in all epochs so far.
     #[serde(default)]
     late_records: u64,
+    /// While rebuilding a table: its outputs are not written but kept per
+    /// key (under `q/<id>/r/`), and once caught up the sink gets what makes
+    /// its last record per key say what the rebuilt table says (see
+    /// [`Engine::reconcile`]).
+    #[serde(default)]
+    reconcile: bool,
 }
 
 /// An epoch's outbox, kept under `q/<id>/o/<epoch>` (big-endian) for a
@@ -188,6 +194,68 @@ fn kept_prefix(id: &str) -> Vec<u8> {
 
 fn kept_key(id: &str, epoch: u64) -> Vec<u8> {
     [kept_prefix(id), epoch.to_be_bytes().to_vec()].concat()
+}
+
+/// The epochs whose outboxes a query keeps, oldest first, with their
+/// encoded sizes.
+struct KeptRing {
+    epochs: std::collections::VecDeque<(u64, usize)>,
+    bytes: usize,
+}
+
+impl KeptRing {
+    fn load(state: &dyn StateStore, id: &str) -> Result<KeptRing> {
+        let epochs: std::collections::VecDeque<(u64, usize)> = state
+            .scan_prefix(&kept_prefix(id))?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let epoch = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
+                Some((u64::from_be_bytes(epoch), v.len()))
+            })
+            .collect();
+        let bytes = epochs.iter().map(|e| e.1).sum();
+        Ok(KeptRing { epochs, bytes })
+    }
+
+    /// Keeps `cp`'s outbox (in `batch`), and lets the oldest go past the
+    /// limits; the newest always stays, as the checkpoint's outbox.
+    fn push(&mut self, id: &str, cp: &Checkpoint, batch: &mut WriteBatch) -> Result<()> {
+        if cp.outbox.is_empty() {
+            return Ok(());
+        }
+        let value = json(&KeptEpochRef {
+            sink_ends: &cp.sink_ends,
+            outbox: &cp.outbox,
+        })?;
+        self.epochs.push_back((cp.epoch, value.len()));
+        self.bytes += value.len();
+        batch.put(kept_key(id, cp.epoch), value);
+        while self.epochs.len() > KEPT_EPOCHS
+            || (self.epochs.len() > 1
+                && self.bytes - self.epochs.back().map_or(0, |e| e.1) > KEPT_BYTES)
+        {
+            let Some((epoch, bytes)) = self.epochs.pop_front() else {
+                break;
+            };
+            self.bytes -= bytes;
+            batch.delete(kept_key(id, epoch));
+        }
+        Ok(())
+    }
+}
+
+/// Where a reconciling rebuild keeps a table's last output for a sink key.
+fn reconcile_prefix(id: &str) -> Vec<u8> {
+    [query_prefix(id), b"r/".to_vec()].concat()
+}
+
+fn reconcile_key(id: &str, partition: u32, key: Option<&[u8]>) -> Vec<u8> {
+    [
+        reconcile_prefix(id),
+        partition.to_be_bytes().to_vec(),
+        key.unwrap_or_default().to_vec(),
+    ]
+    .concat()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -930,10 +998,11 @@ impl Engine {
 
     /// Throws away query `id`'s state (and the rows of the table it
     /// materializes) and starts it again from the beginning of its sources,
-    /// in one atomic commit: a rebuild, as after a lost state store. With
-    /// `skip_written`, the records its sink holds are not written again
-    /// (counted per sink partition; what follows them is), which is right
-    /// when the sources are whole: the query writes the same records again.
+    /// in one atomic commit: a rebuild, as after a lost state store. A
+    /// table's sink then gets only what differs from the rebuilt table
+    /// (`Checkpoint::reconcile`). For a stream, with `skip_written`, the
+    /// outputs its sink holds are not written again (see `search_sink`);
+    /// without, it keeps what it has and gets every output again.
     fn rebuild_from_log(
         &self,
         id: &str,
@@ -958,7 +1027,8 @@ impl Engine {
                 }
             }
         }
-        let cp = Checkpoint {
+        let reconcile = sink.kind == SourceKind::Table;
+        let mut cp = Checkpoint {
             epoch: 0,
             offsets: vec![0; partitions as usize],
             outbox: vec![],
@@ -967,9 +1037,9 @@ impl Engine {
             sink_end: vec![],
             sink_ends: vec![],
             late_records: 0,
+            reconcile,
         };
-        let mut cp = cp;
-        if skip_written {
+        if skip_written && !reconcile {
             self.search_sink(&mut cp, sink)?;
         }
         batch.put(meta_key, json(&cp)?);
@@ -997,13 +1067,15 @@ impl Engine {
             None => {
                 let lost =
                     self.state_lost && !self.startup_done.load(std::sync::atomic::Ordering::SeqCst);
+                let table = sink.kind == SourceKind::Table;
                 let cp = Checkpoint {
                     epoch: 0,
                     offsets: vec![0; partitions as usize],
                     outbox: vec![],
                     rebuilding: lost,
-                    // What the sink holds was written before the state was lost.
-                    skip: if lost {
+                    // What a stream's sink holds was written before the
+                    // state was lost (a table's is reconciled).
+                    skip: if lost && !table {
                         self.log.end_offsets(&sink.topic)?
                     } else {
                         vec![]
@@ -1011,6 +1083,7 @@ impl Engine {
                     sink_end: vec![],
                     sink_ends: vec![],
                     late_records: 0,
+                    reconcile: lost && table,
                 };
                 if lost {
                     let mut b = WriteBatch::default();
@@ -1067,17 +1140,12 @@ impl Engine {
             .map(|spec| Expiry::new(&spec, mv_expiry_prefix(&sink.name)));
         let schema = plan.source.batch_schema();
         let mut appended = self.appended.subscribe();
-        // The kept outboxes, oldest first: epoch and encoded size.
-        let mut kept: std::collections::VecDeque<(u64, usize)> = self
-            .state
-            .scan_prefix(&kept_prefix(id))?
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let epoch = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
-                Some((u64::from_be_bytes(epoch), v.len()))
-            })
-            .collect();
-        let mut kept_bytes: usize = kept.iter().map(|k| k.1).sum();
+        let mut kept = KeptRing::load(self.state.as_ref(), id)?;
+        if cp.reconcile && rebuild_target.is_none() {
+            // The rebuild has nothing to read (the sources hold nothing
+            // now): the sink is reconciled at once.
+            cp = self.reconcile_now(id, &sink, cp, &mut kept)?;
+        }
         let mut sink_contents = if rebuild_target.is_some() && !cp.sink_end.is_empty() {
             blocking(|| SinkContents::read(&self.log, &sink.topic, &cp.sink_end))?
         } else {
@@ -1112,6 +1180,9 @@ impl Engine {
                         .is_some_and(|t| cp.offsets.iter().zip(t).all(|(a, b)| a >= b))
                     {
                         rebuild_target = None;
+                        if cp.reconcile {
+                            cp = self.reconcile_now(id, &sink, cp, &mut kept)?;
+                        }
                     }
                     progress.send_modify(|p| {
                         p.offsets = cp.offsets.clone();
@@ -1154,6 +1225,8 @@ impl Engine {
                 j.drain(&mut batch);
             }
             let mut outbox: BTreeMap<u32, OutboxPart> = BTreeMap::new();
+            // A reconciling rebuild's outputs, by `reconcile_key`.
+            let mut rebuilt: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             // Only while rebuilding: afterwards every output is new.
             let mut skip = if rebuild_target.is_some() {
                 cp.skip.clone()
@@ -1173,6 +1246,16 @@ impl Engine {
                         Some(row) => batch.put(k, json(row)?),
                         None => batch.delete(k),
                     }
+                }
+                if cp.reconcile {
+                    let key = reconcile_key(id, r.partition, r.record.key.as_deref());
+                    let record = OutboxRecord {
+                        timestamp: r.record.timestamp,
+                        key: r.record.key,
+                        value: r.record.value,
+                    };
+                    rebuilt.insert(key, json(&record)?);
+                    continue;
                 }
                 if let Some(n) = skip.get_mut(r.partition as usize).filter(|n| **n > 0) {
                     *n -= 1;
@@ -1204,6 +1287,13 @@ impl Engine {
             let caught_up = rebuild_target
                 .as_ref()
                 .is_none_or(|t| offsets.iter().zip(t).all(|(a, b)| a >= b));
+            if cp.reconcile && caught_up {
+                outbox = self.reconcile(id, &sink, rebuilt, &mut batch)?;
+            } else {
+                for (k, v) in rebuilt {
+                    batch.put(k, v);
+                }
+            }
             let mut sink_ends = self.log.end_offsets(&sink.topic)?;
             for (p, part) in &outbox {
                 if let Some(end) = sink_ends.get_mut(*p as usize) {
@@ -1224,27 +1314,10 @@ impl Engine {
                     cp.sink_end.clone()
                 },
                 late_records: cp.late_records + late,
+                reconcile: cp.reconcile && !caught_up,
             };
             batch.put(meta_key.clone(), json(&cp)?);
-            if !cp.outbox.is_empty() {
-                let value = json(&KeptEpochRef {
-                    sink_ends: &cp.sink_ends,
-                    outbox: &cp.outbox,
-                })?;
-                kept.push_back((cp.epoch, value.len()));
-                kept_bytes += value.len();
-                batch.put(kept_key(id, cp.epoch), value);
-                // The newest stays: it is the checkpoint's outbox.
-                while kept.len() > KEPT_EPOCHS
-                    || (kept.len() > 1 && kept_bytes - kept.back().map_or(0, |k| k.1) > KEPT_BYTES)
-                {
-                    let Some((epoch, bytes)) = kept.pop_front() else {
-                        break;
-                    };
-                    kept_bytes -= bytes;
-                    batch.delete(kept_key(id, epoch));
-                }
-            }
+            kept.push(id, &cp, &mut batch)?;
             let state = Arc::clone(&self.state);
             tokio::task::spawn_blocking(move || state.commit(batch))
                 .await
@@ -1259,6 +1332,145 @@ impl Engine {
                 p.late_records = cp.late_records;
             });
         }
+    }
+
+    /// Commits the end of a reconciling rebuild that caught up without an
+    /// epoch to process (what was left to read was a gap): an epoch that
+    /// writes what `reconcile` finds.
+    fn reconcile_now(
+        &self,
+        id: &str,
+        sink: &SourceDef,
+        cp: Checkpoint,
+        kept: &mut KeptRing,
+    ) -> Result<Checkpoint> {
+        let meta_key = [query_prefix(id), b"meta".to_vec()].concat();
+        let mut batch = WriteBatch::default();
+        let outbox = self.reconcile(id, sink, BTreeMap::new(), &mut batch)?;
+        let mut sink_ends = self.log.end_offsets(&sink.topic)?;
+        for (p, part) in &outbox {
+            if let Some(end) = sink_ends.get_mut(*p as usize) {
+                *end = part.base + part.records.len() as u64;
+            }
+        }
+        let cp = Checkpoint {
+            epoch: cp.epoch + 1,
+            outbox: outbox.into_values().collect(),
+            sink_ends,
+            rebuilding: false,
+            reconcile: false,
+            skip: vec![],
+            sink_end: vec![],
+            ..cp
+        };
+        batch.put(meta_key, json(&cp)?);
+        kept.push(id, &cp, &mut batch)?;
+        blocking(|| self.state.commit(batch))?;
+        blocking(|| self.write_outbox(id, sink, &cp.outbox))?;
+        Ok(cp)
+    }
+
+    /// The records that make a table's sink say what its rebuilt table
+    /// says, once the rebuild has caught up: per key, the rebuild's last
+    /// output where the sink's last record for that key differs, and a
+    /// tombstone where the sink still has a row the table no longer has
+    /// (its source records were lost). `pending` holds the outputs of the
+    /// epoch not committed yet; the kept outputs are deleted in `batch`.
+    /// Holds a hash of the last value per key of the sink in memory.
+    fn reconcile(
+        &self,
+        id: &str,
+        sink: &SourceDef,
+        pending: BTreeMap<Vec<u8>, Vec<u8>>,
+        batch: &mut WriteBatch,
+    ) -> Result<BTreeMap<u32, OutboxPart>> {
+        use std::hash::{Hash, Hasher};
+        let hash = |value: &[u8]| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            value.hash(&mut h);
+            h.finish()
+        };
+        // The sink's last record per key: hash of its value, and its time.
+        let mut last: HashMap<(u32, Vec<u8>), (Option<u64>, i64)> = HashMap::new();
+        for (p, stats) in self.log.stats(&sink.topic)?.iter().enumerate() {
+            let mut from = stats.start_offset;
+            while from < stats.end_offset {
+                let records = self.log.read(&sink.topic, p as u32, from, 4096)?;
+                let Some(end) = records.last().map(|r| r.offset + 1) else {
+                    break;
+                };
+                for r in records {
+                    if let Some(key) = r.record.key {
+                        let value = r.record.value.as_deref().map(hash);
+                        last.insert((p as u32, key), (value, r.record.timestamp));
+                    }
+                }
+                from = end;
+            }
+        }
+        let prefix = reconcile_prefix(id);
+        let mut rebuilt: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for (k, v) in self.state.scan_prefix(&prefix)? {
+            batch.delete(k.clone());
+            rebuilt.insert(k, v);
+        }
+        rebuilt.extend(pending);
+        let mut outbox: BTreeMap<u32, OutboxPart> = BTreeMap::new();
+        let mut emit = |partition: u32, record: OutboxRecord| -> Result<()> {
+            if let std::collections::btree_map::Entry::Vacant(e) = outbox.entry(partition) {
+                e.insert(OutboxPart {
+                    partition,
+                    base: self.log.end_offset(&sink.topic, partition)?,
+                    records: Vec::new(),
+                });
+            }
+            if let Some(part) = outbox.get_mut(&partition) {
+                part.records.push(record);
+            }
+            Ok(())
+        };
+        for (k, v) in rebuilt {
+            let Some(partition) = k
+                .get(prefix.len()..prefix.len() + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+            else {
+                continue;
+            };
+            let record: OutboxRecord = serde_json::from_slice(&v).map_err(|e| {
+                ExecError::Internal(format!("unreadable rebuilt output of {id}: {e}"))
+            })?;
+            let Some(key) = record.key.clone() else {
+                continue;
+            };
+            let in_sink = last.remove(&(partition, key)).and_then(|l| l.0);
+            if in_sink != record.value.as_deref().map(hash) {
+                emit(partition, record)?;
+            }
+        }
+        // Rows the sink has for keys the rebuilt table has not.
+        let mut gone: Vec<((u32, Vec<u8>), i64)> = last
+            .into_iter()
+            .filter(|(_, (value, _))| value.is_some())
+            .map(|(k, (_, ts))| (k, ts))
+            .collect();
+        gone.sort();
+        for ((partition, key), timestamp) in gone {
+            emit(
+                partition,
+                OutboxRecord {
+                    timestamp,
+                    key: Some(key),
+                    value: None,
+                },
+            )?;
+        }
+        if !outbox.is_empty() {
+            tracing::warn!(query_id = %id,
+                records = outbox.values().map(|p| p.records.len()).sum::<usize>(),
+                "table rebuilt: its sink gets what differs from the rebuilt table");
+        }
+        Ok(outbox)
     }
 
     /// Writes a committed epoch's sink records unless they are in the log
