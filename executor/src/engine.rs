@@ -16,23 +16,25 @@ use brook_storage::{
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::ScalarValue;
-use datafusion::datasource::{provider_as_source, MemTable};
+use datafusion::datasource::provider_as_source;
 use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::codec::{
-    batch_row, decode_batch, decode_rows, encode_rows, encode_sink, MvRow, TableSource,
-};
+use crate::codec::{decode_batch, encode_rows, encode_sink, TableSource};
 use crate::error::{json, ExecError, Result};
 use crate::join::JoinChain;
 use crate::panic_guard::guarded;
-use crate::pipeline::{rows_to_batch, ChangeBatch, Expiry, Pipeline};
+use crate::pipeline::{ChangeBatch, Expiry, Pipeline};
 use crate::processing_log::{self, ProcessingError};
+use crate::pull_scan::{from_datafusion, SourceScan};
 
 /// Records read per partition per epoch.
 const EPOCH_RECORDS: usize = 1000;
@@ -1624,19 +1626,16 @@ impl Engine {
         })
     }
 
-    /// Runs a pull query over the current contents of its sources, reading
-    /// at most `max_bytes` of them (as Arrow data) and returning at most as
-    /// much; past either, it fails with a resources-exhausted error.
+    /// Runs a pull query over the current contents of its sources, which
+    /// it reads as it goes (`pull_scan`). What its operators keep, the rows
+    /// of a table no query writes, and its result are each bounded by
+    /// `max_bytes`; past it, it fails with a resources-exhausted error.
     pub async fn pull(
         &self,
         plan: PullPlan,
         max_bytes: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let mut budget = ScanBudget {
-            left: max_bytes,
-            limit: max_bytes,
-        };
-        let mut tables: HashMap<String, Arc<MemTable>> = HashMap::new();
+        let mut tables: HashMap<String, Arc<StreamingTable>> = HashMap::new();
         for def in &plan.sources {
             if let Some((done, total)) = def
                 .query_id
@@ -1650,12 +1649,21 @@ impl Engine {
                     total,
                 });
             }
-            let schema = def.batch_schema();
             let keys = crate::pull_keys::key_lookups(&plan.plan, def);
-            let batches = self.scan_source(def, keys.as_deref(), &mut budget)?;
+            let scan = SourceScan::new(
+                Arc::clone(&self.log),
+                Arc::clone(&self.state),
+                def,
+                mv_prefix(&def.name),
+                keys,
+                max_bytes,
+            )?;
             tables.insert(
                 def.name.clone(),
-                Arc::new(MemTable::try_new(schema, vec![batches])?),
+                Arc::new(StreamingTable::try_new(
+                    def.batch_schema(),
+                    vec![Arc::new(scan)],
+                )?),
             );
         }
         let plan = plan
@@ -1671,19 +1679,31 @@ impl Engine {
                 Ok(Transformed::no(node))
             })?
             .data;
-        let mut cfg = SessionConfig::new();
+        // One partition: the scans read in place, on the pull query's own
+        // thread. What operators keep (sorts, joins, aggregates) counts
+        // against `max_bytes`, with no spilling to disk.
+        let mut cfg = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_batch_size(crate::pull_scan::SCAN_BATCH_ROWS);
         cfg.options_mut().sql_parser.enable_ident_normalization = false;
-        let ctx = SessionContext::new_with_config(cfg);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(max_bytes, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(cfg, runtime);
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let mut stream = ctx
             .execute_logical_plan(plan)
             .await?
             .execute_stream()
-            .await?;
+            .await
+            .map_err(from_datafusion)?;
         let mut batches = Vec::new();
         let mut bytes = 0usize;
         while let Some(batch) = futures::StreamExt::next(&mut stream).await {
-            let batch = batch?;
+            let batch = batch.map_err(from_datafusion)?;
             bytes = bytes.saturating_add(slice_bytes(&batch));
             if bytes > max_bytes {
                 return Err(ExecError::DataFusion(
@@ -1696,109 +1716,6 @@ impl Engine {
         }
         Ok((schema, batches))
     }
-
-    /// Current rows of a source, with its batch schema's pseudo-columns:
-    /// materialized rows for tables written by a query, the latest value per
-    /// key for other tables, every record for streams. With `keys` (the
-    /// encoded keys a pull query's filter pins), a materialized table's rows
-    /// are read by key (every window of it, for a windowed table) instead.
-    fn scan_source(
-        &self,
-        def: &SourceDef,
-        keys: Option<&[Vec<u8>]>,
-        budget: &mut ScanBudget,
-    ) -> Result<Vec<RecordBatch>> {
-        let schema = def.batch_schema();
-        let mut out = Batches::new(&schema, def, budget);
-        if def.kind == SourceKind::Table && def.query_id.is_some() {
-            let prefix = mv_prefix(&def.name);
-            let rows: Vec<Vec<u8>> = match keys {
-                None => self
-                    .state
-                    .scan_prefix(&prefix)?
-                    .into_iter()
-                    .map(|(_, v)| v)
-                    .collect(),
-                Some(keys) if def.window.is_none() => {
-                    let mut rows = Vec::with_capacity(keys.len());
-                    for key in keys {
-                        rows.extend(self.state.get(&[prefix.as_slice(), key].concat())?);
-                    }
-                    rows
-                }
-                Some(keys) => {
-                    let mut rows = Vec::new();
-                    for key in keys {
-                        let k = [prefix.as_slice(), key].concat();
-                        rows.extend(self.state.scan_prefix(&k)?.into_iter().map(|(_, v)| v));
-                    }
-                    rows
-                }
-            };
-            for v in rows {
-                let row: MvRow = serde_json::from_slice(&v)
-                    .map_err(|e| ExecError::Internal(format!("unreadable row: {e}")))?;
-                out.push(batch_row(
-                    def,
-                    &row.values,
-                    row.window,
-                    row.rowtime,
-                    row.partition,
-                    row.offset,
-                )?)?;
-            }
-            return out.finish();
-        }
-        let partitions = self.log.partitions(&def.topic)?;
-        let mut latest: BTreeMap<Option<Vec<u8>>, Option<Vec<ScalarValue>>> = BTreeMap::new();
-        for p in 0..partitions {
-            let mut from = 0;
-            loop {
-                let records = self.log.read(&def.topic, p, from, 10_000)?;
-                let Some(last) = records.last() else { break };
-                from = last.offset + 1;
-                if def.kind != SourceKind::Table {
-                    for d in decode_rows(def, &records, false).0 {
-                        out.push(batch_row(
-                            def,
-                            &d.values,
-                            d.window,
-                            d.rowtime,
-                            d.record.partition as i32,
-                            d.record.offset as i64,
-                        )?)?;
-                    }
-                    continue;
-                }
-                // A table is the latest value per key, applied in offset order.
-                for r in &records {
-                    if r.record.value.is_none() {
-                        latest.insert(r.record.key.clone(), None);
-                        continue;
-                    }
-                    if let Some(d) = decode_rows(def, std::slice::from_ref(r), false)
-                        .0
-                        .into_iter()
-                        .next()
-                    {
-                        let row = batch_row(
-                            def,
-                            &d.values,
-                            d.window,
-                            d.rowtime,
-                            r.partition as i32,
-                            r.offset as i64,
-                        )?;
-                        latest.insert(r.record.key.clone(), Some(row));
-                    }
-                }
-            }
-        }
-        for row in latest.into_values().flatten() {
-            out.push(row)?;
-        }
-        out.finish()
-    }
 }
 
 /// The bytes of Arrow data a batch holds (of its slice, not of buffers it
@@ -1809,66 +1726,6 @@ fn slice_bytes(batch: &RecordBatch) -> usize {
         .iter()
         .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
         .sum()
-}
-
-/// What a pull query may read, in bytes of Arrow data, over all its sources.
-pub(crate) struct ScanBudget {
-    left: usize,
-    limit: usize,
-}
-
-/// Rows gathered into Arrow batches of [`SCAN_BATCH_ROWS`], so that a scan
-/// holds its rows compactly and stops at the budget.
-struct Batches<'a> {
-    schema: SchemaRef,
-    def: &'a SourceDef,
-    rows: Vec<Vec<ScalarValue>>,
-    done: Vec<RecordBatch>,
-    budget: &'a mut ScanBudget,
-}
-
-/// Rows per batch of a pull query's scan.
-const SCAN_BATCH_ROWS: usize = 8192;
-
-impl<'a> Batches<'a> {
-    fn new(schema: &SchemaRef, def: &'a SourceDef, budget: &'a mut ScanBudget) -> Self {
-        Batches {
-            schema: Arc::clone(schema),
-            def,
-            rows: Vec::new(),
-            done: Vec::new(),
-            budget,
-        }
-    }
-
-    fn push(&mut self, row: Vec<ScalarValue>) -> Result<()> {
-        self.rows.push(row);
-        if self.rows.len() >= SCAN_BATCH_ROWS {
-            self.seal()?;
-        }
-        Ok(())
-    }
-
-    fn seal(&mut self) -> Result<()> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let batch = rows_to_batch(&self.schema, &std::mem::take(&mut self.rows))?;
-        let bytes = slice_bytes(&batch);
-        self.budget.left = self.budget.left.checked_sub(bytes).ok_or_else(|| {
-            ExecError::DataFusion(datafusion::error::DataFusionError::ResourcesExhausted(format!(
-                "pull query would read more than {} bytes (at {}): add a key lookup or a narrower WHERE, use a push query, or raise --max-pull-bytes",
-                self.budget.limit, self.def.name
-            )))
-        })?;
-        self.done.push(batch);
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Vec<RecordBatch>> {
-        self.seal()?;
-        Ok(self.done)
-    }
 }
 
 /// Bytes of key and value per log append of a sink's records: the log

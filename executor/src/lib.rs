@@ -34,6 +34,7 @@ mod pipeline;
 mod print;
 pub mod processing_log;
 mod pull_keys;
+mod pull_scan;
 
 pub use brook_planner::datum::{self, Datum};
 pub use codec::split_window;

@@ -168,7 +168,7 @@ async fn a_statement_over_the_size_limit_is_refused_before_parsing() {
 async fn a_pull_query_reads_and_returns_at_most_its_byte_limit() {
     let dir = tempfile::tempdir().unwrap();
     let limits = brook_server::Limits {
-        max_pull_bytes: 256 << 10,
+        max_pull_bytes: 1 << 20,
         ..brook_server::Limits::default()
     };
     let brook =
@@ -182,22 +182,52 @@ async fn a_pull_query_reads_and_returns_at_most_its_byte_limit() {
     )
     .await
     .unwrap();
-    let pad = "x".repeat(200);
-    let rows = |n: usize| -> String {
-        (0..n)
-            .map(|i| format!("({i}, '{pad}')"))
+    let pad = "x".repeat(1000);
+    let rows = |ids: std::ops::Range<usize>| -> String {
+        ids.map(|i| format!("({i}, '{pad}')"))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    s.execute(&format!("INSERT INTO big (id, v) VALUES {};", rows(3000)))
-        .await
-        .unwrap();
-    s.execute(&format!("INSERT INTO small (id, v) VALUES {};", rows(300)))
-        .await
-        .unwrap();
+    for part in 0..10 {
+        let ids = part * 300..(part + 1) * 300;
+        s.execute(&format!("INSERT INTO big (id, v) VALUES {};", rows(ids)))
+            .await
+            .unwrap();
+    }
+    s.execute(&format!(
+        "INSERT INTO small (id, v) VALUES {};",
+        rows(0..300)
+    ))
+    .await
+    .unwrap();
 
-    // Reading 3,000 rows of 200 bytes is past 256 KiB: refused while scanning.
-    let e: ServerError = s.execute("SELECT COUNT(*) FROM big;").await.err().unwrap();
+    // 3,000 rows of 1,000 bytes are past 1 MiB, but a scan is read as the
+    // query goes: counting them keeps nothing.
+    assert_eq!(
+        rows_count(&brook, "SELECT COUNT(*) FROM big;").await,
+        "3000"
+    );
+    assert_eq!(
+        rows_count(&brook, "SELECT id FROM big ORDER BY v, id LIMIT 1;").await,
+        "0"
+    );
+    // An operator that keeps them all is refused, though its result is small.
+    let e: ServerError = s
+        .execute("SELECT id, v, COUNT(*) FROM big GROUP BY id, v ORDER BY id LIMIT 1;")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.sqlstate(), "54000", "{e}");
+    // A table no query writes is its topic's latest row per key, all held
+    // before the query runs: refused while reading.
+    s.execute("CREATE TABLE big_t (id INT PRIMARY KEY, v STRING) WITH (KAFKA_TOPIC='big');")
+        .await
+        .unwrap();
+    let e: ServerError = s
+        .execute("SELECT COUNT(*) FROM big_t;")
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.sqlstate(), "54000", "{e}");
     assert!(
         e.to_string().contains("pull query would read more than"),

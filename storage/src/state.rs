@@ -37,6 +37,15 @@ pub trait StateStore: Send + Sync {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// All pairs with `start <= key < end`, in key order.
     fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// At most `limit` pairs whose key starts with `prefix` and comes after
+    /// `after` (from the first, without), in key order: a prefix scan one
+    /// page at a time.
+    fn scan_prefix_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Applies the batch atomically; when this returns it is durable (for
     /// persistent backends): all of it survives a crash, or none of it.
     fn commit(&self, batch: WriteBatch) -> Result<()>;
@@ -118,6 +127,28 @@ impl StateStore for SledStateStore {
             .collect()
     }
 
+    fn scan_prefix_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let mut page = Vec::new();
+        for kv in self.tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (k, v) = kv?;
+            if !k.starts_with(prefix) || page.len() == limit {
+                break;
+            }
+            page.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(page)
+    }
+
     fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if start >= end {
             return Ok(Vec::new());
@@ -178,6 +209,26 @@ impl StateStore for MemoryStateStore {
             .collect())
     }
 
+    fn scan_prefix_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if start >= end {
             return Ok(Vec::new());
@@ -232,6 +283,19 @@ mod tests {
             .collect();
         assert_eq!(range, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
         assert!(store.scan_range(b"b/", b"a/").unwrap().is_empty());
+        // Pages follow one another and stay inside the prefix.
+        let page = |after: Option<&[u8]>| -> Vec<Vec<u8>> {
+            store
+                .scan_prefix_page(b"a/", after, 1)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        assert_eq!(page(None), vec![b"a/2".to_vec()]);
+        assert_eq!(page(Some(b"a/2")), vec![b"a/3".to_vec()]);
+        assert!(page(Some(b"a/3")).is_empty());
+        assert_eq!(store.scan_prefix_page(b"a/", None, 10).unwrap().len(), 2);
         store.delete_prefix(b"a/").unwrap();
         assert!(store.scan_prefix(b"a/").unwrap().is_empty());
         assert_eq!(store.get(b"b/1").unwrap(), Some(b"z".to_vec()));
