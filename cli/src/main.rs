@@ -59,8 +59,8 @@ struct Cli {
     /// Seconds a pull query may run before it is cancelled.
     #[arg(long, global = true, env = "BROOK_STATEMENT_TIMEOUT", default_value_t = brook_server::Limits::default().statement_timeout.as_secs_f64())]
     statement_timeout: f64,
-    /// Bytes (of Arrow data) a pull query may read from its sources, and
-    /// return.
+    /// Bytes a pull query's operators may keep (sorts, joins, aggregates),
+    /// and it may return; scans read as the query goes.
     #[arg(long, global = true, env = "BROOK_MAX_PULL_BYTES", default_value_t = brook_server::Limits::default().max_pull_bytes)]
     max_pull_bytes: usize,
     /// Open the REPL against a running server instead (e.g. http://127.0.0.1:8088).

@@ -4,9 +4,9 @@
 //! a source topic in epochs, push change batches through a pipeline, and
 //! commit state, source offsets and their sink output atomically), push
 //! queries (transient pipelines streaming rows to one client), and pull
-//! queries (DataFusion over a snapshot of a source's current rows; a
-//! materialized table's rows are read by key when the filter pins its key,
-//! `pull_keys`).
+//! queries (DataFusion over a source's current rows, read as it polls
+//! them, `pull_scan`; a materialized table's rows are read by key when the
+//! filter pins its key, `pull_keys`).
 //!
 //! Main types: [`Engine`] (start here), [`ChangeBatch`] (an Arrow batch
 //! plus a weight and event time per row), [`Pipeline`] (compiled

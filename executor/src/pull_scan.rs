@@ -30,9 +30,15 @@ use crate::error::{ExecError, Result};
 use crate::pipeline::rows_to_batch;
 
 /// Rows per batch a scan yields, at most (and DataFusion's batch size in a
-/// pull query): work between two await points, where a timeout or a cancel
-/// takes effect, grows with it (a nested-loop join's, with its product).
-pub(crate) const SCAN_BATCH_ROWS: usize = 1024;
+/// pull query): the work between two await points, where a timeout or a
+/// cancel takes effect, grows with it (a nested-loop join's with the
+/// product of both sides). DataFusion's default: smaller ones cost more
+/// per row in operators (measured: a top-k over 300,000 rows took 30%
+/// longer with 4,096).
+pub(crate) const SCAN_BATCH_ROWS: usize = 8192;
+
+/// Records or rows read from the log or the state store at a time.
+const PAGE_ROWS: usize = 8192;
 
 /// Bytes per batch a scan yields, about: a sixteenth of the pull query's
 /// limit, between 64 KiB and 4 MiB (operators reserve memory for whole
@@ -193,7 +199,7 @@ impl Cursor {
             let (mut chunk, mut bytes) = (Vec::new(), 0usize);
             for row in rows {
                 let size = row.iter().map(ScalarValue::size).sum::<usize>();
-                if !chunk.is_empty() && bytes + size > cap {
+                if !chunk.is_empty() && (bytes + size > cap || chunk.len() == SCAN_BATCH_ROWS) {
                     self.pending.push_back(std::mem::take(&mut chunk));
                     bytes = 0;
                 }
@@ -235,7 +241,7 @@ impl Cursor {
                 }
                 self.latest
                     .as_mut()
-                    .map(|rows| rows.by_ref().take(SCAN_BATCH_ROWS).collect())
+                    .map(|rows| rows.by_ref().take(PAGE_ROWS).collect())
                     .unwrap_or_default()
             }
         };
@@ -249,7 +255,7 @@ impl Cursor {
             let partition = self.at as u32;
             let records = if self.from < end {
                 scan.log
-                    .read(&scan.def.topic, partition, self.from, SCAN_BATCH_ROWS)?
+                    .read(&scan.def.topic, partition, self.from, PAGE_ROWS)?
             } else {
                 Vec::new()
             };
@@ -282,9 +288,9 @@ impl Cursor {
     fn prefix_rows(&mut self, prefixes: &[Vec<u8>]) -> Result<Vec<Vec<ScalarValue>>> {
         let scan = &self.scan;
         while let Some(prefix) = prefixes.get(self.at) {
-            let page =
-                scan.state
-                    .scan_prefix_page(prefix, self.after.as_deref(), SCAN_BATCH_ROWS)?;
+            let page = scan
+                .state
+                .scan_prefix_page(prefix, self.after.as_deref(), PAGE_ROWS)?;
             let Some((last, _)) = page.last() else {
                 self.at += 1;
                 self.after = None;
@@ -319,7 +325,7 @@ fn latest_rows(scan: &Inner, ends: &[u64]) -> Result<Vec<Vec<ScalarValue>>> {
     for (p, &end) in ends.iter().enumerate() {
         let mut from = 0;
         while from < end {
-            let records = scan.log.read(&def.topic, p as u32, from, SCAN_BATCH_ROWS)?;
+            let records = scan.log.read(&def.topic, p as u32, from, PAGE_ROWS)?;
             let Some(last) = records.last().map(|r| r.offset) else {
                 break;
             };

@@ -13,8 +13,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long a pull query may run before it is cancelled.
     pub statement_timeout: Duration,
-    /// How much a pull query may read from its sources, and return, in
-    /// bytes of Arrow data (each; SQLSTATE 54000 past it).
+    /// How much a pull query's operators may keep (sorts, joins,
+    /// aggregates), a table no query writes may hold while it is read, and
+    /// the result may take, in bytes (each; SQLSTATE 54000 past it). Scans
+    /// read as the query goes and keep nothing.
     pub max_pull_bytes: usize,
 }
 
