@@ -77,9 +77,7 @@ fn harness() -> &'static Harness {
             PANICKED.store(true, Ordering::SeqCst);
             previous(info);
         }));
-        let dir: PathBuf =
-            std::env::temp_dir().join(format!("brook-fuzz-server-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir: PathBuf = brook_storage::fuzz::scratch_dir("server");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -34,12 +34,34 @@ pub fn rec(i: u64) -> Record {
     }
 }
 
-/// A scratch folder of this process, removed and made anew at first use.
+/// A fresh scratch folder `brook-fuzz-<kind>-<pid>` for a fuzz harness of
+/// this process, in the temporary directory. A harness lives as long as
+/// its process, which exits without dropping it: the folders of processes
+/// no longer running are removed here (on Linux, where `/proc` says).
+pub fn scratch_dir(kind: &str) -> PathBuf {
+    let tmp = std::env::temp_dir();
+    let prefix = format!("brook-fuzz-{kind}-");
+    if Path::new("/proc/self").exists() {
+        for entry in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = tmp.join(format!("{prefix}{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A scratch folder of this process, made anew at first use.
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("brook-fuzz-log-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = scratch_dir("log");
         let template = dir.join("template");
         let log = LogStore::open(&template, config()).expect("a healthy log opens");
         log.create_topic("t", 1).expect("a topic");
