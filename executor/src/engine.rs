@@ -1649,13 +1649,12 @@ impl Engine {
                     total,
                 });
             }
-            let keys = crate::pull_keys::key_lookups(&plan.plan, def);
             let scan = SourceScan::new(
                 Arc::clone(&self.log),
                 Arc::clone(&self.state),
                 def,
                 mv_prefix(&def.name),
-                keys,
+                crate::pull_keys::lookup(&plan.plan, def),
                 max_bytes,
             )?;
             tables.insert(

@@ -64,35 +64,41 @@ enum What {
     Log { ends: Vec<u64> },
     /// The latest value per key of a table no query writes, up to these ends.
     Latest { ends: Vec<u64> },
-    /// A materialized table's rows under each of these prefixes (the
-    /// table's, or one per key of a windowed table's lookup).
-    Prefixes(Vec<Vec<u8>>),
+    /// A materialized table's rows in these ranges of its keys.
+    Ranges(Vec<KeyRange>),
     /// A materialized table's rows at these keys.
     Keys(Vec<Vec<u8>>),
 }
 
 impl SourceScan {
     /// A scan of `def`'s current rows: `mv_prefix` is where a materialized
-    /// table's rows are, `keys` the encoded keys a lookup reads instead.
+    /// table's rows are, `lookup` which of them it reads.
     pub(crate) fn new(
         log: Arc<LogStore>,
         state: Arc<dyn StateStore>,
         def: &SourceDef,
         mv_prefix: Vec<u8>,
-        keys: Option<Vec<Vec<u8>>>,
+        lookup: Lookup,
         max_bytes: usize,
     ) -> Result<SourceScan> {
+        let under = |k: &[u8]| [mv_prefix.as_slice(), k].concat();
         let what = if def.kind == SourceKind::Table && def.query_id.is_some() {
-            match keys {
-                None => What::Prefixes(vec![mv_prefix]),
-                Some(keys) if def.window.is_none() => What::Keys(
-                    keys.iter()
-                        .map(|k| [mv_prefix.as_slice(), k].concat())
-                        .collect(),
-                ),
-                Some(keys) => What::Prefixes(
-                    keys.iter()
-                        .map(|k| [mv_prefix.as_slice(), k].concat())
+            match lookup {
+                Lookup::All => What::Ranges(vec![KeyRange::all(mv_prefix.clone())]),
+                Lookup::Keys(keys) if def.window.is_none() => {
+                    What::Keys(keys.iter().map(|k| under(k)).collect())
+                }
+                Lookup::Keys(keys) => {
+                    What::Ranges(keys.iter().map(|k| KeyRange::all(under(k))).collect())
+                }
+                Lookup::Ranges(ranges) => What::Ranges(
+                    ranges
+                        .iter()
+                        .map(|(start, end)| KeyRange {
+                            prefix: mv_prefix.clone(),
+                            start: start.as_deref().map(under),
+                            end: end.as_deref().map(under),
+                        })
                         .collect(),
                 ),
             }
@@ -175,6 +181,39 @@ pub(crate) fn from_datafusion(e: DataFusionError) -> ExecError {
     }
 }
 
+/// Keys under `prefix`, from `start` (inclusive; else the first) to `end`
+/// (exclusive; else the last), whole keys with the prefix.
+pub(crate) struct KeyRange {
+    pub(crate) prefix: Vec<u8>,
+    pub(crate) start: Option<Vec<u8>>,
+    pub(crate) end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    fn all(prefix: Vec<u8>) -> KeyRange {
+        KeyRange {
+            prefix,
+            start: None,
+            end: None,
+        }
+    }
+}
+
+/// A range `[start, end)` of encoded keys (`None`: unbounded).
+pub(crate) type EncodedRange = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Which of a materialized table's rows a pull query reads.
+pub(crate) enum Lookup {
+    /// All of them.
+    All,
+    /// Those of these encoded keys (every window of each, for a windowed
+    /// table).
+    Keys(Vec<Vec<u8>>),
+    /// Those whose encoded keys are in these ranges `[start, end)` (without
+    /// the table's prefix; `None`: unbounded).
+    Ranges(Vec<EncodedRange>),
+}
+
 /// Where a scan is.
 struct Cursor {
     scan: Arc<Inner>,
@@ -221,7 +260,7 @@ impl Cursor {
         let scan = Arc::clone(&self.scan);
         let rows = match &scan.what {
             What::Log { ends } => self.log_rows(ends)?,
-            What::Prefixes(prefixes) => self.prefix_rows(prefixes)?,
+            What::Ranges(ranges) => self.range_rows(ranges)?,
             What::Keys(keys) => {
                 if self.at > 0 {
                     return Ok(Vec::new());
@@ -285,19 +324,35 @@ impl Cursor {
     }
 
     /// The next page of a materialized table's rows.
-    fn prefix_rows(&mut self, prefixes: &[Vec<u8>]) -> Result<Vec<Vec<ScalarValue>>> {
+    fn range_rows(&mut self, ranges: &[KeyRange]) -> Result<Vec<Vec<ScalarValue>>> {
+        use std::ops::Bound;
         let scan = &self.scan;
-        while let Some(prefix) = prefixes.get(self.at) {
+        while let Some(range) = ranges.get(self.at) {
+            let from = match (&self.after, &range.start) {
+                (Some(after), _) => Bound::Excluded(after.as_slice()),
+                (None, Some(start)) => Bound::Included(start.as_slice()),
+                (None, None) => Bound::Unbounded,
+            };
             let page = scan
                 .state
-                .scan_prefix_page(prefix, self.after.as_deref(), PAGE_ROWS)?;
-            let Some((last, _)) = page.last() else {
-                self.at += 1;
-                self.after = None;
-                continue;
-            };
-            self.after = Some(last.clone());
-            return page.iter().map(|(_, v)| mv_row(&scan.def, v)).collect();
+                .scan_prefix_page(&range.prefix, from, PAGE_ROWS)?;
+            let full = page.len() == PAGE_ROWS;
+            let in_range: Vec<_> = page
+                .into_iter()
+                .take_while(|(k, _)| range.end.as_ref().is_none_or(|end| k < end))
+                .collect();
+            match in_range.last() {
+                Some((last, _)) if full && in_range.len() == PAGE_ROWS => {
+                    self.after = Some(last.clone());
+                }
+                _ => {
+                    self.at += 1;
+                    self.after = None;
+                }
+            }
+            if !in_range.is_empty() {
+                return in_range.iter().map(|(_, v)| mv_row(&scan.def, v)).collect();
+            }
         }
         Ok(Vec::new())
     }

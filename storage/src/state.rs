@@ -37,13 +37,13 @@ pub trait StateStore: Send + Sync {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// All pairs with `start <= key < end`, in key order.
     fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    /// At most `limit` pairs whose key starts with `prefix` and comes after
-    /// `after` (from the first, without), in key order: a prefix scan one
-    /// page at a time.
+    /// At most `limit` pairs whose key starts with `prefix`, from `from`
+    /// (`Unbounded`: the first), in key order: a prefix scan one page at a
+    /// time, the next page from `Excluded(last key)`.
     fn scan_prefix_page(
         &self,
         prefix: &[u8],
-        after: Option<&[u8]>,
+        from: std::ops::Bound<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Applies the batch atomically; when this returns it is durable (for
@@ -61,6 +61,16 @@ pub trait StateStore: Send + Sync {
     /// not, as with sync off): for a clean shutdown.
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Where a page of a prefix scan starts: `from`, or the prefix itself.
+fn page_start(prefix: &[u8], from: std::ops::Bound<&[u8]>) -> std::ops::Bound<Vec<u8>> {
+    use std::ops::Bound;
+    match from {
+        Bound::Included(k) if k > prefix => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) if k >= prefix => Bound::Excluded(k.to_vec()),
+        _ => Bound::Included(prefix.to_vec()),
     }
 }
 
@@ -130,16 +140,15 @@ impl StateStore for SledStateStore {
     fn scan_prefix_page(
         &self,
         prefix: &[u8],
-        after: Option<&[u8]>,
+        from: std::ops::Bound<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        use std::ops::Bound;
-        let start = match after {
-            Some(a) => Bound::Excluded(a.to_vec()),
-            None => Bound::Included(prefix.to_vec()),
-        };
+        let start = page_start(prefix, from);
         let mut page = Vec::new();
-        for kv in self.tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+        for kv in self
+            .tree
+            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
+        {
             let (k, v) = kv?;
             if !k.starts_with(prefix) || page.len() == limit {
                 break;
@@ -212,17 +221,13 @@ impl StateStore for MemoryStateStore {
     fn scan_prefix_page(
         &self,
         prefix: &[u8],
-        after: Option<&[u8]>,
+        from: std::ops::Bound<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        use std::ops::Bound;
-        let start = match after {
-            Some(a) => Bound::Excluded(a.to_vec()),
-            None => Bound::Included(prefix.to_vec()),
-        };
+        let start = page_start(prefix, from);
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         Ok(map
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -284,18 +289,23 @@ mod tests {
         assert_eq!(range, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
         assert!(store.scan_range(b"b/", b"a/").unwrap().is_empty());
         // Pages follow one another and stay inside the prefix.
-        let page = |after: Option<&[u8]>| -> Vec<Vec<u8>> {
+        use std::ops::Bound;
+        let page = |from: Bound<&[u8]>| -> Vec<Vec<u8>> {
             store
-                .scan_prefix_page(b"a/", after, 1)
+                .scan_prefix_page(b"a/", from, 1)
                 .unwrap()
                 .into_iter()
                 .map(|(k, _)| k)
                 .collect()
         };
-        assert_eq!(page(None), vec![b"a/2".to_vec()]);
-        assert_eq!(page(Some(b"a/2")), vec![b"a/3".to_vec()]);
-        assert!(page(Some(b"a/3")).is_empty());
-        assert_eq!(store.scan_prefix_page(b"a/", None, 10).unwrap().len(), 2);
+        assert_eq!(page(Bound::Unbounded), vec![b"a/2".to_vec()]);
+        assert_eq!(page(Bound::Excluded(b"a/2")), vec![b"a/3".to_vec()]);
+        assert_eq!(page(Bound::Included(b"a/3")), vec![b"a/3".to_vec()]);
+        assert!(page(Bound::Excluded(b"a/3")).is_empty());
+        // A start before the prefix starts at the prefix.
+        assert_eq!(page(Bound::Included(b"0")), vec![b"a/2".to_vec()]);
+        let all = store.scan_prefix_page(b"a/", Bound::Unbounded, 10).unwrap();
+        assert_eq!(all.len(), 2);
         store.delete_prefix(b"a/").unwrap();
         assert!(store.scan_prefix(b"a/").unwrap().is_empty());
         assert_eq!(store.get(b"b/1").unwrap(), Some(b"z".to_vec()));
