@@ -1378,7 +1378,8 @@ impl Engine {
     /// tombstone where the sink still has a row the table no longer has
     /// (its source records were lost). `pending` holds the outputs of the
     /// epoch not committed yet; the kept outputs are deleted in `batch`.
-    /// Holds a hash of the last value per key of the sink in memory.
+    /// Holds a hash of the last value per key of the sink in memory, and
+    /// reads the kept outputs a page at a time.
     fn reconcile(
         &self,
         id: &str,
@@ -1411,12 +1412,7 @@ impl Engine {
             }
         }
         let prefix = reconcile_prefix(id);
-        let mut rebuilt: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for (k, v) in self.state.scan_prefix(&prefix)? {
-            batch.delete(k.clone());
-            rebuilt.insert(k, v);
-        }
-        rebuilt.extend(pending);
+        let mut pending = pending;
         let mut outbox: BTreeMap<u32, OutboxPart> = BTreeMap::new();
         let mut emit = |partition: u32, record: OutboxRecord| -> Result<()> {
             if let std::collections::btree_map::Entry::Vacant(e) = outbox.entry(partition) {
@@ -1431,24 +1427,45 @@ impl Engine {
             }
             Ok(())
         };
-        for (k, v) in rebuilt {
+        let mut compare = |k: &[u8], v: &[u8]| -> Result<()> {
             let Some(partition) = k
                 .get(prefix.len()..prefix.len() + 4)
                 .and_then(|b| b.try_into().ok())
                 .map(u32::from_be_bytes)
             else {
-                continue;
+                return Ok(());
             };
-            let record: OutboxRecord = serde_json::from_slice(&v).map_err(|e| {
+            let record: OutboxRecord = serde_json::from_slice(v).map_err(|e| {
                 ExecError::Internal(format!("unreadable rebuilt output of {id}: {e}"))
             })?;
             let Some(key) = record.key.clone() else {
-                continue;
+                return Ok(());
             };
             let in_sink = last.remove(&(partition, key)).and_then(|l| l.0);
             if in_sink != record.value.as_deref().map(hash) {
                 emit(partition, record)?;
             }
+            Ok(())
+        };
+        // The kept outputs, a page at a time, overridden by this epoch's.
+        let mut from: Option<Vec<u8>> = None;
+        loop {
+            let start = from
+                .as_deref()
+                .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+            let page = self.state.scan_prefix_page(&prefix, start, 4096)?;
+            let Some((last_key, _)) = page.last() else {
+                break;
+            };
+            from = Some(last_key.clone());
+            for (k, v) in page {
+                let v = pending.remove(&k).unwrap_or(v);
+                compare(&k, &v)?;
+                batch.delete(k);
+            }
+        }
+        for (k, v) in pending {
+            compare(&k, &v)?;
         }
         // Rows the sink has for keys the rebuilt table has not.
         let mut gone: Vec<((u32, Vec<u8>), i64)> = last
