@@ -185,10 +185,12 @@ struct KeptEpochRef<'a> {
     outbox: &'a [OutboxPart],
 }
 
-/// How many epochs' outboxes are kept, at most.
-const KEPT_EPOCHS: usize = 256;
+/// How many epochs' outboxes are kept, at most. They sit side by side in
+/// sled's tree: past about 128 KiB together, sled stores their node as a
+/// blob file and writes it whole again at every epoch.
+const KEPT_EPOCHS: usize = 32;
 /// How many bytes of kept outboxes (encoded), at most, beyond the newest.
-const KEPT_BYTES: usize = 16 << 20;
+const KEPT_BYTES: usize = 1 << 20;
 
 fn kept_prefix(id: &str) -> Vec<u8> {
     [query_prefix(id), b"o/".to_vec()].concat()

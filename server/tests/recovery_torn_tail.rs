@@ -291,7 +291,7 @@ async fn a_sink_torn_below_its_kept_outboxes_is_rebuilt() {
     assert_eq!(before.len(), 300);
     brook.shutdown().await;
     drop(brook);
-    // Leave about 20 of the 300 records: well below the last 256 epochs.
+    // Leave about 20 of the 300 records: well below the last 32 epochs.
     let segment = dir.path().join("log/T/0/00000000000000000000.log");
     let len = std::fs::metadata(&segment).unwrap().len();
     cut_tail(dir.path(), "T", len * 280 / 300);
