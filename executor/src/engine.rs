@@ -190,7 +190,7 @@ struct KeptEpochRef<'a> {
 /// blob file and writes it whole again at every epoch.
 const KEPT_EPOCHS: usize = 32;
 /// How many bytes of kept outboxes (encoded), at most, beyond the newest.
-const KEPT_BYTES: usize = 1 << 20;
+const KEPT_BYTES: usize = 64 << 10;
 
 fn kept_prefix(id: &str) -> Vec<u8> {
     [query_prefix(id), b"o/".to_vec()].concat()
