@@ -687,18 +687,36 @@ impl LogStore {
         from: u64,
         max: usize,
     ) -> Result<Vec<StoredRecord>> {
+        self.read_bounded(topic, partition, from, max, usize::MAX)
+    }
+
+    /// [`LogStore::read`], stopping also once the records read hold
+    /// `max_bytes` of keys and values (the record that reaches it is
+    /// included, so a read returns at least one record if there is one).
+    pub fn read_bounded(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>> {
         let p = self.partition(topic, partition)?;
         let (segments, visible) = snapshot(&p, from);
         let mut out = Vec::new();
         if max == 0 {
             return Ok(out);
         }
+        let mut budget = segment::ReadBudget {
+            records: max,
+            bytes: max_bytes.max(1),
+        };
         for (seg, len_limit) in segments {
             if seg.end_offset() <= from {
                 continue;
             }
-            seg.read_into(p.id, from, visible, len_limit, max, &mut out)?;
-            if out.len() >= max {
+            seg.read_into(p.id, from, visible, len_limit, &mut budget, &mut out)?;
+            if budget.spent() {
                 break;
             }
         }
@@ -831,7 +849,14 @@ impl LogStore {
         let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
         for (seg, len_limit) in &segments {
             let mut recs = Vec::new();
-            seg.read_into(p.id, 0, visible, *len_limit, usize::MAX, &mut recs)?;
+            seg.read_into(
+                p.id,
+                0,
+                visible,
+                *len_limit,
+                &mut segment::ReadBudget::unlimited(),
+                &mut recs,
+            )?;
             for r in recs {
                 if let Some(k) = r.record.key {
                     latest.insert(k, r.offset);
@@ -847,7 +872,14 @@ impl LogStore {
                 return Ok(rewritten);
             }
             let mut recs = Vec::new();
-            seg.read_into(p.id, 0, visible, *len_limit, usize::MAX, &mut recs)?;
+            seg.read_into(
+                p.id,
+                0,
+                visible,
+                *len_limit,
+                &mut segment::ReadBudget::unlimited(),
+                &mut recs,
+            )?;
             let before = recs.len();
             recs.retain(|r| match &r.record.key {
                 None => true,

@@ -74,6 +74,30 @@ pub(crate) struct ScannedBatch {
     pub records: Vec<Record>,
 }
 
+/// What a read may still return: records, and bytes of keys and values.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadBudget {
+    /// Records.
+    pub records: usize,
+    /// Bytes of keys and values.
+    pub bytes: usize,
+}
+
+impl ReadBudget {
+    /// No limit.
+    pub fn unlimited() -> ReadBudget {
+        ReadBudget {
+            records: usize::MAX,
+            bytes: usize::MAX,
+        }
+    }
+
+    /// Whether nothing more may be read.
+    pub fn spent(&self) -> bool {
+        self.records == 0 || self.bytes == 0
+    }
+}
+
 impl Segment {
     pub fn create(vfs: &dyn Vfs, dir: &Path, base_offset: u64, now_ms: i64) -> Result<Segment> {
         let path = dir.join(segment_file_name(base_offset));
@@ -398,7 +422,7 @@ impl Segment {
         from: u64,
         visible_end: u64,
         len_limit: u64,
-        max: usize,
+        budget: &mut ReadBudget,
         out: &mut Vec<StoredRecord>,
     ) -> Result<()> {
         let start = self.position_for(from);
@@ -415,12 +439,16 @@ impl Segment {
                 if offset < from {
                     continue;
                 }
+                let size = record.key.as_ref().map_or(0, Vec::len)
+                    + record.value.as_ref().map_or(0, Vec::len);
                 out.push(StoredRecord {
                     partition,
                     offset,
                     record,
                 });
-                if out.len() >= max {
+                budget.records = budget.records.saturating_sub(1);
+                budget.bytes = budget.bytes.saturating_sub(size);
+                if budget.spent() {
                     return false;
                 }
             }
