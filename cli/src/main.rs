@@ -4,9 +4,11 @@
 //! - `brook` starts an embedded server on `./brook-data` and opens the REPL;
 //! - `brook server` runs headless;
 //! - `brook --server http://HOST:PORT` opens the REPL against a server;
-//! - `brook run FILE.sql` runs a script and exits.
+//! - `brook run FILE.sql` runs a script and exits;
+//! - `brook bench log|nexmark` measures the log, or the engine on Nexmark.
 #![allow(clippy::print_stdout)]
 
+mod nexmark;
 mod remote;
 mod render;
 mod repl;
@@ -122,6 +124,44 @@ enum BenchWhat {
         #[arg(long, default_value_t = 1024)]
         read_mb: u64,
     },
+    /// The Nexmark queries (bench/nexmark/) over generated events: each
+    /// runs as a persistent query from the earliest offset until it has
+    /// caught up; prints events per second of wall and of CPU time, peak
+    /// memory and disk bytes per event, and the hand-written baselines.
+    /// Uses --data-dir if given (it must be empty), else a temporary
+    /// directory here.
+    Nexmark {
+        /// Events to generate (persons, auctions and bids, 1:3:46).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Queries to run, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        queries: Vec<String>,
+        /// Partitions of each topic.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Where query output goes: `discard` (encoded, not stored, as
+        /// peers measure) or `log` (appended to the sink topic).
+        #[arg(long, default_value = "discard", value_parser = ["discard", "log"])]
+        sink: String,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json_out: Option<PathBuf>,
+    },
+    /// One phase of `bench nexmark`, in a process of its own so that its
+    /// memory is its own: runs QUERY (or the hand-written baseline of it)
+    /// over the events in --data-dir and prints what it used as JSON.
+    #[command(hide = true)]
+    NexmarkOne {
+        /// The query.
+        query: String,
+        /// Run the hand-written baseline instead.
+        #[arg(long)]
+        baseline: bool,
+        /// `discard` or `log`.
+        #[arg(long, default_value = "discard")]
+        sink: String,
+    },
 }
 
 /// `brook bench log`: prints one line per workload and the log/raw ratios.
@@ -163,7 +203,17 @@ fn bench_log(dir: &std::path::Path, seconds: f64, read_mb: u64) -> anyhow::Resul
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches();
+    let explicit_data_dir = matches!(
+        matches.value_source("data_dir"),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    ) || matches.subcommand().is_some_and(|(_, m)| {
+        m.subcommand().is_some_and(|(_, m)| {
+            m.value_source("data_dir") == Some(clap::parser::ValueSource::CommandLine)
+        })
+    });
+    let cli = Cli::from_arg_matches(&matches)?;
     let headless = matches!(cli.command, Some(Command::Server));
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
         if headless {
@@ -209,6 +259,42 @@ fn main() -> anyhow::Result<()> {
                     read_mb,
                 },
         }) => bench_log(&dir, seconds, read_mb),
+        Some(Command::Bench {
+            what:
+                BenchWhat::Nexmark {
+                    events,
+                    queries,
+                    partitions,
+                    sink,
+                    json_out,
+                },
+        }) => nexmark::run(
+            &rt,
+            nexmark::Options {
+                events,
+                queries,
+                partitions,
+                discard: sink == "discard",
+                data_dir: explicit_data_dir.then(|| cli.data_dir.clone()),
+                json_out,
+                log_flush: cli.log_flush,
+            },
+        ),
+        Some(Command::Bench {
+            what:
+                BenchWhat::NexmarkOne {
+                    query,
+                    baseline,
+                    sink,
+                },
+        }) => nexmark::run_one(
+            &rt,
+            &cli.data_dir,
+            &query,
+            baseline,
+            sink == "discard",
+            cli.log_flush,
+        ),
         Some(Command::Catalog { what }) => catalog(&cli.data_dir, what),
         Some(Command::Run { file }) => {
             let script = std::fs::read_to_string(&file)

@@ -330,6 +330,11 @@ pub struct EngineConfig {
     pub durable_state: bool,
     /// How often retention and compaction run, in milliseconds (0: never).
     pub maintenance_ms: u64,
+    /// Persistent queries encode their output but do not append it to
+    /// their sink topics (a table's rows are still materialized): for
+    /// benchmarks that measure the engine alone, as peers measure with a
+    /// discarding sink. Never set in a server.
+    pub discard_sink_output: bool,
 }
 
 impl Default for EngineConfig {
@@ -338,6 +343,7 @@ impl Default for EngineConfig {
             log: LogConfig::default(),
             durable_state: true,
             maintenance_ms: 60_000,
+            discard_sink_output: false,
         }
     }
 }
@@ -352,6 +358,7 @@ impl EngineConfig {
             },
             durable_state: false,
             maintenance_ms: 0,
+            discard_sink_output: false,
         }
     }
 }
@@ -562,6 +569,22 @@ impl Engine {
             .map(|(a, b)| (*a).min(*b))
             .sum();
         Some((done, target.iter().sum()))
+    }
+
+    /// Query `query_id`'s progress: the source records it has consumed
+    /// (committed) over all its input partitions, and the records they
+    /// hold; `None` if it is not running.
+    pub fn query_progress(&self, query_id: &str) -> Result<Option<(u64, u64)>> {
+        let (topics, consumed) = {
+            let queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(q) = queries.get(query_id) else {
+                return Ok(None);
+            };
+            let consumed: u64 = q.progress.borrow().offsets.iter().sum();
+            (q.source_topics.clone(), consumed)
+        };
+        let total = self.end_offsets_of(&topics)?.iter().sum();
+        Ok(Some((consumed, total)))
     }
 
     /// The catalog command log.
@@ -1333,6 +1356,9 @@ impl Engine {
                 for (k, v) in rebuilt {
                     batch.put(k, v);
                 }
+            }
+            if self.config.discard_sink_output {
+                outbox.clear();
             }
             let mut sink_ends = self.log.end_offsets(&sink.topic)?;
             for (p, part) in &outbox {

@@ -9,7 +9,8 @@
 //! statements may use (internal topics are Brook's alone); [`limits`]
 //! bounds what one client or statement may use (sizes, connections, time),
 //! enforced by the pgwire front door, the HTTP guard and the session;
-//! [`repair`] is the offline repair of a damaged catalog. `fuzz` holds the
+//! [`repair`] is the offline repair of a damaged catalog; [`nexmark`] is the
+//! Nexmark benchmark's events, queries and runner. `fuzz` holds the
 //! harnesses the cargo-fuzz targets in `fuzz/` drive (SQL front end,
 //! pgwire, HTTP).
 //!
@@ -21,6 +22,7 @@ pub mod error;
 pub mod fuzz;
 pub mod http;
 pub mod limits;
+pub mod nexmark;
 pub mod pg;
 pub mod render;
 pub mod repair;
