@@ -1,7 +1,9 @@
 //! Between log records and change batches: decoding a source's records,
 //! encoding a query's output for its sink.
 
-use brook_planner::catalog::{Column, HeaderSource, SourceDef, SourceKind, WINDOWEND, WINDOWSTART};
+use brook_planner::catalog::{
+    Column, Format, HeaderSource, SourceDef, SourceKind, WINDOWEND, WINDOWSTART,
+};
 use brook_storage::{Record, StateStore, StoredRecord, WriteBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
@@ -180,10 +182,10 @@ pub fn batch_row(
     Ok(row)
 }
 
-/// Decodes records into a change batch with the source's batch schema
-/// (declared columns, then ROWTIME, ROWPARTITION, ROWOFFSET), and the
-/// records skipped as undecodable.
-pub fn decode_batch(
+/// Decodes records into a change batch row by row, through `Datum`s and
+/// scalars: the reference `decode::decode_batch`'s tests compare it with.
+#[cfg(test)]
+pub fn decode_batch_by_rows(
     def: &SourceDef,
     schema: &SchemaRef,
     records: &[StoredRecord],
@@ -267,6 +269,30 @@ pub fn encode_sink(
         .collect::<Result<_>>()?;
     let keys: Vec<&Column> = sink.key_columns().collect();
     let values: Vec<&Column> = sink.value_columns().collect();
+    let datum = |c: usize, i: usize| -> Result<Datum> {
+        Ok(Datum::from_scalar(&ScalarValue::try_from_array(
+            out.batch.column(index[c]),
+            i,
+        )?)?)
+    };
+    let key_positions: Vec<usize> = (0..sink.columns.len())
+        .filter(|c| sink.columns[*c].key)
+        .collect();
+    let value_positions: Vec<usize> = (0..sink.columns.len())
+        .filter(|c| sink.columns[*c].is_value())
+        .collect();
+    // A stream's JSON values are written from the arrays directly; other
+    // formats, and a table's rows (which are materialized too), go through
+    // datums.
+    let value_arrays: Vec<datafusion::arrow::array::ArrayRef> = value_positions
+        .iter()
+        .map(|c| std::sync::Arc::clone(out.batch.column(index[*c])))
+        .collect();
+    let json_values = (sink.kind == SourceKind::Stream
+        && sink.value_format == Format::Json
+        && !values.is_empty())
+    .then(|| crate::encode::JsonColumns::new(&values, &value_arrays, sink.unwrapped));
+    let ts_index = sink.timestamp_index();
     // A windowed sink's keys carry each row's window bounds.
     let bounds_column = |name: &str| {
         schema.index_of(name).ok().and_then(|c| {
@@ -280,28 +306,19 @@ pub fn encode_sink(
     let bounds = sink
         .window
         .and_then(|_| Some((bounds_column(WINDOWSTART)?, bounds_column(WINDOWEND)?)));
-    let mut rows = Vec::with_capacity(out.len());
+    // Per row: its key, window and unwindowed key.
+    type Keyed = (Option<Vec<u8>>, Option<(i64, i64)>, Option<Vec<u8>>);
+    let mut keyed: Vec<Keyed> = Vec::with_capacity(out.len());
     for i in 0..out.len() {
-        let row: Vec<Datum> = index
+        let key_d: Vec<Datum> = key_positions
             .iter()
-            .map(|c| {
-                Ok(Datum::from_scalar(&ScalarValue::try_from_array(
-                    out.batch.column(*c),
-                    i,
-                )?)?)
-            })
+            .map(|c| datum(*c, i))
             .collect::<Result<_>>()?;
-        let key_d: Vec<&Datum> = sink
-            .columns
-            .iter()
-            .zip(&row)
-            .filter(|(c, _)| c.key)
-            .map(|(_, d)| d)
-            .collect();
+        let key_refs: Vec<&Datum> = key_d.iter().collect();
         let mut key = if !computed_keys && key_d.iter().all(|d| d.is_null()) {
             None
         } else {
-            encode(sink.key_format, &keys, &key_d, false)?
+            encode(sink.key_format, &keys, &key_refs, false)?
         };
         let mut window = None;
         // Windowed keys are partitioned by the key alone, as Kafka Streams
@@ -328,16 +345,47 @@ pub fn encode_sink(
             key = Some(bytes);
             window = Some((start, end));
         }
-        rows.push((row, key, window, base_key));
+        keyed.push((key, window, base_key));
     }
-    let mut records = Vec::new();
+    let full_row =
+        |i: usize| -> Result<Vec<Datum>> { (0..sink.columns.len()).map(|c| datum(c, i)).collect() };
+    let value_of = |i: usize, row: Option<&[Datum]>| -> Result<Option<Vec<u8>>> {
+        if let Some(json) = &json_values {
+            let mut bytes = Vec::with_capacity(64);
+            json.write(i, &mut bytes)?;
+            return Ok(Some(bytes));
+        }
+        let owned;
+        let row = match row {
+            Some(r) => r,
+            None => {
+                owned = full_row(i)?;
+                &owned
+            }
+        };
+        let val_d: Vec<&Datum> = value_positions.iter().map(|c| &row[*c]).collect();
+        encode(sink.value_format, &values, &val_d, sink.unwrapped)
+    };
+    let mut records = Vec::with_capacity(out.len());
     for i in 0..out.len() {
-        let (row, key, window, base_key) = &rows[i];
+        let (key, window, base_key) = &keyed[i];
         let weight = out.weights[i];
+        if sink.kind == SourceKind::Stream && weight <= 0 {
+            continue;
+        }
+        let row = match sink.kind {
+            SourceKind::Table => Some(full_row(i)?),
+            SourceKind::Stream => None,
+        };
         // `WITH (TIMESTAMP=…)` on the sink: the column's value is the
         // record's timestamp; records without a valid one are skipped,
         // as ksqlDB does.
-        let rowtime = match sink.event_time(row) {
+        let event_time = match (ts_index, &row) {
+            (None, _) => Ok(None),
+            (Some(t), Some(row)) => sink.event_time_of(t, row.get(t)),
+            (Some(t), None) => sink.event_time_of(t, Some(&datum(t, i)?)),
+        };
+        let rowtime = match event_time {
             Ok(t) => t.unwrap_or(out.rowtimes[i]),
             Err(error) => {
                 tracing::warn!(sink = %sink.name, %error, "skipped output record without a valid timestamp");
@@ -345,22 +393,12 @@ pub fn encode_sink(
             }
         };
         let partition = partition_for(base_key.as_deref(), sink.partitions);
-        let value_of = |row: &[Datum]| -> Result<Option<Vec<u8>>> {
-            let val_d: Vec<&Datum> = sink
-                .columns
-                .iter()
-                .zip(row)
-                .filter(|(c, _)| c.is_value())
-                .map(|(_, d)| d)
-                .collect();
-            encode(sink.value_format, &values, &val_d, sink.unwrapped)
-        };
         match (sink.kind, weight > 0) {
-            (SourceKind::Stream, true) => {
+            (SourceKind::Stream, _) => {
                 let value = if out.null_values[i] {
                     None
                 } else {
-                    value_of(row)?
+                    value_of(i, None)?
                 };
                 for _ in 0..weight {
                     let record = Record {
@@ -376,16 +414,16 @@ pub fn encode_sink(
                     });
                 }
             }
-            (SourceKind::Stream, false) => {}
             (SourceKind::Table, true) => {
+                let row = row.unwrap_or_default();
                 let record = Record {
                     timestamp: rowtime,
                     key: key.clone(),
-                    value: value_of(row)?,
+                    value: value_of(i, Some(&row))?,
                     headers: vec![],
                 };
                 let mv = Some(Some(MvRow {
-                    values: row.to_vec(),
+                    values: row,
                     rowtime,
                     partition: partition as i32,
                     offset: -1,
@@ -398,7 +436,8 @@ pub fn encode_sink(
                 });
             }
             (SourceKind::Table, false) => {
-                let replaced = i + 1 < out.len() && out.weights[i + 1] > 0 && rows[i + 1].1 == *key;
+                let replaced =
+                    i + 1 < out.len() && out.weights[i + 1] > 0 && keyed[i + 1].0 == *key;
                 if !replaced {
                     let record = Record {
                         timestamp: rowtime,

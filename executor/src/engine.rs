@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::codec::{decode_batch, encode_rows, encode_sink, TableSource};
+use crate::codec::{encode_rows, encode_sink, TableSource};
+use crate::decode::decode_batch;
 use crate::error::{json, ExecError, Result};
 use crate::join::JoinChain;
 use crate::panic_guard::guarded;

@@ -23,6 +23,8 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod decode;
+mod encode;
 mod engine;
 mod error;
 mod format;

@@ -250,7 +250,13 @@ impl SourceDef {
         let Some(i) = self.timestamp_index() else {
             return Ok(None);
         };
-        let t = match (row.get(i), &self.timestamp_format) {
+        self.event_time_of(i, row.get(i))
+    }
+
+    /// [`SourceDef::event_time`] given the value of the `TIMESTAMP` column
+    /// (at position `i`).
+    pub fn event_time_of(&self, i: usize, value: Option<&Datum>) -> Result<Option<i64>, String> {
+        let t = match (value, &self.timestamp_format) {
             (Some(Datum::Int(t)), _) => *t,
             (Some(Datum::Str(s)), Some(pattern)) => {
                 crate::functions::scalar::parse_timestamp_ms(s, pattern)?
