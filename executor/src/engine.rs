@@ -38,7 +38,30 @@ use crate::processing_log::{self, ProcessingError};
 use crate::pull_scan::{from_datafusion, SourceScan};
 
 /// Records read per partition per epoch.
-const EPOCH_RECORDS: usize = 1000;
+/// An epoch reads at most this many records from each input partition...
+const EPOCH_RECORDS: usize = 16_384;
+/// ... and at most this many bytes of keys and values (the record that
+/// reaches it included): epochs are sized by what they carry, and a
+/// caught-up query's epochs hold what arrived since the last one.
+const EPOCH_BYTES: usize = 4 << 20;
+
+/// One input partition's share of an epoch.
+fn read_epoch(log: &LogStore, topic: &str, partition: u32, from: u64) -> Result<Vec<StoredRecord>> {
+    Ok(log.read_bounded(topic, partition, from, EPOCH_RECORDS, EPOCH_BYTES)?)
+}
+
+/// Whether a read stopped at the epoch's bounds (more may follow).
+fn read_is_full(read: &[StoredRecord]) -> bool {
+    read.len() >= EPOCH_RECORDS
+        || read
+            .iter()
+            .map(|r| {
+                r.record.key.as_ref().map_or(0, Vec::len)
+                    + r.record.value.as_ref().map_or(0, Vec::len)
+            })
+            .sum::<usize>()
+            >= EPOCH_BYTES
+}
 
 /// Progress of a persistent query, published after each committed epoch.
 #[derive(Debug, Clone, Default)]
@@ -1225,7 +1248,7 @@ impl Engine {
             let mut reads = Vec::with_capacity(parts.len());
             for (g, (_, topic, p)) in parts.iter().enumerate() {
                 let end = self.log.end_offset(topic, *p)?;
-                let read = self.log.read(topic, *p, cp.offsets[g], EPOCH_RECORDS)?;
+                let read = read_epoch(&self.log, topic, *p, cp.offsets[g])?;
                 if read.is_empty() && cp.offsets[g] < end {
                     // Nothing readable below the end: compaction or
                     // retention left a gap. Move past it.
@@ -1660,7 +1683,7 @@ impl Engine {
                     appended.borrow_and_update();
                     let mut reads = Vec::with_capacity(parts.len());
                     for (g, (_, topic, p)) in parts.iter().enumerate() {
-                        reads.push(engine.log.read(topic, *p, offsets[g], EPOCH_RECORDS)?);
+                        reads.push(read_epoch(&engine.log, topic, *p, offsets[g])?);
                     }
                     let by_input = take_epoch(&parts, reads, &mut offsets, join.is_some());
                     if by_input.iter().all(Vec::is_empty) {
@@ -1877,7 +1900,7 @@ fn take_epoch(
 fn cut_at_common_time(reads: &mut [Vec<StoredRecord>]) {
     let Some(cutoff) = reads
         .iter()
-        .filter(|r| r.len() >= EPOCH_RECORDS)
+        .filter(|r| read_is_full(r))
         .filter_map(|r| r.last().map(|x| x.record.timestamp))
         .min()
     else {
