@@ -20,7 +20,10 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 mod common;
 use common::{lcg, rows, Server};
 
-const SETUP: &str = "CREATE STREAM pageviews (user_id INT KEY, url STRING, ms BIGINT) WITH (PARTITIONS=3);
+/// Without the record cache every input row is one upsert of the sink,
+/// which is how the checks below count that no epoch was written twice.
+const SETUP: &str = "SET 'cache.max.bytes.buffering' = '0';
+     CREATE STREAM pageviews (user_id INT KEY, url STRING, ms BIGINT) WITH (PARTITIONS=3);
      CREATE TABLE views_per_user AS SELECT user_id, COUNT(*) AS n, SUM(ms) AS total FROM pageviews GROUP BY user_id;";
 
 /// A stream-table join and a query chained on it, in the second test's

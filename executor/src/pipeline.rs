@@ -18,6 +18,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{filter_record_batch, take_arrays};
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -431,6 +432,8 @@ impl Pipeline {
                         }
                         _ => None,
                     },
+                    consolidate: plan.consolidate,
+                    append_only: plan.source.kind == brook_planner::catalog::SourceKind::Stream,
                 })),
             });
         }
@@ -910,6 +913,9 @@ enum Acc {
     },
     /// Multiset of values with their multiplicities, sorted.
     MinMax(Vec<(Datum, i64)>),
+    /// MIN or MAX of an input without retractions (a stream): the extreme
+    /// value alone.
+    Extreme(Datum),
     /// The last (or first) non-NULL value seen.
     Pick(Datum),
     /// The non-NULL values in arrival order.
@@ -1017,6 +1023,72 @@ impl Expiry {
     }
 }
 
+/// A group met in the batch an aggregation is processing.
+struct Slot {
+    /// Its key in the state store (after the step's prefix).
+    key: Vec<u8>,
+    /// Its grouping values.
+    group: Vec<ScalarValue>,
+    state: GroupState,
+    /// Its output row before the batch (consolidating), or before the
+    /// row being applied; `None` if it had none.
+    before: Option<Vec<ScalarValue>>,
+    /// The time of its last row.
+    time: i64,
+}
+
+/// TOPK and TOPKDISTINCT over an input without retractions: a value below
+/// the k largest can never rise again, so the multiset keeps only those.
+fn trim_top(f: AggFunc, acc: &mut Acc) {
+    use brook_planner::functions::agg::MultisetFunc;
+    let (Acc::MinMax(set), AggFunc::Multiset(m)) = (acc, f) else {
+        return;
+    };
+    // The set is in ascending order: drop from the front.
+    let drop = match m {
+        MultisetFunc::TopK(k) => {
+            let mut kept = 0i64;
+            let mut keep_from = set.len();
+            while keep_from > 0 && kept < k as i64 {
+                keep_from -= 1;
+                kept += set[keep_from].1;
+            }
+            keep_from
+        }
+        MultisetFunc::TopKDistinct(k) => set.len().saturating_sub(k),
+        _ => 0,
+    };
+    if drop > 0 {
+        set.drain(..drop);
+    }
+}
+
+/// The value at `row` of an array, as a datum; the common types without a
+/// scalar in between.
+fn datum_at(a: &ArrayRef, row: usize) -> Result<Datum> {
+    use datafusion::arrow::array::AsArray;
+    if a.is_null(row) {
+        return Ok(Datum::Null);
+    }
+    Ok(match a.data_type() {
+        DataType::Int64 => Datum::Int(
+            a.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(row),
+        ),
+        DataType::Int32 => Datum::Int(i64::from(
+            a.as_primitive::<datafusion::arrow::datatypes::Int32Type>()
+                .value(row),
+        )),
+        DataType::Float64 => Datum::Float(
+            a.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(row),
+        ),
+        DataType::Utf8 => Datum::Str(a.as_string::<i32>().value(row).to_string()),
+        DataType::Boolean => Datum::Bool(a.as_boolean().value(row)),
+        _ => Datum::from_scalar(&ScalarValue::try_from_array(a, row)?)?,
+    })
+}
+
 struct AggregateOp {
     group: Vec<PhysExpr>,
     funcs: Vec<AggFunc>,
@@ -1030,6 +1102,11 @@ struct AggregateOp {
     /// A tumbling or hopping aggregation: the position of the window's
     /// start among the grouping columns, and the expiry of its windows.
     windows: Option<(usize, Expiry)>,
+    /// Emit one change per group per batch (ksqlDB's record cache).
+    consolidate: bool,
+    /// The input never retracts (a stream): MIN and MAX keep their
+    /// extreme value alone.
+    append_only: bool,
 }
 
 /// The session window of a plan's aggregation, if it has one.
@@ -1266,9 +1343,11 @@ impl AggregateOp {
         k
     }
 
-    fn load(&mut self, key: &[u8], state: &dyn StateStore) -> Result<Option<GroupState>> {
-        if let Some(s) = self.cache.get(key) {
-            return Ok(s.clone());
+    /// A group's state, taken out of the epoch's cache (or read from the
+    /// store); the caller puts it back.
+    fn take(&mut self, key: &[u8], state: &dyn StateStore) -> Result<Option<GroupState>> {
+        if let Some(s) = self.cache.remove(key) {
+            return Ok(s);
         }
         let stored = state.get(&self.state_key(key))?;
         stored
@@ -1277,6 +1356,20 @@ impl AggregateOp {
                     .map_err(|e| ExecError::Internal(format!("unreadable aggregate state: {e}")))
             })
             .transpose()
+    }
+
+    fn new_state(&self) -> GroupState {
+        GroupState {
+            rows: 0,
+            accs: self
+                .funcs
+                .iter()
+                .map(|f| match f {
+                    AggFunc::Min | AggFunc::Max if self.append_only => Acc::Extreme(Datum::Null),
+                    f => new_acc(*f),
+                })
+                .collect(),
+        }
     }
 
     fn process(&mut self, input: &ChangeBatch, state: &dyn StateStore) -> Result<ChangeBatch> {
@@ -1295,84 +1388,109 @@ impl AggregateOp {
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
+        if self.sessions.is_some() {
+            return self.process_sessions(input, &group_cols, &arg_cols, state);
+        }
         let mut out_rows = Vec::new();
         let mut out_weights = Vec::new();
         let mut out_times = Vec::new();
+        // The groups of this batch, each looked up once: rows are matched
+        // to them by their grouping values in Arrow's row format.
+        let converter = RowConverter::new(
+            group_cols
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect(),
+        )?;
+        // (No grouping columns: every row is in the one group.)
+        let group_rows = (!group_cols.is_empty())
+            .then(|| converter.convert_columns(&group_cols))
+            .transpose()?;
+        let row_key =
+            |row: usize| -> &[u8] { group_rows.as_ref().map_or(&[], |r| r.row(row).data()) };
+        let mut slot_of: HashMap<&[u8], usize> = HashMap::new();
+        let mut slots: Vec<Slot> = Vec::new();
         for row in 0..n {
             if input.null_values[row] {
                 continue; // a record without a value is not aggregated
             }
-            let weight = input.weights[row];
-            let group: Vec<ScalarValue> = group_cols
-                .iter()
-                .map(|c| ScalarValue::try_from_array(c, row))
-                .collect::<Result<_, _>>()?;
-            if group.iter().any(ScalarValue::is_null) {
+            if group_cols.iter().any(|c| c.is_null(row)) {
                 // ksqlDB drops rows whose grouping expressions give NULL.
                 continue;
             }
-            if let Some(sessions) = &mut self.sessions {
-                if weight <= 0 {
-                    continue; // sessions aggregate streams: nothing retracts
-                }
-                let args = arg_cols
-                    .iter()
-                    .map(|col| {
-                        col.as_ref()
-                            .map(|c| {
-                                Ok::<_, ExecError>(Datum::from_scalar(
-                                    &ScalarValue::try_from_array(c, row)?,
-                                )?)
-                            })
-                            .transpose()
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let ts = input.rowtimes[row];
-                for c in sessions.add(&group, &args, ts, &self.funcs, state)? {
-                    out_rows.push(output_row(&self.schema, &self.funcs, &c.group, &c.state)?);
-                    out_weights.push(c.weight);
-                    out_times.push(c.time);
-                }
-                continue;
+            let weight = input.weights[row];
+            if weight <= 0 && self.append_only {
+                return Err(ExecError::Internal(
+                    "a retraction reached an aggregation of a stream".into(),
+                ));
             }
-            let group_datums = group
-                .iter()
-                .map(|v| Datum::from_scalar(v).map_err(ExecError::from))
-                .collect::<Result<Vec<_>>>()?;
-            let key = json(&group_datums)?;
-            let old = self.load(&key, state)?;
-            if let Some((start_at, expiry)) = &mut self.windows {
-                expiry.observe(input.rowtimes[row]);
-                if old.is_none() {
-                    if let Some(Datum::Int(start)) = group_datums.get(*start_at) {
-                        let k = [self.prefix.as_slice(), &key].concat();
-                        expiry.track(*start, &k);
-                    }
+            let time = input.rowtimes[row];
+            let (i, first_touch) = match slot_of.get(row_key(row)) {
+                Some(i) => (*i, false),
+                None => {
+                    let slot = self.open_slot(&group_cols, row, time, state)?;
+                    slot_of.insert(row_key(row), slots.len());
+                    slots.push(slot);
+                    (slots.len() - 1, true)
                 }
+            };
+            let slot = &mut slots[i];
+            if !self.consolidate && !first_touch {
+                slot.before = Some(output_row(
+                    &self.schema,
+                    &self.funcs,
+                    &slot.group,
+                    &slot.state,
+                )?);
             }
-            let mut new = old.clone().unwrap_or_else(|| GroupState {
-                rows: 0,
-                accs: self.funcs.iter().map(|f| new_acc(*f)).collect(),
-            });
-            new.rows += weight;
-            for ((acc, col), f) in new.accs.iter_mut().zip(&arg_cols).zip(&self.funcs) {
+            slot.state.rows += weight;
+            for ((acc, col), f) in slot.state.accs.iter_mut().zip(&arg_cols).zip(&self.funcs) {
                 let arg = match col {
-                    Some(col) => Some(Datum::from_scalar(&ScalarValue::try_from_array(col, row)?)?),
+                    Some(col) => Some(datum_at(col, row)?),
                     None => None,
                 };
                 update_acc(*f, acc, arg.as_ref(), weight);
+                if self.append_only {
+                    trim_top(*f, acc);
+                }
             }
-            if let Some(old) = &old {
-                out_rows.push(self.output_row(&group, old)?);
-                out_weights.push(-1);
-                out_times.push(input.rowtimes[row]);
+            slot.time = time;
+            if !self.consolidate {
+                if let Some(before) = slot.before.take() {
+                    out_rows.push(before);
+                    out_weights.push(-1);
+                    out_times.push(time);
+                }
+                // A group whose rows were all retracted stays, with its
+                // aggregates back at their initial values (ksqlDB emits COUNT 0).
+                out_rows.push(output_row(
+                    &self.schema,
+                    &self.funcs,
+                    &slot.group,
+                    &slot.state,
+                )?);
+                out_weights.push(1);
+                out_times.push(time);
             }
-            // A group whose rows were all retracted stays, with its
-            // aggregates back at their initial values (ksqlDB emits COUNT 0).
-            out_rows.push(self.output_row(&group, &new)?);
-            out_weights.push(1);
-            out_times.push(input.rowtimes[row]);
-            self.cache.insert(key, Some(new));
+        }
+        drop(slot_of);
+        for slot in slots {
+            if self.consolidate {
+                if let Some(before) = slot.before {
+                    out_rows.push(before);
+                    out_weights.push(-1);
+                    out_times.push(slot.time);
+                }
+                out_rows.push(output_row(
+                    &self.schema,
+                    &self.funcs,
+                    &slot.group,
+                    &slot.state,
+                )?);
+                out_weights.push(1);
+                out_times.push(slot.time);
+            }
+            self.cache.insert(slot.key, Some(slot.state));
         }
         Ok(ChangeBatch {
             batch: rows_to_batch(&self.schema, &out_rows)?,
@@ -1382,8 +1500,91 @@ impl AggregateOp {
         })
     }
 
-    fn output_row(&self, group: &[ScalarValue], s: &GroupState) -> Result<Vec<ScalarValue>> {
-        output_row(&self.schema, &self.funcs, group, s)
+    /// The group of row `row`, first met in this batch: its key and state
+    /// (a new one if it has none), and its output row before the batch.
+    fn open_slot(
+        &mut self,
+        group_cols: &[ArrayRef],
+        row: usize,
+        time: i64,
+        state: &dyn StateStore,
+    ) -> Result<Slot> {
+        let group: Vec<ScalarValue> = group_cols
+            .iter()
+            .map(|c| ScalarValue::try_from_array(c, row))
+            .collect::<Result<_, _>>()?;
+        let group_datums = group
+            .iter()
+            .map(|v| Datum::from_scalar(v).map_err(ExecError::from))
+            .collect::<Result<Vec<_>>>()?;
+        let key = json(&group_datums)?;
+        let old = self.take(&key, state)?;
+        if let Some((start_at, expiry)) = &mut self.windows {
+            expiry.observe(time);
+            if old.is_none() {
+                if let Some(Datum::Int(start)) = group_datums.get(*start_at) {
+                    let k = [self.prefix.as_slice(), &key].concat();
+                    expiry.track(*start, &k);
+                }
+            }
+        }
+        let before = match &old {
+            Some(old) => Some(output_row(&self.schema, &self.funcs, &group, old)?),
+            None => None,
+        };
+        Ok(Slot {
+            state: old.unwrap_or_else(|| self.new_state()),
+            key,
+            group,
+            before,
+            time,
+        })
+    }
+
+    /// A session-windowed aggregation: each row goes to its sessions.
+    fn process_sessions(
+        &mut self,
+        input: &ChangeBatch,
+        group_cols: &[ArrayRef],
+        arg_cols: &[Option<ArrayRef>],
+        state: &dyn StateStore,
+    ) -> Result<ChangeBatch> {
+        let mut out_rows = Vec::new();
+        let mut out_weights = Vec::new();
+        let mut out_times = Vec::new();
+        let Some(sessions) = &mut self.sessions else {
+            return Err(ExecError::Internal("not a session aggregation".into()));
+        };
+        for row in 0..input.len() {
+            if input.null_values[row] || input.weights[row] <= 0 {
+                // Not aggregated: a record without a value; sessions
+                // aggregate streams, nothing retracts.
+                continue;
+            }
+            let group: Vec<ScalarValue> = group_cols
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, row))
+                .collect::<Result<_, _>>()?;
+            if group.iter().any(ScalarValue::is_null) {
+                continue;
+            }
+            let args = arg_cols
+                .iter()
+                .map(|col| col.as_ref().map(|c| datum_at(c, row)).transpose())
+                .collect::<Result<Vec<_>>>()?;
+            let ts = input.rowtimes[row];
+            for c in sessions.add(&group, &args, ts, &self.funcs, state)? {
+                out_rows.push(output_row(&self.schema, &self.funcs, &c.group, &c.state)?);
+                out_weights.push(c.weight);
+                out_times.push(c.time);
+            }
+        }
+        Ok(ChangeBatch {
+            batch: rows_to_batch(&self.schema, &out_rows)?,
+            null_values: vec![false; out_weights.len()],
+            weights: out_weights,
+            rowtimes: out_times,
+        })
     }
 
     fn drain(&mut self, batch: &mut WriteBatch, state: &dyn StateStore) -> Result<()> {
@@ -1455,6 +1656,15 @@ fn merge_acc(f: AggFunc, acc: &mut Acc, other: &Acc) {
             }
         }
         (Acc::List(items), Acc::List(more)) => items.extend(more.iter().cloned()),
+        (Acc::Extreme(cur), Acc::Extreme(other)) => {
+            let better = match f {
+                AggFunc::Min => *other < *cur,
+                _ => *other > *cur,
+            };
+            if !other.is_null() && (cur.is_null() || better) {
+                *cur = other.clone();
+            }
+        }
         (Acc::Corr(sums), Acc::Corr(more)) => sums.merge(more),
         _ => {}
     }
@@ -1521,6 +1731,17 @@ fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
                 brook_planner::functions::agg::multiset_add(set, v, weight);
             }
         }
+        Acc::Extreme(cur) => {
+            if let Some(v) = value {
+                let better = match f {
+                    AggFunc::Min => *v < *cur,
+                    _ => *v > *cur,
+                };
+                if cur.is_null() || better {
+                    *cur = v.clone();
+                }
+            }
+        }
         Acc::Pick(cur) => {
             if let Some(v) = value {
                 if weight > 0 && (matches!(f, AggFunc::Latest(_)) || cur.is_null()) {
@@ -1572,7 +1793,7 @@ fn acc_output(f: AggFunc, acc: &Acc, ty: &DataType) -> Datum {
             };
             pick.map_or(Datum::Null, |(d, _)| d.clone())
         }
-        Acc::Pick(d) => d.clone(),
+        Acc::Pick(d) | Acc::Extreme(d) => d.clone(),
         Acc::Offsets(kept) => match f {
             AggFunc::Latest(ByOffsetArgs { n: Some(_), .. })
             | AggFunc::Earliest(ByOffsetArgs { n: Some(_), .. }) => Datum::List(kept.clone()),

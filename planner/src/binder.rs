@@ -1697,6 +1697,7 @@ fn plan_single(
         join: None,
         window: window_plan,
         emit_final: false,
+        consolidate: false,
     })
 }
 

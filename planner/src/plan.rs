@@ -241,6 +241,10 @@ pub struct StreamPlan {
     pub window: Option<(crate::catalog::WindowSpec, usize, usize)>,
     /// `EMIT FINAL`: a window's result is emitted once, when it closes.
     pub emit_final: bool,
+    /// An aggregation emits one change per group per epoch (its state
+    /// before and after the epoch) rather than one per input row: ksqlDB's
+    /// record cache, on unless `cache.max.bytes.buffering` is 0.
+    pub consolidate: bool,
 }
 
 impl StreamPlan {

@@ -96,6 +96,20 @@ impl CatalogCommand {
 
 /// Format defaults from ksqlDB's `ksql.persistence.default.format.*`
 /// properties; absent means Brook's defaults, an empty value means none.
+/// ksqlDB's record cache, `cache.max.bytes.buffering` (10 MB unless set):
+/// while it is above 0, an aggregation emits one change per group per
+/// epoch; at 0, one per input record (what ksqlDB's tests set).
+fn consolidates(properties: &BTreeMap<String, String>) -> bool {
+    [
+        "cache.max.bytes.buffering",
+        "ksql.streams.cache.max.bytes.buffering",
+    ]
+    .iter()
+    .filter_map(|k| properties.get(*k))
+    .next_back()
+    .is_none_or(|v| v.trim().parse::<u64>().map_or(true, |n| n > 0))
+}
+
 fn format_defaults(properties: &BTreeMap<String, String>) -> Result<FormatDefaults> {
     let mut d = FormatDefaults::default();
     if let Some(v) = properties.get("ksql.persistence.default.format.value") {
@@ -399,6 +413,8 @@ pub(crate) fn apply_ddl(
                     paused,
                 },
             );
+            let mut plan = plan;
+            plan.consolidate = consolidates(properties);
             created = Some((id, plan));
             catalog.sources.insert(name.clone(), def);
         }
@@ -419,6 +435,8 @@ pub(crate) fn apply_ddl(
                     paused: false,
                 },
             );
+            let mut plan = plan;
+            plan.consolidate = consolidates(properties);
             created = Some((id, plan));
         }
         Statement::Alter {
@@ -753,6 +771,7 @@ impl Session {
         let catalog = self.brook.catalog().clone();
         if emit.is_some() {
             let mut plan = blocking(|| plan_stream(&catalog, query, None, None))?;
+            plan.consolidate = consolidates(&self.properties);
             if emit == Some(Emit::Final) {
                 brook_planner::binder::make_emit_final(&mut plan)?;
             }
