@@ -563,8 +563,28 @@ fn split_bytes<'a>(b: &'a [u8], d: &[u8]) -> Vec<&'a [u8]> {
     parts
 }
 
+/// A compiled pattern. The functions run per row, usually with the same
+/// pattern: the last few compiled are kept per thread (a `Regex` clone
+/// shares its program).
 fn regex(p: &str) -> Result<regex::Regex> {
-    regex::Regex::new(p).map_err(|e| err(format!("invalid regular expression {p}: {e}")))
+    const KEPT: usize = 32;
+    thread_local! {
+        static COMPILED: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    if let Some(re) = COMPILED.with(|c| c.borrow().get(p).cloned()) {
+        return Ok(re);
+    }
+    let re =
+        regex::Regex::new(p).map_err(|e| err(format!("invalid regular expression {p}: {e}")))?;
+    COMPILED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= KEPT {
+            c.clear();
+        }
+        c.insert(p.to_string(), re.clone());
+    });
+    Ok(re)
 }
 
 fn regexp_extract() -> ScalarUDF {
