@@ -349,10 +349,13 @@ pub fn encode_sink(
     }
     let full_row =
         |i: usize| -> Result<Vec<Datum>> { (0..sink.columns.len()).map(|c| datum(c, i)).collect() };
+    // Each value is allocated once, at about the size of the last one.
+    let last_len = std::cell::Cell::new(64);
     let value_of = |i: usize, row: Option<&[Datum]>| -> Result<Option<Vec<u8>>> {
         if let Some(json) = &json_values {
-            let mut bytes = Vec::with_capacity(64);
+            let mut bytes = Vec::with_capacity(last_len.get() + last_len.get() / 4);
             json.write(i, &mut bytes)?;
+            last_len.set(bytes.len());
             return Ok(Some(bytes));
         }
         let owned;
