@@ -13,7 +13,9 @@
 //! operators), [`Datum`] (a serializable scalar for state).
 //!
 //! Layers, lowest first: `datum` and `format` (values and bytes) →
-//! `codec` (records ↔ change batches) → `pipeline` (operators) → `engine`
+//! `decode` and `encode` (a stream's JSON records straight into Arrow
+//! columns, and sink values straight out of them) and `codec` (records ↔
+//! change batches, the general path) → `pipeline` (operators) → `engine`
 //! (and `print`, which shows raw topic records). `fuzz` is the cargo-fuzz
 //! harness for the record decoders.
 //! A panic inside a query's task (a bug in decoding, a join, an
