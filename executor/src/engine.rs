@@ -1673,6 +1673,10 @@ impl Engine {
                     )?),
                     None => None,
                 };
+                // A table's upserts become changes (the key's previous row
+                // retracted), as in a persistent query.
+                let mut table = (plan.source.kind == SourceKind::Table)
+                    .then(|| TableSource::new(b"t/".to_vec()));
                 let schema = plan.source.batch_schema();
                 let mut appended = engine.appended.subscribe();
                 let mut sent = 0usize;
@@ -1693,15 +1697,22 @@ impl Engine {
                         }
                         continue;
                     }
-                    let (input, mut problems) = match &mut join {
-                        Some(op) => join_input(op, &by_input)?,
-                        None => decode_batch(&plan.source, &schema, &by_input[0])?,
+                    let (input, mut problems) = match (&mut join, &mut table) {
+                        (Some(op), _) => join_input(op, &by_input)?,
+                        (None, Some(t)) => (
+                            t.changes(&plan.source, &schema, &by_input[0], &state)?,
+                            Vec::new(),
+                        ),
+                        (None, None) => decode_batch(&plan.source, &schema, &by_input[0])?,
                     };
                     let out = pipeline.process_guarded(input, &state)?;
                     problems.extend(pipeline.take_errors());
                     engine.log_processing_errors("transient", &problems);
                     let mut wb = WriteBatch::default();
                     pipeline.drain_state(&mut wb, &state)?;
+                    if let Some(t) = &mut table {
+                        t.drain(&mut wb)?;
+                    }
                     if let Some(op) = &mut join {
                         op.drain(&mut wb);
                     }
