@@ -571,6 +571,20 @@ impl BatchBuilder {
     }
 }
 
+/// How each value column of `def` is read, in declared order.
+fn value_columns(def: &SourceDef) -> Vec<ValueColumn<'_>> {
+    def.columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_value())
+        .map(|(position, column)| ValueColumn {
+            column,
+            fast: Fast::of(&column.ty),
+            position,
+        })
+        .collect()
+}
+
 /// Decodes a stream's records into a change batch with its batch schema
 /// (declared columns, then ROWTIME, ROWPARTITION, ROWOFFSET), and the
 /// records skipped as undecodable. A record without a value is a row with
@@ -582,17 +596,7 @@ pub fn decode_batch(
 ) -> Result<(ChangeBatch, Vec<ProcessingError>)> {
     let mut out = BatchBuilder::new(def, schema, records.len());
     let mut skipped = Vec::new();
-    let values: Vec<ValueColumn> = def
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.is_value())
-        .map(|(position, column)| ValueColumn {
-            column,
-            fast: Fast::of(&column.ty),
-            position,
-        })
-        .collect();
+    let values = value_columns(def);
     let keys: Vec<&Column> = def.key_columns().collect();
     let fast_json = def.value_format == Format::Json
         && !(values.len() == 1 && def.unwrapped)
@@ -628,40 +632,31 @@ pub fn decode_batch(
             .then_some(r.record.value.as_deref())
             .flatten()
             .and_then(|bytes| read_json_object(&values, bytes, &mut cells).ok());
-        let decoded_keys = fast.and_then(|()| {
+        // The key, the window and the event time; `None` if the general
+        // path must read the record (it logs and skips what it cannot).
+        let fast_row = fast.and_then(|()| {
             let (key_bytes, window) = crate::codec::split_window(def, r.record.key.as_deref());
-            decode(def.key_format, &keys, key_bytes.as_deref(), false)
-                .ok()
-                .map(|k| (k, window))
+            let key_values = decode(def.key_format, &keys, key_bytes.as_deref(), false).ok()?;
+            let rowtime = match ts_index {
+                None => None,
+                Some(i) => {
+                    let (is_key, j) = from[i];
+                    let d = if is_key {
+                        key_values.get(j).cloned()
+                    } else {
+                        match &cells[j].0 {
+                            Cell::Int(t) => Some(Datum::Int(*t)),
+                            Cell::Str(s) => Some(Datum::Str(s.to_string())),
+                            Cell::Datum(d) => Some(d.clone()),
+                            _ => None,
+                        }
+                    };
+                    def.event_time_of(i, d.as_ref()).ok()?
+                }
+            };
+            Some((key_values, window, rowtime))
         });
-        let Some((key_values, window)) = decoded_keys else {
-            // The general path: its row, or its error.
-            let (rows, problems) = decode_rows(def, std::slice::from_ref(r), true);
-            for row in &rows {
-                out.append_decoded(row)?;
-            }
-            skipped.extend(problems);
-            continue;
-        };
-        let rowtime = match ts_index {
-            None => Ok(None),
-            Some(i) => {
-                let (is_key, j) = from[i];
-                let d = if is_key {
-                    key_values.get(j).cloned()
-                } else {
-                    match &cells[j].0 {
-                        Cell::Int(t) => Some(Datum::Int(*t)),
-                        Cell::Str(s) => Some(Datum::Str(s.to_string())),
-                        Cell::Datum(d) => Some(d.clone()),
-                        _ => None,
-                    }
-                };
-                def.event_time_of(i, d.as_ref())
-            }
-        };
-        let Ok(rowtime) = rowtime else {
-            // The general path logs and skips it.
+        let Some((key_values, window, rowtime)) = fast_row else {
             let (rows, problems) = decode_rows(def, std::slice::from_ref(r), true);
             for row in &rows {
                 out.append_decoded(row)?;
@@ -676,12 +671,9 @@ pub fn decode_batch(
                 c.append_datum(&key_values.next().unwrap_or(Datum::Null))?;
             }
         }
-        // Value columns in declared order: `values` follows it.
-        let mut cells_iter = cells.drain(..);
-        for (vc, (cell, _)) in values.iter().zip(&mut cells_iter) {
+        for (vc, (cell, _)) in values.iter().zip(cells.drain(..)) {
             out.columns[vc.position].append_cell(cell)?;
         }
-        drop(cells_iter);
         out.finish_row(r, window, rowtime, false);
     }
     Ok((out.finish(schema)?, skipped))
@@ -867,17 +859,7 @@ mod tests {
             Some(7i64.to_be_bytes().to_vec()),
             Some(br#"{"id": 5, "name": "a\"b", "price": 2, "ok": true, "ts": 1234, "tags": ["x"], "d": 1.5}"#.to_vec()),
         )]);
-        let values: Vec<ValueColumn> = def
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.is_value())
-            .map(|(position, column)| ValueColumn {
-                column,
-                fast: Fast::of(&column.ty),
-                position,
-            })
-            .collect();
+        let values = value_columns(&def);
         let mut cells = Vec::new();
         let bytes = records[0].record.value.as_deref().unwrap();
         assert!(

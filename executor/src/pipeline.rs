@@ -1023,6 +1023,40 @@ impl Expiry {
     }
 }
 
+/// An aggregation's output rows, gathered with their weights and times.
+#[derive(Default)]
+struct Emitted {
+    rows: Vec<Vec<ScalarValue>>,
+    weights: Vec<i64>,
+    times: Vec<i64>,
+}
+
+impl Emitted {
+    fn push(&mut self, row: Vec<ScalarValue>, weight: i64, time: i64) {
+        self.rows.push(row);
+        self.weights.push(weight);
+        self.times.push(time);
+    }
+
+    /// A group's row changed: its old row (if it had one) retracted, the
+    /// new one inserted.
+    fn change(&mut self, before: Option<Vec<ScalarValue>>, after: Vec<ScalarValue>, time: i64) {
+        if let Some(before) = before {
+            self.push(before, -1, time);
+        }
+        self.push(after, 1, time);
+    }
+
+    fn into_batch(self, schema: &SchemaRef) -> Result<ChangeBatch> {
+        Ok(ChangeBatch {
+            batch: rows_to_batch(schema, &self.rows)?,
+            null_values: vec![false; self.weights.len()],
+            weights: self.weights,
+            rowtimes: self.times,
+        })
+    }
+}
+
 /// A group met in the batch an aggregation is processing.
 struct Slot {
     /// Its key in the state store (after the step's prefix).
@@ -1391,9 +1425,7 @@ impl AggregateOp {
         if self.sessions.is_some() {
             return self.process_sessions(input, &group_cols, &arg_cols, state);
         }
-        let mut out_rows = Vec::new();
-        let mut out_weights = Vec::new();
-        let mut out_times = Vec::new();
+        let mut out = Emitted::default();
         // The groups of this batch, each looked up once: rows are matched
         // to them by their grouping values in Arrow's row format.
         let converter = RowConverter::new(
@@ -1456,48 +1488,26 @@ impl AggregateOp {
             }
             slot.time = time;
             if !self.consolidate {
-                if let Some(before) = slot.before.take() {
-                    out_rows.push(before);
-                    out_weights.push(-1);
-                    out_times.push(time);
-                }
                 // A group whose rows were all retracted stays, with its
                 // aggregates back at their initial values (ksqlDB emits COUNT 0).
-                out_rows.push(output_row(
-                    &self.schema,
-                    &self.funcs,
-                    &slot.group,
-                    &slot.state,
-                )?);
-                out_weights.push(1);
-                out_times.push(time);
+                let before = slot.before.take();
+                out.change(before, self.row_of(slot)?, time);
             }
         }
         drop(slot_of);
         for slot in slots {
             if self.consolidate {
-                if let Some(before) = slot.before {
-                    out_rows.push(before);
-                    out_weights.push(-1);
-                    out_times.push(slot.time);
-                }
-                out_rows.push(output_row(
-                    &self.schema,
-                    &self.funcs,
-                    &slot.group,
-                    &slot.state,
-                )?);
-                out_weights.push(1);
-                out_times.push(slot.time);
+                let after = self.row_of(&slot)?;
+                out.change(slot.before, after, slot.time);
             }
             self.cache.insert(slot.key, Some(slot.state));
         }
-        Ok(ChangeBatch {
-            batch: rows_to_batch(&self.schema, &out_rows)?,
-            null_values: vec![false; out_weights.len()],
-            weights: out_weights,
-            rowtimes: out_times,
-        })
+        out.into_batch(&self.schema)
+    }
+
+    /// A group's output row now.
+    fn row_of(&self, slot: &Slot) -> Result<Vec<ScalarValue>> {
+        output_row(&self.schema, &self.funcs, &slot.group, &slot.state)
     }
 
     /// The group of row `row`, first met in this batch: its key and state
@@ -1549,9 +1559,7 @@ impl AggregateOp {
         arg_cols: &[Option<ArrayRef>],
         state: &dyn StateStore,
     ) -> Result<ChangeBatch> {
-        let mut out_rows = Vec::new();
-        let mut out_weights = Vec::new();
-        let mut out_times = Vec::new();
+        let mut out = Emitted::default();
         let Some(sessions) = &mut self.sessions else {
             return Err(ExecError::Internal("not a session aggregation".into()));
         };
@@ -1574,17 +1582,11 @@ impl AggregateOp {
                 .collect::<Result<Vec<_>>>()?;
             let ts = input.rowtimes[row];
             for c in sessions.add(&group, &args, ts, &self.funcs, state)? {
-                out_rows.push(output_row(&self.schema, &self.funcs, &c.group, &c.state)?);
-                out_weights.push(c.weight);
-                out_times.push(c.time);
+                let row = output_row(&self.schema, &self.funcs, &c.group, &c.state)?;
+                out.push(row, c.weight, c.time);
             }
         }
-        Ok(ChangeBatch {
-            batch: rows_to_batch(&self.schema, &out_rows)?,
-            null_values: vec![false; out_weights.len()],
-            weights: out_weights,
-            rowtimes: out_times,
-        })
+        out.into_batch(&self.schema)
     }
 
     fn drain(&mut self, batch: &mut WriteBatch, state: &dyn StateStore) -> Result<()> {
@@ -1656,17 +1658,21 @@ fn merge_acc(f: AggFunc, acc: &mut Acc, other: &Acc) {
             }
         }
         (Acc::List(items), Acc::List(more)) => items.extend(more.iter().cloned()),
-        (Acc::Extreme(cur), Acc::Extreme(other)) => {
-            let better = match f {
-                AggFunc::Min => *other < *cur,
-                _ => *other > *cur,
-            };
-            if !other.is_null() && (cur.is_null() || better) {
-                *cur = other.clone();
-            }
-        }
+        (Acc::Extreme(cur), Acc::Extreme(other)) => offer_extreme(f, cur, other),
         (Acc::Corr(sums), Acc::Corr(more)) => sums.merge(more),
         _ => {}
+    }
+}
+
+/// MIN or MAX without retractions: `v` replaces `cur` if it is further
+/// out (NULL is never an extreme).
+fn offer_extreme(f: AggFunc, cur: &mut Datum, v: &Datum) {
+    let further = match f {
+        AggFunc::Min => *v < *cur,
+        _ => *v > *cur,
+    };
+    if !v.is_null() && (cur.is_null() || further) {
+        *cur = v.clone();
     }
 }
 
@@ -1733,13 +1739,7 @@ fn update_acc(f: AggFunc, acc: &mut Acc, arg: Option<&Datum>, weight: i64) {
         }
         Acc::Extreme(cur) => {
             if let Some(v) = value {
-                let better = match f {
-                    AggFunc::Min => *v < *cur,
-                    _ => *v > *cur,
-                };
-                if cur.is_null() || better {
-                    *cur = v.clone();
-                }
+                offer_extreme(f, cur, v);
             }
         }
         Acc::Pick(cur) => {

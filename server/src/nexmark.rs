@@ -372,12 +372,11 @@ struct BaselineBid<'a> {
     auction: i64,
     bidder: i64,
     price: i64,
-    #[allow(dead_code)]
-    #[serde(borrow)]
-    channel: std::borrow::Cow<'a, str>,
-    #[allow(dead_code)]
-    #[serde(borrow)]
-    url: std::borrow::Cow<'a, str>,
+    // Decoded as Brook decodes them, though no baseline reads them.
+    #[serde(borrow, rename = "channel")]
+    _channel: std::borrow::Cow<'a, str>,
+    #[serde(borrow, rename = "url")]
+    _url: std::borrow::Cow<'a, str>,
     #[serde(rename = "dateTime")]
     date_time: i64,
     #[serde(borrow)]
