@@ -10,6 +10,7 @@
 pub mod agg;
 pub mod cast;
 pub mod extremes;
+mod kernels;
 pub mod lambda;
 pub mod scalar;
 pub mod udf;

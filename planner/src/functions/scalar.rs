@@ -9,6 +9,7 @@ use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::ScalarUDF;
 use serde_json::Value as Json;
 
+use super::kernels;
 use super::udf::{no_variant, value_too_large, RowFn, MAX_VALUE_BYTES};
 use crate::datum::{datum_to_json, Datum};
 use crate::types::SqlType;
@@ -498,7 +499,7 @@ fn json_concat() -> ScalarUDF {
 // ---------------------------------------------------------------- strings
 
 fn split() -> ScalarUDF {
-    RowFn::strict(
+    RowFn::strict_batched(
         "SPLIT",
         |a| {
             if a.len() == 2 && is_bytes(&a[0]) && (is_bytes(&a[1]) || a[1] == DataType::Null) {
@@ -534,6 +535,7 @@ fn split() -> ScalarUDF {
             };
             Ok(string_list(parts))
         },
+        kernels::split,
     )
 }
 
@@ -566,7 +568,7 @@ fn split_bytes<'a>(b: &'a [u8], d: &[u8]) -> Vec<&'a [u8]> {
 /// A compiled pattern. The functions run per row, usually with the same
 /// pattern: the last few compiled are kept per thread (a `Regex` clone
 /// shares its program).
-fn regex(p: &str) -> Result<regex::Regex> {
+pub(super) fn regex(p: &str) -> Result<regex::Regex> {
     const KEPT: usize = 32;
     thread_local! {
         static COMPILED: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
@@ -588,7 +590,7 @@ fn regex(p: &str) -> Result<regex::Regex> {
 }
 
 fn regexp_extract() -> ScalarUDF {
-    RowFn::strict(
+    RowFn::strict_batched(
         "REGEXP_EXTRACT",
         |a| {
             check(
@@ -610,6 +612,7 @@ fn regexp_extract() -> ScalarUDF {
                     .map(|m| m.as_str().to_string())
             })))
         },
+        kernels::regexp_extract,
     )
 }
 
@@ -697,7 +700,7 @@ fn regexp_replace() -> ScalarUDF {
 /// left to right; an empty `from` matches before every character and at
 /// the end. The result's size is known before it is built.
 fn replace() -> ScalarUDF {
-    RowFn::strict(
+    RowFn::strict_batched(
         "REPLACE",
         |a| {
             check(
@@ -722,6 +725,7 @@ fn replace() -> ScalarUDF {
             }
             Ok(utf8(s.replace(from, to)))
         },
+        kernels::replace,
     )
 }
 
@@ -1588,7 +1592,7 @@ pub fn java_format(pattern: &str) -> String {
     out
 }
 
-fn tz_of(v: Option<&ScalarValue>) -> Result<chrono_tz::Tz> {
+pub(super) fn tz_of(v: Option<&ScalarValue>) -> Result<chrono_tz::Tz> {
     match v.and_then(text) {
         None => Ok(chrono_tz::UTC),
         Some("Z" | "GMT") => Ok(chrono_tz::UTC),
@@ -1699,7 +1703,7 @@ fn ts_ms(v: &ScalarValue) -> Option<i64> {
 
 fn timestamp_to_string(name: &'static str) -> ScalarUDF {
     // TIMESTAMPTOSTRING(BIGINT ms, fmt[, tz]); FORMAT_TIMESTAMP(TIMESTAMP, fmt[, tz])
-    RowFn::strict(
+    RowFn::strict_batched(
         name,
         |a| {
             check(
@@ -1717,6 +1721,7 @@ fn timestamp_to_string(name: &'static str) -> ScalarUDF {
             };
             Ok(utf8(format_ms(ms, fmt, tz_of(a.get(2))?)?))
         },
+        kernels::format_timestamp,
     )
 }
 
@@ -1920,7 +1925,7 @@ fn unix_date() -> ScalarUDF {
 }
 
 fn from_unixtime() -> ScalarUDF {
-    RowFn::strict(
+    RowFn::strict_batched(
         "FROM_UNIXTIME",
         |a| {
             check(
@@ -1931,6 +1936,7 @@ fn from_unixtime() -> ScalarUDF {
             )
         },
         |a, _| Ok(ScalarValue::TimestampMillisecond(int(&a[0]), None)),
+        kernels::from_unixtime,
     )
 }
 

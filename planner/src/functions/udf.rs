@@ -2,11 +2,15 @@
 //! Brook's own implementations of ksqlDB functions whose semantics differ
 //! from DataFusion's (or that DataFusion lacks).
 //!
-//! Row-at-a-time evaluation is simple and exact; hot functions can move to
-//! vectorized kernels later without changing the registry.
+//! Row-at-a-time evaluation is simple and exact. A hot function may also
+//! have a batch kernel ([`BatchFn`]) for the common shape of its call (a
+//! column with literal options): the kernel either computes the whole
+//! batch exactly as the row path would, or declines and the row path runs,
+//! so values, NULLs and the processing-log messages stay the row path's.
 
 use std::fmt;
 
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{
@@ -44,12 +48,19 @@ pub type ReturnFn = fn(&[DataType]) -> Result<DataType>;
 /// Evaluates one row: the arguments and the return type.
 pub type EvalFn = fn(&[ScalarValue], &DataType) -> Result<ScalarValue>;
 
+/// Evaluates a whole batch (the arguments, the row count, the return
+/// type): `Ok(Some(array))` with exactly what the row path would give, or
+/// `Ok(None)` to leave the batch to the row path (an argument shape it does
+/// not take, or any row on which the row path would fail or log).
+pub type BatchFn = fn(&[ColumnarValue], usize, &DataType) -> Result<Option<ArrayRef>>;
+
 /// A row-wise scalar function. Equal by name: names are unique.
 pub struct RowFn {
     name: String,
     signature: Signature,
     ret: ReturnFn,
     eval: EvalFn,
+    batch: Option<BatchFn>,
     /// NULL in any argument gives NULL without calling `eval`.
     strict: bool,
 }
@@ -77,23 +88,29 @@ impl fmt::Debug for RowFn {
 impl RowFn {
     /// A function that returns NULL when any argument is NULL.
     pub fn strict(name: &str, ret: ReturnFn, eval: EvalFn) -> ScalarUDF {
-        Self::build(name, ret, eval, true, Volatility::Immutable)
+        Self::build(name, ret, eval, None, true, Volatility::Immutable)
+    }
+
+    /// A strict function with a batch kernel for its common calls.
+    pub fn strict_batched(name: &str, ret: ReturnFn, eval: EvalFn, batch: BatchFn) -> ScalarUDF {
+        Self::build(name, ret, eval, Some(batch), true, Volatility::Immutable)
     }
 
     /// A function that sees NULL arguments itself.
     pub fn lenient(name: &str, ret: ReturnFn, eval: EvalFn) -> ScalarUDF {
-        Self::build(name, ret, eval, false, Volatility::Immutable)
+        Self::build(name, ret, eval, None, false, Volatility::Immutable)
     }
 
     /// A function whose result changes between calls (clocks, random).
     pub fn volatile(name: &str, ret: ReturnFn, eval: EvalFn) -> ScalarUDF {
-        Self::build(name, ret, eval, false, Volatility::Volatile)
+        Self::build(name, ret, eval, None, false, Volatility::Volatile)
     }
 
     fn build(
         name: &str,
         ret: ReturnFn,
         eval: EvalFn,
+        batch: Option<BatchFn>,
         strict: bool,
         volatility: Volatility,
     ) -> ScalarUDF {
@@ -102,6 +119,7 @@ impl RowFn {
             signature: Signature::user_defined(volatility),
             ret,
             eval,
+            batch,
             strict,
         })
     }
@@ -173,6 +191,13 @@ impl ScalarUDFImpl for RowFn {
             return Ok(ColumnarValue::Scalar(call(&row)?));
         }
         let n = args.number_rows;
+        if let Some(batch) = self.batch {
+            if let Some(array) = batch(&args.args, n, &ret)? {
+                debug_assert_eq!(array.len(), n);
+                debug_assert_eq!(array.data_type(), &ret);
+                return Ok(ColumnarValue::Array(array));
+            }
+        }
         let mut out = Vec::with_capacity(n);
         let mut row = Vec::with_capacity(args.args.len());
         for i in 0..n {
