@@ -668,6 +668,11 @@ impl JoinOp {
         for (i, input) in inputs.iter().enumerate() {
             key_cols.push(evaluate_lenient(&self.keys[i], &input.batch, errors)?);
         }
+        if !self.spec.foreign_key && self.is_table(1) && !self.is_table(0) {
+            if let Some(out) = self.stream_table(inputs, order, &key_cols)? {
+                return Ok(out);
+            }
+        }
         let (mut rows, mut times, mut weights) = (Vec::new(), Vec::new(), Vec::new());
         let mut origins = Vec::new();
         for (idx, &(side, r)) in order.iter().enumerate() {
@@ -894,6 +899,173 @@ impl JoinOp {
             },
             origins,
         ))
+    }
+
+    /// A stream-table join, column by column: the stream's columns are
+    /// taken from its batch as they are, and only the table's columns are
+    /// built value by value (from the row current when each stream record
+    /// is processed). The same rows as the general path in `process`, or
+    /// `None` (nothing done) when the output's columns do not have the
+    /// stream's types as they are.
+    fn stream_table(
+        &mut self,
+        inputs: [&ChangeBatch; 2],
+        order: &[(Side, usize)],
+        key_cols: &[ArrayRef],
+    ) -> Result<Option<(ChangeBatch, Vec<usize>)>> {
+        use datafusion::arrow::array::{Array, Int64Array, RecordBatchOptions, UInt32Array};
+        use datafusion::arrow::compute::{cast, take};
+        use datafusion::arrow::datatypes::DataType;
+
+        let stream = inputs[0];
+        let nl = stream.batch.num_columns();
+        let synth = usize::from(self.spec.synthetic_key);
+        let right_types = self.types[1].clone();
+        let schema = self.out_schema_with_pseudo();
+        let fields = schema.fields();
+        if nl < 2
+            || fields.len() != synth + nl + right_types.len() + 3
+            || stream
+                .batch
+                .columns()
+                .iter()
+                .zip(&fields[synth..synth + nl])
+                .any(|(c, f)| c.data_type() != f.data_type())
+        {
+            return Ok(None);
+        }
+        let right_at = synth + nl;
+        let key_column = self.spec.key_column;
+        let int_keys = key_cols[0].as_any().downcast_ref::<Int64Array>().cloned();
+        let mut picks: Vec<u32> = Vec::new();
+        let mut origins = Vec::new();
+        let mut keys: Vec<Datum> = Vec::new();
+        let mut right: Vec<Vec<ScalarValue>> = vec![Vec::new(); right_types.len()];
+        for (idx, &(side, r)) in order.iter().enumerate() {
+            if side == Side::Right {
+                let input = inputs[1];
+                let key = Datum::from_scalar(&ScalarValue::try_from_array(&key_cols[1], r)?)?;
+                let kb = key_bytes(&key)?;
+                let change = if input.null_values[r] {
+                    None
+                } else {
+                    let row = input
+                        .row(r)?
+                        .iter()
+                        .map(Datum::from_scalar)
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    Some(TableRow {
+                        row,
+                        ts: input.rowtimes[r],
+                        fk: None,
+                    })
+                };
+                self.update_table(1, kb, change)?;
+                continue;
+            }
+            if stream.null_values[r] || key_cols[0].is_null(r) {
+                continue;
+            }
+            let key = match &int_keys {
+                Some(a) => Datum::Int(a.value(r)),
+                None => Datum::from_scalar(&ScalarValue::try_from_array(&key_cols[0], r)?)?,
+            };
+            let kb = key_bytes(&key)?;
+            let found = self.tables[1].get(&kb).map(|t| &t.row);
+            if found.is_none() && self.spec.kind != JoinKind::Left {
+                continue;
+            }
+            for (c, column) in right.iter_mut().enumerate() {
+                let f = &fields[right_at + c];
+                let d = match found.and_then(|row| row.get(c)) {
+                    Some(d) if !d.is_null() => d,
+                    // The key column holds the join value where its side
+                    // is NULL-padded.
+                    _ if key_column == Some(right_at + c) => &key,
+                    _ => &Datum::Null,
+                };
+                column.push(d.to_scalar(f.data_type())?);
+            }
+            picks.push(r as u32);
+            origins.push(idx);
+            keys.push(key);
+        }
+        let n = picks.len();
+        let indices = UInt32Array::from(picks);
+        let scalars = |values: Vec<ScalarValue>, ty: &DataType| -> Result<ArrayRef> {
+            if values.is_empty() {
+                return Ok(datafusion::arrow::array::new_empty_array(ty));
+            }
+            let array = ScalarValue::iter_to_array(values)?;
+            Ok(if array.data_type() == ty {
+                array
+            } else {
+                cast(&array, ty)?
+            })
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.len());
+        if synth == 1 {
+            let ty = fields[0].data_type();
+            let values = keys
+                .iter()
+                .map(|k| k.to_scalar(ty))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            columns.push(scalars(values, ty)?);
+        }
+        for (c, column) in stream.batch.columns().iter().enumerate() {
+            let taken = take(column.as_ref(), &indices, None)?;
+            let at = synth + c;
+            if key_column == Some(at) && taken.null_count() > 0 {
+                // NULL where the join value is not: the key column takes it.
+                let ty = fields[at].data_type();
+                let mut values = Vec::with_capacity(n);
+                for (j, key) in keys.iter().enumerate() {
+                    values.push(if taken.is_null(j) {
+                        key.to_scalar(ty)?
+                    } else {
+                        ScalarValue::try_from_array(&taken, j)?
+                    });
+                }
+                columns.push(scalars(values, ty)?);
+            } else {
+                columns.push(taken);
+            }
+        }
+        for (c, values) in right.into_iter().enumerate() {
+            columns.push(scalars(values, fields[right_at + c].data_type())?);
+        }
+        let times: Vec<i64> = indices
+            .values()
+            .iter()
+            .map(|&r| stream.rowtimes[r as usize])
+            .collect();
+        let pseudo = [
+            Arc::new(Int64Array::from(times.clone())) as ArrayRef,
+            take(stream.batch.column(nl - 2).as_ref(), &indices, None)?,
+            take(stream.batch.column(nl - 1).as_ref(), &indices, None)?,
+        ];
+        for (array, f) in pseudo.into_iter().zip(&fields[fields.len() - 3..]) {
+            columns.push(if array.data_type() == f.data_type() {
+                array
+            } else {
+                cast(&array, f.data_type())?
+            });
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let batch = datafusion::arrow::array::RecordBatch::try_new_with_options(
+            Arc::clone(&schema),
+            columns,
+            &options,
+        )?;
+        Ok(Some((
+            ChangeBatch {
+                batch,
+                weights: vec![1; n],
+                null_values: vec![false; n],
+                rowtimes: times,
+            },
+            origins,
+        )))
     }
 
     fn out_schema_with_pseudo(&self) -> SchemaRef {
