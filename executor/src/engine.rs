@@ -37,22 +37,46 @@ use crate::pipeline::{ChangeBatch, Expiry, Pipeline};
 use crate::processing_log::{self, ProcessingError};
 use crate::pull_scan::{from_datafusion, SourceScan};
 
-/// Records read per partition per epoch.
-/// An epoch reads at most this many records from each input partition...
-const EPOCH_RECORDS: usize = 16_384;
+/// An epoch reads at most this many records from each input partition
+/// (by default)...
+pub const EPOCH_RECORDS: usize = 16_384;
 /// ... and at most this many bytes of keys and values (the record that
 /// reaches it included): epochs are sized by what they carry, and a
 /// caught-up query's epochs hold what arrived since the last one.
-const EPOCH_BYTES: usize = 4 << 20;
+pub const EPOCH_BYTES: usize = 4 << 20;
+
+/// How much one epoch reads from each input partition at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochBounds {
+    /// Records (at least one is read).
+    pub records: usize,
+    /// Bytes of keys and values, the record that reaches it included.
+    pub bytes: usize,
+}
+
+impl Default for EpochBounds {
+    fn default() -> Self {
+        EpochBounds {
+            records: EPOCH_RECORDS,
+            bytes: EPOCH_BYTES,
+        }
+    }
+}
 
 /// One input partition's share of an epoch.
-fn read_epoch(log: &LogStore, topic: &str, partition: u32, from: u64) -> Result<Vec<StoredRecord>> {
-    Ok(log.read_bounded(topic, partition, from, EPOCH_RECORDS, EPOCH_BYTES)?)
+fn read_epoch(
+    log: &LogStore,
+    bounds: EpochBounds,
+    topic: &str,
+    partition: u32,
+    from: u64,
+) -> Result<Vec<StoredRecord>> {
+    Ok(log.read_bounded(topic, partition, from, bounds.records.max(1), bounds.bytes)?)
 }
 
 /// Whether a read stopped at the epoch's bounds (more may follow).
-fn read_is_full(read: &[StoredRecord]) -> bool {
-    read.len() >= EPOCH_RECORDS
+fn read_is_full(read: &[StoredRecord], bounds: EpochBounds) -> bool {
+    read.len() >= bounds.records.max(1)
         || read
             .iter()
             .map(|r| {
@@ -60,7 +84,7 @@ fn read_is_full(read: &[StoredRecord]) -> bool {
                     + r.record.value.as_ref().map_or(0, Vec::len)
             })
             .sum::<usize>()
-            >= EPOCH_BYTES
+            >= bounds.bytes
 }
 
 /// Progress of a persistent query, published after each committed epoch.
@@ -359,6 +383,9 @@ pub struct EngineConfig {
     /// benchmarks that measure the engine alone, as peers measure with a
     /// discarding sink. Never set in a server.
     pub discard_sink_output: bool,
+    /// How much an epoch reads from each input partition. Smaller epochs
+    /// commit more often; tests use tiny ones to cross epoch boundaries.
+    pub epoch: EpochBounds,
 }
 
 impl Default for EngineConfig {
@@ -368,6 +395,7 @@ impl Default for EngineConfig {
             durable_state: true,
             maintenance_ms: 60_000,
             discard_sink_output: false,
+            epoch: EpochBounds::default(),
         }
     }
 }
@@ -383,6 +411,7 @@ impl EngineConfig {
             durable_state: false,
             maintenance_ms: 0,
             discard_sink_output: false,
+            epoch: EpochBounds::default(),
         }
     }
 }
@@ -1248,7 +1277,7 @@ impl Engine {
             let mut reads = Vec::with_capacity(parts.len());
             for (g, (_, topic, p)) in parts.iter().enumerate() {
                 let end = self.log.end_offset(topic, *p)?;
-                let read = read_epoch(&self.log, topic, *p, cp.offsets[g])?;
+                let read = read_epoch(&self.log, self.config.epoch, topic, *p, cp.offsets[g])?;
                 if read.is_empty() && cp.offsets[g] < end {
                     // Nothing readable below the end: compaction or
                     // retention left a gap. Move past it.
@@ -1258,7 +1287,13 @@ impl Engine {
                 }
                 reads.push(read);
             }
-            let by_input = take_epoch(&parts, reads, &mut offsets, join.is_some());
+            let by_input = take_epoch(
+                &parts,
+                reads,
+                &mut offsets,
+                join.is_some(),
+                self.config.epoch,
+            );
             let records = &by_input[0];
             if by_input.iter().all(Vec::is_empty) {
                 if skipped_gap {
@@ -1687,9 +1722,21 @@ impl Engine {
                     appended.borrow_and_update();
                     let mut reads = Vec::with_capacity(parts.len());
                     for (g, (_, topic, p)) in parts.iter().enumerate() {
-                        reads.push(read_epoch(&engine.log, topic, *p, offsets[g])?);
+                        reads.push(read_epoch(
+                            &engine.log,
+                            engine.config.epoch,
+                            topic,
+                            *p,
+                            offsets[g],
+                        )?);
                     }
-                    let by_input = take_epoch(&parts, reads, &mut offsets, join.is_some());
+                    let by_input = take_epoch(
+                        &parts,
+                        reads,
+                        &mut offsets,
+                        join.is_some(),
+                        engine.config.epoch,
+                    );
                     if by_input.iter().all(Vec::is_empty) {
                         tokio::select! {
                             r = appended.changed() => if r.is_err() { return Ok(()) },
@@ -1888,9 +1935,10 @@ fn take_epoch(
     mut reads: Vec<Vec<StoredRecord>>,
     offsets: &mut [u64],
     join: bool,
+    bounds: EpochBounds,
 ) -> Vec<Vec<StoredRecord>> {
     if join {
-        cut_at_common_time(&mut reads);
+        cut_at_common_time(&mut reads, bounds);
     }
     let inputs = parts.iter().map(|(i, _, _)| i + 1).max().unwrap_or(1);
     let mut by_input: Vec<Vec<StoredRecord>> = vec![Vec::new(); inputs];
@@ -1908,10 +1956,10 @@ fn take_epoch(
 /// next epoch, so that both inputs are taken in time order across epochs
 /// too (each partition keeps its offset order: it is cut at its first
 /// record past that time). If that would leave nothing, nothing is cut.
-fn cut_at_common_time(reads: &mut [Vec<StoredRecord>]) {
+fn cut_at_common_time(reads: &mut [Vec<StoredRecord>], bounds: EpochBounds) {
     let Some(cutoff) = reads
         .iter()
-        .filter(|r| read_is_full(r))
+        .filter(|r| read_is_full(r, bounds))
         .filter_map(|r| r.last().map(|x| x.record.timestamp))
         .min()
     else {

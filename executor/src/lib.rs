@@ -42,7 +42,7 @@ mod pull_scan;
 
 pub use brook_planner::datum::{self, Datum};
 pub use codec::split_window;
-pub use engine::{blocking, Engine, EngineConfig, PushStream};
+pub use engine::{blocking, Engine, EngineConfig, EpochBounds, PushStream};
 pub use error::{ExecError, Result};
 pub use format::{bytes_to_json, datum_to_json, json_to_bytes, partition_for};
 pub use pipeline::{ChangeBatch, Pipeline};

@@ -32,7 +32,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use brook_executor::{bytes_to_json, json_to_bytes, split_window, EngineConfig};
+pub use brook_executor::{
+    bytes_to_json, json_to_bytes, partition_for, split_window, EngineConfig, EpochBounds,
+};
 pub use brook_planner::catalog;
 pub use brook_planner::parser::split_script;
 pub use brook_storage::bench as storage_bench;

@@ -359,7 +359,8 @@ fn outer_join(kind: usize, before: i64, after: i64, grace: &str) -> OuterJoin {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 12,
+        // `PROPTEST_CASES` raises it.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(12),
         // Failing inputs are kept beside this file and run first next time.
         failure_persistence: Some(Box::new(
             proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
