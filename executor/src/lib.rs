@@ -17,13 +17,16 @@
 //! columns, and sink values straight out of them) and `codec` (records ↔
 //! change batches, the general path) → `pipeline` (operators) → `engine`
 //! (and `print`, which shows raw topic records). `fuzz` is the cargo-fuzz
-//! harness for the record decoders.
+//! harness for the record decoders; `bench` what the operator benchmarks
+//! (`benches/operators.rs`) reach inside for.
 //! A panic inside a query's task (a bug in decoding, a join, an
 //! expression, encoding) fails that query as an internal error
 //! (`panic_guard`), never the process.
 //! It knows nothing of SQL text or wire protocols: it takes plans.
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod bench;
 mod codec;
 mod decode;
 mod encode;
