@@ -6,7 +6,7 @@
 //! which is ksqlDB's per-record emission) and keeps accumulators that
 //! support retraction in the state store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use brook_planner::catalog::{WindowKind, WindowSpec, WINDOWEND, WINDOWSTART};
@@ -415,6 +415,8 @@ impl Pipeline {
                     schema: Arc::new(output_schema.as_arrow().clone()),
                     prefix: state_prefix.clone(),
                     cache: HashMap::new(),
+                    kept: HashMap::new(),
+                    kept_bytes: 0,
                     sessions: session_spec(plan)
                         .map(|spec| Sessions::new(spec, group, &state_prefix))
                         .transpose()?,
@@ -1131,6 +1133,11 @@ struct AggregateOp {
     prefix: Vec<u8>,
     /// Groups touched this epoch: key → (state, dirty). `None` = deleted.
     cache: HashMap<Vec<u8>, Option<GroupState>>,
+    /// Groups as committed by earlier epochs, decoded, with their
+    /// estimated sizes: a group met again is not read and decoded again.
+    /// At most [`KEPT_STATE_BYTES`]; past it, all are let go.
+    kept: HashMap<Vec<u8>, (GroupState, usize)>,
+    kept_bytes: usize,
     /// Set for a session-windowed aggregation.
     sessions: Option<Sessions>,
     /// A tumbling or hopping aggregation: the position of the window's
@@ -1190,11 +1197,14 @@ struct SessionChange {
     time: i64,
 }
 
-/// One key's sessions: as stored at the start of the epoch, and now.
+/// One key's sessions: as stored at the start of the epoch, and now;
+/// `changed`: those of `now` made or merged this epoch (only they are
+/// written back).
 #[derive(Default)]
 struct SessionSet {
     stored: Vec<(i64, i64)>,
     now: BTreeMap<(i64, i64), GroupState>,
+    changed: BTreeSet<(i64, i64)>,
 }
 
 impl Sessions {
@@ -1337,6 +1347,7 @@ impl Sessions {
             update_acc(*f, acc, arg.as_ref(), 1);
         }
         set.now.insert((start, end), merged.clone());
+        set.changed.insert((start, end));
         out.push(SessionChange {
             group: with_bounds((start, end)),
             state: merged,
@@ -1353,7 +1364,7 @@ impl Sessions {
                     batch.delete(self.set_key(&key, *w));
                 }
             }
-            for (w, group) in &set.now {
+            for (w, group) in set.now.iter().filter(|(w, _)| set.changed.contains(w)) {
                 if !set.stored.contains(w) {
                     let k = self.set_key(&key, *w);
                     self.expiry.track_window(*w, &k);
@@ -1382,6 +1393,10 @@ impl AggregateOp {
     fn take(&mut self, key: &[u8], state: &dyn StateStore) -> Result<Option<GroupState>> {
         if let Some(s) = self.cache.remove(key) {
             return Ok(s);
+        }
+        if let Some((s, bytes)) = self.kept.remove(key) {
+            self.kept_bytes -= bytes;
+            return Ok(Some(s));
         }
         let stored = state.get(&self.state_key(key))?;
         stored
@@ -1596,16 +1611,64 @@ impl AggregateOp {
         for (key, s) in std::mem::take(&mut self.cache) {
             let k = self.state_key(&key);
             match s {
-                Some(s) => batch.put(k, json(&s)?),
+                Some(s) => {
+                    batch.put(k, json(&s)?);
+                    let bytes = key.len() + state_bytes(&s);
+                    self.kept_bytes += bytes;
+                    self.kept.insert(key, (s, bytes));
+                }
                 None => batch.delete(k),
             }
         }
         // After the puts: a window expiring now is deleted.
         if let Some((_, expiry)) = &mut self.windows {
-            expiry.drain(state, batch)?;
+            for k in expiry.drain(state, batch)? {
+                if let Some((_, bytes)) = k
+                    .strip_prefix(self.prefix.as_slice())
+                    .and_then(|key| self.kept.remove(key))
+                {
+                    self.kept_bytes -= bytes;
+                }
+            }
+        }
+        if self.kept_bytes > KEPT_STATE_BYTES {
+            self.kept.clear();
+            self.kept_bytes = 0;
         }
         Ok(())
     }
+}
+
+/// How many bytes of committed group states an aggregation keeps decoded
+/// across epochs (estimated, [`state_bytes`]).
+const KEPT_STATE_BYTES: usize = 64 << 20;
+
+/// A group state's size in memory, roughly.
+fn state_bytes(s: &GroupState) -> usize {
+    fn datum(d: &Datum) -> usize {
+        std::mem::size_of::<Datum>()
+            + match d {
+                Datum::Str(s) => s.len(),
+                Datum::Bytes(b) => b.len(),
+                Datum::List(v) | Datum::Struct(v) => v.iter().map(datum).sum(),
+                Datum::Map(m) => m.iter().map(|(k, v)| datum(k) + datum(v)).sum(),
+                _ => 0,
+            }
+    }
+    let accs: usize = s
+        .accs
+        .iter()
+        .map(|a| {
+            std::mem::size_of::<Acc>()
+                + match a {
+                    Acc::MinMax(v) => v.iter().map(|(d, _)| datum(d) + 8).sum(),
+                    Acc::List(v) | Acc::Offsets(v) => v.iter().map(datum).sum(),
+                    Acc::Extreme(d) | Acc::Pick(d) => datum(d),
+                    _ => 0,
+                }
+        })
+        .sum();
+    64 + accs
 }
 
 /// A group's output row: its grouping columns, then each aggregate.
