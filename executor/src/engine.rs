@@ -39,11 +39,11 @@ use crate::pull_scan::{from_datafusion, SourceScan};
 
 /// An epoch reads at most this many records from each input partition
 /// (by default)...
-pub const EPOCH_RECORDS: usize = 16_384;
+const EPOCH_RECORDS: usize = 16_384;
 /// ... and at most this many bytes of keys and values (the record that
 /// reaches it included): epochs are sized by what they carry, and a
 /// caught-up query's epochs hold what arrived since the last one.
-pub const EPOCH_BYTES: usize = 4 << 20;
+const EPOCH_BYTES: usize = 4 << 20;
 
 /// How much one epoch reads from each input partition at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,11 +24,13 @@
 use std::collections::BTreeMap;
 
 use brook_server::{partition_for, Brook, EngineConfig, EpochBounds, Record};
-use datafusion::arrow::array::{Array, RecordBatch};
-use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use serde_json::Value as Json;
+
+mod common;
+use common::{cell, runtime, table_sql};
 
 /// One input record: key, time, value (`None`: a tombstone).
 #[derive(Debug, Clone)]
@@ -84,12 +86,7 @@ fn changelog(
     group: &[&str],
     fields: &[&str],
 ) -> BTreeMap<Change, Vec<Change>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"));
-    runtime.block_on(async {
+    runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let config = EngineConfig {
             epoch: EpochBounds {
@@ -167,41 +164,23 @@ fn changelog(
     })
 }
 
-/// `rows` (tuples of BIGINT, `None` as NULL) as a SQL query with the
-/// column `names`.
-fn values_sql(names: &[&str], rows: Vec<Vec<Option<i64>>>) -> String {
-    let cell = |v: &Option<i64>| v.map_or("CAST(NULL AS BIGINT)".to_string(), |v| v.to_string());
-    if rows.is_empty() {
-        let cols: Vec<String> = names
-            .iter()
-            .map(|n| format!("CAST(NULL AS BIGINT) AS {n}"))
-            .collect();
-        return format!("SELECT {} WHERE false", cols.join(", "));
-    }
-    let cols: Vec<String> = names
+/// One row of BIGINT values (`None` as NULL) as a VALUES tuple.
+fn tuple(values: &[Option<i64>]) -> String {
+    let cells: Vec<String> = values
         .iter()
-        .enumerate()
-        .map(|(i, n)| format!("column{} AS {n}", i + 1))
+        .map(|v| v.map_or("CAST(NULL AS BIGINT)".to_string(), |v| v.to_string()))
         .collect();
-    let rows: Vec<String> = rows
-        .iter()
-        .map(|r| format!("({})", r.iter().map(cell).collect::<Vec<_>>().join(", ")))
-        .collect();
-    format!(
-        "SELECT {} FROM (VALUES {})",
-        cols.join(", "),
-        rows.join(", ")
-    )
+    format!("({})", cells.join(", "))
 }
 
 /// A topic's records as `(seq, k, t, v)`: `seq` is the order of production.
 fn sequenced(records: &[Rec]) -> String {
-    values_sql(
+    table_sql(
         &["seq", "k", "t", "v"],
         records
             .iter()
             .enumerate()
-            .map(|(i, r)| vec![Some(i as i64), Some(r.key), Some(r.ts), r.value])
+            .map(|(i, r)| tuple(&[Some(i as i64), Some(r.key), Some(r.ts), r.value]))
             .collect(),
     )
 }
@@ -210,10 +189,7 @@ fn sequenced(records: &[Rec]) -> String {
 /// changes: the first `groups` columns are the group, the rest the value;
 /// in each group, in the order of `sql`'s rows.
 fn oracle(setup: &[(&str, String)], sql: &str, groups: usize) -> BTreeMap<Change, Vec<Change>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"));
-    let batches: Vec<RecordBatch> = runtime.block_on(async {
+    let batches: Vec<RecordBatch> = runtime().block_on(async {
         let ctx = SessionContext::new();
         for (name, view) in setup {
             let s = format!("CREATE VIEW {name} AS {view}");
@@ -229,17 +205,7 @@ fn oracle(setup: &[(&str, String)], sql: &str, groups: usize) -> BTreeMap<Change
     let mut out: BTreeMap<Change, Vec<Change>> = BTreeMap::new();
     for b in &batches {
         for r in 0..b.num_rows() {
-            let row: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| {
-                    if c.is_null(r) {
-                        "NULL".to_string()
-                    } else {
-                        array_value_to_string(c, r).unwrap_or_default()
-                    }
-                })
-                .collect();
+            let row: Vec<String> = b.columns().iter().map(|c| cell(c, r)).collect();
             out.entry(row[..groups].to_vec())
                 .or_default()
                 .push(row[groups..].to_vec());
@@ -365,9 +331,9 @@ proptest! {
             }
         }
         let at = |recs: &[Rec], pos: &[i64]| {
-            values_sql(
+            table_sql(
                 &["seq", "k", "v"],
-                recs.iter().zip(pos).map(|(r, p)| vec![Some(*p), Some(r.key), r.value]).collect(),
+                recs.iter().zip(pos).map(|(r, p)| tuple(&[Some(*p), Some(r.key), r.value])).collect(),
             )
         };
         let actual = changelog(

@@ -31,10 +31,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use brook_server::{Brook, Output, Record};
-use datafusion::arrow::array::{Array, RecordBatch};
-use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
+
+mod common;
+use common::{cell, runtime, table_sql};
 
 /// One input record: which side, key, time, value (`None`: a tombstone).
 #[derive(Debug, Clone)]
@@ -88,18 +90,7 @@ fn rows_as_text(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for b in batches {
         for r in 0..b.num_rows() {
-            out.push(
-                b.columns()
-                    .iter()
-                    .map(|c| {
-                        if c.is_null(r) {
-                            "NULL".to_string()
-                        } else {
-                            array_value_to_string(c, r).unwrap_or_default()
-                        }
-                    })
-                    .collect(),
-            );
+            out.push(b.columns().iter().map(|c| cell(c, r)).collect());
         }
     }
     out.sort();
@@ -166,27 +157,6 @@ async fn run(statements: &[&str], input: &[(usize, Input)]) -> (tempfile::TempDi
             .unwrap_or_else(|e| panic!("flush: {e}"));
     }
     (dir, brook)
-}
-
-/// A SQL query giving `rows` (tuples of BIGINT) with the column `names`.
-fn table_sql(names: &[&str], rows: Vec<String>) -> String {
-    if rows.is_empty() {
-        let cols: Vec<String> = names
-            .iter()
-            .map(|n| format!("CAST(NULL AS BIGINT) AS {n}"))
-            .collect();
-        return format!("SELECT {} WHERE false", cols.join(", "));
-    }
-    let cols: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| format!("column{} AS {n}", i + 1))
-        .collect();
-    format!(
-        "SELECT {} FROM (VALUES {})",
-        cols.join(", "),
-        rows.join(", ")
-    )
 }
 
 /// Every record of one side with a value: (k, t, v).
@@ -288,11 +258,7 @@ fn compare_sided(
     views: &[String],
     oracle_sql: &str,
 ) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let rt = runtime();
     rt.block_on(async {
         let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
         let (_dir, brook) = run(&refs, input).await;
