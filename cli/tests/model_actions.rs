@@ -450,7 +450,8 @@ impl Run {
     /// SIGKILL, then cut the tail of a topic's last segment, as a torn
     /// write would leave it; restart. A cut source loses its last rows on
     /// that partition (the model follows, from what Brook reports); a cut
-    /// sink must be rebuilt to the same contents.
+    /// sink must be rebuilt to the same contents, but for a stream's rows
+    /// from source rows lost before (nothing can make those again).
     async fn torn_tail(&mut self) {
         // Settle first, so that the model knows each row's place.
         self.check().await;
@@ -513,6 +514,33 @@ impl Run {
             }
             self.model.evt_kept.extend(lost);
             self.model.rows.retain(|id, _| source.contains_key(id));
+        } else if let Some(name) = self
+            .model
+            .derived
+            .iter()
+            .find(|d| d.name == topic && d.kind == Kind::Filter)
+            .map(|d| d.name.clone())
+        {
+            // A stream's output is stored once, in its sink: rows it kept
+            // from source records a torn tail took cannot be made again
+            // once a cut takes them from the sink too. Everything else is.
+            self.exec("FLUSH;").await;
+            let got: BTreeSet<i64> = rows(&self.client, &format!("SELECT id FROM {name}"))
+                .await
+                .iter()
+                .map(|r| r[0].parse::<i64>().expect("a number"))
+                .collect();
+            let Some(d) = self.model.derived.iter_mut().find(|d| d.name == name) else {
+                unreachable!("found above");
+            };
+            let before = d.kept.len();
+            d.kept.retain(|id, _| got.contains(id));
+            let gone = before - d.kept.len();
+            if gone > 0 {
+                self.say(format!(
+                    "{name} lost {gone} rows kept from lost source rows"
+                ));
+            }
         }
         self.check().await;
     }

@@ -74,6 +74,25 @@ fn read_epoch(
     Ok(log.read_bounded(topic, partition, from, bounds.records.max(1), bounds.bytes)?)
 }
 
+/// The records of one partition at offsets in `[from, to)`.
+fn read_range(
+    log: &LogStore,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    to: u64,
+) -> Result<Vec<StoredRecord>> {
+    let mut out: Vec<StoredRecord> = Vec::new();
+    let mut next = from;
+    while next < to {
+        let chunk = log.read(topic, partition, next, (to - next).min(65_536) as usize)?;
+        let Some(last) = chunk.last() else { break };
+        next = last.offset + 1;
+        out.extend(chunk.into_iter().filter(|r| r.offset < to));
+    }
+    Ok(out)
+}
+
 /// Whether a read stopped at the epoch's bounds (more may follow).
 fn read_is_full(read: &[StoredRecord], bounds: EpochBounds) -> bool {
     read.len() >= bounds.records.max(1)
@@ -175,11 +194,10 @@ struct Checkpoint {
     epoch: u64,
     /// Next source offset per partition.
     offsets: Vec<u64>,
-    /// The epoch's sink records per partition, with the offset the first
-    /// must get (the outbox). Written to the log after the commit; on
-    /// recovery, what the log does not hold is written again. Stored apart,
-    /// as the newest [`KeptEpoch`] (checkpoints of earlier versions held it
-    /// here).
+    /// The epoch's sink records, as versions before sink tags kept them
+    /// (written to the log after the commit): read at startup from the
+    /// newest kept outbox and written if the log lacks them. Never stored
+    /// now.
     #[serde(default, skip_serializing)]
     outbox: Vec<OutboxPart>,
     /// Set while the query rebuilds lost state from the log.
@@ -197,9 +215,10 @@ struct Checkpoint {
     /// `SinkContents`.
     #[serde(default)]
     sink_end: Vec<u64>,
-    /// Where each sink partition ends once this epoch's outbox is written:
-    /// a sink found shorter at startup lost records the query wrote (in a
-    /// partition the outbox does not cover).
+    /// Where each sink partition ended once this epoch's output was
+    /// appended: a sink found shorter at startup lost records the query
+    /// committed; tagged output past it is an epoch not committed (see
+    /// [`SinkTag`]).
     #[serde(default)]
     sink_ends: Vec<u64>,
     /// Records dropped as too late for their window, in all epochs so far.
@@ -213,32 +232,14 @@ struct Checkpoint {
     reconcile: bool,
 }
 
-/// An epoch's outbox, kept under `q/<id>/o/<epoch>` (big-endian) for a
-/// while after the epoch: a torn tail that takes sink records the query
-/// committed is mended by writing them again from here, without touching
-/// the query's state (see [`Engine::mend_sink`]). The newest is the
-/// checkpoint's outbox; at most [`KEPT_EPOCHS`] epochs and
-/// [`KEPT_BYTES`] are kept (always the newest).
+/// An epoch's outbox as versions before the sink tag kept it, under
+/// `q/<id>/o/<epoch>` (big-endian): the newest is read once at startup, so
+/// that records committed but not yet written by such a version are
+/// written, and then all are deleted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeptEpoch {
-    /// Where each sink partition ends once this epoch's outbox is written.
-    sink_ends: Vec<u64>,
     outbox: Vec<OutboxPart>,
 }
-
-/// [`KeptEpoch`], borrowed, to store.
-#[derive(Serialize)]
-struct KeptEpochRef<'a> {
-    sink_ends: &'a [u64],
-    outbox: &'a [OutboxPart],
-}
-
-/// How many epochs' outboxes are kept, at most. They sit side by side in
-/// sled's tree: past about 128 KiB together, sled stores their node as a
-/// blob file and writes it whole again at every epoch.
-const KEPT_EPOCHS: usize = 32;
-/// How many bytes of kept outboxes (encoded), at most, beyond the newest.
-const KEPT_BYTES: usize = 64 << 10;
 
 fn kept_prefix(id: &str) -> Vec<u8> {
     [query_prefix(id), b"o/".to_vec()].concat()
@@ -248,52 +249,72 @@ fn kept_key(id: &str, epoch: u64) -> Vec<u8> {
     [kept_prefix(id), epoch.to_be_bytes().to_vec()].concat()
 }
 
-/// The epochs whose outboxes a query keeps, oldest first, with their
-/// encoded sizes.
-struct KeptRing {
-    epochs: std::collections::VecDeque<(u64, usize)>,
-    bytes: usize,
+/// What a persistent query tags each batch of its output with: the epoch
+/// that made it and where that epoch's input ended. An epoch's output is
+/// appended to the sink before its commit (state, source offsets and sink
+/// ends in one atomic write); a crash between the two leaves the output in
+/// the log and the epoch uncommitted. At restart the tags find it: the
+/// epoch is processed again over exactly the same input, and the outputs
+/// already in the log are not written again (see [`PendingEpoch`]). So the
+/// output is stored once, in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SinkTag {
+    query: String,
+    epoch: u64,
+    input_ends: Vec<u64>,
 }
 
-impl KeptRing {
-    fn load(state: &dyn StateStore, id: &str) -> Result<KeptRing> {
-        let epochs: std::collections::VecDeque<(u64, usize)> = state
-            .scan_prefix(&kept_prefix(id))?
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let epoch = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
-                Some((u64::from_be_bytes(epoch), v.len()))
-            })
-            .collect();
-        let bytes = epochs.iter().map(|e| e.1).sum();
-        Ok(KeptRing { epochs, bytes })
+/// The first byte of an encoded [`SinkTag`].
+const SINK_TAG_VERSION: u8 = 1;
+
+impl SinkTag {
+    /// `[version u8][epoch u64][n u32][n × u64][query: UTF-8]`, little-endian.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13 + 8 * self.input_ends.len() + self.query.len());
+        out.push(SINK_TAG_VERSION);
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&(self.input_ends.len() as u32).to_le_bytes());
+        for end in &self.input_ends {
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+        out.extend_from_slice(self.query.as_bytes());
+        out
     }
 
-    /// Keeps `cp`'s outbox (in `batch`), and lets the oldest go past the
-    /// limits; the newest always stays, as the checkpoint's outbox.
-    fn push(&mut self, id: &str, cp: &Checkpoint, batch: &mut WriteBatch) -> Result<()> {
-        if cp.outbox.is_empty() {
-            return Ok(());
+    /// The tag in `bytes`, or `None` for another writer's tag or damage.
+    fn decode(bytes: &[u8]) -> Option<SinkTag> {
+        let (&version, rest) = bytes.split_first()?;
+        if version != SINK_TAG_VERSION {
+            return None;
         }
-        let value = json(&KeptEpochRef {
-            sink_ends: &cp.sink_ends,
-            outbox: &cp.outbox,
-        })?;
-        self.epochs.push_back((cp.epoch, value.len()));
-        self.bytes += value.len();
-        batch.put(kept_key(id, cp.epoch), value);
-        while self.epochs.len() > KEPT_EPOCHS
-            || (self.epochs.len() > 1
-                && self.bytes - self.epochs.back().map_or(0, |e| e.1) > KEPT_BYTES)
-        {
-            let Some((epoch, bytes)) = self.epochs.pop_front() else {
-                break;
-            };
-            self.bytes -= bytes;
-            batch.delete(kept_key(id, epoch));
-        }
-        Ok(())
+        let epoch = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+        let n = u32::from_le_bytes(rest.get(8..12)?.try_into().ok()?) as usize;
+        let ends_len = n.checked_mul(8)?;
+        let ends = rest.get(12..12usize.checked_add(ends_len)?)?;
+        let input_ends = ends
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect();
+        let query = std::str::from_utf8(rest.get(12 + ends_len..)?).ok()?;
+        Some(SinkTag {
+            query: query.to_string(),
+            epoch,
+            input_ends,
+        })
     }
+}
+
+/// An epoch whose output is (wholly or in part) in the sink but whose
+/// commit did not happen: found by [`Engine::pending_epochs`] at startup
+/// and processed again before anything new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingEpoch {
+    epoch: u64,
+    /// Where each input partition's share of the epoch ended.
+    input_ends: Vec<u64>,
+    /// How many of its outputs each sink partition holds already: the
+    /// first that many the epoch makes again there are not written.
+    written: Vec<u64>,
 }
 
 /// Where a reconciling rebuild keeps a table's last output for a sink key.
@@ -765,16 +786,25 @@ impl Engine {
             partitions += self.log.partitions(t)?;
         }
         let mut cp = self.load_checkpoint(id, &sink, partitions)?;
+        let mut pending = self.pending_epochs(id, &sink, &cp)?;
         match self.torn_log(&cp, &source_topics, &sink)? {
             None => {}
             Some(Torn::Source(why)) => {
-                // New records must not take offsets the query has passed.
-                self.advance_sources(&cp, &source_topics)?;
+                // New records must not take offsets the query has passed,
+                // nor those of an epoch whose output stands in the sink.
+                let mut passed = cp.offsets.clone();
+                for e in &pending {
+                    for (p, end) in passed.iter_mut().zip(&e.input_ends) {
+                        *p = (*p).max(*end);
+                    }
+                }
+                self.advance_sources(&passed, &source_topics)?;
                 if sink.kind == SourceKind::Table {
                     // The table counted records that are gone: recount it
                     // from what survives, writing the sink's changelog
                     // again (upserts: the last one per key is the recount).
                     cp = self.rebuild_from_log(id, &sink, partitions, &why, false)?;
+                    pending.clear();
                 } else {
                     // A stream keeps what it emitted (a consumer may have
                     // read it) and goes on from where it was.
@@ -783,12 +813,11 @@ impl Engine {
                 }
             }
             Some(Torn::Sink(why)) => {
-                if self.mend_sink(id, &sink, &cp)? {
-                    tracing::warn!(query_id = %id, reason = %why,
-                        "the log lost sink records this query had committed: written again from its kept outboxes");
-                } else {
-                    cp = self.rebuild_from_log(id, &sink, partitions, &why, true)?;
-                }
+                // Output the query committed is gone (the sink was fsynced
+                // before each commit: only a log that lost synced writes,
+                // or one not synced at every append, gets here).
+                cp = self.rebuild_from_log(id, &sink, partitions, &why, true)?;
+                pending.clear();
             }
         }
         if cp.rebuilding && !cp.sink_end.is_empty() && cp.epoch > 0 {
@@ -796,12 +825,28 @@ impl Engine {
             // matched is not kept, so it starts again, now matching what
             // the sink holds, its own outputs included.
             cp = self.rebuild_from_log(id, &sink, partitions, "restarted", true)?;
+            pending.clear();
         }
-        // The last epoch's sink records, if a stop came before they were
-        // all written: before the query counts as started, so that FLUSH
-        // (which waits for source offsets the checkpoint has passed
-        // already) finds them written.
-        self.write_outbox(id, &sink, &cp.outbox)?;
+        if cp.reconcile {
+            // A reconciling rebuild writes only what the sink lacks, found
+            // by reading the sink: nothing to skip.
+            pending.clear();
+        }
+        if !pending.is_empty() {
+            tracing::info!(query_id = %id, epochs = pending.len(),
+                "processing again epochs whose output was written before their commit");
+        }
+        // The last epoch's sink records as a version with outboxes kept
+        // them, if a stop came before they were all written: before the
+        // query counts as started, so that FLUSH (which waits for source
+        // offsets the checkpoint has passed already) finds them written.
+        if !cp.outbox.is_empty() {
+            self.write_outbox(id, &sink, &cp.outbox)?;
+            cp.outbox.clear();
+        }
+        if !self.state.scan_prefix(&kept_prefix(id))?.is_empty() {
+            self.state.delete_prefix(&kept_prefix(id))?;
+        }
         let rebuild_target = if cp.rebuilding {
             let target = self.end_offsets_of(&source_topics)?;
             let done = cp.offsets.iter().zip(&target).all(|(a, b)| a >= b);
@@ -821,7 +866,15 @@ impl Engine {
         let engine = Arc::clone(self);
         let qid = id.to_string();
         let handle = tokio::spawn(async move {
-            let run = engine.run_query(&qid, plan, sink, cp, rebuild_target, stop_rx, &progress_tx);
+            let run = engine.run_query(
+                &qid,
+                plan,
+                sink,
+                (cp, pending),
+                rebuild_target,
+                stop_rx,
+                &progress_tx,
+            );
             let result = guarded(&format!("persistent query {qid}"), run).await;
             if let Err(e) = result {
                 tracing::error!(query_id = %qid, error = %e, "persistent query failed");
@@ -1037,8 +1090,8 @@ impl Engine {
 
     /// Moves each source partition that ends below the query's committed
     /// offset up to it (see [`LogStore::advance_end`]).
-    fn advance_sources(&self, cp: &Checkpoint, source_topics: &[String]) -> Result<()> {
-        let mut committed = cp.offsets.iter();
+    fn advance_sources(&self, offsets: &[u64], source_topics: &[String]) -> Result<()> {
+        let mut committed = offsets.iter();
         for t in source_topics {
             for partition in 0..self.log.partitions(t)? {
                 if let Some(&c) = committed.next() {
@@ -1049,67 +1102,42 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes again the sink records of query `id` that a torn tail took,
-    /// from the outboxes kept of its last epochs: the sink then holds what
-    /// the checkpoint says, record for record, and the query's state stands.
-    /// False (nothing written) when the kept outboxes do not reach back to
-    /// where a partition now ends, or do not account for every record the
-    /// checkpoint says it held (another writer's records were lost too).
-    fn mend_sink(&self, id: &str, sink: &SourceDef, cp: &Checkpoint) -> Result<bool> {
-        let mut kept = Vec::new();
-        for (_, value) in self.state.scan_prefix(&kept_prefix(id))? {
-            let k: KeptEpoch = serde_json::from_slice(&value)
-                .map_err(|e| ExecError::Internal(format!("unreadable outbox of {id}: {e}")))?;
-            kept.push(k);
-        }
-        let ends = self.log.end_offsets(&sink.topic)?;
-        let (Some(oldest), false) = (kept.first(), cp.sink_ends.len() != ends.len()) else {
-            return Ok(false);
-        };
-        let mut missing: Vec<(u32, Vec<Record>)> = Vec::new();
-        for (p, (&end, &want)) in ends.iter().zip(&cp.sink_ends).enumerate() {
-            if end >= want {
-                continue;
-            }
-            // Where the partition ended before the oldest kept epoch.
-            let before = oldest
-                .outbox
-                .iter()
-                .find(|part| part.partition as usize == p)
-                .map_or(
-                    oldest.sink_ends.get(p).copied().unwrap_or(u64::MAX),
-                    |part| part.base,
-                );
-            if before > end {
-                return Ok(false);
-            }
-            let records: Vec<Record> = kept
-                .iter()
-                .flat_map(|k| k.outbox.iter().filter(|part| part.partition as usize == p))
-                .flat_map(|part| {
-                    (part.base..)
-                        .zip(&part.records)
-                        .filter(|(offset, _)| *offset >= end)
-                        .map(|(_, r)| Record {
-                            timestamp: r.timestamp,
-                            key: r.key.clone(),
-                            value: r.value.clone(),
-                            headers: vec![],
-                        })
-                })
-                .collect();
-            if records.len() as u64 != want - end {
-                return Ok(false);
-            }
-            missing.push((p as u32, records));
-        }
-        for (p, records) in &missing {
-            for chunk in append_chunks(records) {
-                self.log.append(&sink.topic, *p, chunk)?;
+    /// The epochs of query `id` after its checkpoint `cp` whose output its
+    /// sink holds (whole, or the first part of it when a crash came
+    /// between two appends), in epoch order: found by their tags past the
+    /// sink ends the checkpoint recorded. Empty for a query that never
+    /// wrote past its checkpoint, and for sinks written by versions before
+    /// tags (their checkpoints record no sink ends).
+    fn pending_epochs(
+        &self,
+        id: &str,
+        sink: &SourceDef,
+        cp: &Checkpoint,
+    ) -> Result<std::collections::VecDeque<PendingEpoch>> {
+        let mut by_epoch: BTreeMap<u64, PendingEpoch> = BTreeMap::new();
+        let partitions = self.log.partitions(&sink.topic)? as usize;
+        for (p, &from) in cp.sink_ends.iter().enumerate().take(partitions) {
+            for batch in self.log.tagged_batches(&sink.topic, p as u32, from)? {
+                let Some(tag) = SinkTag::decode(&batch.tag) else {
+                    continue;
+                };
+                if tag.query != id
+                    || tag.epoch <= cp.epoch
+                    || tag.input_ends.len() != cp.offsets.len()
+                {
+                    continue;
+                }
+                let e = by_epoch.entry(tag.epoch).or_insert_with(|| PendingEpoch {
+                    epoch: tag.epoch,
+                    input_ends: tag.input_ends.clone(),
+                    written: vec![0; partitions],
+                });
+                // Records before `from` were committed by an earlier epoch.
+                let before = from.saturating_sub(batch.base_offset);
+                e.written[p] += batch.count.saturating_sub(before);
             }
         }
-        self.notify_appended();
-        Ok(true)
+        Ok(by_epoch.into_values().collect())
     }
 
     /// Throws away query `id`'s state (and the rows of the table it
@@ -1151,7 +1179,8 @@ impl Engine {
             rebuilding: true,
             skip: vec![],
             sink_end: vec![],
-            sink_ends: vec![],
+            // Tags past here are the new run's.
+            sink_ends: self.log.end_offsets(&sink.topic)?,
             late_records: 0,
             reconcile,
         };
@@ -1172,9 +1201,9 @@ impl Engine {
         Ok(())
     }
 
-    /// A query's checkpoint, or a new one. A query resumed at startup after
-    /// the state was lost gets a rebuilding checkpoint, committed at once
-    /// (see [`Engine::finish_startup`]).
+    /// A query's checkpoint, or a new one, committed at once with where its
+    /// sink ends. A query resumed at startup after the state was lost gets
+    /// a rebuilding checkpoint (see [`Engine::finish_startup`]).
     fn load_checkpoint(&self, id: &str, sink: &SourceDef, partitions: u32) -> Result<Checkpoint> {
         let meta_key = [query_prefix(id), b"meta".to_vec()].concat();
         let cp = match self.state.get(&meta_key)? {
@@ -1197,15 +1226,14 @@ impl Engine {
                         vec![]
                     },
                     sink_end: vec![],
-                    sink_ends: vec![],
+                    // Where [`Engine::pending_epochs`] looks for its output.
+                    sink_ends: self.log.end_offsets(&sink.topic)?,
                     late_records: 0,
                     reconcile: lost && table,
                 };
-                if lost {
-                    let mut b = WriteBatch::default();
-                    b.put(meta_key, json(&cp)?);
-                    self.state.commit(b)?;
-                }
+                let mut b = WriteBatch::default();
+                b.put(meta_key, json(&cp)?);
+                self.state.commit(b)?;
                 cp
             }
         };
@@ -1232,7 +1260,7 @@ impl Engine {
         id: &str,
         plan: StreamPlan,
         sink: SourceDef,
-        mut cp: Checkpoint,
+        (mut cp, mut pending): (Checkpoint, std::collections::VecDeque<PendingEpoch>),
         mut rebuild_target: Option<Vec<u64>>,
         mut stop: watch::Receiver<bool>,
         progress: &watch::Sender<Progress>,
@@ -1256,11 +1284,10 @@ impl Engine {
             .map(|spec| Expiry::new(&spec, mv_expiry_prefix(&sink.name)));
         let schema = plan.source.batch_schema();
         let mut appended = self.appended.subscribe();
-        let mut kept = KeptRing::load(self.state.as_ref(), id)?;
         if cp.reconcile && rebuild_target.is_none() {
             // The rebuild has nothing to read (the sources hold nothing
             // now): the sink is reconciled at once.
-            cp = self.reconcile_now(id, &sink, cp, &mut kept)?;
+            cp = self.reconcile_now(id, &sink, cp)?;
         }
         let mut sink_contents = if rebuild_target.is_some() && !cp.sink_end.is_empty() {
             blocking(|| SinkContents::read(&self.log, &sink.topic, &cp.sink_end))?
@@ -1275,7 +1302,16 @@ impl Engine {
             let mut offsets = cp.offsets.clone();
             let mut skipped_gap = false;
             let mut reads = Vec::with_capacity(parts.len());
+            let replay = pending.front().cloned();
             for (g, (_, topic, p)) in parts.iter().enumerate() {
+                if let Some(e) = &replay {
+                    // Exactly the input the epoch had the first time.
+                    let end = e.input_ends[g];
+                    reads.push(blocking(|| {
+                        read_range(&self.log, topic, *p, cp.offsets[g], end)
+                    })?);
+                    continue;
+                }
                 let end = self.log.end_offset(topic, *p)?;
                 let read = read_epoch(&self.log, self.config.epoch, topic, *p, cp.offsets[g])?;
                 if read.is_empty() && cp.offsets[g] < end {
@@ -1291,11 +1327,16 @@ impl Engine {
                 &parts,
                 reads,
                 &mut offsets,
-                join.is_some(),
+                join.is_some() && replay.is_none(),
                 self.config.epoch,
             );
+            if let Some(e) = &replay {
+                for (o, end) in offsets.iter_mut().zip(&e.input_ends) {
+                    *o = (*o).max(*end);
+                }
+            }
             let records = &by_input[0];
-            if by_input.iter().all(Vec::is_empty) {
+            if by_input.iter().all(Vec::is_empty) && replay.is_none() {
                 if skipped_gap {
                     if rebuild_target
                         .as_ref()
@@ -1303,7 +1344,7 @@ impl Engine {
                     {
                         rebuild_target = None;
                         if cp.reconcile {
-                            cp = self.reconcile_now(id, &sink, cp, &mut kept)?;
+                            cp = self.reconcile_now(id, &sink, cp)?;
                         }
                     }
                     progress.send_modify(|p| {
@@ -1318,7 +1359,9 @@ impl Engine {
                 }
                 continue;
             }
-            // One epoch: process, commit state + offsets + outbox atomically, then write the sink.
+            // One epoch: process, append the output to the sink (tagged
+            // with the epoch), then commit state, offsets and where the
+            // sink ends, atomically.
             let (input, mut problems) = match (&mut join, &plan.join, &mut table) {
                 (Some(op), Some(_), _) => join_input(op, &by_input)?,
                 (_, _, Some(t)) => (
@@ -1346,7 +1389,12 @@ impl Engine {
             if let Some(j) = &mut join {
                 j.drain(&mut batch);
             }
-            let mut outbox: BTreeMap<u32, OutboxPart> = BTreeMap::new();
+            let mut outbox: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+            // Outputs an interrupted run of this epoch wrote already.
+            let mut written = replay
+                .as_ref()
+                .map(|e| e.written.clone())
+                .unwrap_or_default();
             // A reconciling rebuild's outputs, by `reconcile_key`.
             let mut rebuilt: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             // Only while rebuilding: afterwards every output is new.
@@ -1386,22 +1434,11 @@ impl Engine {
                 if rebuild_target.is_some() && sink_contents.take(r.partition, &r.record) {
                     continue;
                 }
-                let part = match outbox.entry(r.partition) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        let base = self.log.end_offset(&sink.topic, r.partition)?;
-                        e.insert(OutboxPart {
-                            partition: r.partition,
-                            base,
-                            records: Vec::new(),
-                        })
-                    }
-                };
-                part.records.push(OutboxRecord {
-                    timestamp: r.record.timestamp,
-                    key: r.record.key,
-                    value: r.record.value,
-                });
+                if let Some(n) = written.get_mut(r.partition as usize).filter(|n| **n > 0) {
+                    *n -= 1;
+                    continue;
+                }
+                outbox.entry(r.partition).or_default().push(r.record);
             }
             if let Some(expiry) = &mut mv_expiry {
                 expiry.drain(self.state.as_ref(), &mut batch)?;
@@ -1419,17 +1456,17 @@ impl Engine {
             if self.config.discard_sink_output {
                 outbox.clear();
             }
-            let mut sink_ends = self.log.end_offsets(&sink.topic)?;
-            for (p, part) in &outbox {
-                if let Some(end) = sink_ends.get_mut(*p as usize) {
-                    *end = part.base + part.records.len() as u64;
-                }
-            }
+            let tag = SinkTag {
+                query: id.to_string(),
+                epoch: cp.epoch + 1,
+                input_ends: offsets.clone(),
+            };
+            blocking(|| self.write_sink(&sink, &tag, &outbox))?;
             cp = Checkpoint {
                 epoch: cp.epoch + 1,
                 offsets,
-                outbox: outbox.into_values().collect(),
-                sink_ends,
+                outbox: vec![],
+                sink_ends: self.log.end_offsets(&sink.topic)?,
                 rebuilding: cp.rebuilding && !caught_up,
                 // Once caught up, every output is new.
                 skip: if caught_up { vec![] } else { skip },
@@ -1442,12 +1479,13 @@ impl Engine {
                 reconcile: cp.reconcile && !caught_up,
             };
             batch.put(meta_key.clone(), json(&cp)?);
-            kept.push(id, &cp, &mut batch)?;
             let state = Arc::clone(&self.state);
             tokio::task::spawn_blocking(move || state.commit(batch))
                 .await
                 .map_err(|e| ExecError::Internal(e.to_string()))??;
-            blocking(|| self.write_outbox(id, &sink, &cp.outbox))?;
+            if replay.is_some() {
+                pending.pop_front();
+            }
             if caught_up && rebuild_target.take().is_some() {
                 tracing::info!(query_id = %id, "query state rebuilt");
             }
@@ -1462,26 +1500,20 @@ impl Engine {
     /// Commits the end of a reconciling rebuild that caught up without an
     /// epoch to process (what was left to read was a gap): an epoch that
     /// writes what `reconcile` finds.
-    fn reconcile_now(
-        &self,
-        id: &str,
-        sink: &SourceDef,
-        cp: Checkpoint,
-        kept: &mut KeptRing,
-    ) -> Result<Checkpoint> {
+    fn reconcile_now(&self, id: &str, sink: &SourceDef, cp: Checkpoint) -> Result<Checkpoint> {
         let meta_key = [query_prefix(id), b"meta".to_vec()].concat();
         let mut batch = WriteBatch::default();
         let outbox = self.reconcile(id, sink, BTreeMap::new(), &mut batch)?;
-        let mut sink_ends = self.log.end_offsets(&sink.topic)?;
-        for (p, part) in &outbox {
-            if let Some(end) = sink_ends.get_mut(*p as usize) {
-                *end = part.base + part.records.len() as u64;
-            }
-        }
+        let tag = SinkTag {
+            query: id.to_string(),
+            epoch: cp.epoch + 1,
+            input_ends: cp.offsets.clone(),
+        };
+        blocking(|| self.write_sink(sink, &tag, &outbox))?;
         let cp = Checkpoint {
             epoch: cp.epoch + 1,
-            outbox: outbox.into_values().collect(),
-            sink_ends,
+            outbox: vec![],
+            sink_ends: self.log.end_offsets(&sink.topic)?,
             rebuilding: false,
             reconcile: false,
             skip: vec![],
@@ -1489,9 +1521,7 @@ impl Engine {
             ..cp
         };
         batch.put(meta_key, json(&cp)?);
-        kept.push(id, &cp, &mut batch)?;
         blocking(|| self.state.commit(batch))?;
-        blocking(|| self.write_outbox(id, sink, &cp.outbox))?;
         Ok(cp)
     }
 
@@ -1509,7 +1539,7 @@ impl Engine {
         sink: &SourceDef,
         pending: BTreeMap<Vec<u8>, Vec<u8>>,
         batch: &mut WriteBatch,
-    ) -> Result<BTreeMap<u32, OutboxPart>> {
+    ) -> Result<BTreeMap<u32, Vec<Record>>> {
         use std::hash::{Hash, Hasher};
         let hash = |value: &[u8]| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -1536,18 +1566,14 @@ impl Engine {
         }
         let prefix = reconcile_prefix(id);
         let mut pending = pending;
-        let mut outbox: BTreeMap<u32, OutboxPart> = BTreeMap::new();
+        let mut outbox: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
         let mut emit = |partition: u32, record: OutboxRecord| -> Result<()> {
-            if let std::collections::btree_map::Entry::Vacant(e) = outbox.entry(partition) {
-                e.insert(OutboxPart {
-                    partition,
-                    base: self.log.end_offset(&sink.topic, partition)?,
-                    records: Vec::new(),
-                });
-            }
-            if let Some(part) = outbox.get_mut(&partition) {
-                part.records.push(record);
-            }
+            outbox.entry(partition).or_default().push(Record {
+                timestamp: record.timestamp,
+                key: record.key,
+                value: record.value,
+                headers: vec![],
+            });
             Ok(())
         };
         let mut compare = |k: &[u8], v: &[u8]| -> Result<()> {
@@ -1609,14 +1635,36 @@ impl Engine {
         }
         if !outbox.is_empty() {
             tracing::warn!(query_id = %id,
-                records = outbox.values().map(|p| p.records.len()).sum::<usize>(),
+                records = outbox.values().map(Vec::len).sum::<usize>(),
                 "table rebuilt: its sink gets what differs from the rebuilt table");
         }
         Ok(outbox)
     }
 
-    /// Writes a committed epoch's sink records unless they are in the log
-    /// already. Each partition's records were appended, in batches of
+    /// Appends an epoch's sink records, per partition in batches of bounded
+    /// size, each tagged with `tag` (see [`SinkTag`]). Durable on return
+    /// under `log.flush = always`, before the epoch commits.
+    fn write_sink(
+        &self,
+        sink: &SourceDef,
+        tag: &SinkTag,
+        output: &BTreeMap<u32, Vec<Record>>,
+    ) -> Result<()> {
+        if output.values().all(Vec::is_empty) {
+            return Ok(());
+        }
+        let tag = tag.encode();
+        for (p, records) in output {
+            for chunk in append_chunks(records) {
+                self.log.append_tagged(&sink.topic, *p, chunk, &tag)?;
+            }
+        }
+        self.notify_appended();
+        Ok(())
+    }
+
+    /// Writes the sink records a version with outboxes committed, unless
+    /// they are in the log already. Each partition's records were appended, in batches of
     /// bounded size, at or after the offset recorded at commit, so they are
     /// there iff that exact run of records appears there. A torn tail (or a
     /// stop) between two batches leaves the log ending with a prefix of the
@@ -2021,6 +2069,37 @@ mod tests {
             value: Some(vec![0; bytes]),
             headers: vec![],
         }
+    }
+
+    #[test]
+    fn sink_tags_round_trip_and_foreign_or_damaged_tags_are_not_ours() {
+        use super::SinkTag;
+        let tag = SinkTag {
+            query: "CSAS_F_3".into(),
+            epoch: 41,
+            input_ends: vec![0, 7, u64::MAX],
+        };
+        let bytes = tag.encode();
+        assert_eq!(SinkTag::decode(&bytes), Some(tag.clone()));
+        let none = SinkTag {
+            input_ends: vec![],
+            ..tag
+        };
+        assert_eq!(SinkTag::decode(&none.encode()), Some(none));
+        // Any cut of the fixed part, another version, a count past the
+        // bytes, a query that is not UTF-8: none of them panic or match.
+        for cut in 0..21 {
+            assert_eq!(SinkTag::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut other = bytes.clone();
+        other[0] = 2;
+        assert_eq!(SinkTag::decode(&other), None);
+        let mut huge = bytes.clone();
+        huge[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(SinkTag::decode(&huge), None);
+        let mut bad = bytes;
+        bad.push(0xff);
+        assert_eq!(SinkTag::decode(&bad), None);
     }
 
     #[test]

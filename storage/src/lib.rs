@@ -48,6 +48,6 @@ pub use error::{Result, StorageError};
 pub use lock::{DirLock, LOCK_FILE};
 pub use log::{
     CleanupPolicy, FlushPolicy, LogConfig, LogStore, PartitionStats, Record, RecoveryAction,
-    RecoveryReport, StoredRecord, TopicConfig,
+    RecoveryReport, StoredRecord, TaggedBatch, TopicConfig,
 };
 pub use state::{MemoryStateStore, SledStateStore, StateStore, WriteBatch};

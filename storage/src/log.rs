@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use record::encode_batch;
 pub use record::{Record, StoredRecord};
+pub use segment::TaggedBatch;
 use segment::{index_paths, Segment};
 use serde::{Deserialize, Serialize};
 
@@ -561,6 +562,32 @@ impl LogStore {
     /// this returns; concurrent appenders share fsyncs. After a failed write
     /// or fsync the partition refuses further appends.
     pub fn append(&self, topic: &str, partition: u32, records: &[Record]) -> Result<u64> {
+        self.append_batch(topic, partition, records, None)
+    }
+
+    /// [`LogStore::append`], with the batch tagged by its writer: readers of
+    /// records do not see the tag; [`LogStore::tagged_batches`] finds it. A
+    /// persistent query tags its output with the epoch that made it, so
+    /// that output written before a crash cut the epoch's commit is known
+    /// again (Kafka's producer id and epoch do this for a transactional
+    /// producer). Compaction drops tags with the batches it rewrites.
+    pub fn append_tagged(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[Record],
+        tag: &[u8],
+    ) -> Result<u64> {
+        self.append_batch(topic, partition, records, Some(tag))
+    }
+
+    fn append_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[Record],
+        tag: Option<&[u8]>,
+    ) -> Result<u64> {
         let p = self.partition(topic, partition)?;
         let end = {
             let mut inner = p.lock();
@@ -571,7 +598,7 @@ impl LogStore {
                 return Ok(inner.written);
             }
             let base = inner.written;
-            let framed = encode_batch(base, records);
+            let framed = encode_batch(base, records, tag);
             if framed.len() > record::MAX_PAYLOAD {
                 return Err(StorageError::TooLarge(framed.len()));
             }
@@ -719,6 +746,27 @@ impl LogStore {
             if budget.spent() {
                 break;
             }
+        }
+        Ok(out)
+    }
+
+    /// The tagged batches of one partition that hold records at or after
+    /// `from` (see [`LogStore::append_tagged`]), in offset order. Reads the
+    /// partition from `from` to its end.
+    pub fn tagged_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+    ) -> Result<Vec<TaggedBatch>> {
+        let p = self.partition(topic, partition)?;
+        let (segments, visible) = snapshot(&p, from);
+        let mut out = Vec::new();
+        for (seg, len_limit) in segments {
+            if seg.end_offset() <= from {
+                continue;
+            }
+            seg.tags_into(from, visible, len_limit, &mut out)?;
         }
         Ok(out)
     }
@@ -946,7 +994,7 @@ impl LogStore {
                 j += 1;
             }
             let run: Vec<Record> = records[i..j].iter().map(|r| r.record.clone()).collect();
-            file.append(&encode_batch(records[i].offset, &run))
+            file.append(&encode_batch(records[i].offset, &run, None))
                 .map_err(io_err("write", &cleaned))?;
             i = j;
         }

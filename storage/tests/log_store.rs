@@ -6,7 +6,7 @@ use std::path::Path;
 
 use brook_storage::{
     CleanupPolicy, FlushPolicy, LogConfig, LogStore, Record, RecoveryAction, StorageError,
-    TopicConfig,
+    TaggedBatch, TopicConfig,
 };
 
 fn rec(i: i64) -> Record {
@@ -75,6 +75,48 @@ fn append_read_reopen() {
         Err(StorageError::TopicNotFound(_))
     ));
     assert!(log.create_topic("../evil", 1).is_err());
+}
+
+#[test]
+fn tagged_batches_are_found_again_after_a_reopen_and_reads_do_not_see_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let tagged = |base, count, tag: &str| TaggedBatch {
+        base_offset: base,
+        count,
+        tag: tag.as_bytes().to_vec(),
+    };
+    {
+        // Small segments: the batches land in several.
+        let log = LogStore::open(dir.path(), small(200)).unwrap();
+        log.create_topic("t", 1).unwrap();
+        log.append("t", 0, &[rec(0), rec(1)]).unwrap();
+        log.append_tagged("t", 0, &[rec(2), rec(3), rec(4)], b"e1")
+            .unwrap();
+        log.append("t", 0, &[rec(5)]).unwrap();
+        log.append_tagged("t", 0, &[rec(6)], b"e2").unwrap();
+        log.append_tagged("t", 0, &[rec(7), rec(8)], b"").unwrap();
+        assert_eq!(
+            log.tagged_batches("t", 0, 0).unwrap(),
+            vec![tagged(2, 3, "e1"), tagged(6, 1, "e2"), tagged(7, 2, "")]
+        );
+    }
+    let log = LogStore::open(dir.path(), small(200)).unwrap();
+    assert_eq!(offsets(&log, "t", 0, 100), (0..9).collect::<Vec<_>>());
+    let read = log.read("t", 0, 2, 3).unwrap();
+    assert_eq!(
+        read.iter().map(|r| r.record.clone()).collect::<Vec<_>>(),
+        vec![rec(2), rec(3), rec(4)]
+    );
+    // A batch counts from `from` on if any of its records is at or after it.
+    assert_eq!(
+        log.tagged_batches("t", 0, 4).unwrap(),
+        vec![tagged(2, 3, "e1"), tagged(6, 1, "e2"), tagged(7, 2, "")]
+    );
+    assert_eq!(
+        log.tagged_batches("t", 0, 5).unwrap(),
+        vec![tagged(6, 1, "e2"), tagged(7, 2, "")]
+    );
+    assert_eq!(log.tagged_batches("t", 0, 9).unwrap(), vec![]);
 }
 
 #[test]

@@ -2,10 +2,13 @@
 //!
 //! A batch on disk is `[len: u32 LE][crc32c: u32 LE][payload: len bytes]`;
 //! the CRC covers the payload. The payload is
-//! `[base_offset: u64][count: u32]` followed by `count` records, each
+//! `[base_offset: u64][count: u32]`, then, when the count's top bit
+//! ([`TAGGED`]) is set, the batch's writer tag `[tag: bytes]`, followed by
+//! `count` records, each
 //! `[timestamp: i64][key: bytes?][value: bytes?][n_headers: u32]
 //! ([name: bytes][value: bytes?])*`, where `bytes?` is an `i32` length
-//! (`-1` for null) and the bytes. All integers are little-endian.
+//! (`-1` for null) and the bytes. All integers are little-endian. Batches
+//! written before tags existed never have the top bit set.
 
 /// One record as appended by a producer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -36,11 +39,32 @@ pub(crate) const FRAME_HEADER: usize = 8;
 /// Largest payload we accept, to bound allocations from damaged bytes.
 pub(crate) const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
 
-/// Encodes records as one framed batch starting at `base_offset`.
-pub(crate) fn encode_batch(base_offset: u64, records: &[Record]) -> Vec<u8> {
+/// The count's top bit: a writer tag follows it.
+const TAGGED: u32 = 1 << 31;
+
+/// A decoded batch payload.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Batch {
+    pub base_offset: u64,
+    pub records: Vec<Record>,
+    /// What the writer tagged the batch with (see `LogStore::append_tagged`).
+    pub tag: Option<Vec<u8>>,
+}
+
+/// Encodes records as one framed batch starting at `base_offset`, with the
+/// writer's tag if any. The count must stay below [`TAGGED`] (a frame's
+/// size limit keeps it far below).
+pub(crate) fn encode_batch(base_offset: u64, records: &[Record], tag: Option<&[u8]>) -> Vec<u8> {
     let mut payload = Vec::with_capacity(64 + records.len() * 64);
     payload.extend_from_slice(&base_offset.to_le_bytes());
-    payload.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    let count = records.len() as u32;
+    match tag {
+        Some(tag) => {
+            payload.extend_from_slice(&(count | TAGGED).to_le_bytes());
+            put_opt_bytes(&mut payload, Some(tag));
+        }
+        None => payload.extend_from_slice(&count.to_le_bytes()),
+    }
     for r in records {
         payload.extend_from_slice(&r.timestamp.to_le_bytes());
         put_opt_bytes(&mut payload, r.key.as_deref());
@@ -75,15 +99,21 @@ pub(crate) fn frame_header(bytes: &[u8; FRAME_HEADER]) -> (usize, u32) {
     (len, crc)
 }
 
-/// Decodes a payload whose CRC has been checked. Returns the base offset and
-/// the records, or a description of what is malformed.
-pub(crate) fn decode_payload(payload: &[u8]) -> Result<(u64, Vec<Record>), String> {
+/// Decodes a payload whose CRC has been checked, or says what is
+/// malformed.
+pub(crate) fn decode_payload(payload: &[u8]) -> Result<Batch, String> {
     let mut cur = Cursor {
         buf: payload,
         pos: 0,
     };
     let base = cur.u64()?;
-    let count = cur.u32()? as usize;
+    let count = cur.u32()?;
+    let tag = if count & TAGGED != 0 {
+        Some(cur.opt_bytes()?.ok_or("null batch tag")?)
+    } else {
+        None
+    };
+    let count = (count & !TAGGED) as usize;
     // Each record takes at least 20 bytes; do not trust `count` beyond that.
     if count > payload.len() / 20 + 1 {
         return Err(format!("record count {count} exceeds batch size"));
@@ -110,7 +140,11 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<(u64, Vec<Record>), Strin
     if cur.pos != payload.len() {
         return Err("trailing bytes after the last record".into());
     }
-    Ok((base, records))
+    Ok(Batch {
+        base_offset: base,
+        records,
+        tag,
+    })
 }
 
 struct Cursor<'a> {
@@ -165,14 +199,48 @@ mod tests {
                 headers: vec![("h".into(), Some(vec![1, 2])), ("n".into(), None)],
             },
         ];
-        let framed = encode_batch(42, &records);
-        let mut hdr = [0u8; FRAME_HEADER];
-        hdr.copy_from_slice(&framed[..FRAME_HEADER]);
-        let (len, crc) = frame_header(&hdr);
-        let payload = &framed[FRAME_HEADER..];
-        assert_eq!(len, payload.len());
-        assert_eq!(crc, crc32c::crc32c(payload));
-        assert_eq!(decode_payload(payload), Ok((42, records)));
+        for tag in [None, Some(&b""[..]), Some(&b"query 7, epoch 3"[..])] {
+            let framed = encode_batch(42, &records, tag);
+            let mut hdr = [0u8; FRAME_HEADER];
+            hdr.copy_from_slice(&framed[..FRAME_HEADER]);
+            let (len, crc) = frame_header(&hdr);
+            let payload = &framed[FRAME_HEADER..];
+            assert_eq!(len, payload.len());
+            assert_eq!(crc, crc32c::crc32c(payload));
+            assert_eq!(
+                decode_payload(payload),
+                Ok(Batch {
+                    base_offset: 42,
+                    records: records.clone(),
+                    tag: tag.map(<[u8]>::to_vec),
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn an_untagged_batch_reads_as_before_tags_existed() {
+        // Bytes as the format without tags wrote them: base 9, one record.
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&9u64.to_le_bytes());
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        payload.extend_from_slice(&5i64.to_le_bytes());
+        payload.extend_from_slice(&(-1i32).to_le_bytes());
+        payload.extend_from_slice(&1i32.to_le_bytes());
+        payload.push(b'v');
+        payload.extend_from_slice(&0u32.to_le_bytes());
+        let framed = encode_batch(
+            9,
+            &[Record {
+                timestamp: 5,
+                key: None,
+                value: Some(b"v".to_vec()),
+                headers: vec![],
+            }],
+            None,
+        );
+        assert_eq!(&framed[FRAME_HEADER..], &payload[..]);
+        assert_eq!(decode_payload(&payload).unwrap().tag, None);
     }
 
     #[test]
@@ -183,6 +251,7 @@ mod tests {
                 timestamp: 1,
                 ..Default::default()
             }],
+            Some(b"tag"),
         );
         let payload = &framed[FRAME_HEADER..];
         for cut in 0..payload.len() {

@@ -66,12 +66,24 @@ pub(crate) fn index_paths(segment: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
+/// A batch its writer tagged (see `LogStore::append_tagged`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedBatch {
+    /// Offset of its first record.
+    pub base_offset: u64,
+    /// How many records it holds.
+    pub count: u64,
+    /// The writer's tag.
+    pub tag: Vec<u8>,
+}
+
 /// One batch found while scanning.
 pub(crate) struct ScannedBatch {
     pub pos: u64,
     pub len: u64,
     pub base_offset: u64,
     pub records: Vec<Record>,
+    pub tag: Option<Vec<u8>>,
 }
 
 /// What a read may still return: records, and bytes of keys and values.
@@ -243,7 +255,11 @@ impl Segment {
             if crc32c::crc32c(payload) != crc {
                 return Ok(Some(damage("checksum mismatch".into())));
             }
-            let (base, records) = match decode_payload(payload) {
+            let super::record::Batch {
+                base_offset: base,
+                records,
+                tag,
+            } = match decode_payload(payload) {
                 Ok(d) => d,
                 Err(reason) => return Ok(Some(damage(reason))),
             };
@@ -261,6 +277,7 @@ impl Segment {
                 len: frame_len,
                 base_offset: base,
                 records,
+                tag,
             });
             pos += frame_len;
             if !go_on {
@@ -451,6 +468,32 @@ impl Segment {
                 if budget.spent() {
                     return false;
                 }
+            }
+            true
+        })
+    }
+
+    /// Appends to `out` the tagged batches that end after `from` and start
+    /// below `visible_end`. Only bytes below `len_limit` are read.
+    pub fn tags_into(
+        &self,
+        from: u64,
+        visible_end: u64,
+        len_limit: u64,
+        out: &mut Vec<TaggedBatch>,
+    ) -> Result<()> {
+        let start = self.position_for(from);
+        self.scan_until(start, len_limit, |b| {
+            if b.base_offset >= visible_end {
+                return false;
+            }
+            let count = b.records.len() as u64;
+            if let (Some(tag), true) = (b.tag, b.base_offset + count > from) {
+                out.push(TaggedBatch {
+                    base_offset: b.base_offset,
+                    count,
+                    tag,
+                });
             }
             true
         })
