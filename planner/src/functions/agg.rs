@@ -473,7 +473,7 @@ impl MultisetFunc {
     }
 
     /// The result for a multiset of values (ascending, each with its
-    /// multiplicity).
+    /// multiplicity, which is positive: see [`multiset_add`]).
     pub fn finish(self, values: &[(Datum, i64)]) -> Datum {
         let live = || values.iter().filter(|(_, n)| *n > 0);
         match self {
@@ -491,7 +491,8 @@ impl MultisetFunc {
             MultisetFunc::Histogram => {
                 Datum::Map(live().map(|(d, n)| (d.clone(), Datum::Int(*n))).collect())
             }
-            MultisetFunc::CountDistinct => Datum::Int(live().count() as i64),
+            // `multiset_add` keeps only positive counts: no scan needed.
+            MultisetFunc::CountDistinct => Datum::Int(values.len() as i64),
             MultisetFunc::Attr => {
                 let mut it = live();
                 match (it.next(), it.next()) {
