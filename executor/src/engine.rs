@@ -1313,8 +1313,7 @@ impl Engine {
                     continue;
                 }
                 let end = self.log.end_offset(topic, *p)?;
-                let from = cp.offsets[g];
-                let read = blocking(|| read_epoch(&self.log, self.config.epoch, topic, *p, from))?;
+                let read = read_epoch(&self.log, self.config.epoch, topic, *p, cp.offsets[g])?;
                 if read.is_empty() && cp.offsets[g] < end {
                     // Nothing readable below the end: compaction or
                     // retention left a gap. Move past it.
@@ -1363,22 +1362,15 @@ impl Engine {
             // One epoch: process, append the output to the sink (tagged
             // with the epoch), then commit state, offsets and where the
             // sink ends, atomically.
-            // Decoding and processing read state (sled): off the async
-            // workers, as the reads and the commit are.
-            let (output, mut problems) = blocking(|| -> Result<_> {
-                let (input, problems) = match (&mut join, &plan.join, &mut table) {
-                    (Some(op), Some(_), _) => join_input(op, &by_input)?,
-                    (_, _, Some(t)) => (
-                        t.changes(&plan.source, &schema, records, self.state.as_ref())?,
-                        Vec::new(),
-                    ),
-                    _ => decode_batch(&plan.source, &schema, records)?,
-                };
-                Ok((
-                    pipeline.process_guarded(input, self.state.as_ref())?,
-                    problems,
-                ))
-            })?;
+            let (input, mut problems) = match (&mut join, &plan.join, &mut table) {
+                (Some(op), Some(_), _) => join_input(op, &by_input)?,
+                (_, _, Some(t)) => (
+                    t.changes(&plan.source, &schema, records, self.state.as_ref())?,
+                    Vec::new(),
+                ),
+                _ => decode_batch(&plan.source, &schema, records)?,
+            };
+            let output = pipeline.process_guarded(input, self.state.as_ref())?;
             problems.extend(pipeline.take_errors());
             // A rebuild replays records whose problems were logged before.
             if rebuild_target.is_none() {
