@@ -1902,7 +1902,12 @@ impl Engine {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(cfg, runtime);
+        // The plan holds its functions already: no registry is built.
+        let state = datafusion::execution::session_state::SessionStateBuilder::new()
+            .with_config(cfg)
+            .with_runtime_env(runtime)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let mut stream = ctx
             .execute_logical_plan(plan)

@@ -573,12 +573,34 @@ fn referenced_sources<'c>(catalog: &'c Catalog, query: &Query) -> Result<Vec<&'c
     names.iter().map(|n| catalog.source(n)).collect()
 }
 
+/// The planning session every statement starts from: its settings and
+/// every function registered, built once (registering them all took most
+/// of a pull query's time).
+static PLANNING_STATE: std::sync::LazyLock<datafusion::execution::SessionState> =
+    std::sync::LazyLock::new(|| {
+        let mut cfg = SessionConfig::new();
+        cfg.options_mut().sql_parser.enable_ident_normalization = false;
+        cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        let ctx = SessionContext::new_with_config(cfg);
+        crate::functions::register(&ctx);
+        ctx.state()
+    });
+
 fn planning_context(sources: &[&SourceDef]) -> Result<SessionContext> {
-    let mut cfg = SessionConfig::new();
-    cfg.options_mut().sql_parser.enable_ident_normalization = false;
-    cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
-    let ctx = SessionContext::new_with_config(cfg);
-    crate::functions::register(&ctx);
+    use datafusion::catalog::{
+        CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+        MemorySchemaProvider,
+    };
+    // A catalog of its own: a clone of the state shares the template's,
+    // and with it every statement's tables.
+    let mut state = PLANNING_STATE.clone();
+    let names = &state.config().options().catalog;
+    let schema = MemoryCatalogProvider::new();
+    schema.register_schema(&names.default_schema, Arc::new(MemorySchemaProvider::new()))?;
+    let catalogs = MemoryCatalogProviderList::new();
+    catalogs.register_catalog(names.default_catalog.clone(), Arc::new(schema));
+    state.register_catalog_list(Arc::new(catalogs));
+    let ctx = SessionContext::new_with_state(state);
     for s in sources {
         ctx.register_table(
             TableReference::bare(s.name.as_str()),
