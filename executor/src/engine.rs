@@ -1567,14 +1567,13 @@ impl Engine {
         let prefix = reconcile_prefix(id);
         let mut pending = pending;
         let mut outbox: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
-        let mut emit = |partition: u32, record: OutboxRecord| -> Result<()> {
+        let mut emit = |partition: u32, record: OutboxRecord| {
             outbox.entry(partition).or_default().push(Record {
                 timestamp: record.timestamp,
                 key: record.key,
                 value: record.value,
                 headers: vec![],
             });
-            Ok(())
         };
         let mut compare = |k: &[u8], v: &[u8]| -> Result<()> {
             let Some(partition) = k
@@ -1592,7 +1591,7 @@ impl Engine {
             };
             let in_sink = last.remove(&(partition, key)).and_then(|l| l.0);
             if in_sink != record.value.as_deref().map(hash) {
-                emit(partition, record)?;
+                emit(partition, record);
             }
             Ok(())
         };
@@ -1631,7 +1630,7 @@ impl Engine {
                     key: Some(key),
                     value: None,
                 },
-            )?;
+            );
         }
         if !outbox.is_empty() {
             tracing::warn!(query_id = %id,

@@ -54,6 +54,33 @@ fn contents(brook: &Arc<Brook>, topic: &str) -> Contents {
         .collect()
 }
 
+/// Inserts rows `(i % 7, i)` into `s`, one statement (and epoch) each.
+async fn insert_one_per_epoch(brook: &Arc<Brook>, rows: std::ops::Range<i32>) {
+    for i in rows {
+        brook
+            .session()
+            .execute(&format!(
+                "INSERT INTO s (id, v) VALUES ({}, {i}); FLUSH;",
+                i % 7
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// Inserts rows `(i % 7, i)` into `s` in one statement: one epoch.
+async fn insert_in_one_epoch(brook: &Arc<Brook>, rows: std::ops::Range<i32>) {
+    let values: Vec<String> = rows.map(|i| format!("({}, {i})", i % 7)).collect();
+    brook
+        .session()
+        .execute(&format!(
+            "INSERT INTO s (id, v) VALUES {}; FLUSH;",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+}
+
 /// Writes 100 records through the query, then stops; returns what the
 /// sink `T` holds. With `one_epoch_each`, the query takes each record in
 /// an epoch of its own (each sink record is a batch of one); else all 100
@@ -63,26 +90,9 @@ async fn fill(dir: &Path, one_epoch_each: bool) -> Contents {
     let brook = Brook::open_with(dir, false).await.unwrap();
     brook.session().execute(SETUP).await.unwrap();
     if one_epoch_each {
-        for i in 0..100 {
-            brook
-                .session()
-                .execute(&format!(
-                    "INSERT INTO s (id, v) VALUES ({}, {i}); FLUSH;",
-                    i % 7
-                ))
-                .await
-                .unwrap();
-        }
+        insert_one_per_epoch(&brook, 0..100).await;
     } else {
-        let values: Vec<String> = (0..100).map(|i| format!("({}, {i})", i % 7)).collect();
-        brook
-            .session()
-            .execute(&format!(
-                "INSERT INTO s (id, v) VALUES {}; FLUSH;",
-                values.join(", ")
-            ))
-            .await
-            .unwrap();
+        insert_in_one_epoch(&brook, 0..100).await;
     }
     let sink = contents(&brook, "T");
     assert_eq!(sink.len(), 100);
@@ -260,41 +270,15 @@ async fn epochs_written_but_not_committed_are_processed_again_and_not_written_tw
     let saved = tempfile::tempdir().unwrap();
     let brook = Brook::open_with(dir.path(), false).await.unwrap();
     brook.session().execute(SETUP).await.unwrap();
-    for i in 0..20 {
-        brook
-            .session()
-            .execute(&format!(
-                "INSERT INTO s (id, v) VALUES ({}, {i}); FLUSH;",
-                i % 7
-            ))
-            .await
-            .unwrap();
-    }
+    insert_one_per_epoch(&brook, 0..20).await;
     brook.shutdown().await;
     drop(brook);
     copy_dir(&dir.path().join("meta"), saved.path());
 
     // Several more epochs, one of several records.
     let brook = Brook::open_with(dir.path(), false).await.unwrap();
-    for i in 20..30 {
-        brook
-            .session()
-            .execute(&format!(
-                "INSERT INTO s (id, v) VALUES ({}, {i}); FLUSH;",
-                i % 7
-            ))
-            .await
-            .unwrap();
-    }
-    let values: Vec<String> = (30..60).map(|i| format!("({}, {i})", i % 7)).collect();
-    brook
-        .session()
-        .execute(&format!(
-            "INSERT INTO s (id, v) VALUES {}; FLUSH;",
-            values.join(", ")
-        ))
-        .await
-        .unwrap();
+    insert_one_per_epoch(&brook, 20..30).await;
+    insert_in_one_epoch(&brook, 30..60).await;
     let (t, odd) = (contents(&brook, "T"), contents(&brook, "ODD"));
     assert_eq!((t.len(), odd.len()), (60, 30));
     brook.shutdown().await;
@@ -370,16 +354,7 @@ async fn a_sink_torn_deep_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let brook = Brook::open_with(dir.path(), false).await.unwrap();
     brook.session().execute(SETUP).await.unwrap();
-    for i in 0..300 {
-        brook
-            .session()
-            .execute(&format!(
-                "INSERT INTO s (id, v) VALUES ({}, {i}); FLUSH;",
-                i % 7
-            ))
-            .await
-            .unwrap();
-    }
+    insert_one_per_epoch(&brook, 0..300).await;
     let before = contents(&brook, "T");
     assert_eq!(before.len(), 300);
     brook.shutdown().await;
