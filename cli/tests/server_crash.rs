@@ -271,10 +271,10 @@ async fn a_lost_state_store_is_rebuilt_from_the_log() {
     drop(client);
     for (round, damage) in ["deleted", "unreadable"].into_iter().enumerate() {
         server.kill();
-        let meta = data.join("meta");
-        std::fs::remove_dir_all(&meta).expect("remove state store");
+        let state = data.join("state");
+        std::fs::remove_dir_all(&state).expect("remove state store");
         if damage == "unreadable" {
-            std::fs::write(&meta, b"not a sled database").expect("garbage");
+            std::fs::write(&state, b"not a state store").expect("garbage");
         }
         server = Server::start(&data);
         let client = server.connect().await;
@@ -314,7 +314,7 @@ async fn a_lost_state_store_is_rebuilt_from_the_log() {
                 .any(|e| {
                     e.file_name()
                         .to_string_lossy()
-                        .starts_with("meta.unreadable-")
+                        .starts_with("state.unreadable-")
                 });
             assert!(aside, "the unreadable store was moved aside");
         }

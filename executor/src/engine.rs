@@ -10,9 +10,9 @@ use brook_planner::binder::InsertRow;
 use brook_planner::catalog::{SourceDef, SourceKind};
 use brook_planner::plan::{PullPlan, StreamPlan};
 use brook_storage::{
-    CatalogStore, CleanupPolicy, DirLock, FlushPolicy, LogConfig, LogStore, MemoryStateStore,
-    Record, RecoveryAction, SledStateStore, StateStore, StorageError, StoredRecord, TopicConfig,
-    WriteBatch,
+    CatalogStore, CleanupPolicy, DirLock, FjallStateStore, FlushPolicy, LogConfig, LogStore,
+    MemoryStateStore, Record, RecoveryAction, SledStateStore, StateStore, StorageError,
+    StoredRecord, TopicConfig, WriteBatch,
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -462,6 +462,20 @@ pub struct Engine {
 /// Key marking a state store that has been initialized by an engine.
 const INITIALIZED_KEY: &[u8] = b"engine/initialized";
 
+/// Moves a store that cannot be opened out of the way, to
+/// `<name>.unreadable-<ms>`, so that it is rebuilt from the log.
+fn move_aside(data_dir: &Path, path: &Path, name: &str, error: &StorageError) -> Result<()> {
+    let aside = data_dir.join(format!("{name}.unreadable-{}", now_ms()));
+    tracing::error!(%error, path = %path.display(), moved_to = %aside.display(),
+        "state store cannot be opened; moving it aside and rebuilding it from the log");
+    std::fs::rename(path, &aside).map_err(|source| StorageError::Io {
+        action: "move aside",
+        path: path.into(),
+        source,
+    })?;
+    Ok(())
+}
+
 /// Runs blocking I/O (appends that fsync) or CPU-bound work (parsing,
 /// planning) without stalling the other tasks of a multi-threaded runtime:
 /// the worker hands its other tasks on first. On a current-thread runtime,
@@ -498,17 +512,19 @@ fn mv_expiry_prefix(table: &str) -> Vec<u8> {
 }
 
 impl Engine {
-    /// Opens the engine's storage under `data_dir` (`log/` and `meta/`).
+    /// Opens the engine's storage under `data_dir` (`log/` and `state/`).
     pub fn open(data_dir: &Path) -> Result<Arc<Engine>> {
         Self::open_with(data_dir, EngineConfig::default())
     }
 
     /// [`Engine::open`] with explicit settings.
     ///
-    /// The log is the source of truth and must open. The state store (sled,
-    /// under `meta/`) holds only derived data: if it cannot be opened it is
-    /// moved aside to `meta.unreadable-<ms>` and rebuilt from the log, and
-    /// tables say "not ready" to pull queries until their query caught up.
+    /// The log is the source of truth and must open. The state store (an
+    /// LSM tree under `state/`) holds only derived data: if it cannot be
+    /// opened it is moved aside to `state.unreadable-<ms>` and rebuilt from
+    /// the log, and tables say "not ready" to pull queries until their query
+    /// caught up. A sled store of an earlier version (`meta/`) is moved over
+    /// once and removed.
     pub fn open_with(data_dir: &Path, config: EngineConfig) -> Result<Arc<Engine>> {
         std::fs::create_dir_all(data_dir).map_err(|source| StorageError::Io {
             action: "create directory",
@@ -531,31 +547,48 @@ impl Engine {
                 RecoveryAction::EndAdvanced { .. } => {}
             }
         }
-        let meta = data_dir.join("meta");
-        let db = match SledStateStore::open_db(&meta) {
-            Ok(db) => Some(db),
-            // In use (by an engine of this process not dropped yet): not damage.
+        // Versions before the LSM state store kept the catalog and the state
+        // in sled under `meta/`: both are moved over once, then it goes.
+        let legacy_path = data_dir.join("meta");
+        let legacy = if legacy_path.is_dir() {
+            match SledStateStore::open_db(&legacy_path) {
+                Ok(db) => Some(db),
+                // In use (by an engine of this process not dropped yet): not damage.
+                Err(e @ StorageError::Locked(_)) => return Err(e.into()),
+                Err(e) => {
+                    move_aside(data_dir, &legacy_path, "meta", &e)?;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let catalog = CatalogStore::open(Arc::clone(&log), legacy.as_ref())?;
+        let state_path = data_dir.join("state");
+        let store = match FjallStateStore::open(&state_path, config.durable_state) {
+            Ok(store) => store,
             Err(e @ StorageError::Locked(_)) => return Err(e.into()),
             Err(e) => {
-                let aside = data_dir.join(format!("meta.unreadable-{}", now_ms()));
-                tracing::error!(error = %e, path = %meta.display(), moved_to = %aside.display(),
-                    "state store cannot be opened; moving it aside and rebuilding it from the log");
-                std::fs::rename(&meta, &aside).map_err(|source| StorageError::Io {
-                    action: "move aside",
-                    path: meta.clone(),
-                    source,
-                })?;
-                None
+                move_aside(data_dir, &state_path, "state", &e)?;
+                FjallStateStore::open(&state_path, config.durable_state)?
             }
         };
-        // Catalogs of earlier versions lived in sled: move them over once.
-        let catalog = CatalogStore::open(Arc::clone(&log), db.as_ref())?;
-        let db = match db {
-            Some(db) => db,
-            None => SledStateStore::open_db(&meta)?,
-        };
-        let sled_state = SledStateStore::open(&db)?.with_sync(config.durable_state);
-        let initialized = sled_state.get(INITIALIZED_KEY)?.is_some();
+        if let Some(db) = legacy {
+            if store.get(INITIALIZED_KEY)?.is_none() {
+                store.copy_from_sled(&db, INITIALIZED_KEY)?;
+            }
+            drop(db);
+            // The catalog copied from it is durable before it goes.
+            log.sync(brook_storage::CATALOG_TOPIC)?;
+            std::fs::remove_dir_all(&legacy_path).map_err(|source| StorageError::Io {
+                action: "remove",
+                path: legacy_path.clone(),
+                source,
+            })?;
+            tracing::info!(path = %legacy_path.display(),
+                "state store of an earlier version moved to the LSM store");
+        }
+        let initialized = store.get(INITIALIZED_KEY)?.is_some();
         let state_lost = !initialized && !catalog.is_empty()?;
         if state_lost {
             tracing::warn!(
@@ -567,9 +600,9 @@ impl Engine {
             // resumed query has a rebuilding checkpoint: see finish_startup.)
             let mut b = WriteBatch::default();
             b.put(INITIALIZED_KEY.to_vec(), b"1".to_vec());
-            sled_state.commit(b)?;
+            store.commit(b)?;
         }
-        let state: Arc<dyn StateStore> = Arc::new(sled_state);
+        let state: Arc<dyn StateStore> = Arc::new(store);
         let (appended, _) = watch::channel(0);
         let mut opened_ends = HashMap::new();
         for (topic, _) in log.topics() {

@@ -182,7 +182,7 @@ fn storage_state(e: &StorageError) -> &'static str {
         StorageError::PartitionNotFound { .. } => "42P01",
         StorageError::PartitionFailed { .. } => "58030",
         StorageError::TooLarge(_) => "54000",
-        StorageError::Sled(_) => "58030",
+        StorageError::Sled(_) | StorageError::State(_) => "58030",
         StorageError::Metadata { .. } => "42602",
         StorageError::CatalogRecord { .. } => "XX001",
         StorageError::Locked(_) => "55006",

@@ -259,9 +259,9 @@ fn copy_dir(from: &Path, to: &Path) {
 /// are lost, as when a crash comes after an epoch's output is appended and
 /// before its commit, while the log keeps that output.
 fn lose_commits_since(dir: &Path, saved: &Path) {
-    let meta = dir.join("meta");
-    std::fs::remove_dir_all(&meta).unwrap();
-    copy_dir(saved, &meta);
+    let state = dir.join("state");
+    std::fs::remove_dir_all(&state).unwrap();
+    copy_dir(saved, &state);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +273,7 @@ async fn epochs_written_but_not_committed_are_processed_again_and_not_written_tw
     insert_one_per_epoch(&brook, 0..20).await;
     brook.shutdown().await;
     drop(brook);
-    copy_dir(&dir.path().join("meta"), saved.path());
+    copy_dir(&dir.path().join("state"), saved.path());
 
     // Several more epochs, one of several records.
     let brook = Brook::open_with(dir.path(), false).await.unwrap();
@@ -325,7 +325,7 @@ async fn an_epoch_written_in_part_before_a_crash_gets_the_rest_of_its_output_onc
         .unwrap();
     brook.shutdown().await;
     drop(brook);
-    copy_dir(&dir.path().join("meta"), saved.path());
+    copy_dir(&dir.path().join("state"), saved.path());
     let brook = Brook::open_with(dir.path(), false).await.unwrap();
     brook
         .session()

@@ -53,9 +53,13 @@ pub enum StorageError {
     /// A record or batch is too large to frame.
     #[error("record batch too large: {0} bytes")]
     TooLarge(usize),
-    /// The sled database failed.
+    /// The sled database of an earlier version (read once, to move its
+    /// state over) failed.
     #[error("state store error: {0}")]
     Sled(#[from] sled::Error),
+    /// The state store failed.
+    #[error("state store error: {0}")]
+    State(#[from] fjall::Error),
     /// Another process holds the data directory.
     #[error("data directory \"{}\" is in use by another Brook process", .0.display())]
     Locked(PathBuf),
@@ -81,7 +85,9 @@ impl StorageError {
     /// Whether the error is the disk (or quota) being full.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            StorageError::Io { source, .. } => matches!(source.raw_os_error(), Some(28 | 122)),
+            StorageError::Io { source, .. } | StorageError::State(fjall::Error::Io(source)) => {
+                matches!(source.raw_os_error(), Some(28 | 122))
+            }
             StorageError::PartitionFailed { reason, .. } => {
                 reason.contains("No space left") || reason.contains("quota exceeded")
             }

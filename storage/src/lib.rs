@@ -12,7 +12,9 @@
 //! - [`StateStore`] is an ordered key-value store for derived data (query
 //!   state, source offsets, materialized rows). Its [`StateStore::commit`]
 //!   applies one [`WriteBatch`] atomically and durably: the unit of an epoch.
-//!   [`SledStateStore`] backs it on disk, [`MemoryStateStore`] in memory.
+//!   [`FjallStateStore`] (an LSM tree) backs it on disk,
+//!   [`MemoryStateStore`] in memory; [`SledStateStore`] reads the sled
+//!   store of earlier versions, once, to move its state over.
 //! - [`CatalogStore`] is the ordered command log of DDL that succeeded,
 //!   replayed at start to rebuild the catalog, in an internal topic:
 //!   topics named `_brook_…` ([`is_internal_topic`]) are Brook's alone.
@@ -27,7 +29,7 @@
 //! `log::record` (framing) → `log::segment` and `log::index` (segment files
 //! and their sparse offset/time indexes) → [`log`] (partitions, group
 //! commit, recovery, retention, compaction) → `catalog` (an internal log
-//! topic) and `state` (sled). [`mod@bench`] measures the log against the raw
+//! topic) and `state` (fjall). [`mod@bench`] measures the log against the raw
 //! disk.
 #![warn(missing_docs)]
 
@@ -50,4 +52,4 @@ pub use log::{
     CleanupPolicy, FlushPolicy, LogConfig, LogStore, PartitionStats, Record, RecoveryAction,
     RecoveryReport, StoredRecord, TaggedBatch, TopicConfig,
 };
-pub use state::{MemoryStateStore, SledStateStore, StateStore, WriteBatch};
+pub use state::{FjallStateStore, MemoryStateStore, SledStateStore, StateStore, WriteBatch};

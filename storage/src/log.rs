@@ -796,6 +796,17 @@ impl LogStore {
         Ok(t.partitions.iter().map(|p| p.lock().visible).collect())
     }
 
+    /// Makes every append to the topic so far durable, whatever the flush
+    /// policy: for writes that must be on disk before something else goes.
+    pub fn sync(&self, topic: &str) -> Result<()> {
+        for p in &self.topic(topic)?.partitions {
+            let target = p.sync_now()?;
+            let mut s = p.lock_sync();
+            s.durable = s.durable.max(target);
+        }
+        Ok(())
+    }
+
     /// Offsets, segments and size of every partition of a topic.
     pub fn stats(&self, topic: &str) -> Result<Vec<PartitionStats>> {
         let t = self.topic(topic)?;

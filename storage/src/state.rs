@@ -193,6 +193,167 @@ impl StateStore for SledStateStore {
     }
 }
 
+/// [`StateStore`] on an LSM tree (fjall): the `state` keyspace of a fjall
+/// database of its own directory. Small writes are cheap (a journal append
+/// and a memtable insert), which is what per-group state needs; see
+/// `docs/design/20261205_state_store_lsm.md`.
+pub struct FjallStateStore {
+    db: fjall::Database,
+    tree: fjall::Keyspace,
+    path: std::path::PathBuf,
+    sync: bool,
+}
+
+impl FjallStateStore {
+    /// Opens (or creates) the store in directory `path`. With `sync`, each
+    /// commit is fsynced before it returns; without, commits are atomic but
+    /// reach the disk when the OS writes them (for tests that throw the data
+    /// away).
+    ///
+    /// A store closed a moment ago in this process may still hold its
+    /// lock; opening retries that case for up to two seconds, then fails
+    /// with [`StorageError::Locked`] (in use, not damaged).
+    pub fn open(path: &Path, sync: bool) -> Result<FjallStateStore> {
+        let mut attempts = 0;
+        let db = loop {
+            match fjall::Database::builder(path)
+                .cache_size(STATE_CACHE_BYTES)
+                .open()
+            {
+                Err(fjall::Error::Locked) => {
+                    if attempts == 10 {
+                        return Err(StorageError::Locked(path.into()));
+                    }
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                other => break other?,
+            }
+        };
+        let tree = db.keyspace("state", fjall::KeyspaceCreateOptions::default)?;
+        Ok(FjallStateStore {
+            db,
+            tree,
+            path: path.into(),
+            sync,
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Copies every pair of the `state` tree of an earlier version's sled
+    /// database, in batches, the pair of key `last` after all others, then
+    /// makes it durable. A crash part way leaves a store without `last`:
+    /// the caller copies again.
+    pub fn copy_from_sled(&self, db: &sled::Db, last: &[u8]) -> Result<()> {
+        const BATCH_BYTES: usize = 8 << 20;
+        if !db.tree_names().iter().any(|n| &n[..] == b"state") {
+            return Ok(());
+        }
+        let mut kept = None;
+        let mut batch = WriteBatch::default();
+        let mut bytes = 0;
+        for kv in db.open_tree("state")?.iter() {
+            let (k, v) = kv?;
+            if &k[..] == last {
+                kept = Some(v.to_vec());
+                continue;
+            }
+            bytes += k.len() + v.len();
+            batch.put(k.to_vec(), v.to_vec());
+            if bytes >= BATCH_BYTES {
+                self.commit(std::mem::take(&mut batch))?;
+                bytes = 0;
+            }
+        }
+        self.commit(batch)?;
+        if let Some(v) = kept {
+            let mut b = WriteBatch::default();
+            b.put(last.to_vec(), v);
+            self.commit(b)?;
+        }
+        self.flush()
+    }
+
+    fn pairs(
+        iter: fjall::Iter,
+        prefix: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for guard in iter {
+            if out.len() == limit {
+                break;
+            }
+            let (k, v) = guard.into_inner()?;
+            if prefix.is_some_and(|p| !k.starts_with(p)) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// The block cache of the state store.
+const STATE_CACHE_BYTES: u64 = 64 << 20;
+
+impl StateStore for FjallStateStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Self::pairs(self.tree.prefix(prefix), None, usize::MAX)
+    }
+
+    fn scan_prefix_page(
+        &self,
+        prefix: &[u8],
+        from: std::ops::Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = page_start(prefix, from);
+        let iter = self
+            .tree
+            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded));
+        Self::pairs(iter, Some(prefix), limit)
+    }
+
+    fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        Self::pairs(self.tree.range(start..end), None, usize::MAX)
+    }
+
+    fn commit(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut b = self.db.batch();
+        for (k, v) in batch.writes {
+            match v {
+                Some(v) => b.insert(&self.tree, k, v),
+                None => b.remove(&self.tree, k),
+            }
+        }
+        b.commit()?;
+        if self.sync {
+            self.db.persist(fjall::PersistMode::SyncAll)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+}
+
 /// [`StateStore`] in memory, for transient queries and tests.
 #[derive(Default)]
 pub struct MemoryStateStore {
@@ -314,6 +475,23 @@ mod tests {
     #[test]
     fn memory_conforms() {
         conformance(&MemoryStateStore::default());
+    }
+
+    #[test]
+    fn fjall_conforms_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance(&FjallStateStore::open(dir.path(), true).unwrap());
+        let store = FjallStateStore::open(dir.path(), true).unwrap();
+        assert_eq!(store.get(b"b/1").unwrap(), Some(b"z".to_vec()));
+        // A batch's writes apply in order: the last write of a key wins.
+        let mut b = WriteBatch::default();
+        b.put(b"c".to_vec(), b"1".to_vec());
+        b.delete(b"c".to_vec());
+        b.put(b"d".to_vec(), b"1".to_vec());
+        b.put(b"d".to_vec(), b"2".to_vec());
+        store.commit(b).unwrap();
+        assert_eq!(store.get(b"c").unwrap(), None);
+        assert_eq!(store.get(b"d").unwrap(), Some(b"2".to_vec()));
     }
 
     #[test]
