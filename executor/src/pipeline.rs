@@ -29,7 +29,7 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use serde::{Deserialize, Serialize};
 
 use crate::datum::Datum;
-use crate::error::{json, ExecError, Result};
+use crate::error::{binary, from_binary, json, ExecError, Result};
 use crate::processing_log::ProcessingError;
 use brook_planner::functions::take_row_errors;
 
@@ -655,7 +655,7 @@ impl EmitFinalOp {
         let bad =
             |e: serde_json::Error| ExecError::Internal(format!("unreadable EMIT FINAL state: {e}"));
         for (_, v) in state.scan_prefix(&[self.prefix.as_slice(), b"h/"].concat())? {
-            let h: HeldRow = serde_json::from_slice(&v).map_err(bad)?;
+            let h: HeldRow = from_binary(&v, "EMIT FINAL state")?;
             self.held.insert((h.start, h.key.clone()), h);
         }
         if let Some(v) = state.get(&[self.prefix.as_slice(), b"meta"].concat())? {
@@ -689,7 +689,7 @@ impl EmitFinalOp {
                     ts,
                 };
                 self.writes
-                    .push((self.state_key(start, &key), Some(json(&h)?)));
+                    .push((self.state_key(start, &key), Some(binary(&h)?)));
                 self.held.insert((start, key), h);
             }
             self.stream_time = self.stream_time.max(input.rowtimes[r]);
@@ -744,7 +744,7 @@ impl EmitFinalOp {
                     row,
                     ts: input.rowtimes[r],
                 };
-                self.writes.push((state_key, Some(json(&h)?)));
+                self.writes.push((state_key, Some(binary(&h)?)));
                 self.held.insert((end, key), h);
             } else {
                 self.writes.push((state_key, None));
@@ -1253,8 +1253,7 @@ impl Sessions {
                     .ok_or_else(|| ExecError::Internal("a malformed session key".into()))?;
                 let be = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
                 let window = (be(&bounds[..8]), be(&bounds[8..]));
-                let group: GroupState = serde_json::from_slice(&v)
-                    .map_err(|e| ExecError::Internal(format!("unreadable session state: {e}")))?;
+                let group: GroupState = from_binary(&v, "session state")?;
                 set.stored.push(window);
                 set.now.insert(window, group);
             }
@@ -1369,7 +1368,7 @@ impl Sessions {
                     let k = self.set_key(&key, *w);
                     self.expiry.track_window(*w, &k);
                 }
-                batch.put(self.set_key(&key, *w), json(group)?);
+                batch.put(self.set_key(&key, *w), binary(group)?);
             }
         }
         self.expiry.drain(state, batch)?;
@@ -1400,10 +1399,7 @@ impl AggregateOp {
         }
         let stored = state.get(&self.state_key(key))?;
         stored
-            .map(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| ExecError::Internal(format!("unreadable aggregate state: {e}")))
-            })
+            .map(|b| from_binary(&b, "aggregate state"))
             .transpose()
     }
 
@@ -1612,7 +1608,7 @@ impl AggregateOp {
             let k = self.state_key(&key);
             match s {
                 Some(s) => {
-                    batch.put(k, json(&s)?);
+                    batch.put(k, binary(&s)?);
                     let bytes = key.len() + state_bytes(&s);
                     self.kept_bytes += bytes;
                     self.kept.insert(key, (s, bytes));
@@ -1881,10 +1877,49 @@ mod acc_tests {
             update_acc(AggFunc::Sum, acc, Some(&Datum::Float(f64::MAX)), 1);
             update_acc(AggFunc::Sum, acc, Some(&Datum::Float(f64::MAX)), 1);
         }
-        let bytes = serde_json::to_vec(&state).expect("serializes");
-        let back: GroupState = serde_json::from_slice(&bytes).expect("infinite sums read back");
-        assert!(matches!(back.accs[0], Acc::Sum { float, .. } if float == f64::INFINITY));
-        assert!(matches!(back.accs[1], Acc::Avg { sum, n: 2 } if sum == f64::INFINITY));
+        // In the binary encoding, and as JSON (state of earlier versions).
+        let encodings = [binary(&state).unwrap(), serde_json::to_vec(&state).unwrap()];
+        for bytes in encodings {
+            let back: GroupState = from_binary(&bytes, "test").expect("infinite sums read back");
+            assert!(matches!(back.accs[0], Acc::Sum { float, .. } if float == f64::INFINITY));
+            assert!(matches!(back.accs[1], Acc::Avg { sum, n: 2 } if sum == f64::INFINITY));
+        }
+    }
+
+    #[test]
+    fn group_states_read_back_from_both_encodings() {
+        let values = [
+            Datum::Null,
+            Datum::Bool(true),
+            Datum::Int(-7),
+            Datum::Float(f64::NAN),
+            Datum::Str("zß".into()),
+            Datum::Decimal(-12_345_678_901_234_567_890_123, 4),
+            Datum::Bytes(vec![0, 1, 255]),
+            Datum::List(vec![Datum::Int(1), Datum::Null]),
+            Datum::Map(vec![(Datum::Str("k".into()), Datum::Int(2))]),
+            Datum::Struct(vec![Datum::Str("a".into()), Datum::Float(0.5)]),
+        ];
+        let state = GroupState {
+            rows: 3,
+            accs: vec![
+                Acc::Count(3),
+                Acc::MinMax(values.iter().cloned().zip(1..).collect()),
+                Acc::List(values.to_vec()),
+                Acc::Pick(Datum::Int(9)),
+            ],
+        };
+        let expected = format!("{:?}", state.accs).replace("NaN", "nan");
+        for bytes in [binary(&state).unwrap(), serde_json::to_vec(&state).unwrap()] {
+            let back: GroupState = from_binary(&bytes, "test").unwrap();
+            assert_eq!(back.rows, 3);
+            assert_eq!(format!("{:?}", back.accs).replace("NaN", "nan"), expected);
+        }
+        // Damaged bytes are an error, not a panic.
+        let mut bad = binary(&state).unwrap();
+        bad.truncate(bad.len() / 2);
+        assert!(from_binary::<GroupState>(&bad, "test").is_err());
+        assert!(from_binary::<GroupState>(&[], "test").is_err());
     }
 }
 
