@@ -575,7 +575,13 @@ impl Engine {
         };
         if let Some(db) = legacy {
             if store.get(INITIALIZED_KEY)?.is_none() {
-                store.copy_from_sled(&db, INITIALIZED_KEY)?;
+                if let Err(e) = store.copy_from_sled(&db, INITIALIZED_KEY) {
+                    // Unreadable: start empty, and the state is rebuilt from
+                    // the log (no marker) like any lost state.
+                    tracing::error!(error = %e, path = %legacy_path.display(),
+                        "state of an earlier version cannot be read; rebuilding it from the log");
+                    store.delete_prefix(b"")?;
+                }
             }
             drop(db);
             // The catalog copied from it is durable before it goes.
