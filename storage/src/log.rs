@@ -293,6 +293,14 @@ impl Partition {
         }
     }
 
+    /// fsyncs the active segment and records what is now durable.
+    fn make_durable(&self) -> Result<()> {
+        let target = self.sync_now()?;
+        let mut s = self.lock_sync();
+        s.durable = s.durable.max(target);
+        Ok(())
+    }
+
     /// fsyncs the active segment; returns the offset it covers.
     fn sync_now(&self) -> Result<u64> {
         let (target, seg) = {
@@ -800,9 +808,7 @@ impl LogStore {
     /// policy: for writes that must be on disk before something else goes.
     pub fn sync(&self, topic: &str) -> Result<()> {
         for p in &self.topic(topic)?.partitions {
-            let target = p.sync_now()?;
-            let mut s = p.lock_sync();
-            s.durable = s.durable.max(target);
+            p.make_durable()?;
         }
         Ok(())
     }
@@ -1120,10 +1126,9 @@ fn spawn_flusher(topics: Topics, ms: u64) -> mpsc::Sender<()> {
                         written > p.lock_sync().durable
                     };
                     if pending {
-                        if let Ok(target) = p.sync_now() {
-                            let mut s = p.lock_sync();
-                            s.durable = s.durable.max(target);
-                        }
+                        // A failure marks the partition failed; its writers
+                        // see it.
+                        let _ = p.make_durable();
                     }
                 }
             }

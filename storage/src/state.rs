@@ -74,11 +74,12 @@ fn page_start(prefix: &[u8], from: std::ops::Bound<&[u8]>) -> std::ops::Bound<Ve
     }
 }
 
-/// [`StateStore`] on a sled tree.
+/// [`StateStore`] on a sled tree: where versions before
+/// [`FjallStateStore`] kept their state. Brook reads it once at start, to
+/// move it over ([`FjallStateStore::copy_from_sled`]); tests write one.
 pub struct SledStateStore {
     db: sled::Db,
     tree: sled::Tree,
-    sync: bool,
 }
 
 impl SledStateStore {
@@ -87,15 +88,7 @@ impl SledStateStore {
         Ok(SledStateStore {
             db: db.clone(),
             tree: db.open_tree("state")?,
-            sync: true,
         })
-    }
-
-    /// With `sync` false, commits are atomic but not flushed to disk (for
-    /// tests that throw the data away).
-    pub fn with_sync(mut self, sync: bool) -> Self {
-        self.sync = sync;
-        self
     }
 
     /// Opens a sled database at `path`.
@@ -181,9 +174,7 @@ impl StateStore for SledStateStore {
         }
         self.tree.apply_batch(b)?;
         // sled makes writes durable only on flush.
-        if self.sync {
-            self.db.flush()?;
-        }
+        self.db.flush()?;
         Ok(())
     }
 
@@ -200,7 +191,6 @@ impl StateStore for SledStateStore {
 pub struct FjallStateStore {
     db: fjall::Database,
     tree: fjall::Keyspace,
-    path: std::path::PathBuf,
     sync: bool,
 }
 
@@ -231,17 +221,7 @@ impl FjallStateStore {
             }
         };
         let tree = db.keyspace("state", fjall::KeyspaceCreateOptions::default)?;
-        Ok(FjallStateStore {
-            db,
-            tree,
-            path: path.into(),
-            sync,
-        })
-    }
-
-    /// The directory the store lives in.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(FjallStateStore { db, tree, sync })
     }
 
     /// Copies every pair of the `state` tree of an earlier version's sled
