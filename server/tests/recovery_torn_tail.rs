@@ -68,19 +68,6 @@ async fn insert_one_per_epoch(brook: &Arc<Brook>, rows: std::ops::Range<i32>) {
     }
 }
 
-/// Inserts rows `(i % 7, i)` into `s` in one statement: one epoch.
-async fn insert_in_one_epoch(brook: &Arc<Brook>, rows: std::ops::Range<i32>) {
-    let values: Vec<String> = rows.map(|i| format!("({}, {i})", i % 7)).collect();
-    brook
-        .session()
-        .execute(&format!(
-            "INSERT INTO s (id, v) VALUES {}; FLUSH;",
-            values.join(", ")
-        ))
-        .await
-        .unwrap();
-}
-
 /// Writes 100 records through the query, then stops; returns what the
 /// sink `T` holds. With `one_epoch_each`, the query takes each record in
 /// an epoch of its own (each sink record is a batch of one); else all 100
@@ -92,7 +79,7 @@ async fn fill(dir: &Path, one_epoch_each: bool) -> Contents {
     if one_epoch_each {
         insert_one_per_epoch(&brook, 0..100).await;
     } else {
-        insert_in_one_epoch(&brook, 0..100).await;
+        common::insert_in_one_epoch(&brook, 0..100).await;
     }
     let sink = contents(&brook, "T");
     assert_eq!(sink.len(), 100);
@@ -278,7 +265,7 @@ async fn epochs_written_but_not_committed_are_processed_again_and_not_written_tw
     // Several more epochs, one of several records.
     let brook = Brook::open_with(dir.path(), false).await.unwrap();
     insert_one_per_epoch(&brook, 20..30).await;
-    insert_in_one_epoch(&brook, 30..60).await;
+    common::insert_in_one_epoch(&brook, 30..60).await;
     let (t, odd) = (contents(&brook, "T"), contents(&brook, "ODD"));
     assert_eq!((t.len(), odd.len()), (60, 30));
     brook.shutdown().await;

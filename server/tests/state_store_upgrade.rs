@@ -23,18 +23,6 @@ fn sink_records(brook: &Arc<Brook>) -> usize {
     brook.engine().log().read("T", 0, 0, 100_000).unwrap().len()
 }
 
-async fn insert(brook: &Arc<Brook>, rows: std::ops::Range<i64>) {
-    let values: Vec<String> = rows.map(|i| format!("({}, {i})", i % 5)).collect();
-    brook
-        .session()
-        .execute(&format!(
-            "INSERT INTO s (id, v) VALUES {}; FLUSH;",
-            values.join(", ")
-        ))
-        .await
-        .unwrap();
-}
-
 /// Rewrites the data directory as the earlier version left it: every pair
 /// of the state store in the sled tree `state` under `meta/`.
 fn downgrade(dir: &std::path::Path) {
@@ -60,10 +48,10 @@ async fn state_kept_in_sled_by_an_earlier_version_is_moved_over_once() {
     let dir = tempfile::tempdir().unwrap();
     let brook = Brook::open_with(dir.path(), true).await.unwrap();
     brook.session().execute(SETUP).await.unwrap();
-    insert(&brook, 0..40).await;
+    common::insert_in_one_epoch(&brook, 0..40).await;
     let before = table(&brook).await;
     let written = sink_records(&brook);
-    assert_eq!(before.len(), 5);
+    assert_eq!(before.len(), 7);
     brook.shutdown().await;
     drop(brook);
     downgrade(dir.path());
@@ -76,7 +64,7 @@ async fn state_kept_in_sled_by_an_earlier_version_is_moved_over_once() {
     brook.session().execute("FLUSH;").await.unwrap();
     assert_eq!(sink_records(&brook), written, "nothing written again");
     // The query goes on from its migrated checkpoint.
-    insert(&brook, 40..45).await;
+    common::insert_in_one_epoch(&brook, 40..45).await;
     assert_eq!(sink_records(&brook), written + 5);
     let after = table(&brook).await;
     let recount = {

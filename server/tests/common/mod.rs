@@ -24,3 +24,18 @@ pub async fn rows(brook: &Arc<Brook>, sql: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// Inserts rows `(i % 7, i)` into the stream `s (id, v)` in one statement
+/// (one epoch), then waits for the queries with FLUSH.
+#[allow(dead_code)] // Not every test file that shares this module inserts.
+pub async fn insert_in_one_epoch(brook: &Arc<Brook>, rows: std::ops::Range<i32>) {
+    let values: Vec<String> = rows.map(|i| format!("({}, {i})", i % 7)).collect();
+    brook
+        .session()
+        .execute(&format!(
+            "INSERT INTO s (id, v) VALUES {}; FLUSH;",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+}
