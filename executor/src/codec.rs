@@ -245,6 +245,9 @@ pub struct SinkRecord {
     pub record: Record,
     /// For table sinks: the new row (`None` = deleted).
     pub mv: Option<Option<MvRow>>,
+    /// A table sink's upsert that replaces the row the change before it
+    /// retracted: the key had a row already (its window is known).
+    pub replaces: bool,
 }
 
 /// Encodes a query's output changes for its sink. A table sink turns a
@@ -414,6 +417,7 @@ pub fn encode_sink(
                         partition,
                         record,
                         mv: None,
+                        replaces: false,
                     });
                 }
             }
@@ -432,10 +436,12 @@ pub fn encode_sink(
                     offset: -1,
                     window: *window,
                 }));
+                let replaces = i > 0 && out.weights[i - 1] < 0 && keyed[i - 1].0 == *key;
                 records.push(SinkRecord {
                     partition,
                     record,
                     mv,
+                    replaces,
                 });
             }
             (SourceKind::Table, false) => {
@@ -452,6 +458,7 @@ pub fn encode_sink(
                         partition,
                         record,
                         mv: Some(None),
+                        replaces: false,
                     });
                 }
             }

@@ -1447,7 +1447,9 @@ impl Engine {
                     let k = [mv_prefix(&sink.name), key.clone()].concat();
                     if let (Some(expiry), Some(row)) = (&mut mv_expiry, mv) {
                         expiry.observe(r.record.timestamp);
-                        if let Some(window) = row.window {
+                        // A window is indexed once, when its row is
+                        // created; an update keeps its key and bounds.
+                        if let (Some(window), false) = (row.window, r.replaces) {
                             expiry.track_window(window, &k);
                         }
                     }
