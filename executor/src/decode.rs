@@ -426,24 +426,10 @@ impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a, '_> {
         // after the last one matched first.
         let mut next = 0;
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let matches = |i: usize| {
-                let name = self.columns[i].column.name.as_str();
-                key.eq_ignore_ascii_case(name).then_some((i, key == name))
-            };
-            let found = (next < self.columns.len())
-                .then(|| matches(next))
-                .flatten()
-                .or_else(|| (0..self.columns.len()).find_map(matches));
-            let target = found.filter(|(i, exact)| {
-                *exact
-                    || match &self.cells[*i].1 {
-                        Matched::No => true,
-                        Matched::IgnoringCase(k) => *k == key,
-                        Matched::Exactly => false,
-                    }
-            });
-            let Some((i, exact)) = target else {
-                map.next_value::<IgnoredAny>()?;
+            let Some((i, exact)) = match_field(self.columns, self.cells, &key, next) else {
+                // Read as the general path reads it (which rejects, say, a
+                // lone surrogate that `IgnoredAny` lets through).
+                map.next_value::<serde_json::Value>()?;
                 continue;
             };
             next = i + 1;
@@ -461,6 +447,77 @@ impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a, '_> {
         }
         Ok(if gave_up { Err(GiveUp) } else { Ok(()) })
     }
+}
+
+/// Reads a JSON object's fields into `cells` with the scanner of
+/// `json_scan`, matching fields to columns as [`ObjectVisitor`] does;
+/// `Err(GiveUp)` if it cannot, and [`read_json_object`] must.
+fn scan_json_object<'a>(
+    columns: &'a [ValueColumn<'a>],
+    bytes: &'a [u8],
+    cells: &mut Vec<(Cell<'a>, Matched<'a>)>,
+) -> std::result::Result<(), GiveUp> {
+    use crate::json_scan::{Scanner, Value};
+    cells.clear();
+    cells.extend(columns.iter().map(|_| (Cell::Null, Matched::No)));
+    let mut scan = Scanner::object(bytes).map_err(|_| GiveUp)?;
+    let mut next = 0;
+    while let Some(key) = scan.next_key().map_err(|_| GiveUp)? {
+        let Some((i, exact)) = match_field(columns, cells, &key, next) else {
+            scan.skip_value().map_err(|_| GiveUp)?;
+            continue;
+        };
+        next = i + 1;
+        let fast = columns[i].fast;
+        if fast == Fast::General {
+            return Err(GiveUp);
+        }
+        cells[i].0 = match (fast, scan.value().map_err(|_| GiveUp)?) {
+            (_, Value::Null) => Cell::Null,
+            (Fast::Bool, Value::Bool(v)) => Cell::Bool(v),
+            (Fast::Int64, Value::Int(v)) => Cell::Int(v),
+            (Fast::Int32, Value::Int(v)) if i32::try_from(v).is_ok() => Cell::Int(v),
+            (Fast::Double, Value::Int(v)) => Cell::Float(v as f64),
+            (Fast::Double, Value::Float(v)) => Cell::Float(v),
+            (Fast::Str, Value::Str(v)) => Cell::Str(v),
+            _ => return Err(GiveUp),
+        };
+        cells[i].1 = if exact {
+            Matched::Exactly
+        } else {
+            Matched::IgnoringCase(key)
+        };
+    }
+    Ok(())
+}
+
+/// The column a field named `key` feeds, if any, and whether its name
+/// matches exactly: ksqlDB takes the field named exactly as the column
+/// (the last such), else the first field whose name matches ignoring case
+/// (its last value). `next`: the column after the one matched last, tried
+/// first (fields usually come in the order of the columns).
+fn match_field(
+    columns: &[ValueColumn<'_>],
+    cells: &[(Cell<'_>, Matched<'_>)],
+    key: &str,
+    next: usize,
+) -> Option<(usize, bool)> {
+    let matches = |i: usize| {
+        let name = columns[i].column.name.as_str();
+        key.eq_ignore_ascii_case(name).then_some((i, key == name))
+    };
+    let found = (next < columns.len())
+        .then(|| matches(next))
+        .flatten()
+        .or_else(|| (0..columns.len()).find_map(matches));
+    found.filter(|(i, exact)| {
+        *exact
+            || match &cells[*i].1 {
+                Matched::No => true,
+                Matched::IgnoringCase(k) => k == key,
+                Matched::Exactly => false,
+            }
+    })
 }
 
 /// Reads a JSON object's fields into `cells` (one per value column, set to
@@ -631,7 +688,11 @@ pub fn decode_batch(
         let fast = fast_json
             .then_some(r.record.value.as_deref())
             .flatten()
-            .and_then(|bytes| read_json_object(&values, bytes, &mut cells).ok());
+            .and_then(|bytes| {
+                scan_json_object(&values, bytes, &mut cells)
+                    .or_else(|GiveUp| read_json_object(&values, bytes, &mut cells))
+                    .ok()
+            });
         // The key, the window and the event time; `None` if the general
         // path must read the record (it logs and skips what it cannot).
         let fast_row = fast.and_then(|()| {
@@ -750,6 +811,15 @@ mod tests {
             Just("[\"x\", null]".to_string()),
             Just("{\"a\": 1}".to_string()),
             Just("12.345".to_string()),
+            Just("-0".to_string()),
+            Just("-0.0".to_string()),
+            Just("2.5E-3".to_string()),
+            Just("1.2345678901234567".to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("\"a\\u00e9\\ud83d\\ude00\\n\"".to_string()),
+            Just("\"\\ud800\"".to_string()),
+            Just("[1, [2, {\"x\": [null, -0, 1e400]}]]".to_string()),
+            "[\\x00-\\x1f\\u{7f}-\\u{3000}]{0,4}".prop_map(|s| serde_json::to_string(&s).unwrap()),
         ]
     }
 
@@ -780,7 +850,7 @@ mod tests {
                     .iter()
                     .map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).unwrap()))
                     .collect();
-                Some(format!(" {{{}}}", body.join(",")).into_bytes())
+                Some(format!(" {{{}}}", body.join(" ,\n")).into_bytes())
             }),
             1 => json_value().prop_map(|v| Some(v.into_bytes())),
             1 => Just(Some(b"{\"id\": 1,".to_vec())),
@@ -869,6 +939,12 @@ mod tests {
         let (batch, problems) = decode_batch(&def, &schema, &records).unwrap();
         assert!(problems.is_empty());
         assert_eq!(batch.rowtimes, vec![1234]);
+        // Without columns of other types, the scanner reads it.
+        let bid = br#"{"id": 5, "name": "a\"b", "price": 2.5, "ok": true, "ts": 1234, "x": [{}]}"#;
+        assert!(
+            scan_json_object(&values, bid, &mut cells).is_ok(),
+            "the scanner gave up"
+        );
         let (reference, _) = decode_batch_by_rows(&def, &schema, &records).unwrap();
         assert_eq!(batch.batch, reference.batch);
     }

@@ -14,7 +14,8 @@
 //!
 //! Layers, lowest first: `datum` and `format` (values and bytes) →
 //! `decode` and `encode` (a stream's JSON records straight into Arrow
-//! columns, and sink values straight out of them) and `codec` (records ↔
+//! columns, read by the scanner of `json_scan`, and sink values straight
+//! out of them) and `codec` (records ↔
 //! change batches, the general path) → `pipeline` (operators) → `engine`
 //! (and `print`, which shows raw topic records). `fuzz` is the cargo-fuzz
 //! harness for the record decoders; `bench` what the operator benchmarks
@@ -36,6 +37,7 @@ mod format;
 #[doc(hidden)]
 pub mod fuzz;
 mod join;
+mod json_scan;
 mod panic_guard;
 mod pipeline;
 mod print;
