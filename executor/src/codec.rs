@@ -10,7 +10,7 @@ use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
 use crate::datum::Datum;
-use crate::error::{ExecError, Result};
+use crate::error::{binary, from_binary, ExecError, Result};
 use crate::format::{decode, encode, partition_for};
 use crate::pipeline::{rows_to_batch, ChangeBatch};
 use crate::processing_log::ProcessingError;
@@ -214,7 +214,8 @@ pub fn decode_batch_by_rows(
     Ok((batch, skipped))
 }
 
-/// A row of a materialized table, as kept in the state store.
+/// A row of a materialized table, as kept in the state store (in binary,
+/// [`MvRow::to_bytes`]; its serde form is the JSON of earlier versions).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MvRow {
     /// Declared columns of the table, in order.
@@ -235,6 +236,58 @@ pub struct MvRow {
 
 fn unknown_offset() -> i64 {
     -1
+}
+
+/// [`MvRow`]'s binary form: every field, in order (postcard writes no
+/// field names and cannot skip one).
+#[derive(Serialize)]
+struct MvRowOut<'a> {
+    values: &'a [Datum],
+    rowtime: i64,
+    partition: i32,
+    offset: i64,
+    window: Option<(i64, i64)>,
+}
+
+/// [`MvRowOut`], read back.
+#[derive(Deserialize)]
+struct MvRowIn {
+    values: Vec<Datum>,
+    rowtime: i64,
+    partition: i32,
+    offset: i64,
+    window: Option<(i64, i64)>,
+}
+
+impl MvRow {
+    /// The row as the state store keeps it: binary (see
+    /// [`crate::error::binary`]).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        binary(&MvRowOut {
+            values: &self.values,
+            rowtime: self.rowtime,
+            partition: self.partition,
+            offset: self.offset,
+            window: self.window,
+        })
+    }
+
+    /// A row written by [`MvRow::to_bytes`], or as JSON by an earlier
+    /// version.
+    pub fn from_bytes(bytes: &[u8]) -> Result<MvRow> {
+        if bytes.first() == Some(&b'{') {
+            return serde_json::from_slice(bytes)
+                .map_err(|e| ExecError::Internal(format!("unreadable table row: {e}")));
+        }
+        let r: MvRowIn = from_binary(bytes, "table row")?;
+        Ok(MvRow {
+            values: r.values,
+            rowtime: r.rowtime,
+            partition: r.partition,
+            offset: r.offset,
+            window: r.window,
+        })
+    }
 }
 
 /// One record for a sink, with the materialized-view change it implies.
@@ -541,12 +594,7 @@ impl TableSource {
             return Ok(row.clone());
         }
         let stored = state.get(&[self.prefix.as_slice(), key].concat())?;
-        stored
-            .map(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| ExecError::Internal(format!("unreadable table row: {e}")))
-            })
-            .transpose()
+        stored.map(|b| MvRow::from_bytes(&b)).transpose()
     }
 
     /// The changes the records make, in order.
@@ -614,13 +662,62 @@ impl TableSource {
         for (key, row) in std::mem::take(&mut self.cache) {
             let k = [self.prefix.as_slice(), key.as_slice()].concat();
             match row {
-                Some(row) => batch.put(
-                    k,
-                    serde_json::to_vec(&row).map_err(|e| ExecError::Internal(e.to_string()))?,
-                ),
+                Some(row) => batch.put(k, row.to_bytes()?),
                 None => batch.delete(k),
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod mv_row_tests {
+    use super::*;
+
+    fn row(window: Option<(i64, i64)>) -> MvRow {
+        MvRow {
+            values: vec![
+                Datum::Int(7),
+                Datum::Str("a\"b".into()),
+                Datum::Null,
+                Datum::Float(0.5),
+            ],
+            rowtime: 1_700_000_000_000,
+            partition: 3,
+            offset: -1,
+            window,
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_in_binary_and_earlier_json_still_reads() {
+        for window in [None, Some((1000, 2000))] {
+            let r = row(window);
+            let bytes = r.to_bytes().unwrap();
+            let back = MvRow::from_bytes(&bytes).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{r:?}"));
+            let json = serde_json::to_vec(&r).unwrap();
+            assert!(bytes.len() < json.len());
+            let legacy = MvRow::from_bytes(&json).unwrap();
+            assert_eq!(format!("{legacy:?}"), format!("{r:?}"));
+        }
+        // Earlier versions' rows without the fields they defaulted.
+        let one = serde_json::to_string(&Datum::Int(1)).unwrap();
+        let old =
+            MvRow::from_bytes(format!(r#"{{"values":[{one}],"rowtime":5}}"#).as_bytes()).unwrap();
+        assert_eq!((old.partition, old.offset, old.window), (0, -1, None));
+    }
+
+    #[test]
+    fn damaged_rows_are_an_error() {
+        let bytes = row(Some((1, 2))).to_bytes().unwrap();
+        for bad in [
+            &bytes[..bytes.len() / 2],
+            &[][..],
+            b"{\"values\":",
+            &[0x01, 0xff],
+        ] {
+            assert!(MvRow::from_bytes(bad).is_err(), "{bad:?}");
+        }
     }
 }

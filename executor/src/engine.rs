@@ -1454,7 +1454,7 @@ impl Engine {
                         }
                     }
                     match mv {
-                        Some(row) => batch.put(k, json(row)?),
+                        Some(row) => batch.put(k, row.to_bytes()?),
                         None => batch.delete(k),
                     }
                 }

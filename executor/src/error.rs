@@ -62,7 +62,7 @@ pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
 const BINARY_STATE: u8 = 0x01;
 
 /// `v` in the binary encoding of hot operator state (aggregation groups,
-/// sessions, rows held for EMIT FINAL): a version byte, then postcard
+/// sessions, rows held for EMIT FINAL, table rows): a version byte, then postcard
 /// (varints, no field names). Only for types whose serde form has no
 /// skipped or defaulted fields: postcard does not describe itself.
 pub(crate) fn binary<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {

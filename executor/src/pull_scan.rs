@@ -359,8 +359,7 @@ impl Cursor {
 }
 
 fn mv_row(def: &SourceDef, bytes: &[u8]) -> Result<Vec<ScalarValue>> {
-    let row: MvRow = serde_json::from_slice(bytes)
-        .map_err(|e| ExecError::Internal(format!("unreadable row: {e}")))?;
+    let row = MvRow::from_bytes(bytes)?;
     batch_row(
         def,
         &row.values,
