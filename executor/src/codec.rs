@@ -206,7 +206,7 @@ pub fn decode_batch_by_rows(
         rowtimes.push(row.rowtime);
     }
     let batch = ChangeBatch {
-        batch: rows_to_batch(schema, &scalars)?,
+        batch: rows_to_batch(schema, scalars)?,
         weights: vec![1; rows.len()],
         rowtimes,
         null_values: rows.iter().map(|r| r.null_value).collect(),
@@ -337,17 +337,14 @@ pub fn encode_sink(
     let value_positions: Vec<usize> = (0..sink.columns.len())
         .filter(|c| sink.columns[*c].is_value())
         .collect();
-    // A stream's JSON values are written from the arrays directly; other
-    // formats, and a table's rows (which are materialized too), go through
-    // datums.
+    // JSON values are written from the arrays directly (a table's rows are
+    // materialized from datums besides); other formats go through datums.
     let value_arrays: Vec<datafusion::arrow::array::ArrayRef> = value_positions
         .iter()
         .map(|c| std::sync::Arc::clone(out.batch.column(index[*c])))
         .collect();
-    let json_values = (sink.kind == SourceKind::Stream
-        && sink.value_format == Format::Json
-        && !values.is_empty())
-    .then(|| crate::encode::JsonColumns::new(&values, &value_arrays, sink.unwrapped));
+    let json_values = (sink.value_format == Format::Json && !values.is_empty())
+        .then(|| crate::encode::JsonColumns::new(&values, &value_arrays, sink.unwrapped));
     let ts_index = sink.timestamp_index();
     // A windowed sink's keys carry each row's window bounds.
     let bounds_column = |name: &str| {
@@ -650,7 +647,7 @@ impl TableSource {
             self.cache.insert(key, new);
         }
         Ok(ChangeBatch {
-            batch: rows_to_batch(schema, &rows)?,
+            batch: rows_to_batch(schema, rows)?,
             null_values: vec![false; weights.len()],
             weights,
             rowtimes,

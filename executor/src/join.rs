@@ -889,7 +889,7 @@ impl JoinOp {
                 self.expire(s);
             }
         }
-        let batch = rows_to_batch(&self.out_schema_with_pseudo(), &rows)?;
+        let batch = rows_to_batch(&self.out_schema_with_pseudo(), rows)?;
         Ok((
             ChangeBatch {
                 batch,

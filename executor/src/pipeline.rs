@@ -17,7 +17,7 @@ use datafusion::arrow::array::{
     RecordBatchOptions, UInt32Array,
 };
 use datafusion::arrow::compute::{filter_record_batch, take_arrays};
-use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::execution_props::ExecutionProps;
@@ -70,19 +70,32 @@ impl ChangeBatch {
     }
 }
 
-/// Builds a batch of the given schema from rows of scalars.
-pub fn rows_to_batch(schema: &SchemaRef, rows: &[Vec<ScalarValue>]) -> Result<RecordBatch> {
+/// Builds a batch of the given schema from rows of scalars, each value
+/// cast to its column's type where it differs.
+pub fn rows_to_batch(schema: &SchemaRef, mut rows: Vec<Vec<ScalarValue>>) -> Result<RecordBatch> {
+    let n = rows.len();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    let mut column = Vec::with_capacity(n);
     for (i, field) in schema.fields().iter().enumerate() {
-        let array = if rows.is_empty() {
-            new_empty_array(field.data_type())
+        let ty = field.data_type();
+        let array = if n == 0 {
+            new_empty_array(ty)
         } else {
-            let values = rows.iter().map(|r| coerce(&r[i], field.data_type()));
-            ScalarValue::iter_to_array(values.collect::<Result<Vec<_>>>()?)?
+            // The values are moved out of the rows, not cloned.
+            for row in &mut rows {
+                let v = std::mem::replace(
+                    row.get_mut(i).ok_or_else(|| {
+                        ExecError::Internal(format!("a row without column {}", field.name()))
+                    })?,
+                    ScalarValue::Null,
+                );
+                column.push(if has_type(&v, ty) { v } else { v.cast_to(ty)? });
+            }
+            ScalarValue::iter_to_array(column.drain(..))?
         };
         columns.push(array);
     }
-    let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+    let options = RecordBatchOptions::new().with_row_count(Some(n));
     Ok(RecordBatch::try_new_with_options(
         Arc::clone(schema),
         columns,
@@ -90,11 +103,20 @@ pub fn rows_to_batch(schema: &SchemaRef, rows: &[Vec<ScalarValue>]) -> Result<Re
     )?)
 }
 
-fn coerce(v: &ScalarValue, ty: &DataType) -> Result<ScalarValue> {
-    if v.data_type() == *ty {
-        Ok(v.clone())
-    } else {
-        Ok(v.cast_to(ty)?)
+/// Whether `v` is of type `ty`, without building its type for the common
+/// ones.
+fn has_type(v: &ScalarValue, ty: &DataType) -> bool {
+    match (v, ty) {
+        (ScalarValue::Int64(_), DataType::Int64)
+        | (ScalarValue::Int32(_), DataType::Int32)
+        | (ScalarValue::Float64(_), DataType::Float64)
+        | (ScalarValue::Utf8(_), DataType::Utf8)
+        | (ScalarValue::Boolean(_), DataType::Boolean)
+        | (
+            ScalarValue::TimestampMillisecond(_, None),
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+        ) => true,
+        _ => v.data_type() == *ty,
     }
 }
 
@@ -719,7 +741,7 @@ impl EmitFinalOp {
             }
             self.last_close = close;
         }
-        self.emitted(&rows, times)
+        self.emitted(rows, times)
     }
 
     /// Sessions are held by their end (and key and start) and emitted
@@ -766,7 +788,7 @@ impl EmitFinalOp {
                 times.push(h.ts);
             }
         }
-        self.emitted(&rows, times)
+        self.emitted(rows, times)
     }
 
     /// Input row `r` as datums, and its key columns as JSON.
@@ -783,7 +805,7 @@ impl EmitFinalOp {
 
     /// Records stream time and the close time, and batches the rows
     /// emitted (each at its time).
-    fn emitted(&mut self, rows: &[Vec<ScalarValue>], times: Vec<i64>) -> Result<ChangeBatch> {
+    fn emitted(&mut self, rows: Vec<Vec<ScalarValue>>, times: Vec<i64>) -> Result<ChangeBatch> {
         let meta = json(&(self.stream_time, self.last_close))?;
         self.writes
             .push(([self.prefix.as_slice(), b"meta"].concat(), Some(meta)));
@@ -1051,7 +1073,7 @@ impl Emitted {
 
     fn into_batch(self, schema: &SchemaRef) -> Result<ChangeBatch> {
         Ok(ChangeBatch {
-            batch: rows_to_batch(schema, &self.rows)?,
+            batch: rows_to_batch(schema, self.rows)?,
             null_values: vec![false; self.weights.len()],
             weights: self.weights,
             rowtimes: self.times,

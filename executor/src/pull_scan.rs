@@ -250,7 +250,7 @@ impl Cursor {
             }
         }
         match self.pending.pop_front() {
-            Some(rows) => Ok(Some(rows_to_batch(&self.scan.schema, &rows)?)),
+            Some(rows) => Ok(Some(rows_to_batch(&self.scan.schema, rows)?)),
             None => Ok(None),
         }
     }
