@@ -10,9 +10,12 @@
 //! not take as is — a number in a string, a fraction for an integer, a
 //! value that is not an object, bytes that are not JSON — sends that
 //! record down the general path (`codec::decode_rows`), so results and
-//! error messages are the general path's exactly. Other formats (KAFKA,
-//! DELIMITED) take the general path per record and are appended the same
-//! way.
+//! error messages are the general path's exactly. Before the serde
+//! visitor, the byte scanner of `json_scan` reads the object. DELIMITED
+//! records without quotes whose columns are all of those types are split
+//! and parsed in place, the same way. Other records (KAFKA, DELIMITED with
+//! quotes or other types) take the general path per record and are
+//! appended the same way.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -628,6 +631,55 @@ impl BatchBuilder {
     }
 }
 
+/// How a source's records are read before the general path.
+#[derive(Clone, Copy)]
+enum FastFormat {
+    /// The scanner of `json_scan`, then the serde visitor.
+    Json,
+    /// [`read_delimited`], with this delimiter.
+    Delimited(char),
+    /// Only the general path.
+    None,
+}
+
+/// Reads a DELIMITED record's fields into `cells` as `format::decode` does
+/// (an empty field is NULL, the others go through `datum::parse_text`'s
+/// rules), for records without a quote; `Err(GiveUp)` otherwise (a quote,
+/// a field count that differs from the columns', text that does not
+/// parse), and the general path reads it.
+fn read_delimited<'a>(
+    columns: &'a [ValueColumn<'a>],
+    bytes: &'a [u8],
+    delimiter: char,
+    cells: &mut Vec<(Cell<'a>, Matched<'a>)>,
+) -> std::result::Result<(), GiveUp> {
+    cells.clear();
+    let text = std::str::from_utf8(bytes).map_err(|_| GiveUp)?;
+    if text.contains('"') {
+        return Err(GiveUp);
+    }
+    let mut fields = text.split(delimiter);
+    for column in columns {
+        let field = fields.next().ok_or(GiveUp)?;
+        let t = field.trim();
+        let cell = match column.fast {
+            _ if field.is_empty() => Cell::Null,
+            Fast::Str => Cell::Str(Cow::Borrowed(field)),
+            Fast::Bool if t.eq_ignore_ascii_case("true") => Cell::Bool(true),
+            Fast::Bool if t.eq_ignore_ascii_case("false") => Cell::Bool(false),
+            Fast::Int32 => Cell::Int(i64::from(t.parse::<i32>().map_err(|_| GiveUp)?)),
+            Fast::Int64 => Cell::Int(t.parse::<i64>().map_err(|_| GiveUp)?),
+            Fast::Double => Cell::Float(t.parse::<f64>().map_err(|_| GiveUp)?),
+            Fast::Bool | Fast::General => return Err(GiveUp),
+        };
+        cells.push((cell, Matched::Exactly));
+    }
+    if fields.next().is_some() {
+        return Err(GiveUp);
+    }
+    Ok(())
+}
+
 /// How each value column of `def` is read, in declared order.
 fn value_columns(def: &SourceDef) -> Vec<ValueColumn<'_>> {
     def.columns
@@ -655,16 +707,26 @@ pub fn decode_batch(
     let mut skipped = Vec::new();
     let values = value_columns(def);
     let keys: Vec<&Column> = def.key_columns().collect();
-    let fast_json = def.value_format == Format::Json
-        && !(values.len() == 1 && def.unwrapped)
-        && def.columns.iter().all(|c| c.header.is_none())
+    let plain = def.columns.iter().all(|c| c.header.is_none())
         && def.kind == SourceKind::Stream
-        && !values.is_empty()
-        && !values.iter().enumerate().any(|(i, a)| {
-            values[i + 1..]
-                .iter()
-                .any(|b| a.column.name.eq_ignore_ascii_case(&b.column.name))
-        });
+        && !values.is_empty();
+    let fast_format = match def.value_format {
+        Format::Json
+            if plain
+                && !(values.len() == 1 && def.unwrapped)
+                && !values.iter().enumerate().any(|(i, a)| {
+                    values[i + 1..]
+                        .iter()
+                        .any(|b| a.column.name.eq_ignore_ascii_case(&b.column.name))
+                }) =>
+        {
+            FastFormat::Json
+        }
+        Format::Delimited(delimiter) if plain && values.iter().all(|v| v.fast != Fast::General) => {
+            FastFormat::Delimited(delimiter)
+        }
+        _ => FastFormat::None,
+    };
     let ts_index = def.timestamp_index();
     // Where each declared column's value comes from: a key column's index
     // among the keys, or a value column's among `values`.
@@ -685,13 +747,18 @@ pub fn decode_batch(
     };
     let mut cells: Vec<(Cell, Matched)> = Vec::with_capacity(values.len());
     for r in records {
-        let fast = fast_json
-            .then_some(r.record.value.as_deref())
-            .flatten()
-            .and_then(|bytes| {
-                scan_json_object(&values, bytes, &mut cells)
+        let fast = r
+            .record
+            .value
+            .as_deref()
+            .and_then(|bytes| match fast_format {
+                FastFormat::Json => scan_json_object(&values, bytes, &mut cells)
                     .or_else(|GiveUp| read_json_object(&values, bytes, &mut cells))
-                    .ok()
+                    .ok(),
+                FastFormat::Delimited(delimiter) => {
+                    read_delimited(&values, bytes, delimiter, &mut cells).ok()
+                }
+                FastFormat::None => None,
             });
         // The key, the window and the event time; `None` if the general
         // path must read the record (it logs and skips what it cannot).
@@ -919,6 +986,110 @@ mod tests {
                 (a, b) => prop_assert!(false, "one failed: {:?} / {:?}", a.err(), b.err()),
             }
         }
+    }
+
+    /// [`def`] without the columns DELIMITED cannot hold, in DELIMITED.
+    fn delimited_def(timestamp: Option<&str>) -> SourceDef {
+        let mut def = def(timestamp, false);
+        def.columns
+            .retain(|c| !matches!(c.ty, SqlType::Decimal { .. } | SqlType::Array(_)));
+        def.value_format = Format::Delimited(',');
+        def
+    }
+
+    fn delimited_field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(""),
+            Just(" "),
+            Just("12"),
+            Just(" -3 "),
+            Just("2147483648"),
+            Just("9223372036854775808"),
+            Just("1.5"),
+            Just("1e3"),
+            Just("NaN"),
+            Just("true"),
+            Just(" TRUE"),
+            Just("False"),
+            Just("abc"),
+            Just("é"),
+            Just("\"q,r\""),
+            Just("x\"y"),
+            Just("1970-01-01T00:00:01"),
+        ]
+        .prop_map(str::to_string)
+    }
+
+    /// Fields that mostly fit [`delimited_def`]'s columns, in order.
+    fn well_typed_delimited() -> impl Strategy<Value = Vec<String>> {
+        let one = |options: &'static [&'static str]| {
+            proptest::sample::select(options).prop_map(str::to_string)
+        };
+        (
+            one(&["", "12", " -3 ", "x"]),
+            one(&["abc", "é", "", " "]),
+            one(&["1.5", "12", "NaN", "1e3", ""]),
+            one(&["true", " TRUE", "False", ""]),
+            one(&["1234", "-3", ""]),
+            one(&["1234", "", "1970-01-01T00:00:01"]),
+        )
+            .prop_map(|(a, b, c, d, e, f)| vec![a, b, c, d, e, f])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// DELIMITED records too: the fast path reads what the general
+        /// path reads, and leaves it what it cannot.
+        #[test]
+        fn delimited_records_agree_with_the_general_path(
+            values in proptest::collection::vec(
+                (record_key(), proptest::option::weighted(
+                    0.9,
+                    prop_oneof![
+                        proptest::collection::vec(delimited_field(), 4..8),
+                        well_typed_delimited(),
+                    ],
+                )),
+                0..12,
+            ),
+            timestamp in prop_oneof![Just(None), Just(Some("TS")), Just(Some("AT"))],
+        ) {
+            let def = delimited_def(timestamp);
+            let schema = def.batch_schema();
+            let records = stored(
+                values
+                    .into_iter()
+                    .map(|(k, v)| (k, v.map(|fields| fields.join(",").into_bytes())))
+                    .collect(),
+            );
+            let fast = decode_batch(&def, &schema, &records);
+            let reference = decode_batch_by_rows(&def, &schema, &records);
+            match (fast, reference) {
+                (Ok((a, pa)), Ok((b, pb))) => {
+                    prop_assert_eq!(&a.batch, &b.batch);
+                    prop_assert_eq!(&a.rowtimes, &b.rowtimes);
+                    prop_assert_eq!(&a.null_values, &b.null_values);
+                    prop_assert_eq!(messages(&pa), messages(&pb));
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => prop_assert!(false, "one failed: {:?} / {:?}", a.err(), b.err()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_delimited_record_is_read_by_the_fast_path() {
+        let def = delimited_def(Some("TS"));
+        let values = value_columns(&def);
+        let mut cells = Vec::new();
+        assert!(
+            read_delimited(&values, b"5,a b, 2.5,true,1234,", ',', &mut cells).is_ok(),
+            "the fast path gave up"
+        );
+        assert!(matches!(cells[1].0, Cell::Str(Cow::Borrowed("a b"))));
+        assert!(matches!(cells[5].0, Cell::Null));
+        assert!(read_delimited(&values, b"5,\"a\",2.5,true,1234,", ',', &mut cells).is_err());
     }
 
     #[test]
