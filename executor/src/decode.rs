@@ -11,7 +11,8 @@
 //! value that is not an object, bytes that are not JSON — sends that
 //! record down the general path (`codec::decode_rows`), so results and
 //! error messages are the general path's exactly. Before the serde
-//! visitor, the byte scanner of `json_scan` reads the object. DELIMITED
+//! visitor, the byte scanner of `json_scan` reads the object when every
+//! value column is of those types. DELIMITED
 //! records without quotes whose columns are all of those types are split
 //! and parsed in place, the same way. Other records (KAFKA, DELIMITED with
 //! quotes or other types) take the general path per record and are
