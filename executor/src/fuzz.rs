@@ -2,8 +2,9 @@
 //! the tests that replay the committed corpus. Each takes untrusted bytes
 //! and panics only on a bug.
 
-use brook_planner::catalog::{Column, Format};
+use brook_planner::catalog::{Column, Format, SourceDef, SourceKind};
 use brook_planner::types::SqlType;
+use brook_storage::{Record, StoredRecord};
 
 use crate::format::{decode, encode};
 use crate::Datum;
@@ -65,6 +66,62 @@ pub fn record_decoders(bytes: &[u8]) {
                     }
                 }
             }
+        }
+    }
+    columnar(bytes);
+}
+
+/// Decodes `bytes` as a stream's record value with the columnar decoder
+/// (the JSON scanner and the serde visitor, DELIMITED split in place) for
+/// a source of the types those read, with and without a column of another
+/// type.
+fn columnar(bytes: &[u8]) {
+    let mut columns: Vec<Column> = [
+        SqlType::Boolean,
+        SqlType::Int,
+        SqlType::Bigint,
+        SqlType::Double,
+        SqlType::String,
+        SqlType::Timestamp,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, ty)| Column::new(format!("C{i}"), ty, false))
+    .collect();
+    let records = [StoredRecord {
+        partition: 0,
+        offset: 0,
+        record: Record {
+            timestamp: 0,
+            key: None,
+            value: Some(bytes.to_vec()),
+            headers: vec![],
+        },
+    }];
+    for other in [false, true] {
+        if other {
+            columns.push(Column::new("D", types()[6].clone(), false));
+        }
+        for format in formats() {
+            let def = SourceDef {
+                name: "S".into(),
+                kind: SourceKind::Stream,
+                columns: columns.clone(),
+                topic: "s".into(),
+                partitions: 1,
+                key_format: Format::Kafka,
+                value_format: format,
+                timestamp_column: Some("C5".into()),
+                timestamp_format: None,
+                query_id: None,
+                retention_ms: None,
+                retention_bytes: None,
+                keyless_format: None,
+                unwrapped: false,
+                read_only: false,
+                window: None,
+            };
+            let _ = crate::decode::decode_batch(&def, &def.batch_schema(), &records);
         }
     }
 }
