@@ -966,6 +966,28 @@ mod tests {
         problems.iter().map(|p| format!("{p:?}")).collect()
     }
 
+    /// The columnar decoder and the row-by-row path read `records` of
+    /// `def` alike: the same rows, values and event times, the same
+    /// problems, or the same error.
+    fn agree(def: &SourceDef, records: &[StoredRecord]) -> Result<(), TestCaseError> {
+        let schema = def.batch_schema();
+        match (
+            decode_batch(def, &schema, records),
+            decode_batch_by_rows(def, &schema, records),
+        ) {
+            (Ok((a, pa)), Ok((b, pb))) => {
+                prop_assert_eq!(&a.batch, &b.batch);
+                prop_assert_eq!(&a.rowtimes, &b.rowtimes);
+                prop_assert_eq!(&a.weights, &b.weights);
+                prop_assert_eq!(&a.null_values, &b.null_values);
+                prop_assert_eq!(messages(&pa), messages(&pb));
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => prop_assert!(false, "one failed: {:?} / {:?}", a.err(), b.err()),
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -985,21 +1007,8 @@ mod tests {
                 def.columns
                     .retain(|c| !matches!(c.ty, SqlType::Decimal { .. } | SqlType::Array(_)));
             }
-            let schema = def.batch_schema();
             let records = stored(values);
-            let fast = decode_batch(&def, &schema, &records);
-            let reference = decode_batch_by_rows(&def, &schema, &records);
-            match (fast, reference) {
-                (Ok((a, pa)), Ok((b, pb))) => {
-                    prop_assert_eq!(&a.batch, &b.batch);
-                    prop_assert_eq!(&a.rowtimes, &b.rowtimes);
-                    prop_assert_eq!(&a.weights, &b.weights);
-                    prop_assert_eq!(&a.null_values, &b.null_values);
-                    prop_assert_eq!(messages(&pa), messages(&pb));
-                }
-                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
-                (a, b) => prop_assert!(false, "one failed: {:?} / {:?}", a.err(), b.err()),
-            }
+            agree(&def, &records)?;
         }
     }
 
@@ -1071,25 +1080,13 @@ mod tests {
             timestamp in prop_oneof![Just(None), Just(Some("TS")), Just(Some("AT"))],
         ) {
             let def = delimited_def(timestamp);
-            let schema = def.batch_schema();
             let records = stored(
                 values
                     .into_iter()
                     .map(|(k, v)| (k, v.map(|fields| fields.join(",").into_bytes())))
                     .collect(),
             );
-            let fast = decode_batch(&def, &schema, &records);
-            let reference = decode_batch_by_rows(&def, &schema, &records);
-            match (fast, reference) {
-                (Ok((a, pa)), Ok((b, pb))) => {
-                    prop_assert_eq!(&a.batch, &b.batch);
-                    prop_assert_eq!(&a.rowtimes, &b.rowtimes);
-                    prop_assert_eq!(&a.null_values, &b.null_values);
-                    prop_assert_eq!(messages(&pa), messages(&pb));
-                }
-                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
-                (a, b) => prop_assert!(false, "one failed: {:?} / {:?}", a.err(), b.err()),
-            }
+            agree(&def, &records)?;
         }
     }
 

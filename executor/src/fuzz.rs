@@ -76,18 +76,23 @@ pub fn record_decoders(bytes: &[u8]) {
 /// a source of the types those read, with and without a column of another
 /// type.
 fn columnar(bytes: &[u8]) {
-    let mut columns: Vec<Column> = [
-        SqlType::Boolean,
-        SqlType::Int,
-        SqlType::Bigint,
-        SqlType::Double,
-        SqlType::String,
-        SqlType::Timestamp,
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(i, ty)| Column::new(format!("C{i}"), ty, false))
-    .collect();
+    // The types the fast paths read, and one (DECIMAL) they leave.
+    let (fast, others): (Vec<SqlType>, Vec<SqlType>) = types().into_iter().partition(|t| {
+        matches!(
+            t,
+            SqlType::Boolean
+                | SqlType::Int
+                | SqlType::Bigint
+                | SqlType::Double
+                | SqlType::String
+                | SqlType::Timestamp
+        )
+    });
+    let mut columns: Vec<Column> = fast
+        .into_iter()
+        .enumerate()
+        .map(|(i, ty)| Column::new(format!("C{i}"), ty, false))
+        .collect();
     let records = [StoredRecord {
         partition: 0,
         offset: 0,
@@ -100,7 +105,7 @@ fn columnar(bytes: &[u8]) {
     }];
     for other in [false, true] {
         if other {
-            columns.push(Column::new("D", types()[6].clone(), false));
+            columns.push(Column::new("D", others[0].clone(), false));
         }
         for format in formats() {
             let def = SourceDef {
