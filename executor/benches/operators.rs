@@ -174,7 +174,7 @@ fn run_pipeline(plan: &StreamPlan, input: ChangeBatch) -> usize {
     let mut pipeline = Pipeline::new(plan, b"a/".to_vec()).expect("pipeline");
     let out = pipeline.process(input, &state).expect("process");
     let mut batch = WriteBatch::default();
-    pipeline.drain_state(&mut batch, &state).expect("drain");
+    pipeline.checkpoint(&mut batch, &state).expect("checkpoint");
     out.len()
 }
 

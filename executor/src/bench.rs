@@ -6,9 +6,9 @@ use brook_planner::catalog::{SourceDef, SourceKind};
 use brook_planner::plan::{JoinSpec, StreamPlan};
 use brook_storage::{StateStore, StoredRecord};
 
+use crate::change::ChangeBatch;
 use crate::error::Result;
-use crate::join::JoinChain;
-use crate::pipeline::ChangeBatch;
+use crate::operator::join::JoinChain;
 
 /// `records` of `def` as the change batch a persistent query reading `def`
 /// would process (a table's records as a stream's: the table-source step
@@ -47,6 +47,6 @@ impl Join {
     /// the join's synthetic source.
     pub fn process(&mut self, inputs: &[ChangeBatch]) -> Result<ChangeBatch> {
         let mut problems = Vec::new();
-        self.0.process(inputs, &mut problems)
+        self.0.join(inputs, &mut problems)
     }
 }

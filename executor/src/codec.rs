@@ -4,15 +4,14 @@
 use brook_planner::catalog::{
     Column, Format, HeaderSource, SourceDef, SourceKind, WINDOWEND, WINDOWSTART,
 };
-use brook_storage::{Record, StateStore, StoredRecord, WriteBatch};
-use datafusion::arrow::datatypes::SchemaRef;
+use brook_storage::{Record, StoredRecord};
 use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
+use crate::change::ChangeBatch;
 use crate::datum::Datum;
 use crate::error::{binary, from_binary, ExecError, Result};
 use crate::format::{decode, encode, partition_for};
-use crate::pipeline::{rows_to_batch, ChangeBatch};
 use crate::processing_log::ProcessingError;
 
 /// A record decoded into the declared columns of its source.
@@ -187,7 +186,7 @@ pub fn batch_row(
 #[cfg(test)]
 pub fn decode_batch_by_rows(
     def: &SourceDef,
-    schema: &SchemaRef,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
     records: &[StoredRecord],
 ) -> Result<(ChangeBatch, Vec<ProcessingError>)> {
     let (rows, skipped) = decode_rows(def, records, true);
@@ -206,7 +205,7 @@ pub fn decode_batch_by_rows(
         rowtimes.push(row.rowtime);
     }
     let batch = ChangeBatch {
-        batch: rows_to_batch(schema, scalars)?,
+        batch: crate::change::rows_to_batch(schema, scalars)?,
         weights: vec![1; rows.len()],
         rowtimes,
         null_values: rows.iter().map(|r| r.null_value).collect(),
@@ -566,105 +565,6 @@ pub fn encode_rows(
         ));
     }
     Ok(out)
-}
-
-/// A table read as changes: each upsert retracts the key's previous row
-/// and inserts the new one; a tombstone retracts only. The latest row per
-/// key is kept in the state store under a prefix.
-pub struct TableSource {
-    prefix: Vec<u8>,
-    /// Keys touched this epoch: their latest row (`None` = deleted).
-    cache: std::collections::HashMap<Vec<u8>, Option<MvRow>>,
-}
-
-impl TableSource {
-    /// A table source keeping its rows under `prefix`.
-    pub fn new(prefix: Vec<u8>) -> TableSource {
-        TableSource {
-            prefix,
-            cache: std::collections::HashMap::new(),
-        }
-    }
-
-    fn previous(&self, key: &[u8], state: &dyn StateStore) -> Result<Option<MvRow>> {
-        if let Some(row) = self.cache.get(key) {
-            return Ok(row.clone());
-        }
-        let stored = state.get(&[self.prefix.as_slice(), key].concat())?;
-        stored.map(|b| MvRow::from_bytes(&b)).transpose()
-    }
-
-    /// The changes the records make, in order.
-    pub fn changes(
-        &mut self,
-        def: &SourceDef,
-        schema: &SchemaRef,
-        records: &[StoredRecord],
-        state: &dyn StateStore,
-    ) -> Result<ChangeBatch> {
-        let to_scalars = |row: &MvRow| {
-            batch_row(
-                def,
-                &row.values,
-                row.window,
-                row.rowtime,
-                row.partition,
-                row.offset,
-            )
-        };
-        let mut rows = Vec::new();
-        let mut weights = Vec::new();
-        let mut rowtimes = Vec::new();
-        for r in records {
-            let Some(key) = r.record.key.clone() else {
-                continue;
-            }; // tables ignore records without a key
-            let new = if r.record.value.is_none() {
-                None
-            } else {
-                let (decoded, _) = decode_rows(def, std::slice::from_ref(r), false);
-                match decoded.into_iter().next() {
-                    Some(d) => Some(MvRow {
-                        values: d.values,
-                        rowtime: d.rowtime,
-                        partition: r.partition as i32,
-                        offset: r.offset as i64,
-                        window: d.window,
-                    }),
-                    None => continue, // undecodable: skipped and logged
-                }
-            };
-            if let Some(prev) = self.previous(&key, state)? {
-                rows.push(to_scalars(&prev)?);
-                weights.push(-1);
-                rowtimes.push(new.as_ref().map_or(r.record.timestamp, |n| n.rowtime));
-            }
-            if let Some(new) = &new {
-                rows.push(to_scalars(new)?);
-                weights.push(1);
-                rowtimes.push(new.rowtime);
-            }
-            self.cache.insert(key, new);
-        }
-        Ok(ChangeBatch {
-            batch: rows_to_batch(schema, rows)?,
-            null_values: vec![false; weights.len()],
-            weights,
-            rowtimes,
-        })
-    }
-
-    /// Adds the epoch's row changes to `batch`.
-    pub fn drain(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        for (key, row) in std::mem::take(&mut self.cache) {
-            let k = [self.prefix.as_slice(), key.as_slice()].concat();
-            match row {
-                Some(row) => batch.put(k, row.to_bytes()?),
-                None => batch.delete(k),
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -35,11 +35,11 @@ use datafusion::common::ScalarValue;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::Deserializer as _;
 
+use crate::change::ChangeBatch;
 use crate::codec::{decode_rows, DecodedRow};
 use crate::datum::Datum;
 use crate::error::Result;
 use crate::format::decode;
-use crate::pipeline::ChangeBatch;
 use crate::processing_log::ProcessingError;
 
 /// One field's value on its way into a column.

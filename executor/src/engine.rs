@@ -28,12 +28,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::codec::{encode_rows, encode_sink, TableSource};
-use crate::decode::decode_batch;
+use crate::codec::{encode_rows, encode_sink};
+use crate::dataflow::{Dataflow, EpochOutput};
 use crate::error::{json, ExecError, Result};
-use crate::join::JoinChain;
+use crate::operator::window::Expiry;
 use crate::panic_guard::guarded;
-use crate::pipeline::{ChangeBatch, Expiry, Pipeline};
 use crate::processing_log::{self, ProcessingError};
 use crate::pull_scan::{from_datafusion, SourceScan};
 
@@ -1306,22 +1305,10 @@ impl Engine {
     ) -> Result<()> {
         let meta_key = [query_prefix(id), b"meta".to_vec()].concat();
         let parts = self.input_parts(&plan)?;
-        let mut pipeline = Pipeline::new(&plan, [query_prefix(id), b"a/".to_vec()].concat())?;
-        let mut join = match &plan.join {
-            Some(spec) => Some(JoinChain::new(
-                spec,
-                plan.source.batch_schema(),
-                [query_prefix(id), b"j/".to_vec()].concat(),
-                self.state.as_ref(),
-            )?),
-            None => None,
-        };
-        let mut table = (plan.source.kind == SourceKind::Table)
-            .then(|| TableSource::new([query_prefix(id), b"t/".to_vec()].concat()));
+        let mut dataflow = Dataflow::new(&plan, &query_prefix(id), self.state.as_ref())?;
         let mut mv_expiry = sink
             .window
             .map(|spec| Expiry::new(&spec, mv_expiry_prefix(&sink.name)));
-        let schema = plan.source.batch_schema();
         let mut appended = self.appended.subscribe();
         if cp.reconcile && rebuild_target.is_none() {
             // The rebuild has nothing to read (the sources hold nothing
@@ -1366,7 +1353,7 @@ impl Engine {
                 &parts,
                 reads,
                 &mut offsets,
-                join.is_some() && replay.is_none(),
+                plan.join.is_some() && replay.is_none(),
                 self.config.epoch,
             );
             if let Some(e) = &replay {
@@ -1374,7 +1361,6 @@ impl Engine {
                     *o = (*o).max(*end);
                 }
             }
-            let records = &by_input[0];
             if by_input.iter().all(Vec::is_empty) && replay.is_none() {
                 if skipped_gap {
                     if rebuild_target
@@ -1401,33 +1387,21 @@ impl Engine {
             // One epoch: process, append the output to the sink (tagged
             // with the epoch), then commit state, offsets and where the
             // sink ends, atomically.
-            let (input, mut problems) = match (&mut join, &plan.join, &mut table) {
-                (Some(op), Some(_), _) => join_input(op, &by_input)?,
-                (_, _, Some(t)) => (
-                    t.changes(&plan.source, &schema, records, self.state.as_ref())?,
-                    Vec::new(),
-                ),
-                _ => decode_batch(&plan.source, &schema, records)?,
-            };
-            let output = pipeline.process_guarded(input, self.state.as_ref())?;
-            problems.extend(pipeline.take_errors());
+            let EpochOutput {
+                changes: output,
+                problems,
+                late,
+            } = dataflow.process(&by_input, self.state.as_ref())?;
             // A rebuild replays records whose problems were logged before.
             if rebuild_target.is_none() {
                 self.log_processing_errors(id, &problems);
             }
-            let late = pipeline.take_late();
             if late > 0 {
                 tracing::debug!(query_id = %id, late, "dropped records too late for their window");
             }
             let sink_records = encode_sink(&sink, &output, plan.repartitioned)?;
             let mut batch = WriteBatch::default();
-            pipeline.drain_state(&mut batch, self.state.as_ref())?;
-            if let Some(t) = &mut table {
-                t.drain(&mut batch)?;
-            }
-            if let Some(j) = &mut join {
-                j.drain(&mut batch);
-            }
+            dataflow.checkpoint(&mut batch, self.state.as_ref())?;
             let mut outbox: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
             // Outputs an interrupted run of this epoch wrote already.
             let mut written = replay
@@ -1786,21 +1760,10 @@ impl Engine {
         tokio::spawn(async move {
             let state = MemoryStateStore::default();
             let run = async {
-                let mut pipeline = Pipeline::new(&plan, b"a/".to_vec())?;
-                let mut join = match &plan.join {
-                    Some(spec) => Some(JoinChain::new(
-                        spec,
-                        plan.source.batch_schema(),
-                        b"j/".to_vec(),
-                        &state,
-                    )?),
-                    None => None,
-                };
-                // A table's upserts become changes (the key's previous row
-                // retracted), as in a persistent query.
-                let mut table = (plan.source.kind == SourceKind::Table)
-                    .then(|| TableSource::new(b"t/".to_vec()));
-                let schema = plan.source.batch_schema();
+                // The dataflow of a persistent query (a table's upserts
+                // become changes, the key's previous row retracted), its
+                // state in memory.
+                let mut dataflow = Dataflow::new(&plan, b"", &state)?;
                 let mut appended = engine.appended.subscribe();
                 let mut sent = 0usize;
                 if plan.limit == Some(0) {
@@ -1822,7 +1785,7 @@ impl Engine {
                         &parts,
                         reads,
                         &mut offsets,
-                        join.is_some(),
+                        plan.join.is_some(),
                         engine.config.epoch,
                     );
                     if by_input.iter().all(Vec::is_empty) {
@@ -1832,25 +1795,14 @@ impl Engine {
                         }
                         continue;
                     }
-                    let (input, mut problems) = match (&mut join, &mut table) {
-                        (Some(op), _) => join_input(op, &by_input)?,
-                        (None, Some(t)) => (
-                            t.changes(&plan.source, &schema, &by_input[0], &state)?,
-                            Vec::new(),
-                        ),
-                        (None, None) => decode_batch(&plan.source, &schema, &by_input[0])?,
-                    };
-                    let out = pipeline.process_guarded(input, &state)?;
-                    problems.extend(pipeline.take_errors());
+                    let EpochOutput {
+                        changes: out,
+                        problems,
+                        ..
+                    } = dataflow.process(&by_input, &state)?;
                     engine.log_processing_errors("transient", &problems);
                     let mut wb = WriteBatch::default();
-                    pipeline.drain_state(&mut wb, &state)?;
-                    if let Some(t) = &mut table {
-                        t.drain(&mut wb)?;
-                    }
-                    if let Some(op) = &mut join {
-                        op.drain(&mut wb);
-                    }
+                    dataflow.checkpoint(&mut wb, &state)?;
                     state.commit(wb)?;
                     for i in 0..out.len() {
                         if out.weights[i] <= 0 || out.null_values[i] {
@@ -2072,27 +2024,6 @@ fn cut_at_common_time(reads: &mut [Vec<StoredRecord>], bounds: EpochBounds) {
     for (r, n) in reads.iter_mut().zip(lengths) {
         r.truncate(n);
     }
-}
-
-/// Decodes every input's records and joins them into the rows of the
-/// join's synthetic source.
-fn join_input(
-    op: &mut JoinChain,
-    by_input: &[Vec<StoredRecord>],
-) -> Result<(ChangeBatch, Vec<ProcessingError>)> {
-    // A table's tombstones too (read as records without a value): they
-    // delete the joined row.
-    let mut problems = Vec::new();
-    let mut decoded = Vec::with_capacity(by_input.len());
-    for (def, records) in op.sources().into_iter().zip(by_input) {
-        let mut as_stream = def.clone();
-        as_stream.kind = SourceKind::Stream;
-        let (batch, more) = decode_batch(&as_stream, &def.batch_schema(), records)?;
-        problems.extend(more);
-        decoded.push(batch);
-    }
-    let joined = op.process(&decoded, &mut problems)?;
-    Ok((joined, problems))
 }
 
 /// The topics a query reads, in the order of its offsets.

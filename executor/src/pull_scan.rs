@@ -25,9 +25,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 
+use crate::change::rows_to_batch;
 use crate::codec::{batch_row, decode_rows, MvRow};
 use crate::error::{ExecError, Result};
-use crate::pipeline::rows_to_batch;
 
 /// Rows per batch a scan yields, at most (and DataFusion's batch size in a
 /// pull query): the work between two await points, where a timeout or a

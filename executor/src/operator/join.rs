@@ -35,9 +35,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
+use super::{evaluate_lenient, physical, Context, Operator, PhysExpr};
+use crate::change::{rows_to_batch, ChangeBatch};
 use crate::datum::Datum;
 use crate::error::{json, ExecError, Result};
-use crate::pipeline::{evaluate_lenient, physical, rows_to_batch, ChangeBatch, PhysExpr};
 use crate::processing_log::ProcessingError;
 
 /// How long a stream-stream join keeps records without a grace period.
@@ -75,12 +76,12 @@ struct Buffer {
     max_ts: i64,
 }
 
-/// A join of two or more inputs: one [`JoinOp`] per step, each step's
+/// A join of two or more inputs: one [`JoinStep`] per step, each step's
 /// output the next one's left input. Records of all inputs are taken in
 /// one order (see [`merge_order`]) and each goes through the steps before
 /// the next one, as Kafka Streams runs a record through its topology.
 pub struct JoinChain {
-    steps: Vec<JoinOp>,
+    steps: Vec<JoinStep>,
     spec: JoinSpec,
 }
 
@@ -104,7 +105,7 @@ impl JoinChain {
                 ),
                 None => (Arc::clone(&out_schema), prefix.clone()),
             };
-            steps.push(JoinOp::new(step, schema, prefix, state)?);
+            steps.push(JoinStep::new(step, schema, prefix, state)?);
         }
         Ok(JoinChain {
             steps,
@@ -119,7 +120,7 @@ impl JoinChain {
 
     /// Joins the decoded records of every input into rows of the join's
     /// synthetic source. Join expression failures go to `errors`.
-    pub fn process(
+    pub fn join(
         &mut self,
         inputs: &[ChangeBatch],
         errors: &mut Vec<ProcessingError>,
@@ -185,12 +186,19 @@ impl JoinChain {
         left.map(|(batch, _)| batch)
             .ok_or_else(|| ExecError::Internal("a join without steps".into()))
     }
+}
+
+impl Operator<&[ChangeBatch]> for JoinChain {
+    fn process(&mut self, inputs: &[ChangeBatch], cx: &mut Context<'_>) -> Result<ChangeBatch> {
+        self.join(inputs, cx.errors)
+    }
 
     /// Moves this epoch's state changes of every step into the commit.
-    pub fn drain(&mut self, batch: &mut WriteBatch) {
+    fn checkpoint(&mut self, batch: &mut WriteBatch, _: &dyn StateStore) -> Result<()> {
         for step in &mut self.steps {
             step.drain(batch);
         }
+        Ok(())
     }
 }
 
@@ -276,7 +284,7 @@ pub enum Side {
 }
 
 /// The join of one persistent query.
-pub struct JoinOp {
+pub struct JoinStep {
     spec: JoinSpec,
     keys: [PhysExpr; 2],
     /// Arrow types of each side's batch columns.
@@ -320,14 +328,14 @@ fn read_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))
 }
 
-impl JoinOp {
+impl JoinStep {
     /// The operator for `spec`, its buffers loaded from `state`.
     pub fn new(
         spec: &JoinSpec,
         out_schema: SchemaRef,
         prefix: Vec<u8>,
         state: &dyn StateStore,
-    ) -> Result<JoinOp> {
+    ) -> Result<JoinStep> {
         let keys = [
             physical(&spec.left.key, &spec.left.key_schema)?,
             physical(&spec.right.key, &spec.right.key_schema)?,
@@ -355,7 +363,7 @@ impl JoinOp {
             .filter(|(_, c)| c.key)
             .map(|(i, _)| i)
             .collect();
-        let mut op = JoinOp {
+        let mut op = JoinStep {
             left_pk,
             by_foreign_key: HashMap::new(),
             left_key_column,
