@@ -20,8 +20,10 @@
 //! out of them) and `codec` (records ↔ change batches, the general path)
 //! → `change` (the change batch) → `operator` (one file per operator
 //! family) → `dataflow` (a query's input, then its operators) → `engine`
-//! (persistent, push and pull queries), and `print`, which shows raw
-//! topic records. `fuzz` is the cargo-fuzz harness for the
+//! (`driver` runs persistent queries epoch by epoch, `checkpoint` is what
+//! an epoch commits and how a query resumes, `epoch` how inputs are read,
+//! `push` and `pull` the two kinds of client query), and `print`, which
+//! shows raw topic records. `fuzz` is the cargo-fuzz harness for the
 //! record decoders; `bench` what the operator benchmarks
 //! (`benches/operators.rs`) reach inside for.
 //! A panic inside a query's task (a bug in decoding, a join, an

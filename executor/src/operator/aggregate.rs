@@ -27,7 +27,7 @@ mod session;
 
 /// An aggregation's output rows, gathered with their weights and times.
 #[derive(Default)]
-pub(crate) struct Emitted {
+struct Emitted {
     rows: Vec<Vec<ScalarValue>>,
     weights: Vec<i64>,
     times: Vec<i64>,
@@ -60,7 +60,7 @@ impl Emitted {
 }
 
 /// A group met in the batch an aggregation is processing.
-pub(crate) struct Slot {
+struct Slot {
     /// Its key in the state store (after the step's prefix).
     key: Vec<u8>,
     /// Its grouping values.
@@ -75,7 +75,7 @@ pub(crate) struct Slot {
 
 /// The value at `row` of an array, as a datum; the common types without a
 /// scalar in between.
-pub(crate) fn datum_at(a: &ArrayRef, row: usize) -> Result<Datum> {
+fn datum_at(a: &ArrayRef, row: usize) -> Result<Datum> {
     use datafusion::arrow::array::AsArray;
     if a.is_null(row) {
         return Ok(Datum::Null);
@@ -444,10 +444,10 @@ impl Operator for AggregateOperator {
 
 /// How many bytes of committed group states an aggregation keeps decoded
 /// across epochs (estimated, [`state_bytes`]).
-pub(crate) const KEPT_STATE_BYTES: usize = 64 << 20;
+const KEPT_STATE_BYTES: usize = 64 << 20;
 
 /// A group state's size in memory, roughly.
-pub(crate) fn state_bytes(s: &GroupState) -> usize {
+fn state_bytes(s: &GroupState) -> usize {
     fn datum(d: &Datum) -> usize {
         std::mem::size_of::<Datum>()
             + match d {
@@ -475,7 +475,7 @@ pub(crate) fn state_bytes(s: &GroupState) -> usize {
 }
 
 /// A group's output row: its grouping columns, then each aggregate.
-pub(crate) fn output_row(
+fn output_row(
     schema: &SchemaRef,
     funcs: &[AggFunc],
     group: &[ScalarValue],

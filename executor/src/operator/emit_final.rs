@@ -37,7 +37,7 @@ pub(crate) struct EmitFinalOperator {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct HeldRow {
+struct HeldRow {
     start: i64,
     key: Vec<u8>,
     row: Vec<Datum>,

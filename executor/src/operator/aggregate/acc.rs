@@ -112,7 +112,7 @@ pub(crate) fn merge_acc(f: AggFunc, acc: &mut Acc, other: &Acc) {
 
 /// MIN or MAX without retractions: `v` replaces `cur` if it is further
 /// out (NULL is never an extreme).
-pub(crate) fn offer_extreme(f: AggFunc, cur: &mut Datum, v: &Datum) {
+fn offer_extreme(f: AggFunc, cur: &mut Datum, v: &Datum) {
     let further = match f {
         AggFunc::Min => *v < *cur,
         _ => *v > *cur,

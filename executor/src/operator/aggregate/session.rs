@@ -64,7 +64,7 @@ pub(crate) struct SessionChange {
 /// `changed`: those of `now` made or merged this epoch (only they are
 /// written back).
 #[derive(Default)]
-pub(crate) struct SessionSet {
+struct SessionSet {
     stored: Vec<(i64, i64)>,
     now: BTreeMap<(i64, i64), GroupState>,
     changed: BTreeSet<(i64, i64)>,
