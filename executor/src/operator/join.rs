@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::{evaluate_lenient, physical, Context, Operator, PhysExpr};
 use crate::change::{rows_to_batch, ChangeBatch};
 use crate::datum::Datum;
-use crate::error::{json, ExecError, Result};
+use crate::error::{binary, from_binary, json, ExecError, Result};
 use crate::processing_log::ProcessingError;
 
 /// How long a stream-stream join keeps records without a grace period.
@@ -60,7 +60,8 @@ struct TableRow {
     ts: i64,
     /// A foreign-key join's left row: the key of the right row it joins
     /// (`None`: its join expression is NULL).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// (Defaulted: rows written as JSON by earlier versions may lack it.)
+    #[serde(default)]
     fk: Option<Vec<u8>>,
 }
 
@@ -196,7 +197,7 @@ impl Operator<&[ChangeBatch]> for JoinChain {
     /// Moves this epoch's state changes of every step into the commit.
     fn checkpoint(&mut self, batch: &mut WriteBatch, _: &dyn StateStore) -> Result<()> {
         for step in &mut self.steps {
-            step.drain(batch);
+            step.drain(batch)?;
         }
         Ok(())
     }
@@ -302,8 +303,9 @@ pub struct JoinStep {
     /// for their window to close (then they are emitted with NULLs) or
     /// for a match (then they are dropped), by (time, seq).
     pending: BTreeMap<(i64, u64), Pending>,
-    /// The latest time seen on either side.
+    /// The latest time seen on either side; whether it moved this epoch.
     stream_time: i64,
+    stream_time_dirty: bool,
     /// A foreign-key join: the left table's key columns, and its rows'
     /// keys by the right key they join.
     left_pk: Vec<usize>,
@@ -323,9 +325,9 @@ fn key_bytes(key: &Datum) -> Result<Vec<u8>> {
     json(key)
 }
 
+/// Join state as written by `binary`, or as JSON by earlier versions.
 fn read_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ExecError::Internal(format!("unreadable join state: {e}")))
+    from_binary(bytes, "join state")
 }
 
 impl JoinStep {
@@ -369,6 +371,7 @@ impl JoinStep {
             left_key_column,
             pending: BTreeMap::new(),
             stream_time: i64::MIN,
+            stream_time_dirty: false,
             spec: spec.clone(),
             keys,
             types,
@@ -432,7 +435,7 @@ impl JoinStep {
         let state_key = self.state_key(TABLE_TAGS[side], &kb);
         match row {
             Some(row) => {
-                self.writes.push((state_key, Some(json(&row)?)));
+                self.writes.push((state_key, Some(binary(&row)?)));
                 self.tables[side].insert(kb, row);
             }
             None => {
@@ -821,8 +824,7 @@ impl JoinStep {
             }
             if ts > self.stream_time {
                 self.stream_time = ts;
-                self.writes
-                    .push((self.state_key(b's', &[]), Some(json(&self.stream_time)?)));
+                self.stream_time_dirty = true;
             }
             let kb = key_bytes(&key)?;
             let matches: Vec<Entry> = self.buffers[other]
@@ -886,13 +888,15 @@ impl JoinStep {
                         partition,
                         offset,
                     };
-                    self.writes
-                        .push((self.state_key(b'p', &e.seq.to_be_bytes()), Some(json(&p)?)));
+                    self.writes.push((
+                        self.state_key(b'p', &e.seq.to_be_bytes()),
+                        Some(binary(&p)?),
+                    ));
                     self.pending.insert((e.ts, e.seq), p);
                 }
                 let tag = if s == 0 { b'l' } else { b'r' };
                 self.writes
-                    .push((self.state_key(tag, &e.seq.to_be_bytes()), Some(json(&e)?)));
+                    .push((self.state_key(tag, &e.seq.to_be_bytes()), Some(binary(&e)?)));
                 self.insert(s, e)?;
                 self.expire(s);
             }
@@ -1081,12 +1085,74 @@ impl JoinStep {
     }
 
     /// Moves this epoch's buffer changes into the commit.
-    pub fn drain(&mut self, batch: &mut WriteBatch) {
+    pub fn drain(&mut self, batch: &mut WriteBatch) -> Result<()> {
         for (k, v) in self.writes.drain(..) {
             match v {
                 Some(v) => batch.put(k, v),
                 None => batch.delete(k),
             }
         }
+        if std::mem::take(&mut self.stream_time_dirty) {
+            batch.put(self.state_key(b's', &[]), binary(&self.stream_time)?);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{read_state, Entry, Pending, TableRow};
+    use crate::datum::Datum;
+    use crate::error::binary;
+
+    #[test]
+    fn join_state_reads_back_binary_and_the_json_of_earlier_versions() {
+        let entry = Entry {
+            key: Datum::Str("k".into()),
+            ts: -5,
+            seq: 7,
+            row: vec![Datum::Int(1), Datum::Null, Datum::Float(0.5)],
+        };
+        let pending = Pending {
+            side: 1,
+            entry: entry.clone(),
+            partition: 2,
+            offset: 9,
+        };
+        let rows = [
+            TableRow {
+                row: vec![Datum::Str("zß".into())],
+                ts: 3,
+                fk: None,
+            },
+            TableRow {
+                row: vec![],
+                ts: 4,
+                fk: Some(b"\"x\"".to_vec()),
+            },
+        ];
+        let back: Entry = read_state(&binary(&entry).unwrap()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{entry:?}"));
+        let back: Pending = read_state(&binary(&pending).unwrap()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{pending:?}"));
+        for row in &rows {
+            let back: TableRow = read_state(&binary(row).unwrap()).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{row:?}"));
+        }
+        let back: i64 = read_state(&binary(&-42i64).unwrap()).unwrap();
+        assert_eq!(back, -42);
+        // As earlier versions wrote them: JSON, a table row without `fk`.
+        let mut json = serde_json::to_value(&rows[0]).unwrap();
+        json.as_object_mut().unwrap().remove("fk");
+        let old: TableRow = read_state(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(format!("{old:?}"), format!("{:?}", rows[0]));
+        let old: Entry = read_state(&serde_json::to_vec(&entry).unwrap()).unwrap();
+        assert_eq!(format!("{old:?}"), format!("{entry:?}"));
+        let old: i64 = read_state(b"-42").unwrap();
+        assert_eq!(old, -42);
+        // Damaged state is an error, not a panic.
+        let mut bad = binary(&entry).unwrap();
+        bad.truncate(bad.len() / 2);
+        assert!(read_state::<Entry>(&bad).is_err());
     }
 }
