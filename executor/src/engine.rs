@@ -8,9 +8,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use brook_planner::binder::InsertRow;
 use brook_planner::catalog::{SourceDef, SourceKind};
-use brook_planner::plan::StreamPlan;
+use brook_planner::plan::{InsertRow, StreamPlan};
 use brook_storage::{
     CatalogStore, CleanupPolicy, DirLock, FjallStateStore, FlushPolicy, LogConfig, LogStore,
     Record, RecoveryAction, SledStateStore, StateStore, StorageError, StoredRecord, TopicConfig,

@@ -24,7 +24,7 @@ mod select;
 mod source;
 mod window;
 
-pub use insert::{plan_insert, plan_insert_select, InsertRow};
+pub use insert::{plan_insert, plan_insert_select};
 pub use props::FormatDefaults;
 pub use pull::plan_pull;
 pub use select::{make_emit_final, plan_create_as_select, plan_stream};

@@ -8,7 +8,7 @@
 //! start, so it is not serialized.
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::DFSchemaRef;
+use datafusion::common::{DFSchemaRef, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use std::fmt;
 
@@ -464,4 +464,14 @@ pub struct PullPlan {
     pub plan: LogicalPlan,
     /// The sources it reads.
     pub sources: Vec<SourceDef>,
+}
+
+/// A row to insert (`INSERT INTO … VALUES`): what the binder makes of it
+/// and the engine writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InsertRow {
+    /// `ROWTIME` if given.
+    pub rowtime: Option<i64>,
+    /// One value per declared column of the target, in its order.
+    pub values: Vec<ScalarValue>,
 }

@@ -38,21 +38,19 @@ impl Operator for FilterOperator {
         let keep: Vec<bool> = mask.iter().map(|b| b == Some(true)).collect();
         Ok(ChangeBatch {
             batch: filter_record_batch(&input.batch, &mask)?,
-            weights: input
-                .weights
-                .iter()
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|(w, _)| *w)
-                .collect(),
-            rowtimes: input
-                .rowtimes
-                .iter()
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|(t, _)| *t)
-                .collect(),
+            weights: kept(&input.weights, &keep),
+            rowtimes: kept(&input.rowtimes, &keep),
             null_values: vec![false; keep.iter().filter(|k| **k).count()],
         })
     }
+}
+
+/// The values whose `keep` is set, in order.
+fn kept(values: &[i64], keep: &[bool]) -> Vec<i64> {
+    values
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(v, _)| *v)
+        .collect()
 }

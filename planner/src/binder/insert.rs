@@ -12,7 +12,7 @@ use super::select::plan_stream;
 use super::source::reserved;
 use crate::catalog::{Catalog, SourceDef, SourceKind, ROWTIME};
 use crate::error::{PlanError, Result};
-use crate::plan::StreamPlan;
+use crate::plan::{InsertRow, StreamPlan};
 use crate::types::SqlType;
 
 /// `INSERT INTO target SELECT …`: the plan, checked against the target
@@ -103,15 +103,6 @@ pub fn plan_insert_select(
         )));
     }
     Ok((sink, plan))
-}
-
-/// A row to insert.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InsertRow {
-    /// `ROWTIME` if given.
-    pub rowtime: Option<i64>,
-    /// One value per declared column of the target, in its order.
-    pub values: Vec<ScalarValue>,
 }
 
 /// `INSERT INTO target [(cols)] VALUES …`.
