@@ -15,56 +15,73 @@ use crate::decode::decode_batch;
 use crate::error::Result;
 use crate::operator::join::JoinChain;
 use crate::operator::table_source::TableSourceOperator;
-use crate::operator::{guarded_process, Context, Operator, Pipeline};
+use crate::operator::{Context, Operator, Pipeline};
 use crate::processing_log::ProcessingError;
 
 /// One epoch's records: one list per input, in the order of
 /// `JoinSpec::inputs` (one list when the query reads one source).
 pub(crate) type EpochRecords<'r> = &'r [Vec<StoredRecord>];
 
+/// A source's records decoded as a stream's: each a row inserted (a
+/// table's tombstone is a row without a value).
+struct Decoder {
+    def: SourceDef,
+    schema: SchemaRef,
+}
+
+impl Decoder {
+    fn new(def: &SourceDef) -> Decoder {
+        let mut as_stream = def.clone();
+        as_stream.kind = SourceKind::Stream;
+        Decoder {
+            schema: def.batch_schema(),
+            def: as_stream,
+        }
+    }
+
+    fn decode(&self, records: &[StoredRecord], cx: &mut Context<'_>) -> Result<ChangeBatch> {
+        let (batch, skipped) = decode_batch(&self.def, &self.schema, records)?;
+        cx.errors.extend(skipped);
+        Ok(batch)
+    }
+}
+
 /// Where a dataflow's changes come from.
 enum Input {
-    /// A stream's records, each a row inserted.
-    Stream {
-        def: Box<SourceDef>,
-        schema: SchemaRef,
-    },
+    /// A stream's records.
+    Stream(Box<Decoder>),
     /// A table's records: upserts and tombstones, as changes.
     Table(Box<TableSourceOperator>),
     /// A join: each input decoded as a stream (a table's tombstones are
     /// rows without a value, which delete the joined row), then joined.
-    Join(Box<JoinChain>),
+    Join {
+        inputs: Vec<Decoder>,
+        chain: Box<JoinChain>,
+    },
 }
 
 impl Operator<EpochRecords<'_>> for Input {
     fn process(&mut self, records: EpochRecords<'_>, cx: &mut Context<'_>) -> Result<ChangeBatch> {
         let first = records.first().map_or(&[][..], Vec::as_slice);
         match self {
-            Input::Stream { def, schema } => {
-                let (batch, skipped) = decode_batch(def, schema, first)?;
-                cx.errors.extend(skipped);
-                Ok(batch)
-            }
+            Input::Stream(decoder) => decoder.decode(first, cx),
             Input::Table(table) => table.process(first, cx),
-            Input::Join(join) => {
-                let mut decoded = Vec::with_capacity(records.len());
-                for (def, records) in join.sources().into_iter().zip(records) {
-                    let mut as_stream = def.clone();
-                    as_stream.kind = SourceKind::Stream;
-                    let (batch, skipped) = decode_batch(&as_stream, &def.batch_schema(), records)?;
-                    cx.errors.extend(skipped);
-                    decoded.push(batch);
-                }
-                join.process(&decoded, cx)
+            Input::Join { inputs, chain } => {
+                let decoded = inputs
+                    .iter()
+                    .zip(records)
+                    .map(|(decoder, records)| decoder.decode(records, cx))
+                    .collect::<Result<Vec<_>>>()?;
+                chain.process(&decoded, cx)
             }
         }
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch, state: &dyn StateStore) -> Result<()> {
         match self {
-            Input::Stream { .. } => Ok(()),
+            Input::Stream(_) => Ok(()),
             Input::Table(table) => table.checkpoint(batch, state),
-            Input::Join(join) => join.checkpoint(batch, state),
+            Input::Join { chain, .. } => chain.checkpoint(batch, state),
         }
     }
 }
@@ -91,20 +108,23 @@ impl Dataflow {
     /// their state as they meet its keys).
     pub(crate) fn new(plan: &StreamPlan, prefix: &[u8], state: &dyn StateStore) -> Result<Self> {
         let input = match (&plan.join, plan.source.kind) {
-            (Some(spec), _) => Input::Join(Box::new(JoinChain::new(
-                spec,
-                plan.source.batch_schema(),
-                [prefix, b"j/"].concat(),
-                state,
-            )?)),
+            (Some(spec), _) => {
+                let chain = JoinChain::new(
+                    spec,
+                    plan.source.batch_schema(),
+                    [prefix, b"j/"].concat(),
+                    state,
+                )?;
+                Input::Join {
+                    inputs: chain.sources().into_iter().map(Decoder::new).collect(),
+                    chain: Box::new(chain),
+                }
+            }
             (None, SourceKind::Table) => Input::Table(Box::new(TableSourceOperator::new(
                 &plan.source,
                 [prefix, b"t/"].concat(),
             ))),
-            (None, SourceKind::Stream) => Input::Stream {
-                def: Box::new(plan.source.clone()),
-                schema: plan.source.batch_schema(),
-            },
+            (None, SourceKind::Stream) => Input::Stream(Box::new(Decoder::new(&plan.source))),
         };
         Ok(Dataflow {
             input,
@@ -112,9 +132,8 @@ impl Dataflow {
         })
     }
 
-    /// Runs one epoch's records through the dataflow. A panic inside it (a
-    /// bug in decoding, a join, an expression) is an error, not the end of
-    /// the task.
+    /// Runs one epoch's records through the dataflow. (A panic inside it,
+    /// a bug, fails the query's task: `panic_guard` wraps the task.)
     pub(crate) fn process(
         &mut self,
         records: EpochRecords<'_>,
@@ -125,8 +144,8 @@ impl Dataflow {
             state,
             errors: &mut problems,
         };
-        let input = guarded_process(&mut self.input, records, &mut cx)?;
-        let changes = guarded_process(&mut self.pipeline, input, &mut cx)?;
+        let input = self.input.process(records, &mut cx)?;
+        let changes = Operator::process(&mut self.pipeline, input, &mut cx)?;
         let late = self.pipeline.take_late();
         Ok(EpochOutput {
             changes,

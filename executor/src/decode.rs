@@ -234,6 +234,12 @@ impl Fast {
     }
 }
 
+/// Whether the fast paths (the JSON scanner, DELIMITED split in place)
+/// read a column of type `ty` (for the fuzz harness, which feeds them).
+pub(crate) fn read_fast(ty: &SqlType) -> bool {
+    Fast::of(ty) != Fast::General
+}
+
 /// The fast visitor gave up on a record: the general path takes it.
 struct GiveUp;
 

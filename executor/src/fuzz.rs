@@ -77,17 +77,12 @@ pub fn record_decoders(bytes: &[u8]) {
 /// type.
 fn columnar(bytes: &[u8]) {
     // The types the fast paths read, and one (DECIMAL) they leave.
-    let (fast, others): (Vec<SqlType>, Vec<SqlType>) = types().into_iter().partition(|t| {
-        matches!(
-            t,
-            SqlType::Boolean
-                | SqlType::Int
-                | SqlType::Bigint
-                | SqlType::Double
-                | SqlType::String
-                | SqlType::Timestamp
-        )
-    });
+    let (fast, others): (Vec<SqlType>, Vec<SqlType>) =
+        types().into_iter().partition(crate::decode::read_fast);
+    let timestamp = fast
+        .iter()
+        .position(|t| *t == SqlType::Timestamp)
+        .map(|i| format!("C{i}"));
     let mut columns: Vec<Column> = fast
         .into_iter()
         .enumerate()
@@ -116,7 +111,7 @@ fn columnar(bytes: &[u8]) {
                 partitions: 1,
                 key_format: Format::Kafka,
                 value_format: format,
-                timestamp_column: Some("C5".into()),
+                timestamp_column: timestamp.clone(),
                 timestamp_format: None,
                 query_id: None,
                 retention_ms: None,

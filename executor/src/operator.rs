@@ -26,7 +26,7 @@ use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
 use crate::change::ChangeBatch;
-use crate::error::{ExecError, Result};
+use crate::error::Result;
 use crate::processing_log::ProcessingError;
 
 pub(crate) mod aggregate;
@@ -216,17 +216,11 @@ impl Pipeline {
     /// Pushes a batch of changes through every operator; the rows an
     /// expression fails on are kept for [`Pipeline::take_errors`].
     pub fn process(&mut self, input: ChangeBatch, state: &dyn StateStore) -> Result<ChangeBatch> {
-        let mut errors = std::mem::take(&mut self.errors);
-        let out = Operator::process(
-            self,
-            input,
-            &mut Context {
-                state,
-                errors: &mut errors,
-            },
-        );
-        self.errors.append(&mut errors);
-        out
+        let mut cx = Context {
+            state,
+            errors: &mut self.errors,
+        };
+        run(&mut self.ops, input, &mut cx)
     }
 
     /// The rows expressions failed on since the last call.
@@ -243,13 +237,8 @@ impl Pipeline {
 }
 
 impl Operator for Pipeline {
-    fn process(&mut self, mut input: ChangeBatch, cx: &mut Context<'_>) -> Result<ChangeBatch> {
-        // Every operator runs even on an empty batch, so the result always
-        // has the pipeline's output schema.
-        for op in &mut self.ops {
-            input = op.process(input, cx)?;
-        }
-        Ok(input)
+    fn process(&mut self, input: ChangeBatch, cx: &mut Context<'_>) -> Result<ChangeBatch> {
+        run(&mut self.ops, input, cx)
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch, state: &dyn StateStore) -> Result<()> {
@@ -264,18 +253,15 @@ impl Operator for Pipeline {
     }
 }
 
-/// `op.process`, a panic inside it (a bug in a function implementation)
-/// turned into an error instead of killing the query's task.
-pub(crate) fn guarded_process<In>(
-    op: &mut (impl Operator<In> + ?Sized),
-    input: In,
+/// Pushes `input` through `ops` in order. Every operator runs even on an
+/// empty batch, so the result always has the last one's output schema.
+fn run(
+    ops: &mut [Box<dyn Operator>],
+    mut input: ChangeBatch,
     cx: &mut Context<'_>,
 ) -> Result<ChangeBatch> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.process(input, cx))) {
-        Ok(result) => result,
-        Err(panic) => Err(ExecError::Internal(format!(
-            "a query operator panicked: {}",
-            crate::panic_guard::panic_message(panic.as_ref())
-        ))),
+    for op in ops {
+        input = op.process(input, cx)?;
     }
+    Ok(input)
 }
